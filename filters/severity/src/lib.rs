@@ -1,0 +1,178 @@
+//! `severity`: drops events below a configured minimum severity.
+//!
+//! The severity of an event is read, in order, from the CloudEvents `severity` extension
+//! (`debug`, `info`, `notice`, `warning`/`warn`, `error`, `critical`/`fatal`, any case),
+//! the Toggle `level` extension (`INFO`, `WARN`, `ERROR`, `CRITICAL`), the Kubernetes
+//! `k8stype` extension or, for JSON data, the Kubernetes Event's own `type` field
+//! (`Normal` counts as info, `Warning` as warning). Events whose severity cannot be told
+//! are kept unless `unknown: drop` is configured.
+//!
+//! Config: `{"min": "warning", "unknown": "keep"}`.
+
+use serde::Deserialize;
+use weir_guest::{Context, Event, Filter, Verdict};
+
+/// Severities in increasing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Debugging detail.
+    Debug,
+    /// Normal operation (Kubernetes `Normal`).
+    Info,
+    /// Normal but significant.
+    Notice,
+    /// Something may be wrong (Kubernetes `Warning`).
+    #[serde(alias = "warn")]
+    Warning,
+    /// Something failed.
+    Error,
+    /// Something failed badly.
+    #[serde(alias = "fatal")]
+    Critical,
+}
+
+impl Severity {
+    /// Parses a severity name from any of the vocabularies the filter understands.
+    pub fn parse(s: &str) -> Option<Self> {
+        const NAMES: [(&str, Severity); 11] = [
+            ("debug", Severity::Debug),
+            ("info", Severity::Info),
+            ("normal", Severity::Info),
+            ("notice", Severity::Notice),
+            ("warning", Severity::Warning),
+            ("warn", Severity::Warning),
+            ("error", Severity::Error),
+            ("err", Severity::Error),
+            ("critical", Severity::Critical),
+            ("crit", Severity::Critical),
+            ("fatal", Severity::Critical),
+        ];
+        NAMES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map(|(_, sev)| *sev)
+    }
+}
+
+/// What to do with events whose severity is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Unknown {
+    /// Keep them (default).
+    #[default]
+    Keep,
+    /// Drop them.
+    Drop,
+}
+
+/// The filter's configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The lowest severity kept (default `warning`).
+    #[serde(default = "default_min")]
+    pub min: Severity,
+    /// What to do with events of unknown severity.
+    #[serde(default)]
+    pub unknown: Unknown,
+}
+
+fn default_min() -> Severity {
+    Severity::Warning
+}
+
+/// Drops events below `min`.
+pub struct SeverityFilter {
+    config: Config,
+}
+
+#[derive(Deserialize)]
+struct KubeType<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Option<&'a str>,
+}
+
+/// The severity of an event, if it can be told.
+pub fn severity_of(event: &Event<'_>) -> Option<Severity> {
+    for name in ["severity", "level", "k8stype"] {
+        if let Some(value) = event.extension(name) {
+            return Severity::parse(value);
+        }
+    }
+    if event.is_json() && event.data().is_some() {
+        if let Ok(KubeType { ty: Some(ty) }) = event.json::<KubeType<'_>>() {
+            return Severity::parse(ty);
+        }
+    }
+    None
+}
+
+impl Filter for SeverityFilter {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        Ok(Self { config })
+    }
+
+    fn process(&mut self, _ctx: &Context, event: &Event<'_>) -> Verdict {
+        match severity_of(event) {
+            Some(sev) if sev >= self.config.min => Verdict::Keep,
+            Some(_) => Verdict::drop("below the minimum severity"),
+            None if self.config.unknown == Unknown::Drop => Verdict::drop("unknown severity"),
+            None => Verdict::Keep,
+        }
+    }
+}
+
+weir_guest::export_filter!(SeverityFilter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use weir_guest::testing::Harness;
+    use weir_guest::OwnedEvent;
+
+    fn ev(ext: &str, value: &str) -> OwnedEvent {
+        OwnedEvent::new("1", "/test", "t").with(ext, value)
+    }
+
+    #[test]
+    fn drops_below_minimum_across_vocabularies() {
+        let mut h = Harness::<SeverityFilter>::new(r#"{"min":"warning"}"#).expect("config");
+        let kube_normal = OwnedEvent::new("k", "/k8s", "k8s.event")
+            .with_json(&json!({"type": "Normal", "reason": "Pulled"}));
+        let kube_warning = OwnedEvent::new("k", "/k8s", "k8s.event")
+            .with_json(&json!({"type": "Warning", "reason": "BackOff"}));
+        let out = h.run(&[
+            ev("severity", "info"),
+            ev("severity", "ERROR"),
+            ev("level", "INFO"),
+            ev("level", "CRITICAL"),
+            ev("level", "WARN"),
+            ev("k8stype", "Normal"),
+            ev("k8stype", "Warning"),
+            kube_normal,
+            kube_warning,
+            OwnedEvent::new("x", "/x", "no.severity"),
+        ]);
+        let kept: Vec<bool> = out.iter().map(|o| o.kept().is_some()).collect();
+        assert_eq!(
+            kept,
+            [false, true, false, true, true, false, true, false, true, true]
+        );
+    }
+
+    #[test]
+    fn unknown_can_be_dropped_and_typos_are_rejected() {
+        let mut h =
+            Harness::<SeverityFilter>::new(r#"{"min":"error","unknown":"drop"}"#).expect("config");
+        let out = h.run(&[OwnedEvent::new("x", "/x", "t"), ev("severity", "fatal")]);
+        assert!(out[0].is_drop());
+        assert!(out[1].kept().is_some());
+        let err = Harness::<SeverityFilter>::new(r#"{"minimum":"error"}"#).err();
+        assert!(err.is_some_and(|e| e.contains("unknown field")));
+        assert!(Harness::<SeverityFilter>::new(r#"{"min":"loud"}"#).is_err());
+    }
+}

@@ -1,0 +1,162 @@
+//! Command-line interface (`anyhow` lives here, at the binary's edge).
+
+mod filter;
+mod send;
+mod tail;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use weir::config::Config;
+
+/// weir — a WebAssembly-extensible event router.
+///
+/// A native host moves CloudEvents between sources and sinks; sandboxed WebAssembly
+/// filters decide what happens to each event (keep, drop, rewrite, fan out, route).
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (e.g. `info`, `weir=debug`); also read from WEIR_LOG.
+    #[arg(long, global = true, env = "WEIR_LOG", default_value = "info")]
+    log: String,
+    /// Write logs as JSON lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the router. Without --config: HTTP on 127.0.0.1:8080 (ingest at POST /v1/events,
+    /// GET /v1/tail, /healthz, /readyz, /metrics), data in ./weir-data, and the example
+    /// filters (scope-inject, severity >= info, redact) on the default route, writing to
+    /// ./weir-data/events.jsonl and the tail stream.
+    Serve(ServeArgs),
+    /// Create, build and test filters.
+    #[command(subcommand)]
+    Filter(filter::FilterCommand),
+    /// Send CloudEvents to a router (from a JSON-lines file or from flags).
+    Send(send::SendArgs),
+    /// Print events as they leave the router's `tail` sinks.
+    Tail(tail::TailArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// YAML configuration file (see examples/). Fields can be overridden with
+    /// WEIR__<FIELD>__<SUBFIELD>=value environment variables.
+    #[arg(long, short, env = "WEIR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, overriding the configuration.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory, overriding the configuration.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Where the example filter components are, for the embedded defaults.
+    #[arg(long, env = "WEIR_FILTERS_DIR")]
+    filters_dir: Option<PathBuf>,
+}
+
+/// Sets up `tracing` output on stderr.
+pub fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs the chosen command.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Filter(cmd) => filter::run(cmd),
+        Command::Send(args) => runtime()?.block_on(send::run(args)),
+        Command::Tail(args) => runtime()?.block_on(tail::run(args)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The directory the example filters are built into by `scripts/serve`:
+/// `$CARGO_TARGET_DIR/wasm32-wasip2/release`, else `target/wasm32-wasip2/release`.
+fn default_filters_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+        .join("wasm32-wasip2/release")
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => {
+            let dir = args.filters_dir.clone().unwrap_or_else(default_filters_dir);
+            let config = Config::embedded(&dir);
+            for f in config.filters.values() {
+                if !f.path.exists() {
+                    anyhow::bail!(
+                        "example filter {} not found: build the filters first \
+                         (`scripts/serve` does, or `cargo build --target wasm32-wasip2 --release -p severity -p scope-inject -p redact`), \
+                         or point --filters-dir at them",
+                        f.path.display()
+                    );
+                }
+            }
+            config
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    runtime()?.block_on(async move {
+        let running = weir::serve::start(config).await?;
+        eprintln!("weir listening on http://{}", running.addr);
+        let (stop, task) = running.into_parts();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(());
+        });
+        task.await??;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,4 @@
+//! CloudEvents formats and protocol bindings.
+
+pub mod http;
+pub mod json;

@@ -1,0 +1,686 @@
+//! The router's configuration: YAML, environment overrides, validation before anything
+//! starts, and errors that name the file, line and field.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Prefix of environment variables that override configuration fields:
+/// `WEIR__LISTEN=0.0.0.0:8080`, `WEIR__INGEST__MAX_EVENT_BYTES=65536`
+/// (double underscores separate levels; names are lower-cased).
+pub const ENV_PREFIX: &str = "WEIR__";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP listener (ingest, tail, health, metrics).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the router keeps its files (sinks, dead letters, compiled filter cache).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Limits on what the HTTP source accepts.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// Filter components by name.
+    #[serde(default)]
+    pub filters: BTreeMap<String, FilterConfig>,
+    /// Tenants and their limits (`default` always exists).
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// Sinks by name (`tail` and `dead-letter` exist unless redefined).
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+    /// Routes from sources through filters to sinks.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./weir-data")
+}
+
+/// Limits of the HTTP source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// The largest single event accepted, in bytes (attributes plus data).
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+    /// The largest request body accepted, in bytes.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: default_max_event_bytes(),
+            max_request_bytes: default_max_request_bytes(),
+        }
+    }
+}
+
+fn default_max_event_bytes() -> usize {
+    1 << 20
+}
+
+fn default_max_request_bytes() -> usize {
+    16 << 20
+}
+
+/// One filter component.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Path of the `.wasm` component (relative paths are relative to the config file).
+    pub path: PathBuf,
+    /// Configuration passed to the filter's `init`, as JSON.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+}
+
+/// A tenant.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Per-call limits for this tenant's filters.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Limits on every filter call.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Wall-clock budget for one batch call, in milliseconds (epoch deadline).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// The most linear memory one instance may grow to, in MiB.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+    /// The largest verdict buffer one batch call may return, in MiB.
+    #[serde(default = "default_output_mb")]
+    pub output_mb: u64,
+    /// The most key-value state the tenant may hold, in MiB.
+    #[serde(default = "default_state_mb")]
+    pub state_mb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout_ms: default_timeout_ms(),
+            memory_mb: default_memory_mb(),
+            output_mb: default_output_mb(),
+            state_mb: default_state_mb(),
+        }
+    }
+}
+
+fn default_timeout_ms() -> u64 {
+    200
+}
+
+fn default_memory_mb() -> u64 {
+    64
+}
+
+fn default_output_mb() -> u64 {
+    16
+}
+
+fn default_state_mb() -> u64 {
+    16
+}
+
+/// A sink.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// JSON lines (structured CloudEvents) appended to a file.
+    File {
+        /// The file (relative paths are inside the data directory).
+        path: PathBuf,
+        /// fsync after every batch (slower, survives power loss).
+        #[serde(default)]
+        fsync: bool,
+    },
+    /// The in-process stream that `weir tail` reads.
+    Tail,
+    /// Discards events (counted in metrics).
+    Null,
+}
+
+/// What happens to a batch whose filter failed (trap, timeout, memory, bad output), and
+/// to events a filter answered with an error verdict.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Send them to the route's dead-letter sink with the reason (default).
+    #[default]
+    DeadLetter,
+    /// Let them continue as if the filter had kept them.
+    Pass,
+    /// Drop them (counted).
+    Drop,
+}
+
+/// A route: which sources feed it, which filters run, where events go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The route's name (metrics, logs, filter context).
+    pub name: String,
+    /// Source kinds feeding the route (`http`).
+    #[serde(default = "default_from")]
+    pub from: Vec<String>,
+    /// The default filter chain, run in order.
+    #[serde(default)]
+    pub filters: Vec<String>,
+    /// Per-tenant chains replacing the default chain for that tenant.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantRoute>,
+    /// Sinks receiving kept events.
+    pub to: Vec<String>,
+    /// The sink for dead letters.
+    #[serde(default = "default_dead_letter")]
+    pub dead_letter: String,
+    /// The failure policy.
+    #[serde(default)]
+    pub on_failure: FailurePolicy,
+    /// Batching limits for filter calls.
+    #[serde(default)]
+    pub batch: BatchConfig,
+}
+
+fn default_from() -> Vec<String> {
+    vec!["http".to_owned()]
+}
+
+fn default_dead_letter() -> String {
+    "dead-letter".to_owned()
+}
+
+/// A tenant's chain on one route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRoute {
+    /// The chain for this tenant.
+    pub filters: Vec<String>,
+}
+
+/// Batching limits.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// The most events in one filter call.
+    #[serde(default = "default_batch_events")]
+    pub max_events: usize,
+    /// The most bytes of events in one filter call (guest memory grows to the largest batch).
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_events: default_batch_events(),
+            max_bytes: default_batch_bytes(),
+        }
+    }
+}
+
+fn default_batch_events() -> usize {
+    1000
+}
+
+fn default_batch_bytes() -> usize {
+    4 << 20
+}
+
+/// Source kinds a route may name.
+pub const SOURCE_KINDS: [&str; 1] = ["http"];
+
+/// A configuration error, naming where it is.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, or the environment variable, at fault.
+    pub origin: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// The field path (e.g. `routes[0].filters[1]`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        if !self.field.is_empty() && self.field != "." {
+            write!(f, ": field `{}`", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl Config {
+    /// The configuration `weir serve` runs without a file: HTTP on 127.0.0.1:8080, data in
+    /// `./weir-data`, and the example filters from `filters_dir` on the default route
+    /// (scope injection, severity at `info` and above, redaction) into `events.jsonl` and
+    /// the tail stream.
+    pub fn embedded(filters_dir: &Path) -> Self {
+        let filter = |name: &str, config: serde_json::Value| {
+            (
+                name.to_owned(),
+                FilterConfig {
+                    path: filters_dir.join(format!("{}.wasm", name.replace('-', "_"))),
+                    config: Some(config),
+                },
+            )
+        };
+        let mut config = Self::empty();
+        config.filters = [
+            filter("scope-inject", serde_json::json!({})),
+            filter("severity", serde_json::json!({ "min": "info" })),
+            filter("redact", serde_json::json!({})),
+        ]
+        .into_iter()
+        .collect();
+        config.sinks.insert(
+            "file".into(),
+            SinkConfig::File {
+                path: "events.jsonl".into(),
+                fsync: false,
+            },
+        );
+        config.routes.push(RouteConfig {
+            name: "default".into(),
+            from: default_from(),
+            filters: vec!["scope-inject".into(), "severity".into(), "redact".into()],
+            tenants: BTreeMap::new(),
+            to: vec!["file".into(), "tail".into()],
+            dead_letter: default_dead_letter(),
+            on_failure: FailurePolicy::DeadLetter,
+            batch: BatchConfig::default(),
+        });
+        config.with_builtins()
+    }
+
+    fn empty() -> Self {
+        Self {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            ingest: IngestConfig::default(),
+            filters: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            sinks: BTreeMap::new(),
+            routes: Vec::new(),
+        }
+    }
+
+    /// Adds the `default` tenant and the `tail` and `dead-letter` sinks unless configured.
+    fn with_builtins(mut self) -> Self {
+        self.tenants.entry("default".into()).or_default();
+        self.sinks.entry("tail".into()).or_insert(SinkConfig::Tail);
+        self.sinks
+            .entry("dead-letter".into())
+            .or_insert(SinkConfig::File {
+                path: "dead-letter.jsonl".into(),
+                fsync: false,
+            });
+        self
+    }
+
+    /// Reads, overrides from the environment, and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            line: None,
+            column: None,
+            field: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let overrides: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        let mut config = Self::parse(&origin, &text, &overrides)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for filter in config.filters.values_mut() {
+            if filter.path.is_relative() {
+                filter.path = base.join(&filter.path);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text; `overrides` are `(WEIR__A__B, value)` pairs.
+    pub fn parse(
+        origin: &str,
+        text: &str,
+        overrides: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let config: Config = deserialize_located(origin, text)?;
+        let config = if overrides.is_empty() {
+            config
+        } else {
+            apply_overrides(origin, text, overrides)?
+        };
+        let config = config.with_builtins();
+        config.validate(origin, text)?;
+        Ok(config)
+    }
+
+    /// Checks every cross-reference and limit.
+    pub fn validate(&self, origin: &str, text: &str) -> Result<(), ConfigError> {
+        let err = |field: String, needle: &str, message: String| ConfigError {
+            origin: origin.to_owned(),
+            line: find_line(text, needle),
+            column: None,
+            field,
+            message,
+        };
+        let known = |map: Vec<&String>| {
+            map.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if self.routes.is_empty() {
+            return Err(err(
+                "routes".into(),
+                "routes",
+                "at least one route is needed".into(),
+            ));
+        }
+        let mut names = Vec::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            if names.contains(&&route.name) {
+                return Err(err(
+                    format!("routes[{i}].name"),
+                    &route.name,
+                    format!("route `{}` is defined twice", route.name),
+                ));
+            }
+            names.push(&route.name);
+            for (j, from) in route.from.iter().enumerate() {
+                if !SOURCE_KINDS.contains(&from.as_str()) {
+                    return Err(err(
+                        format!("routes[{i}].from[{j}]"),
+                        from,
+                        format!(
+                            "unknown source `{from}` (known: {})",
+                            SOURCE_KINDS.join(", ")
+                        ),
+                    ));
+                }
+            }
+            let chains = std::iter::once((String::new(), &route.filters)).chain(
+                route
+                    .tenants
+                    .iter()
+                    .map(|(t, r)| (format!(".tenants.{t}"), &r.filters)),
+            );
+            for (prefix, chain) in chains {
+                for (j, f) in chain.iter().enumerate() {
+                    if !self.filters.contains_key(f) {
+                        return Err(err(
+                            format!("routes[{i}]{prefix}.filters[{j}]"),
+                            f,
+                            format!(
+                                "unknown filter `{f}` (defined: {})",
+                                known(self.filters.keys().collect())
+                            ),
+                        ));
+                    }
+                }
+            }
+            for tenant in route.tenants.keys() {
+                if !self.tenants.contains_key(tenant) {
+                    return Err(err(
+                        format!("routes[{i}].tenants.{tenant}"),
+                        tenant,
+                        format!(
+                            "unknown tenant `{tenant}` (defined: {})",
+                            known(self.tenants.keys().collect())
+                        ),
+                    ));
+                }
+            }
+            let sinks = route
+                .to
+                .iter()
+                .enumerate()
+                .map(|(j, s)| (format!("routes[{i}].to[{j}]"), s))
+                .chain(std::iter::once((
+                    format!("routes[{i}].dead_letter"),
+                    &route.dead_letter,
+                )));
+            for (field, sink) in sinks {
+                if !self.sinks.contains_key(sink) {
+                    return Err(err(
+                        field,
+                        sink,
+                        format!(
+                            "unknown sink `{sink}` (defined: {})",
+                            known(self.sinks.keys().collect())
+                        ),
+                    ));
+                }
+            }
+            if route.batch.max_events == 0 || route.batch.max_bytes < 1024 {
+                return Err(err(
+                    format!("routes[{i}].batch"),
+                    "batch",
+                    "max_events must be at least 1 and max_bytes at least 1024".into(),
+                ));
+            }
+        }
+        for (name, tenant) in &self.tenants {
+            let l = tenant.limits;
+            if l.timeout_ms == 0 || l.memory_mb == 0 || l.output_mb == 0 {
+                return Err(err(
+                    format!("tenants.{name}.limits"),
+                    name,
+                    "timeout_ms, memory_mb and output_mb must be positive".into(),
+                ));
+            }
+            if l.memory_mb > 4096 {
+                return Err(err(
+                    format!("tenants.{name}.limits.memory_mb"),
+                    "memory_mb",
+                    "at most 4096 MiB (a 32-bit guest cannot address more)".into(),
+                ));
+            }
+        }
+        if self.ingest.max_event_bytes == 0
+            || self.ingest.max_request_bytes < self.ingest.max_event_bytes
+        {
+            return Err(err(
+                "ingest".into(),
+                "ingest",
+                "max_event_bytes must be positive and at most max_request_bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The limits of a tenant (the `default` tenant's when unknown).
+    pub fn limits(&self, tenant: &str) -> Limits {
+        self.tenants
+            .get(tenant)
+            .or_else(|| self.tenants.get("default"))
+            .map(|t| t.limits)
+            .unwrap_or_default()
+    }
+}
+
+fn deserialize_located<T: serde::de::DeserializeOwned>(
+    origin: &str,
+    text: &str,
+) -> Result<T, ConfigError> {
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let location = inner.location();
+        let message = inner.to_string();
+        // serde_norway appends " at line L column C"; the prefix already says it.
+        let message = match message.find(" at line ") {
+            Some(at) => message[..at].to_owned(),
+            None => message,
+        };
+        ConfigError {
+            origin: origin.to_owned(),
+            line: location.as_ref().map(|l| l.line()),
+            column: location.as_ref().map(|l| l.column()),
+            field,
+            message,
+        }
+    })
+}
+
+fn apply_overrides(
+    origin: &str,
+    text: &str,
+    overrides: &[(String, String)],
+) -> Result<Config, ConfigError> {
+    let mut tree: serde_norway::Value = serde_norway::from_str(text).map_err(|e| ConfigError {
+        origin: origin.to_owned(),
+        line: None,
+        column: None,
+        field: String::new(),
+        message: e.to_string(),
+    })?;
+    if tree.is_null() {
+        tree = serde_norway::Value::Mapping(Default::default());
+    }
+    for (var, value) in overrides {
+        let path: Vec<String> = var[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let parsed: serde_norway::Value = serde_norway::from_str(value)
+            .unwrap_or_else(|_| serde_norway::Value::String(value.clone()));
+        let mut node = &mut tree;
+        for key in &path {
+            let map = match node {
+                serde_norway::Value::Mapping(m) => m,
+                other => {
+                    *other = serde_norway::Value::Mapping(Default::default());
+                    match other {
+                        serde_norway::Value::Mapping(m) => m,
+                        _ => unreachable!("just assigned a mapping"),
+                    }
+                }
+            };
+            node = map
+                .entry(serde_norway::Value::String(key.clone()))
+                .or_insert(serde_norway::Value::Null);
+        }
+        *node = parsed;
+    }
+    serde_path_to_error::deserialize(tree).map_err(|e| ConfigError {
+        origin: format!(
+            "{origin} with environment overrides ({})",
+            overrides
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        line: None,
+        column: None,
+        field: e.path().to_string(),
+        message: e.into_inner().to_string(),
+    })
+}
+
+/// The first line on which `needle` appears as a whole token.
+fn find_line(text: &str, needle: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            line.match_indices(needle).any(|(at, _)| {
+                let before = line[..at].chars().next_back();
+                let after = line[at + needle.len()..].chars().next();
+                let sep = |c: Option<char>| {
+                    c.is_none_or(|c| !(c.is_alphanumeric() || c == '-' || c == '_'))
+                };
+                sep(before) && sep(after)
+            })
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+listen: 127.0.0.1:9000
+filters:
+  severity:
+    path: severity.wasm
+    config: { min: error }
+routes:
+  - name: main
+    filters: [severity]
+    to: [tail]
+";
+
+    #[test]
+    fn parses_and_fills_builtins() {
+        let c = Config::parse("weir.yaml", GOOD, &[]).expect("valid");
+        assert_eq!(c.listen.port(), 9000);
+        assert!(c.sinks.contains_key("dead-letter"));
+        assert!(c.tenants.contains_key("default"));
+        assert_eq!(c.routes[0].on_failure, FailurePolicy::DeadLetter);
+    }
+
+    #[test]
+    fn typos_name_file_line_and_field() {
+        let text = GOOD.replace("    to: [tail]", "    to: [tail]\n    on_falure: drop");
+        let e = Config::parse("weir.yaml", &text, &[]).expect_err("typo");
+        assert_eq!(e.line, Some(10), "{e}");
+        assert!(e.to_string().starts_with("weir.yaml:10:"), "{e}");
+        assert!(e.message.contains("on_falure"), "{e}");
+        let text = GOOD.replace("filters: [severity]", "filters: [severty]");
+        let e = Config::parse("weir.yaml", &text, &[]).expect_err("unknown filter");
+        assert_eq!(e.line, Some(8), "{e}");
+        assert_eq!(e.field, "routes[0].filters[0]");
+        assert!(e.message.contains("unknown filter `severty`"), "{e}");
+        let text = GOOD.replace("listen: 127.0.0.1:9000", "listen: nowhere");
+        let e = Config::parse("weir.yaml", &text, &[]).expect_err("bad address");
+        assert_eq!((e.line, e.field.as_str()), (Some(1), "listen"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_win_and_are_named_when_wrong() {
+        let o = vec![(
+            "WEIR__INGEST__MAX_EVENT_BYTES".to_owned(),
+            "2048".to_owned(),
+        )];
+        let c = Config::parse("weir.yaml", GOOD, &o).expect("valid");
+        assert_eq!(c.ingest.max_event_bytes, 2048);
+        let o = vec![("WEIR__LISTEN".to_owned(), "not an address".to_owned())];
+        let e = Config::parse("weir.yaml", GOOD, &o).expect_err("bad override");
+        assert!(e.to_string().contains("WEIR__LISTEN"), "{e}");
+    }
+}

@@ -1,0 +1,16 @@
+//! weir: a WebAssembly-extensible event router.
+//!
+//! The host (this crate) moves CloudEvents between sources and sinks; sandboxed filter
+//! components decide what happens to each event. Modules, from the edge inwards:
+//! [`server`] (HTTP ingest), [`cloudevents`] (formats and bindings), [`pipeline`] (routes),
+//! [`runtime`] (the wasm filter runtime), [`sinks`], [`config`], [`metrics`].
+
+pub mod cloudevents;
+pub mod config;
+pub mod event;
+pub mod metrics;
+pub mod pipeline;
+pub mod runtime;
+pub mod serve;
+pub mod server;
+pub mod sinks;

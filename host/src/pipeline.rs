@@ -1,0 +1,774 @@
+//! Routes: each route is a worker thread that batches incoming events, runs every
+//! tenant's filter chain over them in packed batches, applies the verdicts, and writes the
+//! survivors to the route's sinks before acknowledging the source.
+
+use crate::config::{BatchConfig, Config, FailurePolicy, Limits};
+use crate::event::Event;
+use crate::metrics::Metrics;
+use crate::runtime::wit;
+use crate::runtime::{
+    apply_verdicts, CompiledFilter, Decision, FilterEngine, FilterError, FilterInstance,
+    InstanceIdent, StateStore,
+};
+use crate::sinks::{DeadLetter, Sink};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use weir_abi::BatchWriter;
+
+/// How often filters' `tick` is called.
+pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why the router could not be built or could not take events.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// A filter component could not be loaded.
+    #[error("filter `{name}` ({path}): {reason}")]
+    Filter {
+        /// The filter.
+        name: String,
+        /// Its file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A sink could not be opened.
+    #[error(transparent)]
+    Sink(#[from] crate::sinks::SinkError),
+    /// The route worker has stopped (shutting down).
+    #[error("route `{0}` is shutting down")]
+    Stopped(String),
+    /// Neither the sinks nor the dead-letter sink took the events.
+    #[error("route `{route}` could not write its events: {reason}")]
+    Delivery {
+        /// The route.
+        route: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// An authenticated caller, as sources report it.
+pub type Principal = wit::Principal;
+
+/// What happened to the events of one submission.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Outcome {
+    /// Written to the route's sinks (fan-out counts each produced event).
+    pub delivered: u64,
+    /// Sent to a sink named by a filter.
+    pub routed: u64,
+    /// Dropped by a filter (or by the drop failure policy).
+    pub dropped: u64,
+    /// Written to the dead-letter sink.
+    pub dead_lettered: u64,
+}
+
+impl Outcome {
+    fn add(&mut self, other: &Outcome) {
+        self.delivered += other.delivered;
+        self.routed += other.routed;
+        self.dropped += other.dropped;
+        self.dead_lettered += other.dead_lettered;
+    }
+}
+
+struct Job {
+    events: Vec<Event>,
+    principal: Option<Arc<Principal>>,
+    source_kind: &'static str,
+    done: oneshot::Sender<Result<Outcome, RouterError>>,
+}
+
+enum Msg {
+    Job(Job),
+    Tick,
+}
+
+struct RouteHandle {
+    name: String,
+    from: Vec<String>,
+    tx: mpsc::Sender<Msg>,
+}
+
+/// The running routes.
+pub struct Router {
+    routes: Vec<RouteHandle>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Everything a route worker shares with the rest of the router.
+struct Shared {
+    engine: Arc<FilterEngine>,
+    filters: BTreeMap<String, (Arc<CompiledFilter>, String)>,
+    sinks: BTreeMap<String, Arc<dyn Sink>>,
+    metrics: Arc<Metrics>,
+    state: Arc<StateStore>,
+    tenant_limits: BTreeMap<String, Limits>,
+}
+
+impl Router {
+    /// Loads every filter, opens nothing new (sinks are given), and starts one worker
+    /// thread per route. Fails before anything runs when a filter does not load.
+    pub fn start(
+        config: &Config,
+        engine: Arc<FilterEngine>,
+        sinks: BTreeMap<String, Arc<dyn Sink>>,
+        metrics: Arc<Metrics>,
+        state: Arc<StateStore>,
+    ) -> Result<Self, RouterError> {
+        let mut filters = BTreeMap::new();
+        for (name, fc) in &config.filters {
+            let err = |reason: String| RouterError::Filter {
+                name: name.clone(),
+                path: fc.path.display().to_string(),
+                reason,
+            };
+            let compiled = engine.load_file(&fc.path).map_err(|e| err(e.to_string()))?;
+            let config_json = fc
+                .config
+                .as_ref()
+                .map_or_else(|| "{}".to_owned(), |v| v.to_string());
+            filters.insert(name.clone(), (Arc::new(compiled), config_json));
+        }
+        let shared = Arc::new(Shared {
+            engine,
+            filters,
+            sinks,
+            metrics,
+            state,
+            tenant_limits: config
+                .tenants
+                .iter()
+                .map(|(k, v)| (k.clone(), v.limits))
+                .collect(),
+        });
+        // Validate every filter's configuration now, so a bad one fails start-up, not the
+        // first batch.
+        for (tenant, chain) in config.routes.iter().flat_map(|r| {
+            std::iter::once(("default".to_owned(), &r.filters))
+                .chain(r.tenants.iter().map(|(t, c)| (t.clone(), &c.filters)))
+        }) {
+            for name in chain {
+                instantiate(&shared, &tenant, name).map_err(|e| RouterError::Filter {
+                    name: name.clone(),
+                    path: config
+                        .filters
+                        .get(name)
+                        .map(|f| f.path.display().to_string())
+                        .unwrap_or_default(),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        let mut routes = Vec::new();
+        let mut workers = Vec::new();
+        for rc in &config.routes {
+            let (tx, rx) = mpsc::channel(1024);
+            let worker = RouteWorker {
+                name: Arc::from(rc.name.as_str()),
+                default_chain: rc.filters.clone(),
+                tenant_chains: rc
+                    .tenants
+                    .iter()
+                    .map(|(t, c)| (t.clone(), c.filters.clone()))
+                    .collect(),
+                to: rc.to.clone(),
+                dead_letter: rc.dead_letter.clone(),
+                policy: rc.on_failure,
+                batch: rc.batch,
+                shared: shared.clone(),
+                instances: HashMap::new(),
+                writer: BatchWriter::new(),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("weir-route-{}", rc.name))
+                .spawn(move || worker.run(rx))
+                .map_err(|e| RouterError::Stopped(format!("{}: {e}", rc.name)))?;
+            workers.push(handle);
+            routes.push(RouteHandle {
+                name: rc.name.clone(),
+                from: rc.from.clone(),
+                tx,
+            });
+        }
+        Ok(Self { routes, workers })
+    }
+
+    /// Whether any route takes events from this source kind.
+    pub fn accepts(&self, source_kind: &str) -> bool {
+        self.routes
+            .iter()
+            .any(|r| r.from.iter().any(|f| f == source_kind))
+    }
+
+    /// Sends events from a source through every route fed by it and waits until each
+    /// route has written them (or dead-lettered them).
+    pub async fn submit(
+        &self,
+        source_kind: &'static str,
+        events: Vec<Event>,
+        principal: Option<Arc<Principal>>,
+    ) -> Result<Outcome, RouterError> {
+        let targets: Vec<&RouteHandle> = self
+            .routes
+            .iter()
+            .filter(|r| r.from.iter().any(|f| f == source_kind))
+            .collect();
+        let mut waits = Vec::with_capacity(targets.len());
+        let mut events = Some(events);
+        for (i, route) in targets.iter().enumerate() {
+            let batch = if i + 1 == targets.len() {
+                events.take().unwrap_or_default()
+            } else {
+                events.clone().unwrap_or_default()
+            };
+            let (done, wait) = oneshot::channel();
+            let job = Job {
+                events: batch,
+                principal: principal.clone(),
+                source_kind,
+                done,
+            };
+            route
+                .tx
+                .send(Msg::Job(job))
+                .await
+                .map_err(|_| RouterError::Stopped(route.name.clone()))?;
+            waits.push((route.name.clone(), wait));
+        }
+        let mut total = Outcome::default();
+        for (name, wait) in waits {
+            let outcome = wait.await.map_err(|_| RouterError::Stopped(name))??;
+            total.add(&outcome);
+        }
+        Ok(total)
+    }
+
+    /// Asks every route to run its filters' `tick`.
+    pub fn tick(&self) {
+        for r in &self.routes {
+            // A full queue means the route is busy; the next tick will do.
+            let _ = r.tx.try_send(Msg::Tick);
+        }
+    }
+
+    /// Stops accepting events, lets every route finish what it holds, and waits for it.
+    pub fn shutdown(self) {
+        drop(self.routes);
+        for w in self.workers {
+            let _ = w.join();
+        }
+    }
+}
+
+fn instantiate(shared: &Shared, tenant: &str, filter: &str) -> Result<FilterInstance, FilterError> {
+    let (compiled, config_json) = shared
+        .filters
+        .get(filter)
+        .ok_or_else(|| FilterError::Instantiate(format!("unknown filter `{filter}`")))?;
+    let limits = shared
+        .tenant_limits
+        .get(tenant)
+        .or_else(|| shared.tenant_limits.get("default"))
+        .copied()
+        .unwrap_or_default();
+    let state_cap = usize::try_from(limits.state_mb << 20).unwrap_or(usize::MAX);
+    FilterInstance::new(
+        &shared.engine,
+        compiled.clone(),
+        config_json.clone(),
+        limits,
+        InstanceIdent {
+            tenant: Arc::from(tenant),
+            filter: Arc::from(filter),
+        },
+        shared.state.tenant(tenant, state_cap),
+        shared.metrics.clone(),
+    )
+}
+
+/// An event in flight, with the submission it belongs to (`NO_JOB` for tick output).
+struct Item {
+    event: Event,
+    job: usize,
+}
+
+const NO_JOB: usize = usize::MAX;
+
+/// What a chain run produced.
+#[derive(Default)]
+struct Results {
+    kept: Vec<Item>,
+    routed: Vec<(String, Item)>,
+    dead: Vec<(Item, String, String)>,
+    dropped: Vec<usize>,
+}
+
+struct RouteWorker {
+    name: Arc<str>,
+    default_chain: Vec<String>,
+    tenant_chains: BTreeMap<String, Vec<String>>,
+    to: Vec<String>,
+    dead_letter: String,
+    policy: FailurePolicy,
+    batch: BatchConfig,
+    shared: Arc<Shared>,
+    instances: HashMap<(String, String), FilterInstance>,
+    writer: BatchWriter,
+}
+
+impl RouteWorker {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        while let Some(msg) = rx.blocking_recv() {
+            let mut jobs = Vec::new();
+            let mut tick = false;
+            let mut queued = 0;
+            let mut next = Some(msg);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Job(job) => {
+                        queued += job.events.len();
+                        jobs.push(job);
+                    }
+                    Msg::Tick => tick = true,
+                }
+                if queued < self.batch.max_events {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !jobs.is_empty() {
+                self.process_jobs(jobs);
+            }
+            if tick {
+                self.tick();
+            }
+        }
+        tracing::info!(route = %self.name, "route stopped");
+    }
+
+    fn tenant_of(&self, event: &Event) -> String {
+        match event.extension("tenant") {
+            Some(t) if self.shared.tenant_limits.contains_key(t) => t.to_owned(),
+            _ => "default".to_owned(),
+        }
+    }
+
+    fn chain(&self, tenant: &str) -> Vec<String> {
+        self.tenant_chains
+            .get(tenant)
+            .unwrap_or(&self.default_chain)
+            .clone()
+    }
+
+    fn process_jobs(&mut self, mut jobs: Vec<Job>) {
+        // One filter context per (tenant, caller): jobs of the same caller (or anonymous
+        // jobs of the same source) share batches.
+        let callers: Vec<usize> = (0..jobs.len())
+            .map(|j| {
+                (0..=j)
+                    .find(|&i| same_caller(&jobs[i], &jobs[j]))
+                    .unwrap_or(j)
+            })
+            .collect();
+        let mut groups: Vec<((String, usize), Vec<Item>)> = Vec::new();
+        for (j, job) in jobs.iter_mut().enumerate() {
+            self.shared
+                .metrics
+                .received
+                .with_label_values(&[job.source_kind])
+                .inc_by(job.events.len() as u64);
+            for event in job.events.drain(..) {
+                let key = (self.tenant_of(&event), callers[j]);
+                let item = Item { event, job: j };
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, items)) => items.push(item),
+                    None => groups.push((key, vec![item])),
+                }
+            }
+        }
+        let mut outcomes = vec![Outcome::default(); jobs.len()];
+        let mut failures: Vec<Option<String>> = vec![None; jobs.len()];
+        for ((tenant, caller), items) in groups {
+            let job = &jobs[caller];
+            let ctx = wit::Context {
+                tenant: tenant.clone(),
+                route: self.name.to_string(),
+                source_kind: job.source_kind.to_owned(),
+                principal: job.principal.as_deref().cloned(),
+            };
+            let chain = self.chain(&tenant);
+            let results = self.run_chain(&tenant, &ctx, &chain, 0, items);
+            self.deliver(&tenant, results, &mut outcomes, &mut failures);
+        }
+        for (j, job) in jobs.into_iter().enumerate() {
+            let result = match failures[j].take() {
+                Some(reason) => Err(RouterError::Delivery {
+                    route: self.name.to_string(),
+                    reason,
+                }),
+                None => Ok(outcomes[j]),
+            };
+            // The submitter may have gone away (client disconnected); nothing to tell.
+            let _ = job.done.send(result);
+        }
+    }
+
+    /// Runs `items` through `chain[start..]` for one tenant and caller.
+    fn run_chain(
+        &mut self,
+        tenant: &str,
+        ctx: &wit::Context,
+        chain: &[String],
+        start: usize,
+        items: Vec<Item>,
+    ) -> Results {
+        let mut results = Results::default();
+        let mut current = items;
+        for filter in chain.iter().skip(start) {
+            let mut next = Vec::with_capacity(current.len());
+            let mut pending = current.into_iter().peekable();
+            while pending.peek().is_some() {
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                while let Some(item) = pending.next_if(|item| {
+                    batch.is_empty()
+                        || (batch.len() < self.batch.max_events
+                            && bytes + item.event.size() <= self.batch.max_bytes)
+                }) {
+                    bytes += item.event.size();
+                    batch.push(item);
+                }
+                self.run_filter(tenant, ctx, filter, batch, &mut next, &mut results);
+            }
+            current = next;
+        }
+        results.kept = current;
+        results
+    }
+
+    /// One packed batch through one filter; survivors go to `next`.
+    fn run_filter(
+        &mut self,
+        tenant: &str,
+        ctx: &wit::Context,
+        filter: &str,
+        batch: Vec<Item>,
+        next: &mut Vec<Item>,
+        results: &mut Results,
+    ) {
+        self.writer.clear();
+        for item in &batch {
+            let e = &item.event;
+            self.writer
+                .push(&e.core(), e.extension_pairs(), e.data.as_deref());
+        }
+        let started = Instant::now();
+        let key = (tenant.to_owned(), filter.to_owned());
+        let answer = match self.instances.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                match instantiate(&self.shared, tenant, filter) {
+                    Ok(instance) => v.insert(instance),
+                    Err(e) => {
+                        self.fail_batch(tenant, filter, &e, batch, next, results);
+                        return;
+                    }
+                }
+            }
+        }
+        .process(ctx, self.writer.as_bytes());
+        let metrics = &self.shared.metrics;
+        metrics
+            .filter_seconds
+            .with_label_values(&[filter, tenant])
+            .observe(started.elapsed().as_secs_f64());
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(e) => return self.fail_batch(tenant, filter, &e, batch, next, results),
+        };
+        let (events, jobs): (Vec<Event>, Vec<usize>) =
+            batch.into_iter().map(|i| (i.event, i.job)).unzip();
+        let decisions = match apply_verdicts(events, &answer) {
+            Ok(d) => d,
+            Err((events, e)) => {
+                if let Some(instance) = self
+                    .instances
+                    .get_mut(&(tenant.to_owned(), filter.to_owned()))
+                {
+                    instance.recycle();
+                }
+                let batch = events
+                    .into_iter()
+                    .zip(jobs)
+                    .map(|(event, job)| Item { event, job })
+                    .collect();
+                return self.fail_batch(tenant, filter, &e, batch, next, results);
+            }
+        };
+        let mut counts: [(&str, u64); 5] = [
+            ("keep", 0),
+            ("drop", 0),
+            ("fan_out", 0),
+            ("route", 0),
+            ("error", 0),
+        ];
+        for (decision, job) in decisions.into_iter().zip(jobs) {
+            if let Some(slot) = counts.iter_mut().find(|(l, _)| *l == decision.label()) {
+                slot.1 += 1;
+            }
+            match decision {
+                Decision::Keep(event) => next.push(Item { event, job }),
+                Decision::Drop { .. } => results.dropped.push(job),
+                Decision::FanOut(events) => {
+                    next.extend(events.into_iter().map(|event| Item { event, job }))
+                }
+                Decision::Route { sink, event } => {
+                    if self.shared.sinks.contains_key(&sink) {
+                        results.routed.push((sink, Item { event, job }));
+                    } else {
+                        let reason = format!("route verdict names unknown sink `{sink}`");
+                        self.fail_one(filter, &reason, Item { event, job }, next, results);
+                    }
+                }
+                Decision::Error { event, reason } => {
+                    self.fail_one(filter, &reason, Item { event, job }, next, results)
+                }
+            }
+        }
+        for (label, n) in counts {
+            if n > 0 {
+                metrics
+                    .filter_verdicts
+                    .with_label_values(&[filter, tenant, label])
+                    .inc_by(n);
+            }
+        }
+    }
+
+    fn fail_batch(
+        &self,
+        tenant: &str,
+        filter: &str,
+        error: &FilterError,
+        batch: Vec<Item>,
+        next: &mut Vec<Item>,
+        results: &mut Results,
+    ) {
+        self.shared
+            .metrics
+            .filter_failures
+            .with_label_values(&[filter, tenant, error.kind()])
+            .inc();
+        tracing::warn!(route = %self.name, tenant, filter, events = batch.len(), policy = ?self.policy, "filter failed: {error}");
+        let reason = error.to_string();
+        for item in batch {
+            self.fail_one(filter, &reason, item, next, results);
+        }
+    }
+
+    fn fail_one(
+        &self,
+        stage: &str,
+        reason: &str,
+        item: Item,
+        next: &mut Vec<Item>,
+        results: &mut Results,
+    ) {
+        match self.policy {
+            FailurePolicy::DeadLetter => {
+                results
+                    .dead
+                    .push((item, stage.to_owned(), reason.to_owned()))
+            }
+            FailurePolicy::Pass => next.push(item),
+            FailurePolicy::Drop => results.dropped.push(item.job),
+        }
+    }
+
+    /// Writes a chain's results to the sinks and counts them per submission.
+    fn deliver(
+        &self,
+        tenant: &str,
+        results: Results,
+        outcomes: &mut [Outcome],
+        failures: &mut [Option<String>],
+    ) {
+        let Results {
+            kept,
+            routed,
+            mut dead,
+            dropped,
+        } = results;
+        let metrics = &self.shared.metrics;
+        let count = |outcomes: &mut [Outcome], job: usize, f: fn(&mut Outcome)| {
+            if let Some(o) = outcomes.get_mut(job) {
+                f(o)
+            }
+        };
+        for job in &dropped {
+            count(outcomes, *job, |o| o.dropped += 1);
+        }
+        let (mut delivered, mut routed_n, mut dead_n) = (0u64, 0u64, 0u64);
+        // Route sinks: every sink must take the batch, or the events are dead-lettered.
+        if !kept.is_empty() {
+            let events: Vec<Event> = kept.iter().map(|i| i.event.clone()).collect();
+            let mut failed = None;
+            for name in &self.to {
+                if let Some(sink) = self.shared.sinks.get(name) {
+                    match sink.write(&events) {
+                        Ok(()) => metrics
+                            .sink_events
+                            .with_label_values(&[name])
+                            .inc_by(events.len() as u64),
+                        Err(e) => {
+                            metrics.sink_errors.with_label_values(&[name]).inc();
+                            failed = Some((name.clone(), e.to_string()));
+                        }
+                    }
+                }
+            }
+            match failed {
+                None => {
+                    delivered = kept.len() as u64;
+                    for item in &kept {
+                        count(outcomes, item.job, |o| o.delivered += 1);
+                    }
+                }
+                Some((sink, reason)) => dead.extend(
+                    kept.into_iter()
+                        .map(|item| (item, sink.clone(), reason.clone())),
+                ),
+            }
+        }
+        for (sink_name, item) in routed {
+            let written = self
+                .shared
+                .sinks
+                .get(&sink_name)
+                .map(|sink| sink.write(std::slice::from_ref(&item.event)));
+            match written {
+                Some(Ok(())) => {
+                    routed_n += 1;
+                    metrics.sink_events.with_label_values(&[&sink_name]).inc();
+                    count(outcomes, item.job, |o| o.routed += 1);
+                }
+                Some(Err(e)) => dead.push((item, sink_name, e.to_string())),
+                None => dead.push((
+                    item,
+                    sink_name.clone(),
+                    format!("unknown sink `{sink_name}`"),
+                )),
+            }
+        }
+        if !dead.is_empty() {
+            let letters: Vec<DeadLetter<'_>> = dead
+                .iter()
+                .map(|(item, stage, reason)| DeadLetter {
+                    route: &self.name,
+                    tenant,
+                    stage,
+                    reason,
+                    event: &item.event,
+                })
+                .collect();
+            let written = self
+                .shared
+                .sinks
+                .get(&self.dead_letter)
+                .map(|sink| sink.write_dead_letters(&letters));
+            match written {
+                Some(Ok(())) => {
+                    dead_n = dead.len() as u64;
+                    for (item, _, _) in &dead {
+                        count(outcomes, item.job, |o| o.dead_lettered += 1);
+                    }
+                }
+                other => {
+                    let reason = match other {
+                        Some(Err(e)) => e.to_string(),
+                        _ => format!("dead-letter sink `{}` is missing", self.dead_letter),
+                    };
+                    tracing::error!(route = %self.name, "cannot write dead letters: {reason}");
+                    for (item, _, _) in &dead {
+                        if let Some(slot) = failures.get_mut(item.job) {
+                            *slot = Some(reason.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let route = &*self.name;
+        for (label, n) in [
+            ("delivered", delivered),
+            ("routed", routed_n),
+            ("dropped", dropped.len() as u64),
+            ("dead_lettered", dead_n),
+        ] {
+            if n > 0 {
+                metrics
+                    .route_events
+                    .with_label_values(&[route, label])
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// Calls `tick` on every live instance; emitted events run the rest of their chain.
+    fn tick(&mut self) {
+        let now = crate::runtime::now_ms();
+        let keys: Vec<(String, String)> = self.instances.keys().cloned().collect();
+        for (tenant, filter) in keys {
+            let emitted = match self.instances.get_mut(&(tenant.clone(), filter.clone())) {
+                Some(instance) => instance.tick(now),
+                None => continue,
+            };
+            let events = match emitted {
+                Ok(events) if events.is_empty() => continue,
+                Ok(events) => events,
+                Err(e) => {
+                    self.shared
+                        .metrics
+                        .filter_failures
+                        .with_label_values(&[&filter, &tenant, e.kind()])
+                        .inc();
+                    tracing::warn!(route = %self.name, tenant, filter, "tick failed: {e}");
+                    continue;
+                }
+            };
+            let items: Vec<Item> = events
+                .into_iter()
+                .filter_map(|e| match crate::runtime::event_from_wit(e) {
+                    Ok(event) => Some(Item { event, job: NO_JOB }),
+                    Err(err) => {
+                        tracing::warn!(route = %self.name, tenant, filter, "tick emitted an invalid event: {err}");
+                        None
+                    }
+                })
+                .collect();
+            let chain = self.chain(&tenant);
+            let start = chain
+                .iter()
+                .position(|f| *f == filter)
+                .map_or(chain.len(), |p| p + 1);
+            let ctx = wit::Context {
+                tenant: tenant.clone(),
+                route: self.name.to_string(),
+                source_kind: "tick".to_owned(),
+                principal: None,
+            };
+            let results = self.run_chain(&tenant, &ctx, &chain, start, items);
+            self.deliver(&tenant, results, &mut [], &mut []);
+        }
+    }
+}
+
+fn same_caller(a: &Job, b: &Job) -> bool {
+    a.source_kind == b.source_kind
+        && match (&a.principal, &b.principal) {
+            (None, None) => true,
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        }
+}

@@ -1,0 +1,185 @@
+//! Turning a filter's packed verdicts into decisions about the host's own events.
+
+use super::instance::FilterError;
+use crate::event::Event;
+use weir_abi::{VerdictReader, VerdictView};
+
+/// What a filter decided for one event, with the verdict already applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Deliver this event (the input with its patch applied, or the replacement).
+    Keep(Event),
+    /// Do not deliver.
+    Drop {
+        /// The input event.
+        event: Event,
+        /// The filter's reason.
+        reason: String,
+    },
+    /// Deliver these events instead of the input (never empty: an empty fan-out is a drop).
+    FanOut(Vec<Event>),
+    /// Deliver the (patched) event to one named sink.
+    Route {
+        /// The sink.
+        sink: String,
+        /// The event.
+        event: Event,
+    },
+    /// The filter failed on this event, or answered with something invalid for it.
+    Error {
+        /// The input event, unchanged.
+        event: Event,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl Decision {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::Keep(_) => "keep",
+            Decision::Drop { .. } => "drop",
+            Decision::FanOut(_) => "fan_out",
+            Decision::Route { .. } => "route",
+            Decision::Error { .. } => "error",
+        }
+    }
+}
+
+/// Applies a verdict buffer to the batch it answers. The whole buffer is checked first
+/// (layout, one verdict per event): if it is unusable, nothing is applied and the batch is
+/// handed back with the error so the caller can apply its failure policy.
+pub fn apply_verdicts(
+    batch: Vec<Event>,
+    answer: &[u8],
+) -> Result<Vec<Decision>, (Vec<Event>, FilterError)> {
+    let verdicts = match decode(answer, batch.len()) {
+        Ok(v) => v,
+        Err(e) => return Err((batch, e)),
+    };
+    Ok(batch
+        .into_iter()
+        .zip(verdicts)
+        .map(|(event, verdict)| decide(event, verdict))
+        .collect())
+}
+
+fn decode(answer: &[u8], expected: usize) -> Result<Vec<VerdictView<'_>>, FilterError> {
+    let reader = VerdictReader::new(answer).map_err(|e| FilterError::BadOutput(e.to_string()))?;
+    if reader.len() != expected {
+        return Err(FilterError::BadOutput(format!(
+            "{} verdicts for {expected} events",
+            reader.len()
+        )));
+    }
+    reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| FilterError::BadOutput(e.to_string()))
+}
+
+fn patched(mut event: Event, patch: weir_abi::PatchReader<'_>) -> Result<Event, (Event, String)> {
+    let original = (!patch.is_empty()).then(|| event.clone());
+    for op in patch {
+        if let Err(e) = event.apply(op) {
+            return Err((original.unwrap_or(event), format!("invalid patch: {e}")));
+        }
+    }
+    Ok(event)
+}
+
+fn decide(event: Event, verdict: VerdictView<'_>) -> Decision {
+    match verdict {
+        VerdictView::Keep(patch) => match patched(event, patch) {
+            Ok(event) => Decision::Keep(event),
+            Err((event, reason)) => Decision::Error { event, reason },
+        },
+        VerdictView::Drop(reason) => Decision::Drop {
+            event,
+            reason: reason.to_owned(),
+        },
+        VerdictView::Replace(view) => match Event::from_view(&view) {
+            Ok(replacement) => Decision::Keep(replacement),
+            Err(e) => Decision::Error {
+                event,
+                reason: format!("invalid replacement event: {e}"),
+            },
+        },
+        VerdictView::FanOut(views) => {
+            match views
+                .iter()
+                .map(Event::from_view)
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(events) if events.is_empty() => Decision::Drop {
+                    event,
+                    reason: "fan-out to no events".into(),
+                },
+                Ok(events) => Decision::FanOut(events),
+                Err(e) => Decision::Error {
+                    event,
+                    reason: format!("invalid fan-out event: {e}"),
+                },
+            }
+        }
+        VerdictView::Route { sink, patch } => match patched(event, patch) {
+            Ok(event) => Decision::Route {
+                sink: sink.to_owned(),
+                event,
+            },
+            Err((event, reason)) => Decision::Error { event, reason },
+        },
+        VerdictView::Error(reason) => Decision::Error {
+            event,
+            reason: reason.to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_abi::{CoreAttrs, PatchOp, VerdictWriter};
+
+    #[test]
+    fn applies_each_verdict_and_refuses_bad_buffers_whole() {
+        let batch = vec![
+            Event::new("1", "/s", "t"),
+            Event::new("2", "/s", "t"),
+            Event::new("3", "/s", "t"),
+        ];
+        let mut w = VerdictWriter::with_capacity(64);
+        w.keep(&[PatchOp::Set {
+            name: "subject",
+            value: "x",
+        }]);
+        w.drop_event("no");
+        w.keep(&[PatchOp::Set {
+            name: "Bad Name",
+            value: "x",
+        }]);
+        let d = apply_verdicts(batch.clone(), &w.finish()).expect("valid");
+        assert!(matches!(&d[0], Decision::Keep(e) if e.subject.as_deref() == Some("x")));
+        assert!(matches!(&d[1], Decision::Drop { reason, .. } if reason == "no"));
+        assert!(matches!(&d[2], Decision::Error { event, .. } if *event == batch[2]));
+        let mut w = VerdictWriter::with_capacity(64);
+        w.keep(&[]);
+        let (back, err) = apply_verdicts(batch.clone(), &w.finish()).expect_err("count");
+        assert_eq!(back, batch);
+        assert!(err.to_string().contains("1 verdicts for 3 events"));
+        let mut w = VerdictWriter::with_capacity(64);
+        w.begin_fan_out(1);
+        w.fan_out_event(
+            &CoreAttrs {
+                id: "n",
+                source: "s",
+                ty: "t",
+                ..Default::default()
+            },
+            [],
+            None,
+        );
+        let d = apply_verdicts(vec![Event::new("1", "/s", "t")], &w.finish()).expect("valid");
+        assert!(matches!(&d[0], Decision::FanOut(e) if e[0].id == "n"));
+    }
+}

@@ -1,0 +1,201 @@
+//! The wasmtime engine: configuration, compilation with an on-disk cache, epoch ticker.
+
+use super::bindings::{Filter, FilterPre};
+use super::host_api::HostState;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances: the granularity of call deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a component could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine could not be configured.
+    #[error("cannot configure the wasm engine: {0}")]
+    Setup(String),
+    /// The bytes are not a valid component, or it does not implement `weir:filter`.
+    #[error("not a weir filter component: {0}")]
+    Invalid(String),
+    /// Reading or writing the cache or component failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Directory for precompiled components (`None`: no cache).
+    pub cache_dir: Option<PathBuf>,
+    /// The largest linear memory any instance may have (per-tenant caps are lower).
+    pub max_memory_bytes: usize,
+    /// How many filter instances may exist at once.
+    pub max_instances: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            max_memory_bytes: 256 << 20,
+            max_instances: 256,
+        }
+    }
+}
+
+/// A component ready to instantiate cheaply, many times.
+pub struct CompiledFilter {
+    pub(crate) pre: FilterPre<HostState>,
+    /// Hex SHA-256 of the component bytes.
+    pub hash: String,
+}
+
+/// The shared engine: one per router.
+pub struct FilterEngine {
+    pub(crate) engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for FilterEngine {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl FilterEngine {
+    /// Builds the engine: component model, pooling allocator, epoch interruption (a
+    /// 10 ms ticker thread; cheaper than fuel, which instruments every guest instruction).
+    pub fn new(options: EngineOptions) -> Result<Self, EngineError> {
+        let setup = |e: wasmtime::Error| EngineError::Setup(e.to_string());
+        let mut pool = PoolingAllocationConfig::default();
+        let instances = options.max_instances.max(1);
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 8)
+            .total_memories(instances * 2)
+            .total_tables(instances * 8)
+            .total_stacks(instances)
+            .max_memory_size(options.max_memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(setup)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(setup)?;
+        Filter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(setup)?;
+        if let Some(dir) = &options.cache_dir {
+            std::fs::create_dir_all(dir).map_err(|source| EngineError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
+        std::thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(|e| EngineError::Setup(e.to_string()))?;
+        Ok(Self {
+            engine,
+            linker,
+            cache_dir: options.cache_dir,
+            stop_ticker,
+        })
+    }
+
+    /// Loads a component file.
+    pub fn load_file(&self, path: &Path) -> Result<CompiledFilter, EngineError> {
+        let bytes = std::fs::read(path).map_err(|source| EngineError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.load(&bytes)
+    }
+
+    /// Compiles a component (or loads it precompiled from the cache, keyed by its content
+    /// hash and the engine's compatibility hash) and checks it implements the world.
+    pub fn load(&self, bytes: &[u8]) -> Result<CompiledFilter, EngineError> {
+        let hash = hex::encode(Sha256::digest(bytes));
+        let component = match self.cached(&hash) {
+            Some(component) => component,
+            None => {
+                let component = Component::new(&self.engine, bytes)
+                    .map_err(|e| EngineError::Invalid(format!("{e:?}")))?;
+                self.store_cache(&hash, &component);
+                component
+            }
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| EngineError::Invalid(format!("{e:?}")))?;
+        let pre = FilterPre::new(instance_pre).map_err(|e| {
+            EngineError::Invalid(format!("does not export the weir:filter world: {e:?}"))
+        })?;
+        Ok(CompiledFilter { pre, hash })
+    }
+
+    fn cache_path(&self, hash: &str) -> Option<PathBuf> {
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut h);
+        let engine_hash = std::hash::Hasher::finish(&h);
+        self.cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{hash}-{engine_hash:016x}.cwasm")))
+    }
+
+    fn cached(&self, hash: &str) -> Option<Component> {
+        let path = self.cache_path(hash)?;
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file was written by `store_cache` from `Component::serialize` of this
+        // engine configuration (the name carries the engine's compatibility hash) into the
+        // router's own data directory; wasmtime also checks the header and version.
+        #[allow(unsafe_code)]
+        let loaded = unsafe { Component::deserialize_file(&self.engine, &path) };
+        match loaded {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled-filter cache entry");
+                None
+            }
+        }
+    }
+
+    fn store_cache(&self, hash: &str, component: &Component) {
+        let Some(path) = self.cache_path(hash) else {
+            return;
+        };
+        let result = component
+            .serialize()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|bytes| {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, bytes)?;
+                std::fs::rename(&tmp, &path)
+            });
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write compiled-filter cache");
+        }
+    }
+}

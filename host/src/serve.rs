@@ -1,0 +1,158 @@
+//! `weir serve`: wires configuration, engine, sinks, routes and the HTTP listener together,
+//! and takes them down gracefully (stop accepting, drain routes, flush sinks).
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::{Router, RouterError, TICK_INTERVAL};
+use crate::runtime::{EngineOptions, FilterEngine, StateStore};
+use crate::server::{serve, AppState};
+use crate::sinks::{open_all, TailHub};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Why the router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data directory is unusable.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The wasm engine could not be set up.
+    #[error(transparent)]
+    Engine(#[from] crate::runtime::engine::EngineError),
+    /// Routes, filters or sinks could not be started.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// A started router.
+pub struct Running {
+    /// The address the HTTP listener is bound to.
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Shuts down gracefully and waits until every route has drained.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.map_err(std::io::Error::other)?
+    }
+
+    /// Waits until the router stops (after `stop` or a fatal listener error).
+    pub async fn wait(self) -> std::io::Result<()> {
+        let Running { stop, task, .. } = self;
+        let result = task.await.map_err(std::io::Error::other)?;
+        drop(stop);
+        result
+    }
+
+    /// A handle that triggers the graceful shutdown.
+    pub fn into_parts(self) -> (oneshot::Sender<()>, JoinHandle<std::io::Result<()>>) {
+        (self.stop, self.task)
+    }
+}
+
+/// Starts everything the configuration describes.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let data_err = |source| ServeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(data_err)?;
+    let max_memory = config
+        .tenants
+        .values()
+        .map(|t| t.limits.memory_mb)
+        .max()
+        .unwrap_or(64);
+    let engine = Arc::new(FilterEngine::new(EngineOptions {
+        cache_dir: Some(config.data_dir.join("cache")),
+        max_memory_bytes: usize::try_from(max_memory << 20).unwrap_or(usize::MAX),
+        ..EngineOptions::default()
+    })?);
+    let metrics = Arc::new(Metrics::new());
+    let tail = TailHub::new();
+    let sinks = open_all(&config.sinks, &config.data_dir, &tail).map_err(RouterError::from)?;
+    let state = Arc::new(StateStore::default());
+    let started = std::time::Instant::now();
+    let router = tokio::task::block_in_place(|| {
+        Router::start(&config, engine, sinks, metrics.clone(), state)
+    })?;
+    tracing::info!(
+        filters = config.filters.len(),
+        routes = config.routes.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "filters loaded"
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let app_state = Arc::new(AppState {
+        router,
+        metrics,
+        tail,
+        max_event_bytes: config.ingest.max_event_bytes,
+        max_request_bytes: config.ingest.max_request_bytes,
+        ready: Default::default(),
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let ticker_state = app_state.clone();
+    let ticker = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(TICK_INTERVAL);
+        loop {
+            interval.tick().await;
+            ticker_state.router.tick();
+        }
+    });
+    let serving = app_state.clone();
+    let task = tokio::spawn(async move {
+        serving.ready.store(true, Ordering::Relaxed);
+        let shutdown_state = serving.clone();
+        let result = serve(listener, serving, async move {
+            let _ = stopped.await;
+            shutdown_state.ready.store(false, Ordering::Relaxed);
+            tracing::info!("shutting down: no new requests, draining routes");
+        })
+        .await;
+        ticker.abort();
+        let _ = ticker.await;
+        // Every handler has finished: this is the last reference, so the routes can be
+        // drained and joined.
+        match Arc::try_unwrap(app_state) {
+            Ok(state) => {
+                let _ = tokio::task::spawn_blocking(move || state.router.shutdown()).await;
+            }
+            Err(_) => {
+                tracing::warn!("routes still referenced at shutdown; they stop when released")
+            }
+        }
+        tracing::info!("stopped");
+        result
+    });
+    tracing::info!(%addr, "weir is serving");
+    Ok(Running { addr, stop, task })
+}

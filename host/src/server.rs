@@ -1,0 +1,201 @@
+//! The HTTP listener: CloudEvents ingest, the tail stream, health and metrics.
+
+use crate::cloudevents::http::{parse_request, BindingError};
+use crate::metrics::Metrics;
+use crate::pipeline::{Router, RouterError};
+use crate::sinks::TailHub;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::BroadcastStream;
+
+/// What the handlers share.
+pub struct AppState {
+    /// The running routes.
+    pub router: Router,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The tail stream.
+    pub tail: TailHub,
+    /// Largest accepted event, bytes.
+    pub max_event_bytes: usize,
+    /// Largest accepted request body, bytes.
+    pub max_request_bytes: usize,
+    /// Set once everything is started; cleared while shutting down.
+    pub ready: AtomicBool,
+}
+
+/// The HTTP application.
+pub fn app(state: Arc<AppState>) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/events", post(ingest))
+        .route("/v1/tail", get(tail))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then stops accepting and finishes open requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// A JSON error answer: `{"error": code, "reason": text}`.
+fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": code, "reason": reason.into() })),
+    )
+        .into_response()
+}
+
+async fn ingest(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let reject = |reason: &str| {
+        state
+            .metrics
+            .rejected
+            .with_label_values(&["http", reason])
+            .inc();
+    };
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.max_request_bytes) {
+        reject("too_large");
+        return too_large(state.max_request_bytes);
+    }
+    let body = match Limited::new(body, state.max_request_bytes).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            reject("too_large");
+            return too_large(state.max_request_bytes);
+        }
+        Err(e) => {
+            reject("body");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("cannot read body: {e}"),
+            );
+        }
+    };
+    let events = match parse_request(&parts.headers, body) {
+        Ok(events) => events,
+        Err(e) => return binding_error(&state, &e),
+    };
+    if let Some((i, e)) = events
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.size() > state.max_event_bytes)
+    {
+        reject("too_large");
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "event_too_large",
+            format!(
+                "event {i} (id `{}`) is {} bytes; the limit is {} bytes",
+                e.id,
+                e.size(),
+                state.max_event_bytes
+            ),
+        );
+    }
+    let accepted = events.len();
+    match state.router.submit("http", events, None).await {
+        Ok(outcome) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "accepted": accepted,
+                "delivered": outcome.delivered,
+                "routed": outcome.routed,
+                "dropped": outcome.dropped,
+                "dead_lettered": outcome.dead_lettered,
+            })),
+        )
+            .into_response(),
+        Err(e @ RouterError::Stopped(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "delivery_failed",
+            e.to_string(),
+        ),
+    }
+}
+
+fn too_large(limit: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request_too_large",
+        format!("the request body exceeds the limit of {limit} bytes"),
+    )
+}
+
+fn binding_error(state: &AppState, e: &BindingError) -> Response {
+    let (status, code) = match e.status() {
+        415 => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        _ => (StatusCode::BAD_REQUEST, "malformed_event"),
+    };
+    state
+        .metrics
+        .rejected
+        .with_label_values(&["http", code])
+        .inc();
+    error(status, code, e.to_string())
+}
+
+async fn tail(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let _ = headers;
+    let stream = BroadcastStream::new(state.tail.subscribe()).map(|item| {
+        Ok::<_, std::convert::Infallible>(match item {
+            Ok(line) => line,
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                bytes::Bytes::from(format!("{{\"lagged\":{n}}}\n"))
+            }
+        })
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

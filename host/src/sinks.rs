@@ -1,0 +1,229 @@
+//! Sinks: where events leave the router. Written to from route workers, a batch at a time.
+
+use crate::cloudevents::json::{write_json_line, Structured};
+use crate::config::SinkConfig;
+use crate::event::Event;
+use bytes::Bytes;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// Why a sink could not take a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Writing failed.
+    #[error("sink `{sink}`: {source}")]
+    Io {
+        /// The sink.
+        sink: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// An event that could not be delivered, with why and where it failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter<'a> {
+    /// The route it travelled.
+    pub route: &'a str,
+    /// Its tenant.
+    pub tenant: &'a str,
+    /// The stage that failed (a filter's name, or `route`).
+    pub stage: &'a str,
+    /// What went wrong.
+    pub reason: &'a str,
+    /// The event as it was when it failed.
+    #[serde(serialize_with = "structured")]
+    pub event: &'a Event,
+}
+
+fn structured<S: serde::Serializer>(e: &&Event, s: S) -> Result<S::Ok, S::Error> {
+    Structured(e).serialize(s)
+}
+
+/// A destination for events.
+pub trait Sink: Send + Sync {
+    /// Writes a batch of events; returns only when they are written (or failed).
+    fn write(&self, events: &[Event]) -> Result<(), SinkError>;
+    /// Writes dead letters.
+    fn write_dead_letters(&self, letters: &[DeadLetter<'_>]) -> Result<(), SinkError>;
+}
+
+/// Appends JSON lines to a file.
+pub struct FileSink {
+    name: String,
+    path: PathBuf,
+    fsync: bool,
+    file: Mutex<(BufWriter<File>, Vec<u8>)>,
+}
+
+impl FileSink {
+    /// Opens (creating) the file for appending.
+    pub fn open(name: &str, path: &Path, fsync: bool) -> Result<Self, SinkError> {
+        let io = |source| SinkError::Io {
+            sink: name.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        Ok(Self {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            fsync,
+            file: Mutex::new((BufWriter::with_capacity(1 << 16, file), Vec::new())),
+        })
+    }
+
+    /// The file written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn append(&self, fill: impl FnOnce(&mut Vec<u8>)) -> Result<(), SinkError> {
+        let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let (writer, buf) = &mut *guard;
+        buf.clear();
+        fill(buf);
+        let result = writer
+            .write_all(buf)
+            .and_then(|()| writer.flush())
+            .and_then(|()| {
+                if self.fsync {
+                    writer.get_ref().sync_data()
+                } else {
+                    Ok(())
+                }
+            });
+        result.map_err(|source| SinkError::Io {
+            sink: self.name.clone(),
+            source,
+        })
+    }
+}
+
+impl Sink for FileSink {
+    fn write(&self, events: &[Event]) -> Result<(), SinkError> {
+        self.append(|buf| {
+            for e in events {
+                write_json_line(buf, e);
+            }
+        })
+    }
+
+    fn write_dead_letters(&self, letters: &[DeadLetter<'_>]) -> Result<(), SinkError> {
+        self.append(|buf| {
+            for letter in letters {
+                if serde_json::to_writer(&mut *buf, letter).is_ok() {
+                    buf.push(b'\n');
+                }
+            }
+        })
+    }
+}
+
+/// The in-process stream behind `GET /v1/tail` and `weir tail`: JSON lines, dropped when
+/// nobody listens, never blocking the route (slow readers miss lines and are told so).
+#[derive(Clone)]
+pub struct TailHub {
+    tx: broadcast::Sender<Bytes>,
+}
+
+impl Default for TailHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TailHub {
+    /// A hub buffering up to 16k lines per reader.
+    pub fn new() -> Self {
+        Self {
+            tx: broadcast::channel(1 << 14).0,
+        }
+    }
+
+    /// A new reader.
+    pub fn subscribe(&self) -> broadcast::Receiver<Bytes> {
+        self.tx.subscribe()
+    }
+
+    fn publish(&self, fill: impl FnOnce(&mut Vec<u8>)) {
+        if self.tx.receiver_count() == 0 {
+            return;
+        }
+        let mut buf = Vec::new();
+        fill(&mut buf);
+        for line in buf.split_inclusive(|b| *b == b'\n') {
+            // No receivers between the check and here is fine: the line is not needed.
+            let _ = self.tx.send(Bytes::copy_from_slice(line));
+        }
+    }
+}
+
+/// A sink writing to the tail hub.
+pub struct TailSink(pub TailHub);
+
+impl Sink for TailSink {
+    fn write(&self, events: &[Event]) -> Result<(), SinkError> {
+        self.0.publish(|buf| {
+            for e in events {
+                write_json_line(buf, e);
+            }
+        });
+        Ok(())
+    }
+
+    fn write_dead_letters(&self, letters: &[DeadLetter<'_>]) -> Result<(), SinkError> {
+        self.0.publish(|buf| {
+            for letter in letters {
+                if serde_json::to_writer(&mut *buf, letter).is_ok() {
+                    buf.push(b'\n');
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Discards everything.
+pub struct NullSink;
+
+impl Sink for NullSink {
+    fn write(&self, _: &[Event]) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn write_dead_letters(&self, _: &[DeadLetter<'_>]) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Opens every configured sink.
+pub fn open_all(
+    configs: &BTreeMap<String, SinkConfig>,
+    data_dir: &Path,
+    tail: &TailHub,
+) -> Result<BTreeMap<String, Arc<dyn Sink>>, SinkError> {
+    configs
+        .iter()
+        .map(|(name, config)| {
+            let sink: Arc<dyn Sink> = match config {
+                SinkConfig::File { path, fsync } => {
+                    Arc::new(FileSink::open(name, &data_dir.join(path), *fsync)?)
+                }
+                SinkConfig::Tail => Arc::new(TailSink(tail.clone())),
+                SinkConfig::Null => Arc::new(NullSink),
+            };
+            Ok((name.clone(), sink))
+        })
+        .collect()
+}

@@ -1,0 +1,71 @@
+//! A deliberately hostile filter for the containment tests. Its `init` configuration picks
+//! the misbehaviour: `{"mode": "loop" | "memory" | "trap" | "wrong-count" | "huge-output"
+//! | "garbage" | "error" | "reject-config" | "keep"}`.
+//!
+//! It implements the component exports directly (not through the SDK's glue, which would
+//! never produce a wrong verdict count or a malformed buffer).
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use std::cell::RefCell;
+    use weir_guest::bindings::{Context, Event, Guest};
+    use weir_guest::weir_abi::{BatchReader, VerdictWriter};
+
+    thread_local! {
+        static MODE: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+
+    struct Hostile;
+
+    impl Guest for Hostile {
+        fn init(config: String) -> Result<(), String> {
+            let value: weir_guest::serde_json::Value =
+                weir_guest::serde_json::from_str(&config).map_err(|e| e.to_string())?;
+            let mode = value["mode"].as_str().unwrap_or("keep").to_owned();
+            if mode == "reject-config" {
+                return Err("this configuration is rejected on purpose".into());
+            }
+            MODE.with(|m| *m.borrow_mut() = mode);
+            Ok(())
+        }
+
+        fn process(_ctx: Context, batch: Vec<u8>) -> Result<Vec<u8>, String> {
+            let count = BatchReader::new(&batch).map_err(|e| e.to_string())?.len();
+            let mode = MODE.with(|m| m.borrow().clone());
+            let keep_all = |n: usize| {
+                let mut w = VerdictWriter::with_capacity(16 + n * 3);
+                for _ in 0..n {
+                    w.keep(&[]);
+                }
+                w.finish()
+            };
+            match mode.as_str() {
+                "loop" => {
+                    let mut x: u64 = 0;
+                    loop {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                }
+                "memory" => {
+                    let mut hoard: Vec<Vec<u8>> = Vec::new();
+                    loop {
+                        hoard.push(vec![1u8; 1 << 20]);
+                        std::hint::black_box(&hoard);
+                    }
+                }
+                "trap" => panic!("hostile filter traps on purpose"),
+                "wrong-count" => Ok(keep_all(count + 1)),
+                "huge-output" => Ok(vec![0u8; 20 << 20]),
+                "garbage" => Ok(b"these are not verdicts".to_vec()),
+                "error" => Err("hostile filter fails the batch on purpose".into()),
+                _ => Ok(keep_all(count)),
+            }
+        }
+
+        fn tick(_now_ms: u64) -> Vec<Event> {
+            Vec::new()
+        }
+    }
+
+    weir_guest::bindings::__export_filter_world!(Hostile);
+}
