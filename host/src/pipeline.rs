@@ -36,6 +36,9 @@ pub enum RouterError {
     /// A sink could not be opened.
     #[error(transparent)]
     Sink(#[from] crate::sinks::SinkError),
+    /// No route of that name is fed by the source.
+    #[error("no route `{0}` takes events from this source")]
+    UnknownRoute(String),
     /// The route worker has stopped (shutting down).
     #[error("route `{0}` is shutting down")]
     Stopped(String),
@@ -211,11 +214,27 @@ impl Router {
         events: Vec<Event>,
         principal: Option<Arc<Principal>>,
     ) -> Result<Outcome, RouterError> {
+        self.submit_to(None, source_kind, events, principal).await
+    }
+
+    /// Like [`Router::submit`], but only to the named route (which must be fed by the
+    /// source kind); `None` means every route fed by it.
+    pub async fn submit_to(
+        &self,
+        route: Option<&str>,
+        source_kind: &'static str,
+        events: Vec<Event>,
+        principal: Option<Arc<Principal>>,
+    ) -> Result<Outcome, RouterError> {
         let targets: Vec<&RouteHandle> = self
             .routes
             .iter()
             .filter(|r| r.from.iter().any(|f| f == source_kind))
+            .filter(|r| route.is_none_or(|name| r.name == name))
             .collect();
+        if let (Some(name), true) = (route, targets.is_empty()) {
+            return Err(RouterError::UnknownRoute(name.to_owned()));
+        }
         let mut waits = Vec::with_capacity(targets.len());
         let mut events = Some(events);
         for (i, route) in targets.iter().enumerate() {
@@ -559,7 +578,7 @@ impl RouteWorker {
         self.shared
             .metrics
             .filter_failures
-            .with_label_values(&[filter, tenant, error.kind()])
+            .with_label_values(&[&self.name, filter, tenant, error.kind()])
             .inc();
         tracing::warn!(route = %self.name, tenant, filter, events = batch.len(), policy = ?self.policy, "filter failed: {error}");
         let reason = error.to_string();
@@ -731,7 +750,7 @@ impl RouteWorker {
                     self.shared
                         .metrics
                         .filter_failures
-                        .with_label_values(&[&filter, &tenant, e.kind()])
+                        .with_label_values(&[&self.name, &filter, &tenant, e.kind()])
                         .inc();
                     tracing::warn!(route = %self.name, tenant, filter, "tick failed: {e}");
                     continue;

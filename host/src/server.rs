@@ -5,7 +5,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Router, RouterError};
 use crate::sinks::TailHub;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,7 +38,8 @@ pub struct AppState {
 /// The HTTP application.
 pub fn app(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
-        .route("/v1/events", post(ingest))
+        .route("/v1/events", post(ingest_all))
+        .route("/v1/routes/{route}/events", post(ingest_route))
         .route("/v1/tail", get(tail))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -66,7 +67,19 @@ fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response 
         .into_response()
 }
 
-async fn ingest(State(state): State<Arc<AppState>>, request: Request) -> Response {
+async fn ingest_all(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    ingest(state, None, request).await
+}
+
+async fn ingest_route(
+    State(state): State<Arc<AppState>>,
+    Path(route): Path<String>,
+    request: Request,
+) -> Response {
+    ingest(state, Some(route), request).await
+}
+
+async fn ingest(state: Arc<AppState>, route: Option<String>, request: Request) -> Response {
     let reject = |reason: &str| {
         state
             .metrics
@@ -121,7 +134,11 @@ async fn ingest(State(state): State<Arc<AppState>>, request: Request) -> Respons
         );
     }
     let accepted = events.len();
-    match state.router.submit("http", events, None).await {
+    match state
+        .router
+        .submit_to(route.as_deref(), "http", events, None)
+        .await
+    {
         Ok(outcome) => (
             StatusCode::ACCEPTED,
             Json(json!({

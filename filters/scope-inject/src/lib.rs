@@ -6,7 +6,8 @@
 //! whatever the client sent, so a caller can never claim another scope. It also sets the
 //! CloudEvents extensions `scopetype` and `scopename` for routing downstream.
 //!
-//! Platform-scoped principals (no parent type) pass untouched. Events without any
+//! Events whose data is not a JSON object get the extensions only. Platform-scoped
+//! principals (no parent type) pass untouched. Events without any
 //! principal have client-sent scope annotations removed (`unauthenticated: strip`, the
 //! default), are passed as they are (`keep`), or dropped (`drop`).
 
@@ -50,31 +51,43 @@ pub struct ScopeInject {
 }
 
 impl ScopeInject {
+    /// Sets (or, without a scope, removes) the scope on the event: always as extensions,
+    /// and as annotations when the data is a JSON object (a Kubernetes Event).
     fn rewrite(event: &Event<'_>, scope: Option<(&str, &str)>) -> Verdict {
-        let Ok(mut object) = event.json_value() else {
-            return Verdict::Error("data is not a Kubernetes Event (invalid JSON)".into());
+        let object = event
+            .data()
+            .filter(|_| event.is_json())
+            .and_then(|_| event.json_value().ok())
+            .filter(serde_json::Value::is_object);
+        let had_ext =
+            event.extension("scopetype").is_some() || event.extension("scopename").is_some();
+        let mut patch = match scope {
+            Some((ty, name)) => Patch::new().set("scopetype", ty).set("scopename", name),
+            None if had_ext => Patch::new().remove("scopetype").remove("scopename"),
+            None => Patch::new(),
         };
-        if !object.is_object() {
-            return Verdict::Error("data is not a Kubernetes Event (not a JSON object)".into());
-        }
-        let patch = match scope {
-            Some((ty, name)) => {
-                k8s::set_annotation(&mut object, SCOPE_TYPE, ty);
-                k8s::set_annotation(&mut object, SCOPE_NAME, name);
-                Patch::new().set("scopetype", ty).set("scopename", name)
-            }
-            None => {
-                let had_type = k8s::remove_annotation(&mut object, SCOPE_TYPE);
-                let had_name = k8s::remove_annotation(&mut object, SCOPE_NAME);
-                let had_ext = event.extension("scopetype").is_some()
-                    || event.extension("scopename").is_some();
-                if !(had_type || had_name || had_ext) {
-                    return Verdict::Keep;
+        if let Some(mut object) = object {
+            let changed = match scope {
+                Some((ty, name)) => {
+                    k8s::set_annotation(&mut object, SCOPE_TYPE, ty);
+                    k8s::set_annotation(&mut object, SCOPE_NAME, name);
+                    true
                 }
-                Patch::new().remove("scopetype").remove("scopename")
+                None => {
+                    let had_type = k8s::remove_annotation(&mut object, SCOPE_TYPE);
+                    let had_name = k8s::remove_annotation(&mut object, SCOPE_NAME);
+                    had_type || had_name
+                }
+            };
+            if changed {
+                patch = patch.json(&object);
             }
-        };
-        Verdict::Patch(patch.json(&object))
+        }
+        if patch.is_empty() {
+            Verdict::Keep
+        } else {
+            Verdict::Patch(patch)
+        }
     }
 }
 
@@ -166,7 +179,7 @@ mod tests {
     }
 
     #[test]
-    fn unauthenticated_claims_are_stripped_and_garbage_is_an_error() {
+    fn unauthenticated_claims_are_stripped_and_a_half_scope_is_an_error() {
         let mut h = Harness::<ScopeInject>::new("{}").expect("config");
         let out = h.run(&[
             kube_event(json!({SCOPE_TYPE: "Organization", "other": "x"})),
@@ -175,7 +188,11 @@ mod tests {
         let a = annotations(&out[0]);
         assert!(a.get(SCOPE_TYPE).is_none());
         assert_eq!(a["other"], "x");
-        assert!(matches!(out[1], Outcome::Error(_)));
+        // Not a Kubernetes Event: nothing to strip, passed as it is.
+        assert_eq!(
+            out[1],
+            Outcome::Keep(OwnedEvent::new("2", "/x", "t").with_json(&json!([1, 2])))
+        );
         let mut h = Harness::<ScopeInject>::new("{}").expect("config");
         h.context.principal = Some(principal(&[(PARENT_TYPE, "Project")]));
         assert!(matches!(

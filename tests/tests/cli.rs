@@ -1,0 +1,251 @@
+//! The `weir` command line: config errors, send and tail, filter test, and a scaffolded
+//! filter that builds and tests out of the box.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn config_errors_name_file_line_and_field_and_nothing_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "routes:\n  - name: main\n    to: [tail]\n    on_falure: drop\n",
+            ":4:",
+            "on_falure",
+        ),
+        (
+            "filters:\n  severity:\n    path: /nonexistent.wasm\nroutes:\n  - name: main\n    filters: [severty]\n    to: [tail]\n",
+            ":6",
+            "field `routes[0].filters[0]`: unknown filter `severty`",
+        ),
+        (
+            "listen: [1, 2]\nroutes: []\n",
+            ":1:",
+            "field `listen`",
+        ),
+    ];
+    for (i, (yaml, location, message)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        let out = Command::new(weir_bin())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "case {i} must not start");
+        let expected = format!("{}{location}", path.display());
+        assert!(
+            stderr.contains(&expected),
+            "case {i}: `{stderr}` should name `{expected}`"
+        );
+        assert!(
+            stderr.contains(message),
+            "case {i}: `{stderr}` should say `{message}`"
+        );
+    }
+    // A filter that does not exist is named with its path.
+    let path = dir.path().join("missing.yaml");
+    std::fs::write(&path, "filters:\n  f:\n    path: /nonexistent.wasm\nroutes:\n  - name: main\n    filters: [f]\n    to: [tail]\n").unwrap();
+    let out = Command::new(weir_bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("filter `f` (/nonexistent.wasm)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn send_and_tail_round_trip() {
+    let weir = Weir::start(&format!(
+        "filters:\n{}routes:\n  - name: main\n    filters: [severity]\n    to: [tail]\n",
+        filter_yaml("severity", wasm::SEVERITY, "{ min: warning }")
+    ));
+    let mut tail = Command::new(weir_bin())
+        .args(["tail", "--count", "2", "--url", &weir.url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = tail.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The tail subscribes asynchronously: keep sending (info is dropped, error arrives)
+    // until two events came through, bounded in time.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut lines = Vec::new();
+    let mut n = 0;
+    while lines.len() < 2 && Instant::now() < deadline {
+        for severity in ["info", "error"] {
+            n += 1;
+            let out = Command::new(weir_bin())
+                .args([
+                    "send",
+                    "--url",
+                    &weir.url,
+                    "--mode",
+                    "binary",
+                    "--type",
+                    "com.example.cli",
+                ])
+                .args([
+                    "--id",
+                    &format!("cli-{n}"),
+                    "--ext",
+                    &format!("severity={severity}"),
+                ])
+                .args(["--data", r#"{"hello":"world"}"#])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(String::from_utf8_lossy(&out.stdout).starts_with("202 "));
+        }
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(line);
+        }
+    }
+    assert_eq!(lines.len(), 2, "tail printed {lines:?}");
+    for line in &lines {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(e["severity"], "error", "only kept events are tailed: {e}");
+        assert_eq!(e["data"]["hello"], "world");
+    }
+    let status = tail.wait().unwrap();
+    assert!(status.success(), "tail --count 2 exits by itself");
+}
+
+#[test]
+fn filter_test_prints_one_verdict_per_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    std::fs::write(
+        &input,
+        [
+            event("1", "t", serde_json::json!({"severity": "info"})),
+            event("2", "t", serde_json::json!({"severity": "error"})),
+        ]
+        .iter()
+        .map(|e| e.to_string() + "\n")
+        .collect::<String>(),
+    )
+    .unwrap();
+    let out = Command::new(weir_bin())
+        .args(["filter", "test", wasm::SEVERITY, "--input"])
+        .arg(&input)
+        .args(["--config", r#"{"min":"warning"}"#])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["verdict"], "drop");
+    assert_eq!(lines[0]["reason"], "below the minimum severity");
+    assert_eq!(lines[1]["verdict"], "keep");
+    assert_eq!(lines[1]["event"]["id"], "2");
+
+    let out = Command::new(weir_bin())
+        .args(["filter", "test", wasm::HOSTILE, "--input"])
+        .arg(&input)
+        .args(["--config", r#"{"mode":"reject-config"}"#])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rejected its configuration"));
+}
+
+#[test]
+fn a_new_filter_builds_and_tests_out_of_the_box() {
+    let dir = tempfile::tempdir().unwrap();
+    let crate_dir = dir.path().join("my-filter");
+    let out = Command::new(weir_bin())
+        .args(["filter", "new", "my-filter", "--dir"])
+        .arg(&crate_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its own target directory, shared across runs, so its dependencies build once.
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap().join("scaffold");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let test = Command::new(&cargo)
+        .args(["test", "--quiet", "--manifest-path"])
+        .arg(crate_dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(
+        test.status.success(),
+        "cargo test in the scaffold failed:\n{}\n{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
+    assert!(String::from_utf8_lossy(&test.stdout).contains("1 passed"));
+    let build = Command::new(weir_bin())
+        .args(["filter", "build"])
+        .arg(&crate_dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let wasm = String::from_utf8_lossy(&build.stdout).trim().to_owned();
+    assert!(wasm.ends_with("my_filter.wasm"), "{wasm}");
+    // The built component runs in the router's runtime.
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        event("1", "noise", serde_json::json!({})).to_string()
+            + "\n"
+            + &event("2", "signal", serde_json::json!({})).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(weir_bin())
+        .args(["filter", "test", &wasm, "--input"])
+        .arg(&input)
+        .args(["--config", r#"{"drop_types":["noise"]}"#])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["verdict"], "drop");
+    assert_eq!(lines[1]["event"]["filtered"], "true");
+}

@@ -1,0 +1,211 @@
+//! Shared helpers: the real `weir` binary started on a free loopback port with a config,
+//! the guest components built by `build.rs`, and small HTTP helpers.
+
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Paths of the guest components built for this test run.
+pub mod wasm {
+    pub const SEVERITY: &str = env!("WEIR_WASM_SEVERITY");
+    pub const SCOPE_INJECT: &str = env!("WEIR_WASM_SCOPE_INJECT");
+    pub const REDACT: &str = env!("WEIR_WASM_REDACT");
+    pub const HOSTILE: &str = env!("WEIR_WASM_HOSTILE");
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The `weir` binary of this build (built on first use if the test runner did not).
+pub fn weir_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // The test executable lives in <target>/<profile>/deps/.
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+        let bin = profile_dir.join("weir");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root())
+            .args(["build", "--quiet", "-p", "weir", "--bin", "weir"])
+            .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
+            .status()
+            .expect("run cargo build for the weir binary");
+        assert!(status.success(), "building the weir binary failed");
+        bin
+    })
+    .clone()
+}
+
+/// A running `weir serve` process, killed on drop.
+pub struct Weir {
+    child: Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Weir {
+    /// Starts `weir serve --config` with `config` (YAML); `{data}` in it is replaced by the
+    /// data directory. The listener binds to 127.0.0.1:0; the address is read from stderr.
+    pub fn start(config: &str) -> Weir {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, config)
+    }
+
+    /// Like [`Weir::start`] in a given directory (restarts keep their data).
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Weir {
+        let data = dir.path().join("data");
+        let text = format!(
+            "listen: 127.0.0.1:0\ndata_dir: {}\n{}",
+            data.display(),
+            config
+        );
+        let config_path = dir.path().join("weir.yaml");
+        std::fs::write(&config_path, text).unwrap();
+        let mut child = Command::new(weir_bin())
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("WEIR_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weir");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("weir listening on ") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("weir did not start:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        };
+        Weir {
+            child,
+            url,
+            dir,
+            logs,
+        }
+    }
+
+    pub fn data(&self, file: &str) -> PathBuf {
+        self.dir.path().join("data").join(file)
+    }
+
+    /// Lines of a JSON-lines file in the data directory (empty when missing).
+    pub fn jsonl(&self, file: &str) -> Vec<Value> {
+        read_jsonl(&self.data(file))
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit status's success.
+    pub fn terminate(mut self) -> (bool, tempfile::TempDir) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let ok = loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (ok, dir)
+    }
+}
+
+impl Drop for Weir {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// POSTs a body with headers; returns status and the JSON answer (Null when not JSON).
+pub async fn post(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.body(body).send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A structured CloudEvent as JSON.
+pub fn event(id: &str, ty: &str, extra: Value) -> Value {
+    let mut e = serde_json::json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "/tests",
+        "type": ty,
+    });
+    if let (Some(obj), Value::Object(more)) = (e.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    e
+}
+
+/// The YAML for a filter entry.
+pub fn filter_yaml(name: &str, path: &str, config: &str) -> String {
+    format!("  {name}:\n    path: {path}\n    config: {config}\n")
+}
+
+/// The value of a Prometheus sample whose line starts with `prefix` (labels included).
+pub fn metric(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+pub async fn get_text(url: &str) -> (u16, String) {
+    let resp = reqwest::get(url).await.expect("request");
+    (
+        resp.status().as_u16(),
+        resp.text().await.unwrap_or_default(),
+    )
+}

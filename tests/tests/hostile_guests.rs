@@ -1,0 +1,186 @@
+//! Hostile filters (compiled from tests/guests/hostile in this test run) are contained:
+//! the failure policy applies to their batches, their instances are recycled, other routes
+//! keep flowing and the router never exits.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// (mode, expected text in the dead-letter reason, failure kind in metrics)
+const MODES: [(&str, &str, &str); 7] = [
+    ("loop", "time limit of 1000 ms", "timeout"),
+    ("memory", "memory limit of 64 MiB", "memory"),
+    ("trap", "trapped", "trap"),
+    ("wrong-count", "4 verdicts for 3 events", "bad_output"),
+    ("huge-output", "output limit of 16 MiB", "bad_output"),
+    ("garbage", "wrong magic bytes", "bad_output"),
+    ("error", "fails the batch on purpose", "guest_error"),
+];
+
+fn config() -> String {
+    let mut filters = filter_yaml("severity", wasm::SEVERITY, "{ min: warning }");
+    let mut routes = String::from("  - name: good\n    filters: [severity]\n    to: [good-out]\n");
+    for (mode, _, _) in MODES {
+        filters += &filter_yaml(
+            &format!("hostile-{mode}"),
+            wasm::HOSTILE,
+            &format!("{{ mode: {mode} }}"),
+        );
+        routes += &format!(
+            "  - name: evil-{mode}\n    filters: [hostile-{mode}]\n    to: [evil-out]\n    dead_letter: dlq\n"
+        );
+    }
+    routes += "  - name: evil-pass\n    filters: [hostile-trap]\n    to: [pass-out]\n    on_failure: pass\n";
+    routes += "  - name: evil-drop\n    filters: [hostile-trap]\n    to: [evil-out]\n    on_failure: drop\n";
+    format!(
+        "tenants:\n  default:\n    limits: {{ timeout_ms: 1000, memory_mb: 64, output_mb: 16 }}\n\
+filters:\n{filters}\
+sinks:\n  good-out: {{ type: file, path: good.jsonl }}\n  evil-out: {{ type: file, path: evil.jsonl }}\n  pass-out: {{ type: file, path: pass.jsonl }}\n  dlq: {{ type: file, path: dlq.jsonl }}\n\
+routes:\n{routes}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_hostile_guest_is_contained_and_the_failure_policy_applies() {
+    let mut weir = Weir::start(&config());
+    let url = format!("{}/v1/events", weir.url);
+    let batch = |round: u32| {
+        json!([
+            event(&format!("r{round}-a"), "t", json!({"severity": "error"})),
+            event(&format!("r{round}-b"), "t", json!({"severity": "info"})),
+            event(&format!("r{round}-c"), "t", json!({"severity": "critical"})),
+        ])
+        .to_string()
+    };
+    // Two rounds: the second proves recycled instances work again (and fail again).
+    for round in 0..2 {
+        let (status, answer) = post(
+            &url,
+            &[("content-type", "application/cloudevents-batch+json")],
+            batch(round),
+        )
+        .await;
+        assert_eq!(status, 202, "{answer}");
+        // good: 2 delivered, 1 dropped; evil dead-letter routes: 3 each; pass: 3 delivered;
+        // drop: 3 dropped.
+        assert_eq!(answer["dead_lettered"], 3 * MODES.len() as u64, "{answer}");
+        assert_eq!(answer["delivered"], 2 + 3, "{answer}");
+        assert_eq!(answer["dropped"], 1 + 3, "{answer}");
+    }
+    assert!(weir.alive(), "the router must never exit");
+
+    let good: Vec<String> = weir
+        .jsonl("good.jsonl")
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(good, ["r0-a", "r0-c", "r1-a", "r1-c"]);
+    assert_eq!(
+        weir.jsonl("pass.jsonl").len(),
+        6,
+        "pass policy delivers the failed batch as it was"
+    );
+    assert!(
+        weir.jsonl("evil.jsonl").is_empty(),
+        "no hostile route delivered anything"
+    );
+
+    let letters = weir.jsonl("dlq.jsonl");
+    assert_eq!(letters.len(), 2 * 3 * MODES.len());
+    for (mode, reason, _) in MODES {
+        let mine: Vec<_> = letters
+            .iter()
+            .filter(|l| l["stage"] == format!("hostile-{mode}"))
+            .collect();
+        assert_eq!(mine.len(), 6, "{mode}");
+        for l in mine {
+            assert_eq!(l["route"], format!("evil-{mode}"));
+            let text = l["reason"].as_str().unwrap();
+            assert!(
+                text.contains(reason),
+                "{mode}: `{text}` should mention `{reason}`"
+            );
+            assert!(
+                l["event"]["id"].as_str().unwrap().starts_with('r'),
+                "original event kept"
+            );
+        }
+    }
+
+    let (status, metrics) = get_text(&format!("{}/metrics", weir.url)).await;
+    assert_eq!(status, 200);
+    for (mode, _, kind) in MODES {
+        let line = format!(
+            "weir_filter_failures_total{{filter=\"hostile-{mode}\",kind=\"{kind}\",route=\"evil-{mode}\",tenant=\"default\"}}"
+        );
+        assert_eq!(metric(&metrics, &line), Some(2.0), "{line}\n{metrics}");
+    }
+    let recycled =
+        "weir_filter_instances_recycled_total{filter=\"hostile-loop\",tenant=\"default\"}";
+    assert_eq!(metric(&metrics, recycled), Some(2.0), "{metrics}");
+    let (status, _) = get_text(&format!("{}/healthz", weir.url)).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_route_does_not_hold_up_another_route() {
+    let config = format!(
+        "tenants:\n  default:\n    limits: {{ timeout_ms: 3000 }}\nfilters:\n{}{}\
+sinks:\n  out: {{ type: file, path: out.jsonl }}\n  dlq: {{ type: file, path: dlq.jsonl }}\n\
+routes:\n  - name: good\n    filters: [severity]\n    to: [out]\n  - name: stuck\n    filters: [hostile-loop]\n    to: [out]\n    dead_letter: dlq\n",
+        filter_yaml("severity", wasm::SEVERITY, "{ min: warning }"),
+        filter_yaml("hostile-loop", wasm::HOSTILE, "{ mode: loop }"),
+    );
+    let weir = Weir::start(&config);
+    let stuck_url = format!("{}/v1/routes/stuck/events", weir.url);
+    let good_url = format!("{}/v1/routes/good/events", weir.url);
+    let headers = [("content-type", "application/cloudevents+json")];
+    let started = Instant::now();
+    let stuck = tokio::spawn(async move {
+        let (status, answer) = post(
+            &stuck_url,
+            &headers,
+            event("slow", "t", json!({})).to_string(),
+        )
+        .await;
+        (status, answer, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // While the stuck route burns its 3 s budget, the good route serves 200 requests.
+    let good_started = Instant::now();
+    for i in 0..200 {
+        let (status, answer) = post(
+            &good_url,
+            &headers,
+            event(&format!("g{i}"), "t", json!({"severity": "error"})).to_string(),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["delivered"].as_u64()),
+            (202, Some(1)),
+            "{answer}"
+        );
+    }
+    let good_elapsed = good_started.elapsed();
+    let (status, answer, stuck_elapsed) = stuck.await.unwrap();
+    assert_eq!(
+        (status, answer["dead_lettered"].as_u64()),
+        (202, Some(1)),
+        "{answer}"
+    );
+    assert!(
+        stuck_elapsed >= Duration::from_millis(2900),
+        "the loop must have run to its deadline ({stuck_elapsed:?})"
+    );
+    assert!(
+        good_elapsed < stuck_elapsed,
+        "200 requests on the good route ({good_elapsed:?}) finished while the stuck route was still running ({stuck_elapsed:?})"
+    );
+    eprintln!(
+        "good route: 200 requests in {good_elapsed:?} ({:.0} req/s) while the stuck route looped for {stuck_elapsed:?}",
+        200.0 / good_elapsed.as_secs_f64()
+    );
+    assert_eq!(weir.jsonl("out.jsonl").len(), 200);
+}

@@ -1,0 +1,306 @@
+//! End to end over HTTP with the real `weir` binary and the real example filters.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn pipeline_config() -> String {
+    format!(
+        "filters:\n{}{}{}\
+sinks:\n  out: {{ type: file, path: out.jsonl }}\n\
+routes:\n  - name: main\n    filters: [scope-inject, severity, redact]\n    to: [out, tail]\n",
+        filter_yaml("scope-inject", wasm::SCOPE_INJECT, "{}"),
+        filter_yaml("severity", wasm::SEVERITY, "{ min: warning }"),
+        filter_yaml("redact", wasm::REDACT, "{}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_three_http_modes_are_filtered_scoped_and_redacted() {
+    let weir = Weir::start(&pipeline_config());
+    let url = format!("{}/v1/events", weir.url);
+
+    // Binary mode: attributes in ce- headers, data in the body.
+    let binary = |id: &'static str, severity: &'static str, body: &'static str| {
+        let url = url.clone();
+        async move {
+            post(
+                &url,
+                &[
+                    ("ce-specversion", "1.0"),
+                    ("ce-id", id),
+                    ("ce-source", "/tests/binary"),
+                    ("ce-type", "com.example.login"),
+                    ("ce-severity", severity),
+                    ("content-type", "application/json"),
+                ],
+                body,
+            )
+            .await
+        }
+    };
+    let (status, answer) = binary("b1", "info", r#"{"user":"ann"}"#).await;
+    assert_eq!(
+        (status, answer["dropped"].as_u64()),
+        (202, Some(1)),
+        "{answer}"
+    );
+    let (status, answer) = binary("b2", "error", r#"{"user":"bob","password":"hunter2"}"#).await;
+    assert_eq!(
+        (status, answer["delivered"].as_u64()),
+        (202, Some(1)),
+        "{answer}"
+    );
+
+    // Structured mode: a Kubernetes Event whose client tried to claim a scope.
+    let tampered = event(
+        "s1",
+        "io.k8s.event",
+        json!({
+            "datacontenttype": "application/json",
+            "data": {
+                "metadata": {"name": "pod-a.1", "namespace": "default", "annotations": {
+                    "platform.miloapis.com/scope.type": "Organization",
+                    "platform.miloapis.com/scope.name": "someone-else",
+                    "team": "blue"
+                }},
+                "type": "Warning", "reason": "BackOff"
+            }
+        }),
+    );
+    let normal = event(
+        "s2",
+        "io.k8s.event",
+        json!({"data": {"metadata": {"name": "pod-b.1"}, "type": "Normal", "reason": "Pulled"}}),
+    );
+    for e in [&tampered, &normal] {
+        let (status, answer) = post(
+            &url,
+            &[(
+                "content-type",
+                "application/cloudevents+json; charset=utf-8",
+            )],
+            e.to_string(),
+        )
+        .await;
+        assert_eq!(status, 202, "{answer}");
+    }
+
+    // Batch mode.
+    let batch = json!([
+        event(
+            "c1",
+            "com.example.deploy",
+            json!({"severity": "critical", "data": {"token": "t0k", "nested": [{"apiKey": "k"}], "ok": true}})
+        ),
+        event(
+            "c2",
+            "com.example.deploy",
+            json!({"severity": "debug", "data": {"token": "t"}})
+        ),
+    ]);
+    let (status, answer) = post(
+        &url,
+        &[("content-type", "application/cloudevents-batch+json")],
+        batch.to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], 2);
+    assert_eq!(
+        (answer["delivered"].as_u64(), answer["dropped"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    let out = weir.jsonl("out.jsonl");
+    let ids: Vec<&str> = out.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        ["b2", "s1", "c1"],
+        "exactly the expected events, in order"
+    );
+
+    let b2 = &out[0];
+    assert_eq!(b2["data"], json!({"user": "bob", "password": "***"}));
+    assert_eq!(b2["source"], "/tests/binary");
+    assert_eq!(b2["severity"], "error");
+
+    let s1 = &out[1];
+    let annotations = &s1["data"]["metadata"]["annotations"];
+    assert!(
+        annotations
+            .get("platform.miloapis.com/scope.type")
+            .is_none(),
+        "{s1}"
+    );
+    assert!(
+        annotations
+            .get("platform.miloapis.com/scope.name")
+            .is_none(),
+        "{s1}"
+    );
+    assert_eq!(annotations["team"], "blue");
+
+    let c1 = &out[2];
+    assert_eq!(
+        c1["data"],
+        json!({"token": "***", "nested": [{"apiKey": "***"}], "ok": true})
+    );
+
+    let (_, metrics) = get_text(&format!("{}/metrics", weir.url)).await;
+    assert_eq!(
+        metric(&metrics, "weir_events_received_total{source=\"http\"}"),
+        Some(6.0)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "weir_route_events_total{outcome=\"delivered\",route=\"main\"}"
+        ),
+        Some(3.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_input_gets_the_documented_status_and_reason() {
+    let config = format!(
+        "ingest:\n  max_event_bytes: 2048\n  max_request_bytes: 65536\n{}",
+        pipeline_config()
+    );
+    let weir = Weir::start(&config);
+    let url = format!("{}/v1/events", weir.url);
+    let structured = [("content-type", "application/cloudevents+json")];
+    let big = "x".repeat(4096);
+    let huge = "y".repeat(70_000);
+    let cases: Vec<(&str, Vec<(&str, &str)>, String, u16, &str, &str)> = vec![
+        (
+            "bad JSON",
+            structured.to_vec(),
+            "{\"specversion\": ".into(),
+            400,
+            "malformed_event",
+            "invalid JSON",
+        ),
+        (
+            "missing id",
+            structured.to_vec(),
+            event("x", "t", json!({}))
+                .to_string()
+                .replace("\"id\":\"x\",", ""),
+            400,
+            "malformed_event",
+            "`id`",
+        ),
+        (
+            "wrong specversion",
+            structured.to_vec(),
+            event("x", "t", json!({"specversion": "0.3"})).to_string(),
+            400,
+            "malformed_event",
+            "specversion `0.3`",
+        ),
+        (
+            "bad extension name",
+            structured.to_vec(),
+            event("x", "t", json!({"Bad_Name": "v"})).to_string(),
+            400,
+            "malformed_event",
+            "Bad_Name",
+        ),
+        (
+            "bad time",
+            structured.to_vec(),
+            event("x", "t", json!({"time": "yesterday"})).to_string(),
+            400,
+            "malformed_event",
+            "RFC 3339",
+        ),
+        (
+            "binary without type",
+            vec![
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+            ],
+            "{}".into(),
+            400,
+            "malformed_event",
+            "`type`",
+        ),
+        (
+            "oversized event",
+            structured.to_vec(),
+            event("x", "t", json!({"data": {"blob": big}})).to_string(),
+            413,
+            "event_too_large",
+            "limit is 2048 bytes",
+        ),
+        (
+            "oversized request",
+            structured.to_vec(),
+            huge,
+            413,
+            "request_too_large",
+            "65536",
+        ),
+        (
+            "unknown content type",
+            vec![("content-type", "text/csv")],
+            "a,b".into(),
+            415,
+            "unsupported_media_type",
+            "text/csv",
+        ),
+        (
+            "unsupported format",
+            vec![("content-type", "application/cloudevents+avro")],
+            "x".into(),
+            415,
+            "unsupported_media_type",
+            "cloudevents+avro",
+        ),
+        (
+            "bad event in batch",
+            vec![("content-type", "application/cloudevents-batch+json")],
+            json!([event("ok", "t", json!({})), {"id": "nope"}]).to_string(),
+            400,
+            "malformed_event",
+            "event 1 of the batch",
+        ),
+    ];
+    for (name, headers, body, status, code, reason) in cases {
+        let (got, answer) = post(&url, &headers, body).await;
+        assert_eq!(got, status, "{name}: {answer}");
+        assert_eq!(answer["error"], code, "{name}: {answer}");
+        let text = answer["reason"].as_str().unwrap_or_default();
+        assert!(
+            text.contains(reason),
+            "{name}: reason `{text}` should mention `{reason}`"
+        );
+    }
+    // Nothing was disturbed: a valid event still flows, and only it arrived.
+    let (status, _) = post(
+        &url,
+        &structured,
+        event("fine", "t", json!({"severity": "error"})).to_string(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let ids: Vec<Value> = weir
+        .jsonl("out.jsonl")
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("fine")]);
+    let (_, metrics) = get_text(&format!("{}/metrics", weir.url)).await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "weir_events_rejected_total{reason=\"malformed_event\",source=\"http\"}"
+        ),
+        Some(7.0),
+        "{metrics}"
+    );
+}
