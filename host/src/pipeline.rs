@@ -578,7 +578,7 @@ impl RouteWorker {
         self.shared
             .metrics
             .filter_failures
-            .with_label_values(&[&self.name, filter, tenant, error.kind()])
+            .with_label_values(&[&*self.name, filter, tenant, error.kind()])
             .inc();
         tracing::warn!(route = %self.name, tenant, filter, events = batch.len(), policy = ?self.policy, "filter failed: {error}");
         let reason = error.to_string();
@@ -750,7 +750,12 @@ impl RouteWorker {
                     self.shared
                         .metrics
                         .filter_failures
-                        .with_label_values(&[&self.name, &filter, &tenant, e.kind()])
+                        .with_label_values(&[
+                            &*self.name,
+                            filter.as_str(),
+                            tenant.as_str(),
+                            e.kind(),
+                        ])
                         .inc();
                     tracing::warn!(route = %self.name, tenant, filter, "tick failed: {e}");
                     continue;
