@@ -97,7 +97,7 @@ impl Metrics {
                 &r,
                 "weir_filter_failures_total",
                 "Failed filter batch calls, by kind.",
-                &["filter", "tenant", "kind"],
+                &["route", "filter", "tenant", "kind"],
             ),
             filter_seconds: histogram(
                 &r,

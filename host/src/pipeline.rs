@@ -357,11 +357,20 @@ impl RouteWorker {
                     next = rx.try_recv().ok();
                 }
             }
-            if !jobs.is_empty() {
-                self.process_jobs(jobs);
-            }
-            if tick {
-                self.tick();
+            // A bug in host code must not take the route down: the jobs of the failed
+            // round are answered with an error (their senders are dropped) and the route
+            // goes on with fresh filter instances.
+            let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if !jobs.is_empty() {
+                    self.process_jobs(jobs);
+                }
+                if tick {
+                    self.tick();
+                }
+            }));
+            if round.is_err() {
+                tracing::error!(route = %self.name, "internal error while processing a batch; its submitters were told it failed");
+                self.instances.clear();
             }
         }
         tracing::info!(route = %self.name, "route stopped");

@@ -144,6 +144,9 @@ impl Weir {
 
 impl Drop for Weir {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- weir log ---\n{}", self.logs.lock().unwrap().join("\n"));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
