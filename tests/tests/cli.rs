@@ -1,6 +1,8 @@
 //! The `weir` command line: config errors, send and tail, filter test, and a scaffolded
 //! filter that builds and tests out of the box.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

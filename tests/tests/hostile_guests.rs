@@ -2,6 +2,8 @@
 //! the failure policy applies to their batches, their instances are recycled, other routes
 //! keep flowing and the router never exits.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

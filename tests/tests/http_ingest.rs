@@ -1,5 +1,7 @@
 //! End to end over HTTP with the real `weir` binary and the real example filters.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -163,6 +165,16 @@ async fn all_three_http_modes_are_filtered_scoped_and_redacted() {
     );
 }
 
+/// (name, headers, body, status, error code, text the reason must contain)
+type Case<'a> = (
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    String,
+    u16,
+    &'a str,
+    &'a str,
+);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_input_gets_the_documented_status_and_reason() {
     let config = format!(
@@ -174,7 +186,7 @@ async fn malformed_input_gets_the_documented_status_and_reason() {
     let structured = [("content-type", "application/cloudevents+json")];
     let big = "x".repeat(4096);
     let huge = "y".repeat(70_000);
-    let cases: Vec<(&str, Vec<(&str, &str)>, String, u16, &str, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "bad JSON",
             structured.to_vec(),

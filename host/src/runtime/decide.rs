@@ -78,22 +78,31 @@ fn decode(answer: &[u8], expected: usize) -> Result<Vec<VerdictView<'_>>, Filter
         .map_err(|e| FilterError::BadOutput(e.to_string()))
 }
 
-fn patched(mut event: Event, patch: weir_abi::PatchReader<'_>) -> Result<Event, (Event, String)> {
-    let original = (!patch.is_empty()).then(|| event.clone());
+/// Applies a patch; on an invalid operation the event is kept unchanged in an error
+/// decision.
+fn patched(
+    mut event: Event,
+    patch: weir_abi::PatchReader<'_>,
+    wrap: impl FnOnce(Event) -> Decision,
+) -> Decision {
+    if patch.is_empty() {
+        return wrap(event);
+    }
+    let original = event.clone();
     for op in patch {
         if let Err(e) = event.apply(op) {
-            return Err((original.unwrap_or(event), format!("invalid patch: {e}")));
+            return Decision::Error {
+                event: original,
+                reason: format!("invalid patch: {e}"),
+            };
         }
     }
-    Ok(event)
+    wrap(event)
 }
 
 fn decide(event: Event, verdict: VerdictView<'_>) -> Decision {
     match verdict {
-        VerdictView::Keep(patch) => match patched(event, patch) {
-            Ok(event) => Decision::Keep(event),
-            Err((event, reason)) => Decision::Error { event, reason },
-        },
+        VerdictView::Keep(patch) => patched(event, patch, Decision::Keep),
         VerdictView::Drop(reason) => Decision::Drop {
             event,
             reason: reason.to_owned(),
@@ -122,13 +131,10 @@ fn decide(event: Event, verdict: VerdictView<'_>) -> Decision {
                 },
             }
         }
-        VerdictView::Route { sink, patch } => match patched(event, patch) {
-            Ok(event) => Decision::Route {
-                sink: sink.to_owned(),
-                event,
-            },
-            Err((event, reason)) => Decision::Error { event, reason },
-        },
+        VerdictView::Route { sink, patch } => patched(event, patch, |event| Decision::Route {
+            sink: sink.to_owned(),
+            event,
+        }),
         VerdictView::Error(reason) => Decision::Error {
             event,
             reason: reason.to_owned(),
