@@ -1,8 +1,8 @@
 //! The code behind [`crate::export_filter!`]: decode the packed batch, call the filter,
 //! encode its verdicts. Not for filter authors; public only for the macro.
 
-use crate::{Context, Event, Filter, OwnedEvent, Verdict};
-use weir_abi::{BatchReader, DecodeError, VerdictWriter};
+use crate::{Context, Event, Filter, OwnedEvent, Verdicts};
+use weir_abi::{BatchReader, DecodeError};
 
 /// Builds the filter from its JSON configuration.
 pub fn init<F: Filter>(slot: &mut Option<F>, config: &str) -> Result<(), String> {
@@ -58,45 +58,20 @@ pub fn process<F: Filter>(
             }
         }
     }
-    let mut verdicts = Vec::with_capacity(events.len());
+    let mut verdicts = Verdicts::new(count);
     filter.process_batch(ctx, &events, &mut verdicts);
-    let mut out = VerdictWriter::with_capacity(16 + count * 8);
-    for i in 0..count {
-        match (verdicts.get(i), i < events.len()) {
-            (Some(verdict), true) => write_verdict(&mut out, verdict),
-            _ => out.error(
-                decode_error
-                    .as_deref()
-                    .unwrap_or("the filter returned no verdict for this event"),
-            ),
-        }
-    }
-    Ok(out.finish())
-}
-
-fn write_verdict(out: &mut VerdictWriter, verdict: &Verdict) {
-    match verdict {
-        Verdict::Keep => out.keep(&[]),
-        Verdict::Patch(patch) => out.keep(&patch.as_ops()),
-        Verdict::Drop(reason) => out.drop_event(reason),
-        Verdict::Replace(event) => out.replace(
-            &event.core(),
-            event.extension_pairs(),
-            event.data.as_deref(),
-        ),
-        Verdict::FanOut(events) => {
-            out.begin_fan_out(u32::try_from(events.len()).unwrap_or(u32::MAX));
-            for event in events {
-                out.fan_out_event(
-                    &event.core(),
-                    event.extension_pairs(),
-                    event.data.as_deref(),
-                );
-            }
-        }
-        Verdict::Route { sink, patch } => out.route(sink, &patch.as_ops()),
-        Verdict::Error(reason) => out.error(reason),
-    }
+    verdicts.pad_to(
+        events.len(),
+        "the filter returned no verdict for this event",
+    );
+    // Events after a decoding failure could not be located: they carry its reason.
+    verdicts.pad_to(
+        count,
+        decode_error
+            .as_deref()
+            .unwrap_or("event could not be decoded"),
+    );
+    Ok(verdicts.finish())
 }
 
 /// Calls the filter's `tick`.

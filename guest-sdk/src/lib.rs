@@ -44,7 +44,7 @@ mod verdict;
 pub use context::{Context, Principal};
 pub use event::Event;
 pub use owned::OwnedEvent;
-pub use verdict::{Patch, Verdict};
+pub use verdict::{Patch, Verdict, Verdicts};
 
 #[doc(hidden)]
 pub use serde_json;
@@ -79,10 +79,13 @@ pub trait Filter: Sized + 'static {
     /// Decides what happens to one event.
     fn process(&mut self, ctx: &Context, event: &Event<'_>) -> Verdict;
 
-    /// Decides what happens to a whole batch; `out` must receive one verdict per event, in
-    /// order. The default calls [`Filter::process`] for each event.
-    fn process_batch(&mut self, ctx: &Context, events: &[Event<'_>], out: &mut Vec<Verdict>) {
-        out.extend(events.iter().map(|e| self.process(ctx, e)));
+    /// Decides what happens to a whole batch (override it to look at events together);
+    /// `out` must receive one verdict per event, in order: missing ones become error
+    /// verdicts, extra ones are ignored. The default calls [`Filter::process`] per event.
+    fn process_batch(&mut self, ctx: &Context, events: &[Event<'_>], out: &mut Verdicts) {
+        for event in events {
+            out.push(&self.process(ctx, event));
+        }
     }
 
     /// Called periodically by the host; returns events to emit (e.g. closed aggregation

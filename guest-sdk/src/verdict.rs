@@ -110,3 +110,71 @@ impl Patch {
             .collect()
     }
 }
+
+/// Where a batch's verdicts go: each one is encoded into the packed answer as it is
+/// pushed, so a batch never holds a list of verdicts.
+pub struct Verdicts {
+    writer: weir_abi::VerdictWriter,
+    expected: usize,
+}
+
+impl Verdicts {
+    pub(crate) fn new(expected: usize) -> Self {
+        Self {
+            writer: weir_abi::VerdictWriter::with_capacity(16 + expected * 8),
+            expected,
+        }
+    }
+
+    /// Records the verdict for the next event of the batch.
+    pub fn push(&mut self, verdict: &Verdict) {
+        if self.writer.len() >= self.expected {
+            return;
+        }
+        let out = &mut self.writer;
+        match verdict {
+            Verdict::Keep => out.keep(&[]),
+            Verdict::Patch(patch) => out.keep(&patch.as_ops()),
+            Verdict::Drop(reason) => out.drop_event(reason),
+            Verdict::Replace(event) => out.replace(
+                &event.core(),
+                event.extension_pairs(),
+                event.data.as_deref(),
+            ),
+            Verdict::FanOut(events) => {
+                out.begin_fan_out(u32::try_from(events.len()).unwrap_or(u32::MAX));
+                for event in events {
+                    out.fan_out_event(
+                        &event.core(),
+                        event.extension_pairs(),
+                        event.data.as_deref(),
+                    );
+                }
+            }
+            Verdict::Route { sink, patch } => out.route(sink, &patch.as_ops()),
+            Verdict::Error(reason) => out.error(reason),
+        }
+    }
+
+    /// How many verdicts were recorded.
+    pub fn len(&self) -> usize {
+        self.writer.len()
+    }
+
+    /// Whether none was recorded yet.
+    pub fn is_empty(&self) -> bool {
+        self.writer.is_empty()
+    }
+
+    /// Adds error verdicts until `n` verdicts are recorded.
+    pub(crate) fn pad_to(&mut self, n: usize, reason: &str) {
+        while self.writer.len() < n.min(self.expected) {
+            self.writer.error(reason);
+        }
+    }
+
+    /// The packed answer.
+    pub(crate) fn finish(self) -> Vec<u8> {
+        self.writer.finish()
+    }
+}

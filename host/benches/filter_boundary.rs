@@ -73,6 +73,7 @@ fn bench(c: &mut Criterion) {
 
     // 1. Native, direct: the filter's rule as a plain function over the host's events.
     {
+        let below: std::sync::Arc<str> = std::sync::Arc::from("below the minimum severity");
         let input = events(1000);
         group.throughput(Throughput::Elements(1000));
         group.bench_function("native direct (batch 1000)", |b| {
@@ -90,7 +91,11 @@ fn bench(c: &mut Criterion) {
                             Ok(()) => Decision::Keep(e),
                             Err(reason) => Decision::Drop {
                                 event: e,
-                                reason: reason.to_owned(),
+                                reason: if &*below == reason {
+                                    below.clone()
+                                } else {
+                                    reason.into()
+                                },
                             },
                         });
                     }
@@ -126,39 +131,45 @@ fn bench(c: &mut Criterion) {
         });
     }
 
-    // 3. The component, per-event calls and batches.
+    // 3. The component, per-event calls and batches; then the same with fuel metering on
+    //    top of the epoch deadline, to show what fuel would cost.
     let path = wasm_path();
-    let engine = FilterEngine::new(EngineOptions::default()).unwrap();
-    let compiled = Arc::new(engine.load_file(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (build it with scripts/bench or set WEIR_BENCH_WASM)",
-            path.display()
-        )
-    }));
-    let state = StateStore::default().tenant("acme", 1 << 20);
-    let mut instance = FilterInstance::new(
-        &engine,
-        compiled,
-        CONFIG.into(),
-        Limits::default(),
-        InstanceIdent {
-            tenant: Arc::from("acme"),
-            filter: Arc::from("severity"),
-        },
-        state,
-        Arc::new(Metrics::new()),
-    )
-    .unwrap();
     let ctx = context();
-    for batch_size in [1usize, 100, 1000] {
+    let runs: [(Option<u64>, usize, &str); 4] = [
+        (None, 1, "wasm per-event call"),
+        (None, 100, "wasm batch 100"),
+        (None, 1000, "wasm batch 1000"),
+        (Some(10_000_000_000), 1000, "wasm batch 1000 with fuel"),
+    ];
+    for (fuel, batch_size, name) in runs {
+        let engine = FilterEngine::new(EngineOptions {
+            fuel_per_call: fuel,
+            ..EngineOptions::default()
+        })
+        .unwrap();
+        let compiled = Arc::new(engine.load_file(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (build it with scripts/bench or set WEIR_BENCH_WASM)",
+                path.display()
+            )
+        }));
+        let state = StateStore::default().tenant("acme", 1 << 20);
+        let mut instance = FilterInstance::new(
+            &engine,
+            compiled,
+            CONFIG.into(),
+            Limits::default(),
+            InstanceIdent {
+                tenant: Arc::from("acme"),
+                filter: Arc::from("severity"),
+            },
+            state,
+            Arc::new(Metrics::new()),
+        )
+        .unwrap();
         let input = events(1000);
         let mut writer = BatchWriter::new();
         group.throughput(Throughput::Elements(1000));
-        let name = if batch_size == 1 {
-            "wasm per-event call".to_owned()
-        } else {
-            format!("wasm batch {batch_size}")
-        };
         group.bench_function(name, |b| {
             b.iter_batched(
                 || input.clone(),

@@ -684,3 +684,26 @@ routes:
         assert!(e.to_string().contains("WEIR__LISTEN"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// Every example configuration in `examples/` must stay valid.
+    #[test]
+    fn example_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("examples/") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path).expect("read");
+                if let Err(e) = Config::parse(&path.display().to_string(), &text, &[]) {
+                    panic!("{e}");
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen > 0);
+    }
+}

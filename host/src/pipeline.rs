@@ -376,11 +376,13 @@ impl RouteWorker {
         tracing::info!(route = %self.name, "route stopped");
     }
 
-    fn tenant_of(&self, event: &Event) -> String {
-        match event.extension("tenant") {
-            Some(t) if self.shared.tenant_limits.contains_key(t) => t.to_owned(),
-            _ => "default".to_owned(),
-        }
+    /// The event's tenant: its `tenant` extension when that names a configured tenant,
+    /// else `default`.
+    fn tenant_of<'a>(shared: &'a Shared, event: &Event) -> &'a str {
+        event
+            .extension("tenant")
+            .and_then(|t| shared.tenant_limits.get_key_value(t))
+            .map_or("default", |(k, _)| k.as_str())
     }
 
     fn chain(&self, tenant: &str) -> Vec<String> {
@@ -408,11 +410,14 @@ impl RouteWorker {
                 .with_label_values(&[job.source_kind])
                 .inc_by(job.events.len() as u64);
             for event in job.events.drain(..) {
-                let key = (self.tenant_of(&event), callers[j]);
+                let tenant = Self::tenant_of(&self.shared, &event);
                 let item = Item { event, job: j };
-                match groups.iter_mut().find(|(k, _)| *k == key) {
+                match groups
+                    .iter_mut()
+                    .find(|((t, c), _)| *c == callers[j] && t == tenant)
+                {
                     Some((_, items)) => items.push(item),
-                    None => groups.push((key, vec![item])),
+                    None => groups.push(((tenant.to_owned(), callers[j]), vec![item])),
                 }
             }
         }
@@ -641,7 +646,7 @@ impl RouteWorker {
         let (mut delivered, mut routed_n, mut dead_n) = (0u64, 0u64, 0u64);
         // Route sinks: every sink must take the batch, or the events are dead-lettered.
         if !kept.is_empty() {
-            let events: Vec<Event> = kept.iter().map(|i| i.event.clone()).collect();
+            let events: Vec<&Event> = kept.iter().map(|i| &i.event).collect();
             let mut failed = None;
             for name in &self.to {
                 if let Some(sink) = self.shared.sinks.get(name) {
@@ -675,7 +680,7 @@ impl RouteWorker {
                 .shared
                 .sinks
                 .get(&sink_name)
-                .map(|sink| sink.write(std::slice::from_ref(&item.event)));
+                .map(|sink| sink.write(&[&item.event]));
             match written {
                 Some(Ok(())) => {
                     routed_n += 1;

@@ -48,7 +48,7 @@ fn structured<S: serde::Serializer>(e: &&Event, s: S) -> Result<S::Ok, S::Error>
 /// A destination for events.
 pub trait Sink: Send + Sync {
     /// Writes a batch of events; returns only when they are written (or failed).
-    fn write(&self, events: &[Event]) -> Result<(), SinkError>;
+    fn write(&self, events: &[&Event]) -> Result<(), SinkError>;
     /// Writes dead letters.
     fn write_dead_letters(&self, letters: &[DeadLetter<'_>]) -> Result<(), SinkError>;
 }
@@ -112,7 +112,7 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    fn write(&self, events: &[Event]) -> Result<(), SinkError> {
+    fn write(&self, events: &[&Event]) -> Result<(), SinkError> {
         self.append(|buf| {
             for e in events {
                 write_json_line(buf, e);
@@ -174,7 +174,7 @@ impl TailHub {
 pub struct TailSink(pub TailHub);
 
 impl Sink for TailSink {
-    fn write(&self, events: &[Event]) -> Result<(), SinkError> {
+    fn write(&self, events: &[&Event]) -> Result<(), SinkError> {
         self.0.publish(|buf| {
             for e in events {
                 write_json_line(buf, e);
@@ -199,7 +199,7 @@ impl Sink for TailSink {
 pub struct NullSink;
 
 impl Sink for NullSink {
-    fn write(&self, _: &[Event]) -> Result<(), SinkError> {
+    fn write(&self, _: &[&Event]) -> Result<(), SinkError> {
         Ok(())
     }
     fn write_dead_letters(&self, _: &[DeadLetter<'_>]) -> Result<(), SinkError> {

@@ -341,7 +341,7 @@ fn test(
                 serde_json::json!({"index": i, "verdict": "keep", "event": Structured(e)})
             }
             Decision::Drop { event, reason } => {
-                serde_json::json!({"index": i, "verdict": "drop", "id": event.id, "reason": reason})
+                serde_json::json!({"index": i, "verdict": "drop", "id": event.id, "reason": &**reason})
             }
             Decision::FanOut(es) => {
                 serde_json::json!({"index": i, "verdict": "fan-out", "events": es.iter().map(Structured).collect::<Vec<_>>()})

@@ -2,6 +2,7 @@
 
 use super::instance::FilterError;
 use crate::event::Event;
+use std::sync::Arc;
 use weir_abi::{VerdictReader, VerdictView};
 
 /// What a filter decided for one event, with the verdict already applied.
@@ -13,8 +14,8 @@ pub enum Decision {
     Drop {
         /// The input event.
         event: Event,
-        /// The filter's reason.
-        reason: String,
+        /// The filter's reason (shared between events dropped for the same reason).
+        reason: Arc<str>,
     },
     /// Deliver these events instead of the input (never empty: an empty fan-out is a drop).
     FanOut(Vec<Event>),
@@ -54,18 +55,23 @@ pub fn apply_verdicts(
     batch: Vec<Event>,
     answer: &[u8],
 ) -> Result<Vec<Decision>, (Vec<Event>, FilterError)> {
-    let verdicts = match decode(answer, batch.len()) {
-        Ok(v) => v,
-        Err(e) => return Err((batch, e)),
+    if let Err(e) = validate(answer, batch.len()) {
+        return Err((batch, e));
+    }
+    let reader = match VerdictReader::new(answer) {
+        Ok(reader) => reader,
+        Err(e) => return Err((batch, FilterError::BadOutput(e.to_string()))),
     };
+    let mut last_reason: Option<Arc<str>> = None;
     Ok(batch
         .into_iter()
-        .zip(verdicts)
-        .map(|(event, verdict)| decide(event, verdict))
+        .zip(reader.flatten())
+        .map(|(event, verdict)| decide(event, verdict, &mut last_reason))
         .collect())
 }
 
-fn decode(answer: &[u8], expected: usize) -> Result<Vec<VerdictView<'_>>, FilterError> {
+/// One pass over the answer without keeping anything: the layout and the count.
+fn validate(answer: &[u8], expected: usize) -> Result<(), FilterError> {
     let reader = VerdictReader::new(answer).map_err(|e| FilterError::BadOutput(e.to_string()))?;
     if reader.len() != expected {
         return Err(FilterError::BadOutput(format!(
@@ -73,9 +79,10 @@ fn decode(answer: &[u8], expected: usize) -> Result<Vec<VerdictView<'_>>, Filter
             reader.len()
         )));
     }
-    reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| FilterError::BadOutput(e.to_string()))
+    for verdict in reader {
+        verdict.map_err(|e| FilterError::BadOutput(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Applies a patch; on an invalid operation the event is kept unchanged in an error
@@ -100,13 +107,16 @@ fn patched(
     wrap(event)
 }
 
-fn decide(event: Event, verdict: VerdictView<'_>) -> Decision {
+fn decide(event: Event, verdict: VerdictView<'_>, last_reason: &mut Option<Arc<str>>) -> Decision {
     match verdict {
         VerdictView::Keep(patch) => patched(event, patch, Decision::Keep),
-        VerdictView::Drop(reason) => Decision::Drop {
-            event,
-            reason: reason.to_owned(),
-        },
+        VerdictView::Drop(reason) => {
+            let reason = match last_reason {
+                Some(last) if **last == *reason => last.clone(),
+                _ => last_reason.insert(Arc::from(reason)).clone(),
+            };
+            Decision::Drop { event, reason }
+        }
         VerdictView::Replace(view) => match Event::from_view(&view) {
             Ok(replacement) => Decision::Keep(replacement),
             Err(e) => Decision::Error {
@@ -122,7 +132,7 @@ fn decide(event: Event, verdict: VerdictView<'_>) -> Decision {
             {
                 Ok(events) if events.is_empty() => Decision::Drop {
                     event,
-                    reason: "fan-out to no events".into(),
+                    reason: Arc::from("fan-out to no events"),
                 },
                 Ok(events) => Decision::FanOut(events),
                 Err(e) => Decision::Error {
@@ -166,7 +176,7 @@ mod tests {
         }]);
         let d = apply_verdicts(batch.clone(), &w.finish()).expect("valid");
         assert!(matches!(&d[0], Decision::Keep(e) if e.subject.as_deref() == Some("x")));
-        assert!(matches!(&d[1], Decision::Drop { reason, .. } if reason == "no"));
+        assert!(matches!(&d[1], Decision::Drop { reason, .. } if &**reason == "no"));
         assert!(matches!(&d[2], Decision::Error { event, .. } if *event == batch[2]));
         let mut w = VerdictWriter::with_capacity(64);
         w.keep(&[]);

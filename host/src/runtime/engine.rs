@@ -41,6 +41,10 @@ pub struct EngineOptions {
     pub max_memory_bytes: usize,
     /// How many filter instances may exist at once.
     pub max_instances: u32,
+    /// Also meter guest instructions with this much fuel per call. Off by default: fuel
+    /// instruments every guest instruction (measured in docs/benchmarks.md), while the
+    /// epoch deadline that is always on costs a check per loop header and call.
+    pub fuel_per_call: Option<u64>,
 }
 
 impl Default for EngineOptions {
@@ -49,6 +53,7 @@ impl Default for EngineOptions {
             cache_dir: None,
             max_memory_bytes: 256 << 20,
             max_instances: 256,
+            fuel_per_call: None,
         }
     }
 }
@@ -65,6 +70,7 @@ pub struct FilterEngine {
     pub(crate) engine: Engine,
     linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
+    pub(crate) fuel_per_call: Option<u64>,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -91,6 +97,7 @@ impl FilterEngine {
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
+            .consume_fuel(options.fuel_per_call.is_some())
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(setup)?;
         let mut linker = Linker::new(&engine);
@@ -118,6 +125,7 @@ impl FilterEngine {
             engine,
             linker,
             cache_dir: options.cache_dir,
+            fuel_per_call: options.fuel_per_call,
             stop_ticker,
         })
     }

@@ -69,6 +69,7 @@ struct Live {
 /// A reusable filter instance with its limits.
 pub struct FilterInstance {
     engine: wasmtime::Engine,
+    fuel_per_call: Option<u64>,
     compiled: Arc<CompiledFilter>,
     config_json: String,
     limits: Limits,
@@ -91,6 +92,7 @@ impl FilterInstance {
     ) -> Result<Self, FilterError> {
         let mut instance = Self {
             engine: engine.engine.clone(),
+            fuel_per_call: engine.fuel_per_call,
             compiled,
             config_json,
             limits,
@@ -108,9 +110,20 @@ impl FilterInstance {
         &self.ident
     }
 
-    fn deadline_ticks(&self) -> u64 {
+    /// Arms a store's per-call budget: the epoch deadline and, when enabled, fuel.
+    fn arm(
+        limits: &Limits,
+        fuel: Option<u64>,
+        store: &mut Store<HostState>,
+    ) -> Result<(), FilterError> {
         let tick = EPOCH_TICK.as_millis() as u64;
-        self.limits.timeout_ms.div_ceil(tick) + 1
+        store.set_epoch_deadline(limits.timeout_ms.div_ceil(tick) + 1);
+        match fuel {
+            Some(fuel) => store
+                .set_fuel(fuel)
+                .map_err(|e| FilterError::Trap(e.to_string())),
+            None => Ok(()),
+        }
     }
 
     fn instantiate(&self) -> Result<Live, FilterError> {
@@ -129,13 +142,13 @@ impl FilterInstance {
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.deadline_ticks());
+        Self::arm(&self.limits, self.fuel_per_call, &mut store)?;
         let bindings = self
             .compiled
             .pre
             .instantiate(&mut store)
             .map_err(|e| self.classify(e, FilterError::Instantiate))?;
-        store.set_epoch_deadline(self.deadline_ticks());
+        Self::arm(&self.limits, self.fuel_per_call, &mut store)?;
         match bindings.call_init(&mut store, &self.config_json) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(reason)) => Err(FilterError::Init(reason)),
@@ -143,41 +156,42 @@ impl FilterInstance {
         }
     }
 
-    fn classify(&self, e: wasmtime::Error, other: fn(String) -> FilterError) -> FilterError {
-        if let Some(trap) = e.downcast_ref::<Trap>() {
-            return match trap {
-                Trap::Interrupt => FilterError::Timeout(self.limits.timeout_ms),
-                _ => FilterError::Trap(format!("{e:?}")),
-            };
+    /// Names a failed call: deadline, fuel, memory cap, trap, or (for an error that is not
+    /// a guest trap) the given fallback.
+    fn classify(&self, e: wasmtime::Error, fallback: fn(String) -> FilterError) -> FilterError {
+        let trap = e.downcast_ref::<Trap>().copied();
+        match trap {
+            Some(Trap::Interrupt) => return FilterError::Timeout(self.limits.timeout_ms),
+            Some(Trap::OutOfFuel) => return FilterError::Trap("out of fuel".into()),
+            _ => {}
         }
         let text = format!("{e:?}");
-        if text.contains("forcing trap when growing memory")
-            || text.contains("memory") && text.contains("limit")
-        {
+        if text.contains("forcing trap when growing memory") {
             FilterError::Memory(self.limits.memory_mb)
-        } else if matches!(
-            other(String::new()),
-            FilterError::Instantiate(_) | FilterError::Init(_)
-        ) {
-            other(text)
-        } else {
+        } else if trap.is_some() {
             FilterError::Trap(text)
+        } else {
+            fallback(text)
         }
+    }
+
+    /// The live instance, instantiated afresh after a failure.
+    fn live(&mut self) -> Result<&mut Live, FilterError> {
+        if self.live.is_none() {
+            self.live = Some(self.instantiate()?);
+        }
+        let live = self
+            .live
+            .as_mut()
+            .ok_or_else(|| FilterError::Instantiate("no instance".into()))?;
+        Self::arm(&self.limits, self.fuel_per_call, &mut live.store)?;
+        Ok(live)
     }
 
     /// Runs one packed batch; on any failure the instance is thrown away and rebuilt for
     /// the next call.
     pub fn process(&mut self, ctx: &wit::Context, batch: &[u8]) -> Result<Vec<u8>, FilterError> {
-        let live = match self.live.as_mut() {
-            Some(live) => live,
-            None => self.live.insert(self.instantiate()?),
-        };
-        let ticks = self
-            .limits
-            .timeout_ms
-            .div_ceil(EPOCH_TICK.as_millis() as u64)
-            + 1;
-        live.store.set_epoch_deadline(ticks);
+        let live = self.live()?;
         let result = live.bindings.call_process(&mut live.store, ctx, batch);
         let out = match result {
             Ok(Ok(out)) => out,
@@ -202,12 +216,7 @@ impl FilterInstance {
 
     /// Calls `tick`, returning the events the filter emits.
     pub fn tick(&mut self, now_ms: u64) -> Result<Vec<wit::Event>, FilterError> {
-        let live = match self.live.as_mut() {
-            Some(live) => live,
-            None => self.live.insert(self.instantiate()?),
-        };
-        live.store
-            .set_epoch_deadline(self.limits.timeout_ms.div_ceil(10) + 1);
+        let live = self.live()?;
         match live.bindings.call_tick(&mut live.store, now_ms) {
             Ok(events) => Ok(events),
             Err(e) => {

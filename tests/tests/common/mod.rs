@@ -72,9 +72,14 @@ impl Weir {
         );
         let config_path = dir.path().join("weir.yaml");
         std::fs::write(&config_path, text).unwrap();
+        let config_arg = config_path.display().to_string();
+        Self::spawn(dir, &["serve", "--config", &config_arg])
+    }
+
+    /// Runs `weir` with these arguments (a `serve` that prints its address).
+    pub fn spawn(dir: tempfile::TempDir, args: &[&str]) -> Weir {
         let mut child = Command::new(weir_bin())
-            .args(["serve", "--config"])
-            .arg(&config_path)
+            .args(args)
             .env("WEIR_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
