@@ -19,6 +19,10 @@ use weir::runtime::{
 };
 use weir_abi::BatchWriter;
 
+/// The same allocator as the `weir` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SEVERITIES: [&str; 4] = ["info", "error", "debug", "warning"];
 
 /// Six string attributes (four core, two extensions) and 200 bytes of JSON data.

@@ -4,6 +4,12 @@ mod cli;
 
 use clap::Parser;
 
+/// mimalloc: batches allocate and free many event-sized blocks and per-batch vectors of
+/// a few hundred KiB; glibc's allocator hands the latter back to the kernel and takes
+/// page faults on every batch (measured in docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     cli::init_logging(&args);

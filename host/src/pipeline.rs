@@ -7,7 +7,7 @@ use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::runtime::wit;
 use crate::runtime::{
-    apply_verdicts, CompiledFilter, Decision, FilterEngine, FilterError, FilterInstance,
+    for_each_decision, CompiledFilter, Decision, FilterEngine, FilterError, FilterInstance,
     InstanceIdent, StateStore,
 };
 use crate::sinks::{DeadLetter, Sink};
@@ -523,23 +523,6 @@ impl RouteWorker {
         };
         let (events, jobs): (Vec<Event>, Vec<usize>) =
             batch.into_iter().map(|i| (i.event, i.job)).unzip();
-        let decisions = match apply_verdicts(events, &answer) {
-            Ok(d) => d,
-            Err((events, e)) => {
-                if let Some(instance) = self
-                    .instances
-                    .get_mut(&(tenant.to_owned(), filter.to_owned()))
-                {
-                    instance.recycle();
-                }
-                let batch = events
-                    .into_iter()
-                    .zip(jobs)
-                    .map(|(event, job)| Item { event, job })
-                    .collect();
-                return self.fail_batch(tenant, filter, &e, batch, next, results);
-            }
-        };
         let mut counts: [(&str, u64); 5] = [
             ("keep", 0),
             ("drop", 0),
@@ -547,7 +530,9 @@ impl RouteWorker {
             ("route", 0),
             ("error", 0),
         ];
-        for (decision, job) in decisions.into_iter().zip(jobs) {
+        let this = &*self;
+        let applied = for_each_decision(events, &answer, |i, decision| {
+            let job = jobs[i];
             if let Some(slot) = counts.iter_mut().find(|(l, _)| *l == decision.label()) {
                 slot.1 += 1;
             }
@@ -558,17 +543,31 @@ impl RouteWorker {
                     next.extend(events.into_iter().map(|event| Item { event, job }))
                 }
                 Decision::Route { sink, event } => {
-                    if self.shared.sinks.contains_key(&sink) {
+                    if this.shared.sinks.contains_key(&sink) {
                         results.routed.push((sink, Item { event, job }));
                     } else {
                         let reason = format!("route verdict names unknown sink `{sink}`");
-                        self.fail_one(filter, &reason, Item { event, job }, next, results);
+                        this.fail_one(filter, &reason, Item { event, job }, next, results);
                     }
                 }
                 Decision::Error { event, reason } => {
-                    self.fail_one(filter, &reason, Item { event, job }, next, results)
+                    this.fail_one(filter, &reason, Item { event, job }, next, results)
                 }
             }
+        });
+        if let Err((events, e)) = applied {
+            if let Some(instance) = self
+                .instances
+                .get_mut(&(tenant.to_owned(), filter.to_owned()))
+            {
+                instance.recycle();
+            }
+            let batch = events
+                .into_iter()
+                .zip(jobs)
+                .map(|(event, job)| Item { event, job })
+                .collect();
+            return self.fail_batch(tenant, filter, &e, batch, next, results);
         }
         for (label, n) in counts {
             if n > 0 {

@@ -18,6 +18,8 @@ use weir_guest::{k8s, Context, Event, Filter, Patch, Verdict};
 pub const PARENT_TYPE: &str = "iam.miloapis.com/parent-type";
 /// The principal's extra attribute naming its parent.
 pub const PARENT_NAME: &str = "iam.miloapis.com/parent-name";
+/// What both scope annotations start with.
+const SCOPE_PREFIX: &[u8] = b"platform.miloapis.com/scope.";
 /// The scope type annotation.
 pub const SCOPE_TYPE: &str = "platform.miloapis.com/scope.type";
 /// The scope name annotation.
@@ -54,9 +56,13 @@ impl ScopeInject {
     /// Sets (or, without a scope, removes) the scope on the event: always as extensions,
     /// and as annotations when the data is a JSON object (a Kubernetes Event).
     fn rewrite(event: &Event<'_>, scope: Option<(&str, &str)>) -> Verdict {
+        // Removing needs a parse only when the annotation can be there at all.
+        let worth_parsing = |data: &[u8]| {
+            scope.is_some() || data.windows(SCOPE_PREFIX.len()).any(|w| w == SCOPE_PREFIX)
+        };
         let object = event
             .data()
-            .filter(|_| event.is_json())
+            .filter(|data| event.is_json() && worth_parsing(data))
             .and_then(|_| event.json_value().ok())
             .filter(serde_json::Value::is_object);
         let had_ext =

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
-use weir::cloudevents::json::{parse_event, Structured};
+use weir::cloudevents::json::Structured;
 use weir::config::Limits;
 use weir::metrics::Metrics;
 use weir::runtime::{
@@ -277,21 +277,7 @@ fn test(
     user: Option<String>,
     extra: &[String],
 ) -> Result<ExitCode> {
-    let text = if input.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())?
-    } else {
-        std::fs::read_to_string(input)
-            .with_context(|| format!("cannot read {}", input.display()))?
-    };
-    let events = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            parse_event(l.as_bytes())
-                .with_context(|| format!("{}:{}: not a CloudEvent", input.display(), i + 1))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let events = super::read_events(input)?;
     let engine = FilterEngine::new(EngineOptions::default())?;
     let compiled = Arc::new(engine.load_file(wasm)?);
     let metrics = Arc::new(Metrics::new());

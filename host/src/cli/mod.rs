@@ -1,5 +1,6 @@
 //! Command-line interface (`anyhow` lives here, at the binary's edge).
 
+mod bench;
 mod filter;
 mod send;
 mod tail;
@@ -41,6 +42,9 @@ enum Command {
     Send(send::SendArgs),
     /// Print events as they leave the router's `tail` sinks.
     Tail(tail::TailArgs),
+    /// Load-test HTTP ingest → filters → file sink in one process on loopback (bounded:
+    /// stops after --events) and print events/s, latency percentiles and peak RSS.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +85,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Filter(cmd) => filter::run(cmd),
         Command::Send(args) => runtime()?.block_on(send::run(args)),
         Command::Tail(args) => runtime()?.block_on(tail::run(args)),
+        Command::Bench(args) => runtime()?.block_on(bench::run(args)),
     }
 }
 
@@ -159,4 +164,22 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Reads structured CloudEvents, one JSON object per line, from a file or stdin (`-`);
+/// errors name the file and line.
+pub fn read_events(path: &std::path::Path) -> Result<Vec<weir::event::Event>> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            weir::cloudevents::json::parse_event(l.as_bytes())
+                .with_context(|| format!("{}:{}: not a CloudEvent", path.display(), i + 1))
+        })
+        .collect()
 }

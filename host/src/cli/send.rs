@@ -5,7 +5,7 @@ use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use weir::cloudevents::http::{binary_headers, BATCH_JSON, STRUCTURED_JSON};
-use weir::cloudevents::json::{parse_event, Structured};
+use weir::cloudevents::json::Structured;
 use weir::event::Event;
 
 /// How to put events on the wire.
@@ -56,21 +56,7 @@ pub struct SendArgs {
 
 fn events_from(args: &SendArgs) -> Result<Vec<Event>> {
     if let Some(path) = &args.file {
-        let text = if path.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin())?
-        } else {
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?
-        };
-        return text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| {
-                parse_event(l.as_bytes())
-                    .with_context(|| format!("{}:{}: not a CloudEvent", path.display(), i + 1))
-            })
-            .collect();
+        return super::read_events(path);
     }
     let Some(ty) = &args.ty else {
         bail!("give --file, or at least --type to build one event from flags");

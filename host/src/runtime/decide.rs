@@ -55,6 +55,18 @@ pub fn apply_verdicts(
     batch: Vec<Event>,
     answer: &[u8],
 ) -> Result<Vec<Decision>, (Vec<Event>, FilterError)> {
+    let mut out = Vec::with_capacity(batch.len());
+    for_each_decision(batch, answer, |_, decision| out.push(decision))?;
+    Ok(out)
+}
+
+/// Like [`apply_verdicts`], handing each decision (with the event's index in the batch)
+/// to `f` instead of collecting them: the hot path keeps no list of decisions.
+pub fn for_each_decision(
+    batch: Vec<Event>,
+    answer: &[u8],
+    mut f: impl FnMut(usize, Decision),
+) -> Result<(), (Vec<Event>, FilterError)> {
     if let Err(e) = validate(answer, batch.len()) {
         return Err((batch, e));
     }
@@ -63,11 +75,10 @@ pub fn apply_verdicts(
         Err(e) => return Err((batch, FilterError::BadOutput(e.to_string()))),
     };
     let mut last_reason: Option<Arc<str>> = None;
-    Ok(batch
-        .into_iter()
-        .zip(reader.flatten())
-        .map(|(event, verdict)| decide(event, verdict, &mut last_reason))
-        .collect())
+    for (i, (event, verdict)) in batch.into_iter().zip(reader.flatten()).enumerate() {
+        f(i, decide(event, verdict, &mut last_reason));
+    }
+    Ok(())
 }
 
 /// One pass over the answer without keeping anything: the layout and the count.

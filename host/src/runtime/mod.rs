@@ -8,7 +8,7 @@ mod host_api;
 pub mod instance;
 pub mod state;
 
-pub use decide::{apply_verdicts, Decision};
+pub use decide::{apply_verdicts, for_each_decision, Decision};
 pub use engine::{CompiledFilter, EngineOptions, FilterEngine};
 pub use instance::{FilterError, FilterInstance, InstanceIdent};
 pub use state::{StateStore, TenantState};
