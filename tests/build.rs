@@ -7,11 +7,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const GUESTS: [(&str, &str); 4] = [
+const GUESTS: [(&str, &str); 6] = [
     ("severity", "severity"),
     ("scope-inject", "scope_inject"),
     ("redact", "redact"),
     ("hostile", "hostile"),
+    ("stamp", "stamp"),
+    ("other-world", "other_world"),
 ];
 
 fn main() {

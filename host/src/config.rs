@@ -37,6 +37,47 @@ pub struct Config {
     /// Routes from sources through filters to sinks.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// The admin API (filter uploads).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The admin API: who may call it and what it accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer tokens, stored as SHA-256 hashes. With none configured, `weir serve`
+    /// generates an admin token at start-up and writes it to `<data_dir>/admin-token`.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// The largest component accepted, in bytes.
+    #[serde(default = "default_max_component_bytes")]
+    pub max_component_bytes: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            max_component_bytes: default_max_component_bytes(),
+        }
+    }
+}
+
+fn default_max_component_bytes() -> usize {
+    32 << 20
+}
+
+/// One bearer token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs.
+    pub name: String,
+    /// Hex SHA-256 of the token (`printf %s TOKEN | sha256sum`).
+    pub sha256: String,
+    /// `admin`, or `tenant:<id>` for one tenant's filters only.
+    pub role: String,
 }
 
 fn default_listen() -> SocketAddr {
@@ -76,12 +117,15 @@ fn default_max_request_bytes() -> usize {
     16 << 20
 }
 
-/// One filter component.
+/// One filter. With a `path`, the file is made the active version at start-up (unless it
+/// already is); without one, the filter is only declared and its versions are uploaded
+/// through the admin API (`weir filter push`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// Path of the `.wasm` component (relative paths are relative to the config file).
-    pub path: PathBuf,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
     /// Configuration passed to the filter's `init`, as JSON.
     #[serde(default)]
     pub config: Option<serde_json::Value>,
@@ -273,7 +317,7 @@ impl fmt::Display for ConfigError {
                 write!(f, ":{col}")?;
             }
         }
-        if !self.field.is_empty() && self.field != "." {
+        if !self.field.is_empty() && self.field != "." && self.field != "?" {
             write!(f, ": field `{}`", self.field)?;
         }
         write!(f, ": {}", self.message)
@@ -290,7 +334,7 @@ impl Config {
             (
                 name.to_owned(),
                 FilterConfig {
-                    path: filters_dir.join(format!("{}.wasm", name.replace('-', "_"))),
+                    path: Some(filters_dir.join(format!("{}.wasm", name.replace('-', "_")))),
                     config: Some(config),
                 },
             )
@@ -332,6 +376,7 @@ impl Config {
             tenants: BTreeMap::new(),
             sinks: BTreeMap::new(),
             routes: Vec::new(),
+            admin: AdminConfig::default(),
         }
     }
 
@@ -364,8 +409,8 @@ impl Config {
         let mut config = Self::parse(&origin, &text, &overrides)?;
         let base = path.parent().unwrap_or(Path::new("."));
         for filter in config.filters.values_mut() {
-            if filter.path.is_relative() {
-                filter.path = base.join(&filter.path);
+            if let Some(path) = filter.path.as_mut().filter(|p| p.is_relative()) {
+                *path = base.join(&*path);
             }
         }
         Ok(config)
@@ -507,6 +552,32 @@ impl Config {
                     format!("tenants.{name}.limits.memory_mb"),
                     "memory_mb",
                     "at most 4096 MiB (a 32-bit guest cannot address more)".into(),
+                ));
+            }
+        }
+        for (i, token) in self.admin.tokens.iter().enumerate() {
+            let hex_ok =
+                token.sha256.len() == 64 && token.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex_ok {
+                return Err(err(
+                    format!("admin.tokens[{i}].sha256"),
+                    &token.name,
+                    "must be the 64-digit hex SHA-256 of the token".into(),
+                ));
+            }
+            let role_ok = token.role == "admin"
+                || token
+                    .role
+                    .strip_prefix("tenant:")
+                    .is_some_and(|t| self.tenants.contains_key(t));
+            if !role_ok {
+                return Err(err(
+                    format!("admin.tokens[{i}].role"),
+                    &token.role,
+                    format!(
+                        "role `{}` must be `admin` or `tenant:<configured tenant>`",
+                        token.role
+                    ),
                 ));
             }
         }

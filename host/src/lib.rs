@@ -5,11 +5,13 @@
 //! [`server`] (HTTP ingest), [`cloudevents`] (formats and bindings), [`pipeline`] (routes),
 //! [`runtime`] (the wasm filter runtime), [`sinks`], [`config`], [`metrics`].
 
+pub mod admin;
 pub mod cloudevents;
 pub mod config;
 pub mod event;
 pub mod metrics;
 pub mod pipeline;
+pub mod registry;
 pub mod runtime;
 pub mod serve;
 pub mod server;

@@ -5,10 +5,10 @@
 use crate::config::{BatchConfig, Config, FailurePolicy, Limits};
 use crate::event::Event;
 use crate::metrics::Metrics;
+use crate::registry::FilterRegistry;
 use crate::runtime::wit;
 use crate::runtime::{
-    for_each_decision, CompiledFilter, Decision, FilterEngine, FilterError, FilterInstance,
-    InstanceIdent, StateStore,
+    for_each_decision, Decision, FilterError, FilterInstance, InstanceIdent, StateStore,
 };
 use crate::sinks::{DeadLetter, Sink};
 use std::collections::{BTreeMap, HashMap};
@@ -103,8 +103,7 @@ pub struct Router {
 
 /// Everything a route worker shares with the rest of the router.
 struct Shared {
-    engine: Arc<FilterEngine>,
-    filters: BTreeMap<String, (Arc<CompiledFilter>, String)>,
+    registry: Arc<FilterRegistry>,
     sinks: BTreeMap<String, Arc<dyn Sink>>,
     metrics: Arc<Metrics>,
     state: Arc<StateStore>,
@@ -112,32 +111,20 @@ struct Shared {
 }
 
 impl Router {
-    /// Loads every filter, opens nothing new (sinks are given), and starts one worker
-    /// thread per route. Fails before anything runs when a filter does not load.
+    /// Starts one worker thread per route. Every filter a chain names is instantiated
+    /// once first with each tenant's limits, so a filter whose `init` rejects its
+    /// configuration fails start-up, not the first batch. A declared filter without an
+    /// active version is only warned about: until one is uploaded, its batches follow
+    /// the route's failure policy.
     pub fn start(
         config: &Config,
-        engine: Arc<FilterEngine>,
+        registry: Arc<FilterRegistry>,
         sinks: BTreeMap<String, Arc<dyn Sink>>,
         metrics: Arc<Metrics>,
         state: Arc<StateStore>,
     ) -> Result<Self, RouterError> {
-        let mut filters = BTreeMap::new();
-        for (name, fc) in &config.filters {
-            let err = |reason: String| RouterError::Filter {
-                name: name.clone(),
-                path: fc.path.display().to_string(),
-                reason,
-            };
-            let compiled = engine.load_file(&fc.path).map_err(|e| err(e.to_string()))?;
-            let config_json = fc
-                .config
-                .as_ref()
-                .map_or_else(|| "{}".to_owned(), |v| v.to_string());
-            filters.insert(name.clone(), (Arc::new(compiled), config_json));
-        }
         let shared = Arc::new(Shared {
-            engine,
-            filters,
+            registry,
             sinks,
             metrics,
             state,
@@ -147,20 +134,23 @@ impl Router {
                 .map(|(k, v)| (k.clone(), v.limits))
                 .collect(),
         });
-        // Validate every filter's configuration now, so a bad one fails start-up, not the
-        // first batch.
         for (tenant, chain) in config.routes.iter().flat_map(|r| {
             std::iter::once(("default".to_owned(), &r.filters))
                 .chain(r.tenants.iter().map(|(t, c)| (t.clone(), &c.filters)))
         }) {
             for name in chain {
+                if shared.registry.active(name).is_none() {
+                    tracing::warn!(filter = %name, "filter has no active version yet; upload one with `weir filter push`");
+                    continue;
+                }
                 instantiate(&shared, &tenant, name).map_err(|e| RouterError::Filter {
                     name: name.clone(),
                     path: config
                         .filters
                         .get(name)
-                        .map(|f| f.path.display().to_string())
-                        .unwrap_or_default(),
+                        .and_then(|f| f.path.as_ref())
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "uploaded".into()),
                     reason: e.to_string(),
                 })?;
             }
@@ -282,11 +272,15 @@ impl Router {
     }
 }
 
-fn instantiate(shared: &Shared, tenant: &str, filter: &str) -> Result<FilterInstance, FilterError> {
-    let (compiled, config_json) = shared
-        .filters
-        .get(filter)
-        .ok_or_else(|| FilterError::Instantiate(format!("unknown filter `{filter}`")))?;
+/// A new instance of the filter's active version for a tenant, with the version.
+fn instantiate(
+    shared: &Shared,
+    tenant: &str,
+    filter: &str,
+) -> Result<(u32, FilterInstance), FilterError> {
+    let active = shared.registry.active(filter).ok_or_else(|| {
+        FilterError::Instantiate(format!("filter `{filter}` has no active version"))
+    })?;
     let limits = shared
         .tenant_limits
         .get(tenant)
@@ -294,10 +288,10 @@ fn instantiate(shared: &Shared, tenant: &str, filter: &str) -> Result<FilterInst
         .copied()
         .unwrap_or_default();
     let state_cap = usize::try_from(limits.state_mb << 20).unwrap_or(usize::MAX);
-    FilterInstance::new(
-        &shared.engine,
-        compiled.clone(),
-        config_json.clone(),
+    let instance = FilterInstance::new(
+        shared.registry.engine(),
+        active.compiled.clone(),
+        active.config.clone(),
         limits,
         InstanceIdent {
             tenant: Arc::from(tenant),
@@ -305,7 +299,8 @@ fn instantiate(shared: &Shared, tenant: &str, filter: &str) -> Result<FilterInst
         },
         shared.state.tenant(tenant, state_cap),
         shared.metrics.clone(),
-    )
+    )?;
+    Ok((active.version, instance))
 }
 
 /// An event in flight, with the submission it belongs to (`NO_JOB` for tick output).
@@ -334,7 +329,8 @@ struct RouteWorker {
     policy: FailurePolicy,
     batch: BatchConfig,
     shared: Arc<Shared>,
-    instances: HashMap<(String, String), FilterInstance>,
+    /// Live instances by (tenant, filter), with the version each runs.
+    instances: HashMap<(String, String), (u32, FilterInstance)>,
     writer: BatchWriter,
 }
 
@@ -498,20 +494,27 @@ impl RouteWorker {
                 .push(&e.core(), e.extension_pairs(), e.data.as_deref());
         }
         let started = Instant::now();
+        // Hot swap happens here, between batches: a batch runs entirely on the version
+        // that was active when it started.
+        let active_version = self.shared.registry.active(filter).map(|a| a.version);
         let key = (tenant.to_owned(), filter.to_owned());
-        let answer = match self.instances.entry(key) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                match instantiate(&self.shared, tenant, filter) {
-                    Ok(instance) => v.insert(instance),
-                    Err(e) => {
-                        self.fail_batch(tenant, filter, &e, batch, next, results);
-                        return;
-                    }
+        let current = self.instances.get(&key).map(|(v, _)| *v);
+        if current.is_none() || current != active_version {
+            match instantiate(&self.shared, tenant, filter) {
+                Ok(fresh) => {
+                    self.instances.insert(key.clone(), fresh);
+                }
+                Err(e) => {
+                    self.instances.remove(&key);
+                    self.fail_batch(tenant, filter, &e, batch, next, results);
+                    return;
                 }
             }
         }
-        .process(ctx, self.writer.as_bytes());
+        let Some((_, instance)) = self.instances.get_mut(&key) else {
+            return;
+        };
+        let answer = instance.process(ctx, self.writer.as_bytes());
         let metrics = &self.shared.metrics;
         metrics
             .filter_seconds
@@ -556,7 +559,7 @@ impl RouteWorker {
             }
         });
         if let Err((events, e)) = applied {
-            if let Some(instance) = self
+            if let Some((_, instance)) = self
                 .instances
                 .get_mut(&(tenant.to_owned(), filter.to_owned()))
             {
@@ -753,7 +756,7 @@ impl RouteWorker {
         let keys: Vec<(String, String)> = self.instances.keys().cloned().collect();
         for (tenant, filter) in keys {
             let emitted = match self.instances.get_mut(&(tenant.clone(), filter.clone())) {
-                Some(instance) => instance.tick(now),
+                Some((_, instance)) => instance.tick(now),
                 None => continue,
             };
             let events = match emitted {

@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::{Router, RouterError, TICK_INTERVAL};
+use crate::registry::FilterRegistry;
 use crate::runtime::{EngineOptions, FilterEngine, StateStore};
 use crate::server::{serve, AppState};
 use crate::sinks::{open_all, TailHub};
@@ -38,6 +39,48 @@ pub enum ServeError {
         /// What failed.
         source: std::io::Error,
     },
+}
+
+fn data_err_owned(config: &Config) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
+    move |source| ServeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    }
+}
+
+/// Opens the filter registry and makes every filter file named in the configuration the
+/// active version of its filter (a no-op when it already is).
+fn open_registry(
+    config: &Config,
+    engine: Arc<FilterEngine>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<FilterRegistry>, ServeError> {
+    let registry = FilterRegistry::open(
+        engine,
+        &config.data_dir,
+        config.admin.max_component_bytes,
+        metrics.clone(),
+    )
+    .map_err(|e| RouterError::Filter {
+        name: "*".into(),
+        path: config.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    for (name, fc) in &config.filters {
+        let Some(path) = &fc.path else { continue };
+        let config_json = fc
+            .config
+            .as_ref()
+            .map_or_else(|| "{}".to_owned(), |v| v.to_string());
+        registry
+            .seed(name, path, &config_json)
+            .map_err(|e| RouterError::Filter {
+                name: name.clone(),
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+    }
+    Ok(Arc::new(registry))
 }
 
 /// A started router.
@@ -92,9 +135,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let sinks = open_all(&config.sinks, &config.data_dir, &tail).map_err(RouterError::from)?;
     let state = Arc::new(StateStore::default());
     let started = std::time::Instant::now();
+    let registry = tokio::task::block_in_place(|| open_registry(&config, engine, &metrics))?;
     let router = tokio::task::block_in_place(|| {
-        Router::start(&config, engine, sinks, metrics.clone(), state)
+        Router::start(&config, registry.clone(), sinks, metrics.clone(), state)
     })?;
+    let tokens = crate::admin::Tokens::from_config(&config.admin, &config.data_dir)
+        .map_err(data_err_owned(&config))?;
     tracing::info!(
         filters = config.filters.len(),
         routes = config.routes.len(),
@@ -113,6 +159,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })?;
     let app_state = Arc::new(AppState {
         router,
+        registry,
+        tokens,
+        routes: config.routes.clone(),
+        max_component_bytes: config.admin.max_component_bytes,
         metrics,
         tail,
         max_event_bytes: config.ingest.max_event_bytes,

@@ -23,6 +23,14 @@ use tokio_stream::wrappers::BroadcastStream;
 pub struct AppState {
     /// The running routes.
     pub router: Router,
+    /// The filters and their versions.
+    pub registry: Arc<crate::registry::FilterRegistry>,
+    /// Admin API tokens.
+    pub tokens: crate::admin::Tokens,
+    /// The configured routes (to tell which use a filter).
+    pub routes: Vec<crate::config::RouteConfig>,
+    /// Largest component upload, bytes.
+    pub max_component_bytes: usize,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// The tail stream.
@@ -44,6 +52,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::admin::routes())
         .with_state(state)
 }
 

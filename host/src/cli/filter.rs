@@ -5,18 +5,101 @@ use clap::Subcommand;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
-use weir::cloudevents::json::Structured;
 use weir::config::Limits;
 use weir::metrics::Metrics;
 use weir::runtime::{
-    apply_verdicts, wit, Decision, EngineOptions, FilterEngine, FilterInstance, InstanceIdent,
-    StateStore,
+    apply_verdicts, wit, EngineOptions, FilterEngine, FilterInstance, InstanceIdent, StateStore,
 };
 use weir_abi::BatchWriter;
+
+/// How to reach a running router's admin API.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// The router's base URL.
+    #[arg(long, env = "WEIR_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Bearer token (default: the token file the router generated).
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the token, when --token is not given.
+    #[arg(long, default_value = "weir-data/admin-token")]
+    token_file: PathBuf,
+}
+
+impl AdminArgs {
+    fn token(&self) -> Result<String> {
+        match &self.token {
+            Some(t) => Ok(t.clone()),
+            None => std::fs::read_to_string(&self.token_file)
+                .map(|t| t.trim().to_owned())
+                .with_context(|| {
+                    format!(
+                        "no --token or WEIR_TOKEN, and cannot read {}",
+                        self.token_file.display()
+                    )
+                }),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url.trim_end_matches('/'))
+    }
+}
+
+/// Prints the router's JSON answer; fails on an error status.
+async fn answer(response: reqwest::Response) -> Result<ExitCode> {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let pretty = serde_json::from_str::<serde_json::Value>(&text)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or(text);
+    if status.is_success() {
+        println!("{pretty}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{} {pretty}", status.as_u16());
+        Ok(ExitCode::FAILURE)
+    }
+}
 
 /// Filter commands.
 #[derive(Debug, Subcommand)]
 pub enum FilterCommand {
+    /// Upload a component to a running router as the new active version of a filter.
+    Push {
+        /// The component (.wasm).
+        wasm: PathBuf,
+        /// The filter's name.
+        #[arg(long)]
+        name: String,
+        /// The filter's configuration (JSON).
+        #[arg(long, default_value = "{}")]
+        config: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the filters of a running router with their versions.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make an earlier version active again (the previous one, or --version).
+    Rollback {
+        /// The filter's name.
+        name: String,
+        /// The version to activate.
+        #[arg(long)]
+        version: Option<u32>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove a filter and all its versions (refused while a route uses it).
+    Rm {
+        /// The filter's name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Create a new filter crate that builds and tests out of the box.
     New {
         /// The filter's name (also the crate and directory name).
@@ -61,6 +144,64 @@ pub enum FilterCommand {
 /// Runs a filter command.
 pub fn run(cmd: FilterCommand) -> Result<ExitCode> {
     match cmd {
+        FilterCommand::Push {
+            wasm,
+            name,
+            config,
+            admin,
+        } => {
+            let bytes =
+                std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+            serde_json::from_str::<serde_json::Value>(&config).context("--config must be JSON")?;
+            super::runtime()?.block_on(async {
+                let response = reqwest::Client::new()
+                    .put(admin.url(&format!("/v1/filters/{name}")))
+                    .bearer_auth(admin.token()?)
+                    .header("content-type", "application/wasm")
+                    .header(weir::admin::CONFIG_HEADER, config)
+                    .body(bytes)
+                    .send()
+                    .await
+                    .context("cannot reach the router")?;
+                answer(response).await
+            })
+        }
+        FilterCommand::List { admin } => super::runtime()?.block_on(async {
+            let response = reqwest::Client::new()
+                .get(admin.url("/v1/filters"))
+                .bearer_auth(admin.token()?)
+                .send()
+                .await
+                .context("cannot reach the router")?;
+            answer(response).await
+        }),
+        FilterCommand::Rollback {
+            name,
+            version,
+            admin,
+        } => super::runtime()?.block_on(async {
+            let body = match version {
+                Some(v) => serde_json::json!({ "version": v }).to_string(),
+                None => String::new(),
+            };
+            let response = reqwest::Client::new()
+                .post(admin.url(&format!("/v1/filters/{name}/rollback")))
+                .bearer_auth(admin.token()?)
+                .body(body)
+                .send()
+                .await
+                .context("cannot reach the router")?;
+            answer(response).await
+        }),
+        FilterCommand::Rm { name, admin } => super::runtime()?.block_on(async {
+            let response = reqwest::Client::new()
+                .delete(admin.url(&format!("/v1/filters/{name}")))
+                .bearer_auth(admin.token()?)
+                .send()
+                .await
+                .context("cannot reach the router")?;
+            answer(response).await
+        }),
         FilterCommand::New { name, dir, sdk } => new(&name, dir, sdk),
         FilterCommand::Build { path } => {
             let wasm = build(&path)?;
@@ -322,23 +463,8 @@ fn test(
     let answer = instance.process(&ctx, writer.as_bytes())?;
     let decisions = apply_verdicts(events, &answer).map_err(|(_, e)| e)?;
     for (i, d) in decisions.iter().enumerate() {
-        let line = match d {
-            Decision::Keep(e) => {
-                serde_json::json!({"index": i, "verdict": "keep", "event": Structured(e)})
-            }
-            Decision::Drop { event, reason } => {
-                serde_json::json!({"index": i, "verdict": "drop", "id": event.id, "reason": &**reason})
-            }
-            Decision::FanOut(es) => {
-                serde_json::json!({"index": i, "verdict": "fan-out", "events": es.iter().map(Structured).collect::<Vec<_>>()})
-            }
-            Decision::Route { sink, event } => {
-                serde_json::json!({"index": i, "verdict": "route", "sink": sink, "event": Structured(event)})
-            }
-            Decision::Error { event, reason } => {
-                serde_json::json!({"index": i, "verdict": "error", "id": event.id, "reason": reason})
-            }
-        };
+        let mut line = weir::admin::decision_json(d);
+        line["index"] = i.into();
         println!("{line}");
     }
     Ok(ExitCode::SUCCESS)

@@ -111,13 +111,13 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         None => {
             let dir = args.filters_dir.clone().unwrap_or_else(default_filters_dir);
             let config = Config::embedded(&dir);
-            for f in config.filters.values() {
-                if !f.path.exists() {
+            for path in config.filters.values().filter_map(|f| f.path.as_ref()) {
+                if !path.exists() {
                     anyhow::bail!(
                         "example filter {} not found: build the filters first \
                          (`scripts/serve` does, or `cargo build --target wasm32-wasip2 --release -p severity -p scope-inject -p redact`), \
                          or point --filters-dir at them",
-                        f.path.display()
+                        path.display()
                     );
                 }
             }

@@ -19,9 +19,13 @@ pub enum EngineError {
     /// The engine could not be configured.
     #[error("cannot configure the wasm engine: {0}")]
     Setup(String),
-    /// The bytes are not a valid component, or it does not implement `weir:filter`.
-    #[error("not a weir filter component: {0}")]
+    /// The bytes are not a valid component.
+    #[error("not a valid WebAssembly component: {0}")]
     Invalid(String),
+    /// The component does not fit the `weir:filter` world (imports the host does not
+    /// offer, or lacks an export).
+    #[error("the component does not implement the weir:filter world: {0}")]
+    WrongWorld(String),
     /// Reading or writing the cache or component failed.
     #[error("{path}: {source}")]
     Io {
@@ -56,6 +60,11 @@ impl Default for EngineOptions {
             fuel_per_call: None,
         }
     }
+}
+
+/// Hex SHA-256 of a component: its identity in caches and the filter store.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// A component ready to instantiate cheaply, many times.
@@ -142,7 +151,7 @@ impl FilterEngine {
     /// Compiles a component (or loads it precompiled from the cache, keyed by its content
     /// hash and the engine's compatibility hash) and checks it implements the world.
     pub fn load(&self, bytes: &[u8]) -> Result<CompiledFilter, EngineError> {
-        let hash = hex::encode(Sha256::digest(bytes));
+        let hash = content_hash(bytes);
         let component = match self.cached(&hash) {
             Some(component) => component,
             None => {
@@ -155,10 +164,9 @@ impl FilterEngine {
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| EngineError::Invalid(format!("{e:?}")))?;
-        let pre = FilterPre::new(instance_pre).map_err(|e| {
-            EngineError::Invalid(format!("does not export the weir:filter world: {e:?}"))
-        })?;
+            .map_err(|e| EngineError::WrongWorld(format!("{e:?}")))?;
+        let pre =
+            FilterPre::new(instance_pre).map_err(|e| EngineError::WrongWorld(format!("{e:?}")))?;
         Ok(CompiledFilter { pre, hash })
     }
 

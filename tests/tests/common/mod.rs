@@ -16,6 +16,8 @@ pub mod wasm {
     pub const SCOPE_INJECT: &str = env!("WEIR_WASM_SCOPE_INJECT");
     pub const REDACT: &str = env!("WEIR_WASM_REDACT");
     pub const HOSTILE: &str = env!("WEIR_WASM_HOSTILE");
+    pub const STAMP: &str = env!("WEIR_WASM_STAMP");
+    pub const OTHER_WORLD: &str = env!("WEIR_WASM_OTHER_WORLD");
 }
 
 /// The workspace root.

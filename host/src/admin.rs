@@ -1,0 +1,424 @@
+//! The admin API: upload, inspect, roll back, remove and dry-run filters, behind bearer
+//! tokens with roles (`admin`, or `tenant:<id>` for one tenant's filters).
+
+use crate::cloudevents::json::{parse_batch, Structured};
+use crate::config::{AdminConfig, Limits, RouteConfig};
+use crate::registry::{FilterRecord, RegistryError, Upload};
+use crate::runtime::{apply_verdicts, wit, Decision};
+use crate::server::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Json;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use weir_abi::BatchWriter;
+
+/// What a token may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Only filters owned by this tenant.
+    Tenant(String),
+}
+
+impl Role {
+    fn may_touch(&self, record: &FilterRecord) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Tenant(t) => record.owner.as_deref() == Some(t),
+        }
+    }
+}
+
+/// The accepted tokens, by the hex SHA-256 of the token.
+pub struct Tokens {
+    by_hash: HashMap<String, (String, Role)>,
+}
+
+/// The name of the token file written when no tokens are configured.
+pub const TOKEN_FILE: &str = "admin-token";
+
+impl Tokens {
+    /// The configured tokens; with none, a fresh random admin token written to
+    /// `<data_dir>/admin-token` (mode 0600) for the local operator and the CLI.
+    pub fn from_config(admin: &AdminConfig, data_dir: &FsPath) -> std::io::Result<Self> {
+        let mut by_hash = HashMap::new();
+        for t in &admin.tokens {
+            let role = match t.role.strip_prefix("tenant:") {
+                Some(tenant) => Role::Tenant(tenant.to_owned()),
+                None => Role::Admin,
+            };
+            by_hash.insert(t.sha256.to_ascii_lowercase(), (t.name.clone(), role));
+        }
+        if by_hash.is_empty() {
+            let token = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            let path = data_dir.join(TOKEN_FILE);
+            crate::registry::store::write_atomically(&path, token.as_bytes())
+                .map_err(std::io::Error::other)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            tracing::info!(path = %path.display(), "no admin tokens configured: generated one");
+            by_hash.insert(hash_token(&token), ("generated".into(), Role::Admin));
+        }
+        Ok(Self { by_hash })
+    }
+
+    /// The caller's name and role, or why the caller is not authenticated.
+    fn check(&self, headers: &HeaderMap) -> Result<(String, Role), &'static str> {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(token) = presented else {
+            return Err("send `Authorization: Bearer <token>`");
+        };
+        self.by_hash
+            .get(&hash_token(token))
+            .cloned()
+            .ok_or("unknown token")
+    }
+}
+
+/// Hex SHA-256 of a token.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": code, "reason": reason.into() })),
+    )
+        .into_response()
+}
+
+fn registry_error(e: &RegistryError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, e.code(), e.to_string())
+}
+
+fn forbidden(name: &str) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("filter `{name}` belongs to another tenant"),
+    )
+}
+
+/// The admin routes.
+pub fn routes() -> axum::Router<Arc<AppState>> {
+    axum::Router::new()
+        .route("/v1/filters", get(list_filters))
+        .route(
+            "/v1/filters/{name}",
+            put(put_filter).get(get_filter).delete(delete_filter),
+        )
+        .route("/v1/filters/{name}/rollback", post(rollback))
+        .route("/v1/filters/{name}/test", post(dry_run))
+}
+
+/// Which routes and tenants run a filter.
+fn used_by(routes: &[RouteConfig], name: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for r in routes {
+        if r.filters.iter().any(|f| f == name) {
+            out.push(json!({"route": r.name, "tenant": "default"}));
+        }
+        for (tenant, chain) in &r.tenants {
+            if chain.filters.iter().any(|f| f == name) {
+                out.push(json!({"route": r.name, "tenant": tenant}));
+            }
+        }
+    }
+    out
+}
+
+fn describe(state: &AppState, name: &str, record: &FilterRecord) -> Value {
+    json!({
+        "name": name,
+        "owner": record.owner,
+        "active": record.active,
+        "versions": record.versions,
+        "used_by": used_by(&state.routes, name),
+    })
+}
+
+async fn list_filters(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let (_, role) = match state.tokens.check(&headers) {
+        Ok(who) => who,
+        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
+    };
+    let filters: Vec<Value> = state
+        .registry
+        .list()
+        .iter()
+        .filter(|(_, r)| role.may_touch(r))
+        .map(|(name, r)| describe(&state, name, r))
+        .collect();
+    Json(json!({ "filters": filters })).into_response()
+}
+
+async fn get_filter(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (_, role) = match state.tokens.check(&headers) {
+        Ok(who) => who,
+        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
+    };
+    match state.registry.record(&name) {
+        Some(r) if role.may_touch(&r) => Json(describe(&state, &name, &r)).into_response(),
+        Some(_) => forbidden(&name),
+        None => registry_error(&RegistryError::NotFound(name)),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PutQuery {
+    config: Option<String>,
+}
+
+/// The header carrying a filter's JSON configuration on upload.
+pub const CONFIG_HEADER: &str = "x-weir-filter-config";
+
+async fn put_filter(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(query): Query<PutQuery>,
+    request: Request,
+) -> Response {
+    // The body is read (bounded) before any refusal: answering while a client is still
+    // sending makes most clients report a broken connection instead of the answer.
+    let (parts, body) = request.into_parts();
+    let limit = state.max_component_bytes;
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the component exceeds the limit of {limit} bytes"),
+            )
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
+    };
+    let (caller, role) = match state.tokens.check(&parts.headers) {
+        Ok(who) => who,
+        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
+    };
+    if let Some(existing) = state.registry.record(&name) {
+        if !role.may_touch(&existing) {
+            return forbidden(&name);
+        }
+    }
+    let config = parts
+        .headers
+        .get(CONFIG_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(query.config)
+        .unwrap_or_else(|| "{}".into());
+    let owner = match &role {
+        Role::Tenant(t) => Some(t.clone()),
+        Role::Admin => None,
+    };
+    let registry = state.registry.clone();
+    let upload_name = name.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        registry.upload(
+            &upload_name,
+            Upload {
+                component: &body,
+                config: &config,
+                owner: owner.as_deref(),
+                by: &caller,
+            },
+        )
+    })
+    .await;
+    match result {
+        Ok(Ok(v)) => (
+            StatusCode::CREATED,
+            Json(json!({"name": name, "version": v.version, "hash": v.hash, "size": v.size})),
+        )
+            .into_response(),
+        Ok(Err(e)) => registry_error(&e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+async fn delete_filter(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (_, role) = match state.tokens.check(&headers) {
+        Ok(who) => who,
+        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
+    };
+    match state.registry.record(&name) {
+        Some(r) if !role.may_touch(&r) => return forbidden(&name),
+        None => return registry_error(&RegistryError::NotFound(name)),
+        Some(_) => {}
+    }
+    let users = used_by(&state.routes, &name);
+    if !users.is_empty() {
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": "in_use",
+                "reason": format!("filter `{name}` is used by {} route chain(s)", users.len()),
+                "used_by": users,
+            })),
+        )
+            .into_response();
+    }
+    match state.registry.remove(&name) {
+        Ok(_) => Json(json!({"removed": name})).into_response(),
+        Err(e) => registry_error(&e),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RollbackBody {
+    version: Option<u32>,
+}
+
+async fn rollback(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (_, role) = match state.tokens.check(&headers) {
+        Ok(who) => who,
+        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
+    };
+    match state.registry.record(&name) {
+        Some(r) if !role.may_touch(&r) => return forbidden(&name),
+        None => return registry_error(&RegistryError::NotFound(name)),
+        Some(_) => {}
+    }
+    let wanted: RollbackBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RollbackBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("expected {{\"version\": N}}: {e}"),
+                )
+            }
+        }
+    };
+    let registry = state.registry.clone();
+    let result =
+        tokio::task::spawn_blocking(move || registry.rollback(&name, wanted.version)).await;
+    match result {
+        Ok(Ok(v)) => Json(json!({"active": v.version, "hash": v.hash})).into_response(),
+        Ok(Err(e)) => registry_error(&e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// Runs a batch of events (CloudEvents batch JSON) through the filter's active version in
+/// a throwaway instance and answers the verdicts; nothing is delivered.
+async fn dry_run(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (_, role) = match state.tokens.check(&headers) {
+        Ok(who) => who,
+        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
+    };
+    match state.registry.record(&name) {
+        Some(r) if !role.may_touch(&r) => return forbidden(&name),
+        None => return registry_error(&RegistryError::NotFound(name)),
+        Some(_) => {}
+    }
+    let Some(active) = state.registry.active(&name) else {
+        return error(
+            StatusCode::CONFLICT,
+            "no_active_version",
+            format!("filter `{name}` has no active version"),
+        );
+    };
+    let events = match parse_batch(&body) {
+        Ok(events) => events,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "malformed_event", e.to_string()),
+    };
+    let tenant = match &role {
+        Role::Tenant(t) => t.clone(),
+        Role::Admin => "default".to_owned(),
+    };
+    let registry = state.registry.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut instance = registry
+            .instantiate(&active.compiled, &active.config, &tenant, Limits::default())
+            .map_err(|e| e.to_string())?;
+        let mut writer = BatchWriter::new();
+        for e in &events {
+            writer.push(&e.core(), e.extension_pairs(), e.data.as_deref());
+        }
+        let ctx = wit::Context {
+            tenant,
+            route: "dry-run".into(),
+            source_kind: "admin".into(),
+            principal: None,
+        };
+        let answer = instance
+            .process(&ctx, writer.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let decisions = apply_verdicts(events, &answer).map_err(|(_, e)| e.to_string())?;
+        Ok::<_, String>((active.version, decisions))
+    })
+    .await;
+    match result {
+        Ok(Ok((version, decisions))) => {
+            let verdicts: Vec<Value> = decisions.iter().map(decision_json).collect();
+            Json(json!({"version": version, "verdicts": verdicts})).into_response()
+        }
+        Ok(Err(reason)) => error(StatusCode::UNPROCESSABLE_ENTITY, "filter_failed", reason),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// A decision as JSON, for dry runs and `weir filter test`.
+pub fn decision_json(d: &Decision) -> Value {
+    match d {
+        Decision::Keep(e) => json!({"verdict": "keep", "event": Structured(e)}),
+        Decision::Drop { event, reason } => {
+            json!({"verdict": "drop", "id": event.id, "reason": &**reason})
+        }
+        Decision::FanOut(es) => {
+            json!({"verdict": "fan-out", "events": es.iter().map(Structured).collect::<Vec<_>>()})
+        }
+        Decision::Route { sink, event } => {
+            json!({"verdict": "route", "sink": sink, "event": Structured(event)})
+        }
+        Decision::Error { event, reason } => {
+            json!({"verdict": "error", "id": event.id, "reason": reason})
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The admin API against the real binary: validated uploads, hot swap under load,
+//! durability across restarts, token scoping.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use weir::admin::hash_token;
+
+const ADMIN: &str = "admin-secret-token";
+const ACME: &str = "acme-secret-token";
+const GLOBEX: &str = "globex-secret-token";
+
+fn config(max_component_bytes: usize) -> String {
+    [
+        "tenants:".to_owned(),
+        "  acme: {}".to_owned(),
+        "  globex: {}".to_owned(),
+        "admin:".to_owned(),
+        format!("  max_component_bytes: {max_component_bytes}"),
+        "  tokens:".to_owned(),
+        format!(
+            "    - {{ name: ops, sha256: {}, role: admin }}",
+            hash_token(ADMIN)
+        ),
+        format!(
+            "    - {{ name: acme-ci, sha256: {}, role: \"tenant:acme\" }}",
+            hash_token(ACME)
+        ),
+        format!(
+            "    - {{ name: globex-ci, sha256: {}, role: \"tenant:globex\" }}",
+            hash_token(GLOBEX)
+        ),
+        "filters:".to_owned(),
+        "  stamp: {}".to_owned(),
+        "sinks:".to_owned(),
+        "  out: { type: file, path: out.jsonl }".to_owned(),
+        "routes:".to_owned(),
+        "  - name: main".to_owned(),
+        "    filters: [stamp]".to_owned(),
+        "    to: [out]".to_owned(),
+    ]
+    .join("\n")
+        + "\n"
+}
+
+struct Admin {
+    url: String,
+    client: reqwest::Client,
+}
+
+impl Admin {
+    fn new(weir: &Weir) -> Self {
+        Self {
+            url: weir.url.clone(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, token: Option<&str>) -> (u16, Value) {
+        let req = match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn upload(&self, name: &str, wasm: Vec<u8>, config: &str, token: &str) -> (u16, Value) {
+        let req = self
+            .client
+            .put(format!("{}/v1/filters/{name}", self.url))
+            .header("x-weir-filter-config", config)
+            .body(wasm);
+        self.send(req, Some(token)).await
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.send(self.client.get(format!("{}{path}", self.url)), token)
+            .await
+    }
+
+    async fn post(&self, path: &str, body: String, token: &str) -> (u16, Value) {
+        self.send(
+            self.client.post(format!("{}{path}", self.url)).body(body),
+            Some(token),
+        )
+        .await
+    }
+
+    async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
+        self.send(
+            self.client.delete(format!("{}{path}", self.url)),
+            Some(token),
+        )
+        .await
+    }
+}
+
+fn stamp_wasm() -> Vec<u8> {
+    std::fs::read(wasm::STAMP).unwrap()
+}
+
+async fn send_events(weir: &Weir, ids: std::ops::Range<usize>) -> Value {
+    let batch: Vec<Value> = ids
+        .map(|i| event(&format!("e{i}"), "t", json!({})))
+        .collect();
+    let (status, answer) = post(
+        &format!("{}/v1/routes/main/events", weir.url),
+        &[("content-type", "application/cloudevents-batch+json")],
+        Value::Array(batch).to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    answer
+}
+
+/// (case, component, config, status, error code, text the reason must contain)
+type Refusal<'a> = (&'a str, Vec<u8>, &'a str, u16, &'a str, &'a str);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_are_validated_and_refusals_change_nothing() {
+    let limit = 8 << 20;
+    let weir = Weir::start(&config(limit));
+    let admin = Admin::new(&weir);
+    // Declared but not uploaded yet: batches follow the failure policy.
+    let answer = send_events(&weir, 0..2).await;
+    assert_eq!(answer["dead_lettered"], 2, "{answer}");
+
+    let (status, v1) = admin
+        .upload("stamp", stamp_wasm(), r#"{"stamp":"v1"}"#, ADMIN)
+        .await;
+    assert_eq!(status, 201, "{v1}");
+    assert_eq!(v1["version"], 1);
+
+    let core_module = b"\0asm\x01\0\0\0".to_vec();
+    let random: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let oversize = vec![0u8; limit + 1];
+    let cases: Vec<Refusal<'_>> = vec![
+        (
+            "random bytes",
+            random,
+            "{}",
+            400,
+            "not_a_component",
+            "magic number",
+        ),
+        (
+            "core module",
+            core_module,
+            "{}",
+            400,
+            "not_a_component",
+            "core WebAssembly module",
+        ),
+        (
+            "other world",
+            std::fs::read(wasm::OTHER_WORLD).unwrap(),
+            "{}",
+            422,
+            "wrong_world",
+            "weir:filter",
+        ),
+        (
+            "init rejects",
+            stamp_wasm(),
+            r#"{"stamp":""}"#,
+            422,
+            "config_rejected",
+            "stamp must not be empty",
+        ),
+        (
+            "unknown field",
+            stamp_wasm(),
+            r#"{"stomp":"x"}"#,
+            422,
+            "config_rejected",
+            "unknown field",
+        ),
+        (
+            "config not JSON",
+            stamp_wasm(),
+            "{nope",
+            400,
+            "bad_config",
+            "not valid JSON",
+        ),
+        ("too large", oversize, "{}", 413, "too_large", "limit"),
+    ];
+    for (name, bytes, config, status, code, reason) in cases {
+        let (got, answer) = admin.upload("stamp", bytes, config, ADMIN).await;
+        assert_eq!(got, status, "{name}: {answer}");
+        assert_eq!(answer["error"], code, "{name}: {answer}");
+        let text = answer["reason"].as_str().unwrap_or_default();
+        assert!(
+            text.contains(reason),
+            "{name}: `{text}` should mention `{reason}`"
+        );
+        let (_, record) = admin.get("/v1/filters/stamp", Some(ADMIN)).await;
+        assert_eq!(record["active"], 1, "{name}: active version unchanged");
+        assert_eq!(record["versions"].as_array().unwrap().len(), 1, "{name}");
+    }
+    let answer = send_events(&weir, 2..4).await;
+    assert_eq!(answer["delivered"], 2, "{answer}");
+    let out = weir.jsonl("out.jsonl");
+    assert!(out.iter().all(|e| e["stamps"] == "v1"), "{out:?}");
+
+    // Dry run: verdicts, nothing delivered.
+    let (status, answer) = admin
+        .post(
+            "/v1/filters/stamp/test",
+            json!([event("dry", "t", json!({}))]).to_string(),
+            ADMIN,
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["verdicts"][0]["verdict"], "keep");
+    assert_eq!(answer["verdicts"][0]["event"]["stamps"], "v1");
+    assert_eq!(weir.jsonl("out.jsonl").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hot_swap_under_load_processes_every_event_exactly_once_by_one_version() {
+    let weir = Weir::start(&config(32 << 20));
+    let admin = Admin::new(&weir);
+    let (status, _) = admin
+        .upload("stamp", stamp_wasm(), r#"{"stamp":"v1"}"#, ADMIN)
+        .await;
+    assert_eq!(status, 201);
+    const TOTAL: usize = 100_000;
+    const BATCH: usize = 500;
+    let url = weir.url.clone();
+    let sender = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        for b in 0..TOTAL / BATCH {
+            let batch: Vec<Value> = (b * BATCH..(b + 1) * BATCH)
+                .map(|i| event(&format!("e{i}"), "t", json!({})))
+                .collect();
+            let resp = client
+                .post(format!("{url}/v1/routes/main/events"))
+                .header("content-type", "application/cloudevents-batch+json")
+                .body(Value::Array(batch).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 202);
+        }
+    });
+    // 10 swaps and 2 rollbacks while the stream runs.
+    let mut stamps = vec!["v1".to_owned()];
+    for i in 2..=13 {
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        if i == 6 || i == 11 {
+            let (status, answer) = admin
+                .post("/v1/filters/stamp/rollback", String::new(), ADMIN)
+                .await;
+            assert_eq!(status, 200, "{answer}");
+        } else {
+            let stamp = format!("v{i}");
+            let (status, answer) = admin
+                .upload(
+                    "stamp",
+                    stamp_wasm(),
+                    &json!({ "stamp": stamp }).to_string(),
+                    ADMIN,
+                )
+                .await;
+            assert_eq!(status, 201, "{answer}");
+            stamps.push(stamp);
+        }
+    }
+    sender.await.unwrap();
+    let out = weir.jsonl("out.jsonl");
+    assert_eq!(out.len(), TOTAL, "every event delivered exactly once");
+    let ids: HashSet<&str> = out.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), TOTAL, "no duplicates");
+    let mut per_version: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &out {
+        let s = e["stamps"].as_str().unwrap();
+        assert!(!s.contains('.'), "processed by more than one version: {s}");
+        assert!(stamps.iter().any(|k| k == s), "unknown stamp {s}");
+        *per_version.entry(s.to_owned()).or_default() += 1;
+    }
+    eprintln!("events per version: {per_version:?}");
+    assert!(
+        per_version.len() >= 3,
+        "the swaps happened during the stream: {per_version:?}"
+    );
+    let (_, record) = admin.get("/v1/filters/stamp", Some(ADMIN)).await;
+    assert_eq!(record["versions"].as_array().unwrap().len(), 11, "{record}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_and_versions_survive_a_restart() {
+    let weir = Weir::start(&config(32 << 20));
+    let admin = Admin::new(&weir);
+    for stamp in ["v1", "v2"] {
+        let (status, _) = admin
+            .upload(
+                "stamp",
+                stamp_wasm(),
+                &json!({ "stamp": stamp }).to_string(),
+                ADMIN,
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let (status, _) = admin
+        .post(
+            "/v1/filters/stamp/rollback",
+            json!({"version": 1}).to_string(),
+            ADMIN,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (clean, dir) = weir.terminate();
+    assert!(clean);
+    let weir = Weir::start_in(dir, &config(32 << 20));
+    let admin = Admin::new(&weir);
+    let (_, record) = admin.get("/v1/filters/stamp", Some(ADMIN)).await;
+    assert_eq!(record["active"], 1, "{record}");
+    assert_eq!(record["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        record["used_by"],
+        json!([{"route": "main", "tenant": "default"}])
+    );
+    let answer = send_events(&weir, 0..3).await;
+    assert_eq!(answer["delivered"], 3, "no re-upload needed: {answer}");
+    assert!(weir.jsonl("out.jsonl").iter().all(|e| e["stamps"] == "v1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_tokens_only_reach_their_own_filters() {
+    let weir = Weir::start(&config(32 << 20));
+    let admin = Admin::new(&weir);
+    let (status, _) = admin
+        .upload("acme-stamp", stamp_wasm(), r#"{"stamp":"a"}"#, ACME)
+        .await;
+    assert_eq!(status, 201);
+    let (status, answer) = admin.get("/v1/filters/acme-stamp", Some(ACME)).await;
+    assert_eq!((status, answer["owner"].as_str()), (200, Some("acme")));
+
+    let (status, _) = admin.get("/v1/filters/acme-stamp", Some(GLOBEX)).await;
+    assert_eq!(status, 403);
+    let (status, _) = admin
+        .upload("acme-stamp", stamp_wasm(), r#"{"stamp":"g"}"#, GLOBEX)
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = admin.delete("/v1/filters/acme-stamp", GLOBEX).await;
+    assert_eq!(status, 403);
+    let (status, _) = admin
+        .post("/v1/filters/acme-stamp/rollback", String::new(), GLOBEX)
+        .await;
+    assert_eq!(status, 403);
+    let (_, list) = admin.get("/v1/filters", Some(GLOBEX)).await;
+    assert_eq!(
+        list["filters"],
+        json!([]),
+        "globex sees none of acme's filters"
+    );
+    // A tenant cannot take over a platform filter either.
+    let (status, _) = admin
+        .upload("stamp", stamp_wasm(), r#"{"stamp":"x"}"#, ADMIN)
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = admin
+        .upload("stamp", stamp_wasm(), r#"{"stamp":"y"}"#, ACME)
+        .await;
+    assert_eq!(status, 403);
+
+    let (status, answer) = admin.get("/v1/filters", None).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    let (status, _) = admin.get("/v1/filters", Some("not-a-token")).await;
+    assert_eq!(status, 401);
+
+    let (_, list) = admin.get("/v1/filters", Some(ADMIN)).await;
+    assert_eq!(list["filters"].as_array().unwrap().len(), 2);
+    let (status, answer) = admin.delete("/v1/filters/stamp", ADMIN).await;
+    assert_eq!(status, 409, "in use by route main: {answer}");
+    let (status, _) = admin.delete("/v1/filters/acme-stamp", ACME).await;
+    assert_eq!(status, 200);
+    let (status, _) = admin.get("/v1/filters/acme-stamp", Some(ADMIN)).await;
+    assert_eq!(status, 404);
+}
