@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const GUESTS: [(&str, &str); 6] = [
+const GUESTS: [(&str, &str); 8] = [
+    ("dedup", "dedup"),
+    ("rate-limit", "rate_limit"),
     ("severity", "severity"),
     ("scope-inject", "scope_inject"),
     ("redact", "redact"),

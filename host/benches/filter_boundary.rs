@@ -157,7 +157,7 @@ fn bench(c: &mut Criterion) {
                 path.display()
             )
         }));
-        let state = StateStore::default().tenant("acme", 1 << 20);
+        let state = StateStore::in_memory().tenant("acme", 1 << 20);
         let mut instance = FilterInstance::new(
             &engine,
             compiled,

@@ -515,6 +515,10 @@ impl RouteWorker {
             return;
         };
         let answer = instance.process(ctx, self.writer.as_bytes());
+        // State written during the batch becomes durable before its events move on.
+        if let Err(e) = instance.state().flush() {
+            tracing::error!(route = %self.name, tenant, filter, "cannot persist filter state: {e}");
+        }
         let metrics = &self.shared.metrics;
         metrics
             .filter_seconds

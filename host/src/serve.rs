@@ -31,6 +31,9 @@ pub enum ServeError {
     /// Routes, filters or sinks could not be started.
     #[error(transparent)]
     Router(#[from] RouterError),
+    /// The filter state store could not be opened.
+    #[error("{0}")]
+    State(String),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -133,7 +136,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let tail = TailHub::new();
     let sinks = open_all(&config.sinks, &config.data_dir, &tail).map_err(RouterError::from)?;
-    let state = Arc::new(StateStore::default());
+    let state_path = config.data_dir.join("state.redb");
+    let state = Arc::new(
+        tokio::task::block_in_place(|| StateStore::open(&state_path, crate::runtime::now_ms()))
+            .map_err(|e| ServeError::State(e.to_string()))?,
+    );
     let started = std::time::Instant::now();
     let registry = tokio::task::block_in_place(|| open_registry(&config, engine, &metrics))?;
     let router = tokio::task::block_in_place(|| {

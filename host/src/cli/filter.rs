@@ -422,7 +422,7 @@ fn test(
     let engine = FilterEngine::new(EngineOptions::default())?;
     let compiled = Arc::new(engine.load_file(wasm)?);
     let metrics = Arc::new(Metrics::new());
-    let state = StateStore::default().tenant(&tenant, 16 << 20);
+    let state = StateStore::in_memory().tenant(&tenant, 16 << 20);
     let mut instance = FilterInstance::new(
         &engine,
         compiled,

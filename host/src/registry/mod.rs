@@ -281,7 +281,7 @@ impl FilterRegistry {
                 tenant: Arc::from(tenant),
                 filter: Arc::from("dry-run"),
             },
-            StateStore::default().tenant(tenant, 1 << 20),
+            StateStore::in_memory().tenant(tenant, 1 << 20),
             self.metrics.clone(),
         )
     }

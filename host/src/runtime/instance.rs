@@ -110,6 +110,11 @@ impl FilterInstance {
         &self.ident
     }
 
+    /// The tenant state this instance reads and writes.
+    pub fn state(&self) -> &Arc<TenantState> {
+        &self.state
+    }
+
     /// Arms a store's per-call budget: the epoch deadline and, when enabled, fuel.
     fn arm(
         limits: &Limits,

@@ -19,7 +19,7 @@ pub mod wit {
     pub use super::bindings::weir::filter::types::{Context, Event, Principal};
 }
 
-pub(crate) use host_api::now_ms;
+pub use host_api::now_ms;
 
 /// Converts an event a filter emitted from `tick` into the host's type, validating it.
 pub fn event_from_wit(e: wit::Event) -> Result<crate::event::Event, crate::event::EventError> {

@@ -1,28 +1,113 @@
 //! Per-tenant key-value state with expiry and a size cap, for stateful filters
 //! (deduplication, rate limiting, aggregation).
 //!
-//! Kept in memory for now; keys are namespaced by filter so two filters of one tenant do
-//! not collide.
+//! Reads are served from memory. Writes are kept as dirty entries and made durable in one
+//! `redb` transaction per filter batch ([`TenantState::flush`]), so state survives a
+//! restart and a filter version swap (keys are namespaced by filter name, not version).
+//! `redb` was chosen for being a pure-Rust, crash-safe (copy-on-write B-tree with
+//! checksummed commits), well-kept embedded store with no background threads.
 
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// Rows: `tenant \0 filter \0 key` → expiry (u64 LE ms, 0 = never) followed by the value.
+const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("filter_state");
+
+/// Why state could not be read or persisted.
+#[derive(Debug, thiserror::Error)]
+#[error("filter state store: {0}")]
+pub struct StateError(String);
+
+fn state_err(e: impl std::fmt::Display) -> StateError {
+    StateError(e.to_string())
+}
+
+/// Entries read at start-up, per tenant: (key, value, expiry), until the tenant is used.
+type Loaded = HashMap<String, Vec<(String, Vec<u8>, Option<u64>)>>;
+
 /// All tenants' state.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct StateStore {
+    db: Option<Arc<redb::Database>>,
     tenants: Mutex<HashMap<String, Arc<TenantState>>>,
+    loaded: Mutex<Loaded>,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore")
+            .field("durable", &self.db.is_some())
+            .finish()
+    }
 }
 
 impl StateStore {
+    /// A store that keeps state in memory only (tests, dry runs).
+    pub fn in_memory() -> Self {
+        Self::default()
+    }
+
+    /// Opens (creating) the durable store at `path` and reads every unexpired entry.
+    pub fn open(path: &Path, now_ms: u64) -> Result<Self, StateError> {
+        let db = redb::Database::create(path).map_err(state_err)?;
+        let mut loaded = Loaded::new();
+        {
+            let tx = db.begin_write().map_err(state_err)?;
+            // Creates the table on first use.
+            tx.open_table(TABLE).map_err(state_err)?;
+            tx.commit().map_err(state_err)?;
+        }
+        let tx = db.begin_read().map_err(state_err)?;
+        let table = tx.open_table(TABLE).map_err(state_err)?;
+        for row in table.iter().map_err(state_err)? {
+            let (k, v) = row.map_err(state_err)?;
+            let (key, raw) = (k.value(), v.value());
+            let Some((tenant, scoped)) = key.split_once('\0') else {
+                continue;
+            };
+            if raw.len() < 8 {
+                continue;
+            }
+            let mut exp = [0u8; 8];
+            exp.copy_from_slice(&raw[..8]);
+            let expiry = match u64::from_le_bytes(exp) {
+                0 => None,
+                e => Some(e),
+            };
+            if expiry.is_some_and(|e| e <= now_ms) {
+                continue;
+            }
+            loaded.entry(tenant.to_owned()).or_default().push((
+                scoped.to_owned(),
+                raw[8..].to_vec(),
+                expiry,
+            ));
+        }
+        Ok(Self {
+            db: Some(Arc::new(db)),
+            tenants: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(loaded),
+        })
+    }
+
     /// The state of one tenant, created on first use with the given cap.
     pub fn tenant(&self, tenant: &str, cap_bytes: usize) -> Arc<TenantState> {
         let mut tenants = lock(&self.tenants);
         tenants
             .entry(tenant.to_owned())
             .or_insert_with(|| {
+                let mut entries = Entries::default();
+                for (k, v, exp) in lock(&self.loaded).remove(tenant).unwrap_or_default() {
+                    entries.bytes += k.len() + v.len();
+                    entries.map.insert(k, (v, exp));
+                }
                 Arc::new(TenantState {
+                    tenant: tenant.to_owned(),
                     cap_bytes,
-                    inner: Mutex::new(Entries::default()),
+                    db: self.db.clone(),
+                    inner: Mutex::new(entries),
                 })
             })
             .clone()
@@ -35,16 +120,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+type Dirty = HashMap<String, Option<(Vec<u8>, Option<u64>)>>;
+
 #[derive(Debug, Default)]
 struct Entries {
     map: HashMap<String, (Vec<u8>, Option<u64>)>,
     bytes: usize,
+    /// Changes not yet persisted: `None` means deleted.
+    dirty: Dirty,
 }
 
 impl Entries {
     fn remove(&mut self, key: &str) {
         if let Some((v, _)) = self.map.remove(key) {
             self.bytes -= key.len() + v.len();
+            self.dirty.insert(key.to_owned(), None);
         }
     }
 
@@ -64,7 +154,9 @@ impl Entries {
 /// One tenant's state.
 #[derive(Debug)]
 pub struct TenantState {
+    tenant: String,
     cap_bytes: usize,
+    db: Option<Arc<redb::Database>>,
     inner: Mutex<Entries>,
 }
 
@@ -92,22 +184,24 @@ impl TenantState {
         now_ms: u64,
     ) -> Result<(), String> {
         let mut e = lock(&self.inner);
-        e.remove(key);
+        let old = e.map.get(key).map_or(0, |(v, _)| key.len() + v.len());
         let size = key.len() + value.len();
-        if e.bytes + size > self.cap_bytes {
+        if e.bytes - old + size > self.cap_bytes {
             e.sweep(now_ms);
-            if e.bytes + size > self.cap_bytes {
+            let old = e.map.get(key).map_or(0, |(v, _)| key.len() + v.len());
+            if e.bytes - old + size > self.cap_bytes {
                 return Err(format!(
                     "tenant state cap of {} bytes reached",
                     self.cap_bytes
                 ));
             }
         }
+        e.remove(key);
         e.bytes += size;
-        e.map.insert(
-            key.to_owned(),
-            (value, ttl_ms.map(|t| now_ms.saturating_add(t))),
-        );
+        let expiry = ttl_ms.map(|t| now_ms.saturating_add(t).max(1));
+        e.dirty
+            .insert(key.to_owned(), Some((value.clone(), expiry)));
+        e.map.insert(key.to_owned(), (value, expiry));
         Ok(())
     }
 
@@ -120,6 +214,57 @@ impl TenantState {
     pub fn bytes(&self) -> usize {
         lock(&self.inner).bytes
     }
+
+    /// Persists every change since the last flush in one transaction (no-op in memory or
+    /// when nothing changed). On failure the changes stay pending for the next flush.
+    pub fn flush(&self) -> Result<usize, StateError> {
+        let Some(db) = &self.db else {
+            lock(&self.inner).dirty.clear();
+            return Ok(0);
+        };
+        let dirty = std::mem::take(&mut lock(&self.inner).dirty);
+        if dirty.is_empty() {
+            return Ok(0);
+        }
+        let n = dirty.len();
+        let result = (|| {
+            let tx = db.begin_write().map_err(state_err)?;
+            {
+                let mut table = tx.open_table(TABLE).map_err(state_err)?;
+                let mut row_key = String::new();
+                let mut row = Vec::new();
+                for (key, change) in &dirty {
+                    row_key.clear();
+                    row_key.push_str(&self.tenant);
+                    row_key.push('\0');
+                    row_key.push_str(key);
+                    match change {
+                        Some((value, expiry)) => {
+                            row.clear();
+                            row.extend_from_slice(&expiry.unwrap_or(0).to_le_bytes());
+                            row.extend_from_slice(value);
+                            table
+                                .insert(row_key.as_str(), row.as_slice())
+                                .map_err(state_err)?;
+                        }
+                        None => {
+                            table.remove(row_key.as_str()).map_err(state_err)?;
+                        }
+                    }
+                }
+            }
+            tx.commit().map_err(state_err)
+        })();
+        if let Err(e) = result {
+            // Keep the changes (newer ones win) for the next attempt.
+            let mut inner = lock(&self.inner);
+            for (k, v) in dirty {
+                inner.dirty.entry(k).or_insert(v);
+            }
+            return Err(e);
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -128,7 +273,7 @@ mod tests {
 
     #[test]
     fn expiry_and_cap() {
-        let store = StateStore::default();
+        let store = StateStore::in_memory();
         let t = store.tenant("a", 32);
         t.set("k", b"v".to_vec(), Some(10), 100).expect("fits");
         assert_eq!(t.get("k", 105), Some(b"v".to_vec()));
@@ -138,6 +283,50 @@ mod tests {
         assert!(t.set("other", vec![0; 20], None, 1).is_err());
         t.set("other", vec![0; 20], None, 10)
             .expect("expired entry swept");
+        t.set("other", vec![0; 25], None, 10)
+            .expect("replacing counts the old size");
         assert_eq!(store.tenant("a", 0).bytes(), t.bytes());
+    }
+
+    #[test]
+    fn state_survives_reopening_and_expired_entries_do_not_come_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.redb");
+        {
+            let store = StateStore::open(&path, 0).expect("open");
+            let t = store.tenant("acme", 1 << 20);
+            t.set("dedup\0k1", b"1".to_vec(), None, 100).expect("set");
+            t.set("dedup\0k2", b"2".to_vec(), Some(50), 100)
+                .expect("set");
+            t.set("dedup\0gone", b"x".to_vec(), None, 100).expect("set");
+            assert_eq!(t.flush().expect("flush"), 3);
+            t.delete("dedup\0gone");
+            assert_eq!(t.flush().expect("flush"), 1);
+            store
+                .tenant("globex", 1 << 20)
+                .set("f\0k", b"g".to_vec(), None, 100)
+                .expect("set");
+            store.tenant("globex", 1 << 20).flush().expect("flush");
+        }
+        let store = StateStore::open(&path, 120).expect("reopen");
+        let t = store.tenant("acme", 1 << 20);
+        assert_eq!(t.get("dedup\0k1", 120), Some(b"1".to_vec()));
+        assert_eq!(
+            t.get("dedup\0k2", 120),
+            Some(b"2".to_vec()),
+            "not yet expired"
+        );
+        assert_eq!(t.get("dedup\0gone", 120), None);
+        assert_eq!(
+            store.tenant("globex", 1 << 20).get("f\0k", 120),
+            Some(b"g".to_vec())
+        );
+        drop((t, store));
+        let store = StateStore::open(&path, 1_000).expect("reopen later");
+        assert_eq!(
+            store.tenant("acme", 1 << 20).get("dedup\0k2", 1_000),
+            None,
+            "expired"
+        );
     }
 }

@@ -17,6 +17,8 @@ pub mod wasm {
     pub const REDACT: &str = env!("WEIR_WASM_REDACT");
     pub const HOSTILE: &str = env!("WEIR_WASM_HOSTILE");
     pub const STAMP: &str = env!("WEIR_WASM_STAMP");
+    pub const DEDUP: &str = env!("WEIR_WASM_DEDUP");
+    pub const RATE_LIMIT: &str = env!("WEIR_WASM_RATE_LIMIT");
     pub const OTHER_WORLD: &str = env!("WEIR_WASM_OTHER_WORLD");
 }
 
