@@ -89,16 +89,31 @@ enum Msg {
     Tick,
 }
 
-struct RouteHandle {
-    name: String,
+/// What a route is, shared by its lanes.
+struct RouteSpec {
+    name: Arc<str>,
     from: Vec<String>,
-    tx: mpsc::Sender<Msg>,
+    default_chain: Vec<String>,
+    tenant_chains: BTreeMap<String, Vec<String>>,
+    to: Vec<String>,
+    dead_letter: String,
+    policy: FailurePolicy,
+    batch: BatchConfig,
+}
+
+/// A route: one lane (worker thread with its own queue and filter instances) per tenant,
+/// started on the tenant's first event, so a tenant whose filter is slow or stuck only
+/// holds up its own lane; the threads share the CPU.
+struct RouteHandle {
+    spec: Arc<RouteSpec>,
+    lanes: std::sync::Mutex<HashMap<String, mpsc::Sender<Msg>>>,
 }
 
 /// The running routes.
 pub struct Router {
     routes: Vec<RouteHandle>,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    shared: Arc<Shared>,
+    workers: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// Everything a route worker shares with the rest of the router.
@@ -155,45 +170,75 @@ impl Router {
                 })?;
             }
         }
-        let mut routes = Vec::new();
-        let mut workers = Vec::new();
-        for rc in &config.routes {
-            let (tx, rx) = mpsc::channel(1024);
-            let worker = RouteWorker {
-                name: Arc::from(rc.name.as_str()),
-                default_chain: rc.filters.clone(),
-                tenant_chains: rc
-                    .tenants
-                    .iter()
-                    .map(|(t, c)| (t.clone(), c.filters.clone()))
-                    .collect(),
-                to: rc.to.clone(),
-                dead_letter: rc.dead_letter.clone(),
-                policy: rc.on_failure,
-                batch: rc.batch,
-                shared: shared.clone(),
-                instances: HashMap::new(),
-                writer: BatchWriter::new(),
-            };
-            let handle = std::thread::Builder::new()
-                .name(format!("weir-route-{}", rc.name))
-                .spawn(move || worker.run(rx))
-                .map_err(|e| RouterError::Stopped(format!("{}: {e}", rc.name)))?;
-            workers.push(handle);
-            routes.push(RouteHandle {
-                name: rc.name.clone(),
-                from: rc.from.clone(),
-                tx,
-            });
+        let routes = config
+            .routes
+            .iter()
+            .map(|rc| RouteHandle {
+                spec: Arc::new(RouteSpec {
+                    name: Arc::from(rc.name.as_str()),
+                    from: rc.from.clone(),
+                    default_chain: rc.filters.clone(),
+                    tenant_chains: rc
+                        .tenants
+                        .iter()
+                        .map(|(t, c)| (t.clone(), c.filters.clone()))
+                        .collect(),
+                    to: rc.to.clone(),
+                    dead_letter: rc.dead_letter.clone(),
+                    policy: rc.on_failure,
+                    batch: rc.batch,
+                }),
+                lanes: Default::default(),
+            })
+            .collect();
+        Ok(Self {
+            routes,
+            shared,
+            workers: Default::default(),
+        })
+    }
+
+    /// The queue of a route's lane for a tenant, starting the lane on first use.
+    fn lane(&self, route: &RouteHandle, tenant: &str) -> Result<mpsc::Sender<Msg>, RouterError> {
+        let mut lanes = route.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = lanes.get(tenant) {
+            return Ok(tx.clone());
         }
-        Ok(Self { routes, workers })
+        let (tx, rx) = mpsc::channel(1024);
+        let worker = RouteWorker {
+            spec: route.spec.clone(),
+            name: route.spec.name.clone(),
+            tenant: tenant.to_owned(),
+            shared: self.shared.clone(),
+            instances: HashMap::new(),
+            writer: BatchWriter::new(),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("weir-{}-{tenant}", route.spec.name))
+            .spawn(move || worker.run(rx))
+            .map_err(|e| RouterError::Stopped(format!("{}: {e}", route.spec.name)))?;
+        self.workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+        lanes.insert(tenant.to_owned(), tx.clone());
+        Ok(tx)
+    }
+
+    /// The event's tenant: its `tenant` extension when that names a configured tenant,
+    /// else `default`.
+    fn tenant_of<'a>(&'a self, event: &Event) -> &'a str {
+        event
+            .extension("tenant")
+            .and_then(|t| self.shared.tenant_limits.get_key_value(t))
+            .map_or("default", |(k, _)| k.as_str())
     }
 
     /// Whether any route takes events from this source kind.
     pub fn accepts(&self, source_kind: &str) -> bool {
         self.routes
             .iter()
-            .any(|r| r.from.iter().any(|f| f == source_kind))
+            .any(|r| r.spec.from.iter().any(|f| f == source_kind))
     }
 
     /// Sends events from a source through every route fed by it and waits until each
@@ -219,54 +264,71 @@ impl Router {
         let targets: Vec<&RouteHandle> = self
             .routes
             .iter()
-            .filter(|r| r.from.iter().any(|f| f == source_kind))
-            .filter(|r| route.is_none_or(|name| r.name == name))
+            .filter(|r| r.spec.from.iter().any(|f| f == source_kind))
+            .filter(|r| route.is_none_or(|name| &*r.spec.name == name))
             .collect();
         if let (Some(name), true) = (route, targets.is_empty()) {
             return Err(RouterError::UnknownRoute(name.to_owned()));
         }
-        let mut waits = Vec::with_capacity(targets.len());
-        let mut events = Some(events);
+        // Split by tenant once; every route gets each tenant's share on that tenant's lane.
+        let mut by_tenant: Vec<(&str, Vec<Event>)> = Vec::new();
+        for event in events {
+            let tenant = self.tenant_of(&event);
+            match by_tenant.iter_mut().find(|(t, _)| *t == tenant) {
+                Some((_, list)) => list.push(event),
+                None => by_tenant.push((tenant, vec![event])),
+            }
+        }
+        let mut waits = Vec::new();
         for (i, route) in targets.iter().enumerate() {
-            let batch = if i + 1 == targets.len() {
-                events.take().unwrap_or_default()
-            } else {
-                events.clone().unwrap_or_default()
-            };
-            let (done, wait) = oneshot::channel();
-            let job = Job {
-                events: batch,
-                principal: principal.clone(),
-                source_kind,
-                done,
-            };
-            route
-                .tx
-                .send(Msg::Job(job))
-                .await
-                .map_err(|_| RouterError::Stopped(route.name.clone()))?;
-            waits.push((route.name.clone(), wait));
+            let last_route = i + 1 == targets.len();
+            for (tenant, events) in by_tenant.iter_mut() {
+                let batch = if last_route {
+                    std::mem::take(events)
+                } else {
+                    events.clone()
+                };
+                let (done, wait) = oneshot::channel();
+                let job = Job {
+                    events: batch,
+                    principal: principal.clone(),
+                    source_kind,
+                    done,
+                };
+                self.lane(route, tenant)?
+                    .send(Msg::Job(job))
+                    .await
+                    .map_err(|_| RouterError::Stopped(route.spec.name.to_string()))?;
+                waits.push((route.spec.name.clone(), wait));
+            }
         }
         let mut total = Outcome::default();
         for (name, wait) in waits {
-            let outcome = wait.await.map_err(|_| RouterError::Stopped(name))??;
+            let outcome = wait
+                .await
+                .map_err(|_| RouterError::Stopped(name.to_string()))??;
             total.add(&outcome);
         }
         Ok(total)
     }
 
-    /// Asks every route to run its filters' `tick`.
+    /// Asks every lane to run its filters' `tick`.
     pub fn tick(&self) {
         for r in &self.routes {
-            // A full queue means the route is busy; the next tick will do.
-            let _ = r.tx.try_send(Msg::Tick);
+            for tx in r.lanes.lock().unwrap_or_else(|e| e.into_inner()).values() {
+                // A full queue means the lane is busy; the next tick will do.
+                let _ = tx.try_send(Msg::Tick);
+            }
         }
     }
 
-    /// Stops accepting events, lets every route finish what it holds, and waits for it.
+    /// Stops accepting events, lets every lane finish what it holds, and waits for it.
     pub fn shutdown(self) {
-        drop(self.routes);
-        for w in self.workers {
+        for r in &self.routes {
+            r.lanes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in workers {
             let _ = w.join();
         }
     }
@@ -320,14 +382,11 @@ struct Results {
     dropped: Vec<usize>,
 }
 
+/// One lane: a route's work for one tenant.
 struct RouteWorker {
+    spec: Arc<RouteSpec>,
     name: Arc<str>,
-    default_chain: Vec<String>,
-    tenant_chains: BTreeMap<String, Vec<String>>,
-    to: Vec<String>,
-    dead_letter: String,
-    policy: FailurePolicy,
-    batch: BatchConfig,
+    tenant: String,
     shared: Arc<Shared>,
     /// Live instances by (tenant, filter), with the version each runs.
     instances: HashMap<(String, String), (u32, FilterInstance)>,
@@ -349,7 +408,7 @@ impl RouteWorker {
                     }
                     Msg::Tick => tick = true,
                 }
-                if queued < self.batch.max_events {
+                if queued < self.spec.batch.max_events {
                     next = rx.try_recv().ok();
                 }
             }
@@ -372,19 +431,11 @@ impl RouteWorker {
         tracing::info!(route = %self.name, "route stopped");
     }
 
-    /// The event's tenant: its `tenant` extension when that names a configured tenant,
-    /// else `default`.
-    fn tenant_of<'a>(shared: &'a Shared, event: &Event) -> &'a str {
-        event
-            .extension("tenant")
-            .and_then(|t| shared.tenant_limits.get_key_value(t))
-            .map_or("default", |(k, _)| k.as_str())
-    }
-
     fn chain(&self, tenant: &str) -> Vec<String> {
-        self.tenant_chains
+        self.spec
+            .tenant_chains
             .get(tenant)
-            .unwrap_or(&self.default_chain)
+            .unwrap_or(&self.spec.default_chain)
             .clone()
     }
 
@@ -406,7 +457,7 @@ impl RouteWorker {
                 .with_label_values(&[job.source_kind])
                 .inc_by(job.events.len() as u64);
             for event in job.events.drain(..) {
-                let tenant = Self::tenant_of(&self.shared, &event);
+                let tenant = self.tenant.as_str();
                 let item = Item { event, job: j };
                 match groups
                     .iter_mut()
@@ -463,8 +514,8 @@ impl RouteWorker {
                 let mut bytes = 0;
                 while let Some(item) = pending.next_if(|item| {
                     batch.is_empty()
-                        || (batch.len() < self.batch.max_events
-                            && bytes + item.event.size() <= self.batch.max_bytes)
+                        || (batch.len() < self.spec.batch.max_events
+                            && bytes + item.event.size() <= self.spec.batch.max_bytes)
                 }) {
                     bytes += item.event.size();
                     batch.push(item);
@@ -600,7 +651,7 @@ impl RouteWorker {
             .filter_failures
             .with_label_values(&[&*self.name, filter, tenant, error.kind()])
             .inc();
-        tracing::warn!(route = %self.name, tenant, filter, events = batch.len(), policy = ?self.policy, "filter failed: {error}");
+        tracing::warn!(route = %self.name, tenant, filter, events = batch.len(), policy = ?self.spec.policy, "filter failed: {error}");
         let reason = error.to_string();
         for item in batch {
             self.fail_one(filter, &reason, item, next, results);
@@ -615,7 +666,7 @@ impl RouteWorker {
         next: &mut Vec<Item>,
         results: &mut Results,
     ) {
-        match self.policy {
+        match self.spec.policy {
             FailurePolicy::DeadLetter => {
                 results
                     .dead
@@ -654,7 +705,7 @@ impl RouteWorker {
         if !kept.is_empty() {
             let events: Vec<&Event> = kept.iter().map(|i| &i.event).collect();
             let mut failed = None;
-            for name in &self.to {
+            for name in &self.spec.to {
                 if let Some(sink) = self.shared.sinks.get(name) {
                     match sink.write(&events) {
                         Ok(()) => metrics
@@ -715,7 +766,7 @@ impl RouteWorker {
             let written = self
                 .shared
                 .sinks
-                .get(&self.dead_letter)
+                .get(&self.spec.dead_letter)
                 .map(|sink| sink.write_dead_letters(&letters));
             match written {
                 Some(Ok(())) => {
@@ -727,7 +778,7 @@ impl RouteWorker {
                 other => {
                     let reason = match other {
                         Some(Err(e)) => e.to_string(),
-                        _ => format!("dead-letter sink `{}` is missing", self.dead_letter),
+                        _ => format!("dead-letter sink `{}` is missing", self.spec.dead_letter),
                     };
                     tracing::error!(route = %self.name, "cannot write dead letters: {reason}");
                     for (item, _, _) in &dead {

@@ -186,3 +186,61 @@ routes:\n  - name: good\n    filters: [severity]\n    to: [out]\n  - name: stuck
     );
     assert_eq!(weir.jsonl("out.jsonl").len(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_with_a_stuck_filter_does_not_hold_up_other_tenants_on_the_same_route() {
+    let config = format!(
+        "tenants:\n  noisy:\n    limits: {{ timeout_ms: 3000 }}\n  quiet: {{}}\nfilters:\n{}{}\
+sinks:\n  out: {{ type: file, path: out.jsonl }}\n  dlq: {{ type: file, path: dlq.jsonl }}\n\
+routes:\n  - name: main\n    filters: [severity]\n    tenants:\n      noisy: {{ filters: [hostile-loop] }}\n    to: [out]\n    dead_letter: dlq\n",
+        filter_yaml("severity", wasm::SEVERITY, "{ min: warning }"),
+        filter_yaml("hostile-loop", wasm::HOSTILE, "{ mode: loop }"),
+    );
+    let weir = Weir::start(&config);
+    let url = format!("{}/v1/events", weir.url);
+    let headers = [("content-type", "application/cloudevents+json")];
+    let started = Instant::now();
+    let noisy_url = url.clone();
+    let noisy = tokio::spawn(async move {
+        let e = event("slow", "t", json!({"tenant": "noisy"}));
+        let (status, answer) = post(&noisy_url, &headers, e.to_string()).await;
+        (status, answer, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let quiet_started = Instant::now();
+    for i in 0..200 {
+        let e = event(
+            &format!("q{i}"),
+            "t",
+            json!({"tenant": "quiet", "severity": "error"}),
+        );
+        let (status, answer) = post(&url, &headers, e.to_string()).await;
+        assert_eq!(
+            (status, answer["delivered"].as_u64()),
+            (202, Some(1)),
+            "{answer}"
+        );
+    }
+    let quiet_elapsed = quiet_started.elapsed();
+    let (status, answer, noisy_elapsed) = noisy.await.unwrap();
+    assert_eq!(
+        (status, answer["dead_lettered"].as_u64()),
+        (202, Some(1)),
+        "{answer}"
+    );
+    assert!(
+        noisy_elapsed >= Duration::from_millis(2900),
+        "{noisy_elapsed:?}"
+    );
+    assert!(
+        quiet_elapsed < noisy_elapsed,
+        "quiet tenant ({quiet_elapsed:?}) must not wait for the noisy one ({noisy_elapsed:?})"
+    );
+    eprintln!(
+        "quiet tenant: 200 requests in {quiet_elapsed:?} ({:.0} req/s) while the noisy tenant's filter looped for {noisy_elapsed:?}",
+        200.0 / quiet_elapsed.as_secs_f64()
+    );
+    let letters = weir.jsonl("dlq.jsonl");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["tenant"], "noisy");
+}
