@@ -6,6 +6,7 @@ use crate::config::{AdminConfig, Limits, RouteConfig};
 use crate::registry::{FilterRecord, RegistryError, Upload};
 use crate::runtime::{apply_verdicts, wit, Decision};
 use crate::server::AppState;
+use crate::tenants::{TenantDirectory, TenantSettings};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -131,18 +132,25 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         )
         .route("/v1/filters/{name}/rollback", post(rollback))
         .route("/v1/filters/{name}/test", post(dry_run))
+        .route("/v1/tenants", get(list_tenants))
+        .route(
+            "/v1/tenants/{tenant}",
+            put(put_tenant).get(get_tenant).delete(delete_tenant),
+        )
 }
 
-/// Which routes and tenants run a filter.
-fn used_by(routes: &[RouteConfig], name: &str) -> Vec<Value> {
+/// Which routes and tenants run a filter (`default` stands for the route's default chain).
+fn used_by(routes: &[RouteConfig], tenants: &TenantDirectory, name: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for r in routes {
         if r.filters.iter().any(|f| f == name) {
             out.push(json!({"route": r.name, "tenant": "default"}));
         }
-        for (tenant, chain) in &r.tenants {
-            if chain.filters.iter().any(|f| f == name) {
-                out.push(json!({"route": r.name, "tenant": tenant}));
+    }
+    for (tenant, settings) in tenants.all() {
+        for (route, chain) in &settings.routes {
+            if chain.iter().any(|f| f == name) {
+                out.push(json!({"route": route, "tenant": tenant}));
             }
         }
     }
@@ -155,7 +163,7 @@ fn describe(state: &AppState, name: &str, record: &FilterRecord) -> Value {
         "owner": record.owner,
         "active": record.active,
         "versions": record.versions,
-        "used_by": used_by(&state.routes, name),
+        "used_by": used_by(&state.routes, &state.tenants, name),
     })
 }
 
@@ -278,7 +286,7 @@ async fn delete_filter(
         None => return registry_error(&RegistryError::NotFound(name)),
         Some(_) => {}
     }
-    let users = used_by(&state.routes, &name);
+    let users = used_by(&state.routes, &state.tenants, &name);
     if !users.is_empty() {
         return (
             StatusCode::CONFLICT,
@@ -420,5 +428,197 @@ pub fn decision_json(d: &Decision) -> Value {
         Decision::Error { event, reason } => {
             json!({"verdict": "error", "id": event.id, "reason": reason})
         }
+    }
+}
+
+fn may_see_tenant(role: &Role, tenant: &str) -> bool {
+    match role {
+        Role::Admin => true,
+        Role::Tenant(t) => t == tenant,
+    }
+}
+
+async fn list_tenants(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let (_, role) = match state.tokens.check(&headers) {
+        Ok(who) => who,
+        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
+    };
+    let tenants: serde_json::Map<String, Value> = state
+        .tenants
+        .all()
+        .into_iter()
+        .filter(|(name, _)| may_see_tenant(&role, name))
+        .map(|(name, t)| (name, json!(t)))
+        .collect();
+    Json(json!({ "tenants": tenants })).into_response()
+}
+
+async fn get_tenant(
+    State(state): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (_, role) = match state.tokens.check(&headers) {
+        Ok(who) => who,
+        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
+    };
+    if !may_see_tenant(&role, &tenant) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("tenant `{tenant}` is not yours"),
+        );
+    }
+    match state.tenants.get(&tenant) {
+        Some(t) => {
+            Json(json!({"tenant": tenant, "limits": t.limits, "routes": t.routes})).into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no tenant `{tenant}`"),
+        ),
+    }
+}
+
+/// A tenant change: fields left out keep their current value.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantUpdate {
+    limits: Option<Limits>,
+    routes: Option<std::collections::BTreeMap<String, Vec<String>>>,
+}
+
+async fn put_tenant(
+    State(state): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (caller, role) = match state.tokens.check(&headers) {
+        Ok(who) => who,
+        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
+    };
+    if !may_see_tenant(&role, &tenant) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("tenant `{tenant}` is not yours"),
+        );
+    }
+    if !crate::registry::valid_name(&tenant) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_name",
+            format!("invalid tenant name `{tenant}`"),
+        );
+    }
+    let update: TenantUpdate = match serde_json::from_slice(&body) {
+        Ok(u) => u,
+        Err(e) => return error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!(
+                "expected {{\"limits\": {{...}}, \"routes\": {{\"ROUTE\": [FILTER, ...]}}}}: {e}"
+            ),
+        ),
+    };
+    let current = state
+        .tenants
+        .get(&tenant)
+        .unwrap_or_else(|| TenantSettings {
+            limits: state.tenants.limits("default"),
+            routes: Default::default(),
+        });
+    if let (Role::Tenant(_), Some(limits)) = (&role, &update.limits) {
+        if *limits != current.limits {
+            return error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "a tenant's limits are set by admins",
+            );
+        }
+    }
+    let next = TenantSettings {
+        limits: update.limits.unwrap_or(current.limits),
+        routes: update.routes.unwrap_or(current.routes),
+    };
+    if next.limits.timeout_ms == 0 || next.limits.memory_mb == 0 || next.limits.output_mb == 0 {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_limits",
+            "timeout_ms, memory_mb and output_mb must be positive",
+        );
+    }
+    if next.limits.memory_mb > state.max_memory_mb {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_limits",
+            format!(
+                "memory_mb is at most {} on this router",
+                state.max_memory_mb
+            ),
+        );
+    }
+    for (route, chain) in &next.routes {
+        if !state.routes.iter().any(|r| &r.name == route) {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_route",
+                format!("no route `{route}`"),
+            );
+        }
+        for filter in chain {
+            match state.registry.record(filter) {
+                None => {
+                    return error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "unknown_filter",
+                        format!("no filter `{filter}`: upload it first"),
+                    )
+                }
+                Some(r) if r.owner.is_some() && !role.may_touch(&r) => return forbidden(filter),
+                Some(_) => {}
+            }
+        }
+    }
+    match state.tenants.set(&tenant, next.clone()) {
+        Ok(()) => {
+            tracing::info!(tenant, by = caller, "tenant settings changed");
+            Json(json!({"tenant": tenant, "limits": next.limits, "routes": next.routes}))
+                .into_response()
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_failed",
+            e.to_string(),
+        ),
+    }
+}
+
+async fn delete_tenant(
+    State(state): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (_, role) = match state.tokens.check(&headers) {
+        Ok(who) => who,
+        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
+    };
+    if role != Role::Admin {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only admins remove tenants",
+        );
+    }
+    match state.tenants.remove(&tenant) {
+        Ok(true) => Json(json!({"removed": tenant})).into_response(),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("tenant `{tenant}` was not set through the API (tenants from the configuration file stay)"),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", e.to_string()),
     }
 }

@@ -141,7 +141,7 @@ pub struct TenantConfig {
 }
 
 /// Limits on every filter call.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Wall-clock budget for one batch call, in milliseconds (epoch deadline).

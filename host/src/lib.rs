@@ -16,3 +16,4 @@ pub mod runtime;
 pub mod serve;
 pub mod server;
 pub mod sinks;
+pub mod tenants;

@@ -2,7 +2,7 @@
 //! tenant's filter chain over them in packed batches, applies the verdicts, and writes the
 //! survivors to the route's sinks before acknowledging the source.
 
-use crate::config::{BatchConfig, Config, FailurePolicy, Limits};
+use crate::config::{BatchConfig, Config, FailurePolicy};
 use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::registry::FilterRegistry;
@@ -11,6 +11,7 @@ use crate::runtime::{
     for_each_decision, Decision, FilterError, FilterInstance, InstanceIdent, StateStore,
 };
 use crate::sinks::{DeadLetter, Sink};
+use crate::tenants::TenantDirectory;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,7 +95,6 @@ struct RouteSpec {
     name: Arc<str>,
     from: Vec<String>,
     default_chain: Vec<String>,
-    tenant_chains: BTreeMap<String, Vec<String>>,
     to: Vec<String>,
     dead_letter: String,
     policy: FailurePolicy,
@@ -122,7 +122,7 @@ struct Shared {
     sinks: BTreeMap<String, Arc<dyn Sink>>,
     metrics: Arc<Metrics>,
     state: Arc<StateStore>,
-    tenant_limits: BTreeMap<String, Limits>,
+    tenants: Arc<TenantDirectory>,
 }
 
 impl Router {
@@ -134,6 +134,7 @@ impl Router {
     pub fn start(
         config: &Config,
         registry: Arc<FilterRegistry>,
+        tenants: Arc<TenantDirectory>,
         sinks: BTreeMap<String, Arc<dyn Sink>>,
         metrics: Arc<Metrics>,
         state: Arc<StateStore>,
@@ -143,16 +144,18 @@ impl Router {
             sinks,
             metrics,
             state,
-            tenant_limits: config
-                .tenants
-                .iter()
-                .map(|(k, v)| (k.clone(), v.limits))
-                .collect(),
+            tenants,
         });
-        for (tenant, chain) in config.routes.iter().flat_map(|r| {
-            std::iter::once(("default".to_owned(), &r.filters))
-                .chain(r.tenants.iter().map(|(t, c)| (t.clone(), &c.filters)))
-        }) {
+        let mut chains: Vec<(String, Vec<String>)> = config
+            .routes
+            .iter()
+            .map(|r| ("default".to_owned(), r.filters.clone()))
+            .collect();
+        for (tenant, settings) in shared.tenants.all() {
+            chains.extend(settings.routes.into_values().map(|c| (tenant.clone(), c)));
+        }
+        for (tenant, chain) in &chains {
+            let tenant = tenant.clone();
             for name in chain {
                 if shared.registry.active(name).is_none() {
                     tracing::warn!(filter = %name, "filter has no active version yet; upload one with `weir filter push`");
@@ -178,11 +181,6 @@ impl Router {
                     name: Arc::from(rc.name.as_str()),
                     from: rc.from.clone(),
                     default_chain: rc.filters.clone(),
-                    tenant_chains: rc
-                        .tenants
-                        .iter()
-                        .map(|(t, c)| (t.clone(), c.filters.clone()))
-                        .collect(),
                     to: rc.to.clone(),
                     dead_letter: rc.dead_letter.clone(),
                     policy: rc.on_failure,
@@ -212,6 +210,7 @@ impl Router {
             shared: self.shared.clone(),
             instances: HashMap::new(),
             writer: BatchWriter::new(),
+            seen_tenants: shared_generation(&self.shared),
         };
         let handle = std::thread::Builder::new()
             .name(format!("weir-{}-{tenant}", route.spec.name))
@@ -223,15 +222,6 @@ impl Router {
             .push(handle);
         lanes.insert(tenant.to_owned(), tx.clone());
         Ok(tx)
-    }
-
-    /// The event's tenant: its `tenant` extension when that names a configured tenant,
-    /// else `default`.
-    fn tenant_of<'a>(&'a self, event: &Event) -> &'a str {
-        event
-            .extension("tenant")
-            .and_then(|t| self.shared.tenant_limits.get_key_value(t))
-            .map_or("default", |(k, _)| k.as_str())
     }
 
     /// Whether any route takes events from this source kind.
@@ -271,12 +261,20 @@ impl Router {
             return Err(RouterError::UnknownRoute(name.to_owned()));
         }
         // Split by tenant once; every route gets each tenant's share on that tenant's lane.
-        let mut by_tenant: Vec<(&str, Vec<Event>)> = Vec::new();
+        // An event's tenant is its `tenant` extension when that names a known tenant,
+        // else `default`.
+        let mut by_tenant: Vec<(String, Vec<Event>)> = Vec::new();
         for event in events {
-            let tenant = self.tenant_of(&event);
-            match by_tenant.iter_mut().find(|(t, _)| *t == tenant) {
-                Some((_, list)) => list.push(event),
-                None => by_tenant.push((tenant, vec![event])),
+            let tenant = match event.extension("tenant") {
+                Some(t) if self.shared.tenants.contains(t) => t,
+                _ => "default",
+            };
+            match by_tenant.iter().position(|(t, _)| t == tenant) {
+                Some(i) => by_tenant[i].1.push(event),
+                None => {
+                    let tenant = tenant.to_owned();
+                    by_tenant.push((tenant, vec![event]));
+                }
             }
         }
         let mut waits = Vec::new();
@@ -343,12 +341,7 @@ fn instantiate(
     let active = shared.registry.active(filter).ok_or_else(|| {
         FilterError::Instantiate(format!("filter `{filter}` has no active version"))
     })?;
-    let limits = shared
-        .tenant_limits
-        .get(tenant)
-        .or_else(|| shared.tenant_limits.get("default"))
-        .copied()
-        .unwrap_or_default();
+    let limits = shared.tenants.limits(tenant);
     let state_cap = usize::try_from(limits.state_mb << 20).unwrap_or(usize::MAX);
     let instance = FilterInstance::new(
         shared.registry.engine(),
@@ -391,6 +384,12 @@ struct RouteWorker {
     /// Live instances by (tenant, filter), with the version each runs.
     instances: HashMap<(String, String), (u32, FilterInstance)>,
     writer: BatchWriter,
+    /// The tenant directory's generation the instances were built for.
+    seen_tenants: u64,
+}
+
+fn shared_generation(shared: &Shared) -> u64 {
+    shared.tenants.generation()
 }
 
 impl RouteWorker {
@@ -432,14 +431,23 @@ impl RouteWorker {
     }
 
     fn chain(&self, tenant: &str) -> Vec<String> {
-        self.spec
-            .tenant_chains
-            .get(tenant)
-            .unwrap_or(&self.spec.default_chain)
-            .clone()
+        self.shared
+            .tenants
+            .chain(tenant, &self.name)
+            .unwrap_or_else(|| self.spec.default_chain.clone())
+    }
+
+    /// Rebuilds instances (lazily) when a tenant's limits or chain changed.
+    fn follow_tenant_changes(&mut self) {
+        let generation = self.shared.tenants.generation();
+        if generation != self.seen_tenants {
+            self.seen_tenants = generation;
+            self.instances.clear();
+        }
     }
 
     fn process_jobs(&mut self, mut jobs: Vec<Job>) {
+        self.follow_tenant_changes();
         // One filter context per (tenant, caller): jobs of the same caller (or anonymous
         // jobs of the same source) share batches.
         let callers: Vec<usize> = (0..jobs.len())

@@ -8,6 +8,7 @@ use crate::registry::FilterRegistry;
 use crate::runtime::{EngineOptions, FilterEngine, StateStore};
 use crate::server::{serve, AppState};
 use crate::sinks::{open_all, TailHub};
+use crate::tenants::TenantDirectory;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -122,12 +123,19 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         source,
     };
     std::fs::create_dir_all(&config.data_dir).map_err(data_err)?;
-    let max_memory = config
-        .tenants
+    let tenants = Arc::new(
+        TenantDirectory::open(&config, &config.data_dir)
+            .map_err(|e| ServeError::State(e.to_string()))?,
+    );
+    // The pool's memory slots must fit the largest tenant limit, including limits raised
+    // later through the admin API (up to this size).
+    let max_memory = tenants
+        .all()
         .values()
         .map(|t| t.limits.memory_mb)
         .max()
-        .unwrap_or(64);
+        .unwrap_or(64)
+        .max(256);
     let engine = Arc::new(FilterEngine::new(EngineOptions {
         cache_dir: Some(config.data_dir.join("cache")),
         max_memory_bytes: usize::try_from(max_memory << 20).unwrap_or(usize::MAX),
@@ -144,7 +152,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let started = std::time::Instant::now();
     let registry = tokio::task::block_in_place(|| open_registry(&config, engine, &metrics))?;
     let router = tokio::task::block_in_place(|| {
-        Router::start(&config, registry.clone(), sinks, metrics.clone(), state)
+        Router::start(
+            &config,
+            registry.clone(),
+            tenants.clone(),
+            sinks,
+            metrics.clone(),
+            state,
+        )
     })?;
     let tokens = crate::admin::Tokens::from_config(&config.admin, &config.data_dir)
         .map_err(data_err_owned(&config))?;
@@ -167,8 +182,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let app_state = Arc::new(AppState {
         router,
         registry,
+        tenants,
         tokens,
         routes: config.routes.clone(),
+        max_memory_mb: max_memory,
         max_component_bytes: config.admin.max_component_bytes,
         metrics,
         tail,

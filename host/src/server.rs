@@ -25,10 +25,14 @@ pub struct AppState {
     pub router: Router,
     /// The filters and their versions.
     pub registry: Arc<crate::registry::FilterRegistry>,
+    /// Tenants: limits and chains.
+    pub tenants: Arc<crate::tenants::TenantDirectory>,
     /// Admin API tokens.
     pub tokens: crate::admin::Tokens,
     /// The configured routes (to tell which use a filter).
     pub routes: Vec<crate::config::RouteConfig>,
+    /// The largest memory limit a tenant may get (the engine's pool size), MiB.
+    pub max_memory_mb: u64,
     /// Largest component upload, bytes.
     pub max_component_bytes: usize,
     /// Metrics.

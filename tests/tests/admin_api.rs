@@ -93,6 +93,14 @@ impl Admin {
         .await
     }
 
+    async fn put_json(&self, path: &str, body: Value, token: &str) -> (u16, Value) {
+        let req = self
+            .client
+            .put(format!("{}{path}", self.url))
+            .body(body.to_string());
+        self.send(req, Some(token)).await
+    }
+
     async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
         self.send(
             self.client.delete(format!("{}{path}", self.url)),
@@ -391,4 +399,130 @@ async fn tenant_tokens_only_reach_their_own_filters() {
     assert_eq!(status, 200);
     let (status, _) = admin.get("/v1/filters/acme-stamp", Some(ADMIN)).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_chains_change_at_runtime_persist_and_are_scoped() {
+    let weir = Weir::start(&config(32 << 20));
+    let admin = Admin::new(&weir);
+    let (status, _) = admin
+        .upload("stamp", stamp_wasm(), r#"{"stamp":"platform"}"#, ADMIN)
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = admin
+        .upload("acme-stamp", stamp_wasm(), r#"{"stamp":"acme"}"#, ACME)
+        .await;
+    assert_eq!(status, 201);
+    // acme sets its own chain on route main: its events run its filter from now on.
+    let (status, answer) = admin
+        .put_json(
+            "/v1/tenants/acme",
+            json!({"routes": {"main": ["acme-stamp"]}}),
+            ACME,
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let batch = json!([
+        event("a1", "t", json!({"tenant": "acme"})),
+        event("g1", "t", json!({"tenant": "globex"})),
+    ]);
+    let (status, answer) = post(
+        &format!("{}/v1/routes/main/events", weir.url),
+        &[("content-type", "application/cloudevents-batch+json")],
+        batch.to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["delivered"].as_u64()),
+        (202, Some(2)),
+        "{answer}"
+    );
+    let stamps: BTreeMap<String, String> = weir
+        .jsonl("out.jsonl")
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_owned(),
+                e["stamps"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(stamps["a1"], "acme");
+    assert_eq!(stamps["g1"], "platform");
+
+    // Scoping: limits are admin business; other tenants are off limits; filters of other
+    // tenants cannot be borrowed.
+    let (status, _) = admin
+        .put_json(
+            "/v1/tenants/acme",
+            json!({"limits": {"timeout_ms": 5}}),
+            ACME,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = admin
+        .put_json("/v1/tenants/globex", json!({"routes": {"main": []}}), ACME)
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = admin
+        .put_json(
+            "/v1/tenants/globex",
+            json!({"routes": {"main": ["acme-stamp"]}}),
+            GLOBEX,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, answer) = admin
+        .put_json("/v1/tenants/acme", json!({"routes": {"nope": []}}), ACME)
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (422, Some("unknown_route"))
+    );
+    let (status, answer) = admin
+        .put_json(
+            "/v1/tenants/acme",
+            json!({"routes": {"main": ["ghost"]}}),
+            ACME,
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (422, Some("unknown_filter"))
+    );
+    let (status, answer) = admin
+        .put_json(
+            "/v1/tenants/acme",
+            json!({"limits": {"timeout_ms": 50}}),
+            ADMIN,
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["limits"]["timeout_ms"], 50);
+    assert_eq!(
+        answer["routes"]["main"],
+        json!(["acme-stamp"]),
+        "routes kept"
+    );
+    let (status, _) = admin.delete("/v1/filters/acme-stamp", ACME).await;
+    assert_eq!(status, 409, "acme's chain uses it");
+
+    // Restart: the tenant settings are back.
+    let (clean, dir) = weir.terminate();
+    assert!(clean);
+    let weir = Weir::start_in(dir, &config(32 << 20));
+    let admin = Admin::new(&weir);
+    let (status, answer) = admin.get("/v1/tenants/acme", Some(ACME)).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["limits"]["timeout_ms"], 50);
+    assert_eq!(answer["routes"]["main"], json!(["acme-stamp"]));
+    let (_, list) = admin.get("/v1/tenants", Some(GLOBEX)).await;
+    assert_eq!(
+        list["tenants"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["globex"]
+    );
 }

@@ -27,7 +27,7 @@ pub struct AdminArgs {
 }
 
 impl AdminArgs {
-    fn token(&self) -> Result<String> {
+    pub fn token(&self) -> Result<String> {
         match &self.token {
             Some(t) => Ok(t.clone()),
             None => std::fs::read_to_string(&self.token_file)
@@ -41,13 +41,13 @@ impl AdminArgs {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url.trim_end_matches('/'))
     }
 }
 
 /// Prints the router's JSON answer; fails on an error status.
-async fn answer(response: reqwest::Response) -> Result<ExitCode> {
+pub async fn answer(response: reqwest::Response) -> Result<ExitCode> {
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     let pretty = serde_json::from_str::<serde_json::Value>(&text)

@@ -4,6 +4,7 @@ mod bench;
 mod filter;
 mod send;
 mod tail;
+mod tenant;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
@@ -38,6 +39,9 @@ enum Command {
     /// Create, build and test filters.
     #[command(subcommand)]
     Filter(filter::FilterCommand),
+    /// Set a tenant's limits and filter chains on a running router.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
     /// Send CloudEvents to a router (from a JSON-lines file or from flags).
     Send(send::SendArgs),
     /// Print events as they leave the router's `tail` sinks.
@@ -83,6 +87,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Filter(cmd) => filter::run(cmd),
+        Command::Tenant(cmd) => tenant::run(cmd),
         Command::Send(args) => runtime()?.block_on(send::run(args)),
         Command::Tail(args) => runtime()?.block_on(tail::run(args)),
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
