@@ -515,13 +515,15 @@ async fn put_tenant(
     }
     let update: TenantUpdate = match serde_json::from_slice(&body) {
         Ok(u) => u,
-        Err(e) => return error(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
-            format!(
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!(
                 "expected {{\"limits\": {{...}}, \"routes\": {{\"ROUTE\": [FILTER, ...]}}}}: {e}"
             ),
-        ),
+            )
+        }
     };
     let current = state
         .tenants

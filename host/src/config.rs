@@ -40,6 +40,34 @@ pub struct Config {
     /// The admin API (filter uploads).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// How an event's tenant is told.
+    #[serde(default)]
+    pub tenancy: TenancyConfig,
+}
+
+/// How an event's tenant is told, in order: a source mapping, the `tenant` extension, a
+/// request header; else `default`. Names that are not configured tenants are ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenancyConfig {
+    /// CloudEvents `source` prefixes mapped to tenants (first match wins; wins over the
+    /// extension, so a producer cannot claim another tenant by setting it).
+    #[serde(default)]
+    pub sources: Vec<SourceMapping>,
+    /// An HTTP request header naming the tenant of every event in the request, used when
+    /// no mapping and no `tenant` extension decide.
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+/// One source-prefix mapping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceMapping {
+    /// The prefix of `source`.
+    pub prefix: String,
+    /// The tenant.
+    pub tenant: String,
 }
 
 /// The admin API: who may call it and what it accepts.
@@ -377,6 +405,7 @@ impl Config {
             sinks: BTreeMap::new(),
             routes: Vec::new(),
             admin: AdminConfig::default(),
+            tenancy: TenancyConfig::default(),
         }
     }
 
@@ -552,6 +581,15 @@ impl Config {
                     format!("tenants.{name}.limits.memory_mb"),
                     "memory_mb",
                     "at most 4096 MiB (a 32-bit guest cannot address more)".into(),
+                ));
+            }
+        }
+        for (i, m) in self.tenancy.sources.iter().enumerate() {
+            if !self.tenants.contains_key(&m.tenant) {
+                return Err(err(
+                    format!("tenancy.sources[{i}].tenant"),
+                    &m.tenant,
+                    format!("unknown tenant `{}`", m.tenant),
                 ));
             }
         }

@@ -78,6 +78,19 @@ impl Outcome {
     }
 }
 
+/// Where a submission comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Origin<'a> {
+    /// The source kind (`http`, ...): routes listing it in `from` take the events.
+    pub source_kind: &'static str,
+    /// Only this route (else every route fed by the source kind).
+    pub route: Option<&'a str>,
+    /// The authenticated caller.
+    pub principal: Option<Arc<Principal>>,
+    /// A tenant named by the source (e.g. a configured request header).
+    pub tenant_hint: Option<&'a str>,
+}
+
 struct Job {
     events: Vec<Event>,
     principal: Option<Arc<Principal>>,
@@ -123,6 +136,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     state: Arc<StateStore>,
     tenants: Arc<TenantDirectory>,
+    tenancy: crate::config::TenancyConfig,
 }
 
 impl Router {
@@ -145,6 +159,7 @@ impl Router {
             metrics,
             state,
             tenants,
+            tenancy: config.tenancy.clone(),
         });
         let mut chains: Vec<(String, Vec<String>)> = config
             .routes
@@ -239,18 +254,48 @@ impl Router {
         events: Vec<Event>,
         principal: Option<Arc<Principal>>,
     ) -> Result<Outcome, RouterError> {
-        self.submit_to(None, source_kind, events, principal).await
+        let origin = Origin {
+            source_kind,
+            route: None,
+            principal,
+            tenant_hint: None,
+        };
+        self.submit_to(origin, events).await
     }
 
-    /// Like [`Router::submit`], but only to the named route (which must be fed by the
-    /// source kind); `None` means every route fed by it.
+    /// The tenant of an event: a configured source mapping, else its `tenant` extension,
+    /// else the source's hint (a configured request header), each only when it names a
+    /// known tenant; else `default`.
+    fn tenant_of<'a>(&'a self, event: &'a Event, hint: Option<&'a str>) -> &'a str {
+        if let Some(m) = self
+            .shared
+            .tenancy
+            .sources
+            .iter()
+            .find(|m| event.source.starts_with(&m.prefix))
+        {
+            return &m.tenant;
+        }
+        let known = |t: &&str| self.shared.tenants.contains(t);
+        event
+            .extension("tenant")
+            .filter(known)
+            .or(hint.filter(known))
+            .unwrap_or("default")
+    }
+
+    /// Like [`Router::submit`], with everything the source knows about the events.
     pub async fn submit_to(
         &self,
-        route: Option<&str>,
-        source_kind: &'static str,
+        origin: Origin<'_>,
         events: Vec<Event>,
-        principal: Option<Arc<Principal>>,
     ) -> Result<Outcome, RouterError> {
+        let Origin {
+            source_kind,
+            route,
+            principal,
+            tenant_hint,
+        } = origin;
         let targets: Vec<&RouteHandle> = self
             .routes
             .iter()
@@ -261,14 +306,9 @@ impl Router {
             return Err(RouterError::UnknownRoute(name.to_owned()));
         }
         // Split by tenant once; every route gets each tenant's share on that tenant's lane.
-        // An event's tenant is its `tenant` extension when that names a known tenant,
-        // else `default`.
         let mut by_tenant: Vec<(String, Vec<Event>)> = Vec::new();
         for event in events {
-            let tenant = match event.extension("tenant") {
-                Some(t) if self.shared.tenants.contains(t) => t,
-                _ => "default",
-            };
+            let tenant = self.tenant_of(&event, tenant_hint);
             match by_tenant.iter().position(|(t, _)| t == tenant) {
                 Some(i) => by_tenant[i].1.push(event),
                 None => {

@@ -189,6 +189,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         max_component_bytes: config.admin.max_component_bytes,
         metrics,
         tail,
+        tenant_header: config.tenancy.header.clone(),
         max_event_bytes: config.ingest.max_event_bytes,
         max_request_bytes: config.ingest.max_request_bytes,
         ready: Default::default(),

@@ -2,7 +2,7 @@
 
 use crate::cloudevents::http::{parse_request, BindingError};
 use crate::metrics::Metrics;
-use crate::pipeline::{Router, RouterError};
+use crate::pipeline::{Origin, Router, RouterError};
 use crate::sinks::TailHub;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -39,6 +39,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The tail stream.
     pub tail: TailHub,
+    /// The request header naming the tenant, when configured.
+    pub tenant_header: Option<String>,
     /// Largest accepted event, bytes.
     pub max_event_bytes: usize,
     /// Largest accepted request body, bytes.
@@ -147,11 +149,18 @@ async fn ingest(state: Arc<AppState>, route: Option<String>, request: Request) -
         );
     }
     let accepted = events.len();
-    match state
-        .router
-        .submit_to(route.as_deref(), "http", events, None)
-        .await
-    {
+    let tenant_hint = state
+        .tenant_header
+        .as_deref()
+        .and_then(|h| parts.headers.get(h))
+        .and_then(|v| v.to_str().ok());
+    let origin = Origin {
+        source_kind: "http",
+        route: route.as_deref(),
+        principal: None,
+        tenant_hint,
+    };
+    match state.router.submit_to(origin, events).await {
         Ok(outcome) => (
             StatusCode::ACCEPTED,
             Json(json!({

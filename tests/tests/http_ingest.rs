@@ -316,3 +316,63 @@ async fn malformed_input_gets_the_documented_status_and_reason() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_come_from_source_mapping_then_extension_then_header() {
+    let config = format!(
+        "tenants:\n  acme: {{}}\n  globex: {{}}\n\
+tenancy:\n  sources:\n    - {{ prefix: /clusters/acme/, tenant: acme }}\n  header: x-weir-tenant\n\
+filters:\n{}{}{}\
+sinks:\n  out: {{ type: file, path: out.jsonl }}\n\
+routes:\n  - name: main\n    filters: [s-default]\n    tenants:\n      acme: {{ filters: [s-acme] }}\n      globex: {{ filters: [s-globex] }}\n    to: [out]\n",
+        filter_yaml("s-default", wasm::STAMP, "{ stamp: d }"),
+        filter_yaml("s-acme", wasm::STAMP, "{ stamp: a }"),
+        filter_yaml("s-globex", wasm::STAMP, "{ stamp: g }"),
+    );
+    let weir = Weir::start(&config);
+    let url = format!("{}/v1/events", weir.url);
+    let mut mapped = event("mapped", "t", json!({"tenant": "globex"}));
+    mapped["source"] = json!("/clusters/acme/ns/default");
+    let batch = json!([
+        mapped,
+        event("extension", "t", json!({"tenant": "globex"})),
+        event("unknown", "t", json!({"tenant": "initech"})),
+    ]);
+    let (status, _) = post(
+        &url,
+        &[("content-type", "application/cloudevents-batch+json")],
+        batch.to_string(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (status, _) = post(
+        &url,
+        &[
+            ("content-type", "application/cloudevents+json"),
+            ("x-weir-tenant", "acme"),
+        ],
+        event("header", "t", json!({})).to_string(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let stamps: std::collections::BTreeMap<String, String> = weir
+        .jsonl("out.jsonl")
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_owned(),
+                e["stamps"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stamps["mapped"], "a",
+        "the source mapping wins over the extension"
+    );
+    assert_eq!(stamps["extension"], "g");
+    assert_eq!(
+        stamps["unknown"], "d",
+        "unknown tenants fall back to default"
+    );
+    assert_eq!(stamps["header"], "a");
+}
