@@ -254,6 +254,10 @@ pub struct RouteConfig {
     /// Source kinds feeding the route (`http`).
     #[serde(default = "default_from")]
     pub from: Vec<String>,
+    /// Conditions an event must meet to enter the route (Knative trigger filter dialects,
+    /// ANDed; evaluated natively before any filter runs). Empty: every event.
+    #[serde(default)]
+    pub when: Vec<crate::cesql::Dialect>,
     /// The default filter chain, run in order.
     #[serde(default)]
     pub filters: Vec<String>,
@@ -385,6 +389,7 @@ impl Config {
         config.routes.push(RouteConfig {
             name: "default".into(),
             from: default_from(),
+            when: Vec::new(),
             filters: vec!["scope-inject".into(), "severity".into(), "redact".into()],
             tenants: BTreeMap::new(),
             to: vec!["file".into(), "tail".into()],
@@ -558,6 +563,13 @@ impl Config {
                         ),
                     ));
                 }
+            }
+            if let Err((j, e)) = crate::cesql::Condition::compile(&route.when) {
+                let needle = match &route.when[j] {
+                    crate::cesql::Dialect::Cesql(src) => src.as_str(),
+                    _ => "when",
+                };
+                return Err(err(format!("routes[{i}].when[{j}]"), needle, e.to_string()));
             }
             if route.batch.max_events == 0 || route.batch.max_bytes < 1024 {
                 return Err(err(

@@ -6,6 +6,7 @@
 //! [`runtime`] (the wasm filter runtime), [`sinks`], [`config`], [`metrics`].
 
 pub mod admin;
+pub mod cesql;
 pub mod cloudevents;
 pub mod config;
 pub mod event;

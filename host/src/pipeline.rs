@@ -2,6 +2,7 @@
 //! tenant's filter chain over them in packed batches, applies the verdicts, and writes the
 //! survivors to the route's sinks before acknowledging the source.
 
+use crate::cesql::Condition;
 use crate::config::{BatchConfig, Config, FailurePolicy};
 use crate::event::Event;
 use crate::metrics::Metrics;
@@ -67,6 +68,8 @@ pub struct Outcome {
     pub dropped: u64,
     /// Written to the dead-letter sink.
     pub dead_lettered: u64,
+    /// Not taken by the route: its `when` condition did not match.
+    pub skipped: u64,
 }
 
 impl Outcome {
@@ -75,6 +78,7 @@ impl Outcome {
         self.routed += other.routed;
         self.dropped += other.dropped;
         self.dead_lettered += other.dead_lettered;
+        self.skipped += other.skipped;
     }
 }
 
@@ -107,6 +111,7 @@ enum Msg {
 struct RouteSpec {
     name: Arc<str>,
     from: Vec<String>,
+    when: Condition,
     default_chain: Vec<String>,
     to: Vec<String>,
     dead_letter: String,
@@ -191,19 +196,29 @@ impl Router {
         let routes = config
             .routes
             .iter()
-            .map(|rc| RouteHandle {
-                spec: Arc::new(RouteSpec {
-                    name: Arc::from(rc.name.as_str()),
-                    from: rc.from.clone(),
-                    default_chain: rc.filters.clone(),
-                    to: rc.to.clone(),
-                    dead_letter: rc.dead_letter.clone(),
-                    policy: rc.on_failure,
-                    batch: rc.batch,
-                }),
-                lanes: Default::default(),
+            .map(|rc| -> Result<RouteHandle, RouterError> {
+                Ok(RouteHandle {
+                    spec: Arc::new(RouteSpec {
+                        name: Arc::from(rc.name.as_str()),
+                        from: rc.from.clone(),
+                        // Validated with the configuration; an invalid one cannot get here.
+                        when: Condition::compile(&rc.when).map_err(|(j, e)| {
+                            RouterError::Filter {
+                                name: format!("routes.{}.when[{j}]", rc.name),
+                                path: "configuration".into(),
+                                reason: e.to_string(),
+                            }
+                        })?,
+                        default_chain: rc.filters.clone(),
+                        to: rc.to.clone(),
+                        dead_letter: rc.dead_letter.clone(),
+                        policy: rc.on_failure,
+                        batch: rc.batch,
+                    }),
+                    lanes: Default::default(),
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             routes,
             shared,
@@ -488,6 +503,23 @@ impl RouteWorker {
 
     fn process_jobs(&mut self, mut jobs: Vec<Job>) {
         self.follow_tenant_changes();
+        let mut outcomes = vec![Outcome::default(); jobs.len()];
+        if !self.spec.when.is_empty() {
+            let mut skipped_total = 0;
+            for (job, outcome) in jobs.iter_mut().zip(outcomes.iter_mut()) {
+                let before = job.events.len();
+                job.events.retain(|e| self.spec.when.matches(e));
+                outcome.skipped = (before - job.events.len()) as u64;
+                skipped_total += outcome.skipped;
+            }
+            if skipped_total > 0 {
+                self.shared
+                    .metrics
+                    .route_events
+                    .with_label_values(&[&*self.name, "unmatched"])
+                    .inc_by(skipped_total);
+            }
+        }
         // One filter context per (tenant, caller): jobs of the same caller (or anonymous
         // jobs of the same source) share batches.
         let callers: Vec<usize> = (0..jobs.len())
@@ -516,7 +548,6 @@ impl RouteWorker {
                 }
             }
         }
-        let mut outcomes = vec![Outcome::default(); jobs.len()];
         let mut failures: Vec<Option<String>> = vec![None; jobs.len()];
         for ((tenant, caller), items) in groups {
             let job = &jobs[caller];

@@ -169,6 +169,7 @@ async fn ingest(state: Arc<AppState>, route: Option<String>, request: Request) -
                 "routed": outcome.routed,
                 "dropped": outcome.dropped,
                 "dead_lettered": outcome.dead_lettered,
+                "skipped": outcome.skipped,
             })),
         )
             .into_response(),

@@ -29,6 +29,11 @@ fn config_errors_name_file_line_and_field_and_nothing_starts() {
             ":1:",
             "field `listen`",
         ),
+        (
+            "routes:\n  - name: main\n    when:\n      - cesql: \"type LIKE severity\"\n    to: [tail]\n",
+            ":4",
+            "field `routes[0].when[0]`: CESQL syntax error at column 11: LIKE needs a string literal pattern",
+        ),
     ];
     for (i, (yaml, location, message)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad{i}.yaml"));

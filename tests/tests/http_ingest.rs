@@ -376,3 +376,58 @@ routes:\n  - name: main\n    filters: [s-default]\n    tenants:\n      acme: {{ 
     );
     assert_eq!(stamps["header"], "a");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn route_conditions_select_events_natively_before_any_filter() {
+    let config = [
+        "sinks:",
+        "  warn-out: { type: file, path: warn.jsonl }",
+        "  k8s-out: { type: file, path: k8s.jsonl }",
+        "routes:",
+        "  - name: warnings",
+        "    when:",
+        "      - cesql: \"severity IN ('warning', 'error') AND NOT (source LIKE '/test/%')\"",
+        "    to: [warn-out]",
+        "  - name: kube",
+        "    when:",
+        "      - prefix: { type: io.k8s. }",
+        "      - not: { exact: { reason: Pulled } }",
+        "    to: [k8s-out]",
+    ]
+    .join("\n");
+    let weir = Weir::start(&config);
+    let mut k8s_warning = event(
+        "k1",
+        "io.k8s.event",
+        json!({"severity": "warning", "reason": "BackOff"}),
+    );
+    k8s_warning["source"] = json!("/clusters/a");
+    let mut pulled = event("k2", "io.k8s.event", json!({"reason": "Pulled"}));
+    pulled["source"] = json!("/clusters/a");
+    let mut app_error = event("a1", "com.example.app", json!({"severity": "error"}));
+    app_error["source"] = json!("/apps/shop");
+    let mut test_error = event("t1", "com.example.app", json!({"severity": "error"}));
+    test_error["source"] = json!("/test/x");
+    let batch = json!([k8s_warning, pulled, app_error, test_error]);
+    let (status, answer) = post(
+        &format!("{}/v1/events", weir.url),
+        &[("content-type", "application/cloudevents-batch+json")],
+        batch.to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    // 4 events x 2 routes: warnings takes k1 and a1, kube takes k1.
+    assert_eq!(
+        (answer["delivered"].as_u64(), answer["skipped"].as_u64()),
+        (Some(3), Some(5)),
+        "{answer}"
+    );
+    let ids = |file: &str| -> Vec<String> {
+        weir.jsonl(file)
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids("warn.jsonl"), ["k1", "a1"]);
+    assert_eq!(ids("k8s.jsonl"), ["k1"]);
+}
