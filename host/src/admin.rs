@@ -7,8 +7,9 @@ use crate::registry::{FilterRecord, RegistryError, Upload};
 use crate::runtime::{apply_verdicts, wit, Decision};
 use crate::server::AppState;
 use crate::tenants::{TenantDirectory, TenantSettings};
+use crate::tls::PeerIdentity;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -39,9 +40,18 @@ impl Role {
     }
 }
 
-/// The accepted tokens, by the hex SHA-256 of the token.
+/// The accepted credentials: bearer tokens (by the hex SHA-256 of the token) and client
+/// certificate common names.
 pub struct Tokens {
     by_hash: HashMap<String, (String, Role)>,
+    by_cert: HashMap<String, Role>,
+}
+
+fn parse_role(role: &str) -> Role {
+    match role.strip_prefix("tenant:") {
+        Some(tenant) => Role::Tenant(tenant.to_owned()),
+        None => Role::Admin,
+    }
 }
 
 /// The name of the token file written when no tokens are configured.
@@ -53,13 +63,17 @@ impl Tokens {
     pub fn from_config(admin: &AdminConfig, data_dir: &FsPath) -> std::io::Result<Self> {
         let mut by_hash = HashMap::new();
         for t in &admin.tokens {
-            let role = match t.role.strip_prefix("tenant:") {
-                Some(tenant) => Role::Tenant(tenant.to_owned()),
-                None => Role::Admin,
-            };
-            by_hash.insert(t.sha256.to_ascii_lowercase(), (t.name.clone(), role));
+            by_hash.insert(
+                t.sha256.to_ascii_lowercase(),
+                (t.name.clone(), parse_role(&t.role)),
+            );
         }
-        if by_hash.is_empty() {
+        let by_cert: HashMap<String, Role> = admin
+            .client_certs
+            .iter()
+            .map(|c| (c.common_name.clone(), parse_role(&c.role)))
+            .collect();
+        if by_hash.is_empty() && by_cert.is_empty() {
             let token = format!(
                 "{}{}",
                 uuid::Uuid::new_v4().simple(),
@@ -76,18 +90,28 @@ impl Tokens {
             tracing::info!(path = %path.display(), "no admin tokens configured: generated one");
             by_hash.insert(hash_token(&token), ("generated".into(), Role::Admin));
         }
-        Ok(Self { by_hash })
+        Ok(Self { by_hash, by_cert })
     }
 
-    /// The caller's name and role, or why the caller is not authenticated.
-    fn check(&self, headers: &HeaderMap) -> Result<(String, Role), &'static str> {
+    /// The caller's name and role, or why the caller is not authenticated: a bearer
+    /// token, else a verified client certificate whose CN is mapped to a role.
+    fn check(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<&PeerIdentity>,
+    ) -> Result<(String, Role), &'static str> {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         let Some(token) = presented else {
-            return Err("send `Authorization: Bearer <token>`");
+            let cn = peer.and_then(|p| p.common_name.as_deref());
+            return match cn.and_then(|cn| self.by_cert.get(cn).map(|r| (cn, r))) {
+                Some((cn, role)) => Ok((format!("cert:{cn}"), role.clone())),
+                None if cn.is_some() => Err("the client certificate is not mapped to a role"),
+                None => Err("send `Authorization: Bearer <token>` or a client certificate"),
+            };
         };
         self.by_hash
             .get(&hash_token(token))
@@ -167,8 +191,12 @@ fn describe(state: &AppState, name: &str, record: &FilterRecord) -> Value {
     })
 }
 
-async fn list_filters(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let (_, role) = match state.tokens.check(&headers) {
+async fn list_filters(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    peer: Option<Extension<PeerIdentity>>,
+) -> Response {
+    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
         Ok(who) => who,
         Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
     };
@@ -186,8 +214,9 @@ async fn get_filter(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
+    peer: Option<Extension<PeerIdentity>>,
 ) -> Response {
-    let (_, role) = match state.tokens.check(&headers) {
+    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
         Ok(who) => who,
         Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
     };
@@ -227,7 +256,10 @@ async fn put_filter(
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
     };
-    let (caller, role) = match state.tokens.check(&parts.headers) {
+    let (caller, role) = match state
+        .tokens
+        .check(&parts.headers, parts.extensions.get::<PeerIdentity>())
+    {
         Ok(who) => who,
         Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
     };
@@ -276,8 +308,9 @@ async fn delete_filter(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
+    peer: Option<Extension<PeerIdentity>>,
 ) -> Response {
-    let (_, role) = match state.tokens.check(&headers) {
+    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
         Ok(who) => who,
         Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
     };
@@ -313,9 +346,10 @@ async fn rollback(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
+    peer: Option<Extension<PeerIdentity>>,
     body: Bytes,
 ) -> Response {
-    let (_, role) = match state.tokens.check(&headers) {
+    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
         Ok(who) => who,
         Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
     };
@@ -354,9 +388,10 @@ async fn dry_run(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
+    peer: Option<Extension<PeerIdentity>>,
     body: Bytes,
 ) -> Response {
-    let (_, role) = match state.tokens.check(&headers) {
+    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
         Ok(who) => who,
         Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
     };
@@ -438,8 +473,12 @@ fn may_see_tenant(role: &Role, tenant: &str) -> bool {
     }
 }
 
-async fn list_tenants(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let (_, role) = match state.tokens.check(&headers) {
+async fn list_tenants(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    peer: Option<Extension<PeerIdentity>>,
+) -> Response {
+    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
         Ok(who) => who,
         Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
     };
@@ -457,8 +496,9 @@ async fn get_tenant(
     State(state): State<Arc<AppState>>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
+    peer: Option<Extension<PeerIdentity>>,
 ) -> Response {
-    let (_, role) = match state.tokens.check(&headers) {
+    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
         Ok(who) => who,
         Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
     };
@@ -493,9 +533,10 @@ async fn put_tenant(
     State(state): State<Arc<AppState>>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
+    peer: Option<Extension<PeerIdentity>>,
     body: Bytes,
 ) -> Response {
-    let (caller, role) = match state.tokens.check(&headers) {
+    let (caller, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
         Ok(who) => who,
         Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
     };
@@ -602,8 +643,9 @@ async fn delete_tenant(
     State(state): State<Arc<AppState>>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
+    peer: Option<Extension<PeerIdentity>>,
 ) -> Response {
-    let (_, role) = match state.tokens.check(&headers) {
+    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
         Ok(who) => who,
         Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
     };

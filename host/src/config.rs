@@ -81,6 +81,26 @@ pub struct AdminConfig {
     /// The largest component accepted, in bytes.
     #[serde(default = "default_max_component_bytes")]
     pub max_component_bytes: usize,
+    /// Serve the admin API on its own listener (and not on the ingest listener).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// TLS for the admin listener (needs `listen`); with `client_ca`, client
+    /// certificates authenticate callers.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// Client certificate common names and their roles (needs `tls.client_ca`).
+    #[serde(default)]
+    pub client_certs: Vec<ClientCertRole>,
+}
+
+/// A client certificate subject and its role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertRole {
+    /// The certificate's subject CN.
+    pub common_name: String,
+    /// `admin` or `tenant:<id>`.
+    pub role: String,
 }
 
 impl Default for AdminConfig {
@@ -88,6 +108,9 @@ impl Default for AdminConfig {
         Self {
             tokens: Vec::new(),
             max_component_bytes: default_max_component_bytes(),
+            listen: None,
+            tls: None,
+            client_certs: Vec::new(),
         }
     }
 }
@@ -602,6 +625,43 @@ impl Config {
                     format!("tenancy.sources[{i}].tenant"),
                     &m.tenant,
                     format!("unknown tenant `{}`", m.tenant),
+                ));
+            }
+        }
+        if self.admin.tls.is_some() && self.admin.listen.is_none() {
+            return Err(err(
+                "admin.tls".into(),
+                "tls",
+                "TLS is for the admin API's own listener: set admin.listen too".into(),
+            ));
+        }
+        let has_client_ca = self
+            .admin
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_some());
+        if !self.admin.client_certs.is_empty() && !has_client_ca {
+            return Err(err(
+                "admin.client_certs".into(),
+                "client_certs",
+                "client certificates need admin.tls.client_ca to verify them".into(),
+            ));
+        }
+        let role_ok = |role: &str| {
+            role == "admin"
+                || role
+                    .strip_prefix("tenant:")
+                    .is_some_and(|t| self.tenants.contains_key(t))
+        };
+        for (i, c) in self.admin.client_certs.iter().enumerate() {
+            if !role_ok(&c.role) {
+                return Err(err(
+                    format!("admin.client_certs[{i}].role"),
+                    &c.role,
+                    format!(
+                        "role `{}` must be `admin` or `tenant:<configured tenant>`",
+                        c.role
+                    ),
                 ));
             }
         }

@@ -18,3 +18,4 @@ pub mod serve;
 pub mod server;
 pub mod sinks;
 pub mod tenants;
+pub mod tls;

@@ -91,6 +91,8 @@ fn open_registry(
 pub struct Running {
     /// The address the HTTP listener is bound to.
     pub addr: SocketAddr,
+    /// The admin API's own listener, when configured.
+    pub admin_addr: Option<SocketAddr>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -195,6 +197,44 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         ready: Default::default(),
     });
     let (stop, stopped) = oneshot::channel::<()>();
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let shutdown_signal = move || {
+        let mut rx = shutdown_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    // The admin API on its own listener (TLS with client certificates when configured).
+    let (admin_addr, admin_task) = match config.admin.listen {
+        Some(admin_listen) => {
+            let admin_listener =
+                tokio::net::TcpListener::bind(admin_listen)
+                    .await
+                    .map_err(|source| ServeError::Bind {
+                        addr: admin_listen,
+                        source,
+                    })?;
+            let admin_addr = admin_listener
+                .local_addr()
+                .map_err(|source| ServeError::Bind {
+                    addr: admin_listen,
+                    source,
+                })?;
+            let app = crate::server::admin_app(app_state.clone());
+            let done = shutdown_signal();
+            let task = match &config.admin.tls {
+                Some(tls) => {
+                    let tls = crate::tls::server_config(tls)
+                        .map_err(|e| ServeError::State(e.to_string()))?;
+                    tokio::spawn(crate::tls::serve_tls(admin_listener, tls, app, done))
+                }
+                None => tokio::spawn(serve(admin_listener, app, done)),
+            };
+            (Some(admin_addr), Some(task))
+        }
+        None => (None, None),
+    };
+    let main_app = crate::server::app(app_state.clone(), config.admin.listen.is_none());
     let ticker_state = app_state.clone();
     let ticker = tokio::spawn(async move {
         let mut interval = tokio::time::interval(TICK_INTERVAL);
@@ -204,15 +244,21 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
     });
     let serving = app_state.clone();
+    let main_done = shutdown_signal();
     let task = tokio::spawn(async move {
         serving.ready.store(true, Ordering::Relaxed);
         let shutdown_state = serving.clone();
-        let result = serve(listener, serving, async move {
+        drop(serving);
+        tokio::spawn(async move {
             let _ = stopped.await;
             shutdown_state.ready.store(false, Ordering::Relaxed);
             tracing::info!("shutting down: no new requests, draining routes");
-        })
-        .await;
+            let _ = shutdown_tx.send(true);
+        });
+        let result = serve(listener, main_app, main_done).await;
+        if let Some(admin) = admin_task {
+            let _ = admin.await;
+        }
         ticker.abort();
         let _ = ticker.await;
         // Every handler has finished: this is the last reference, so the routes can be
@@ -228,6 +274,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         tracing::info!("stopped");
         result
     });
-    tracing::info!(%addr, "weir is serving");
-    Ok(Running { addr, stop, task })
+    tracing::info!(%addr, admin = ?admin_addr, "weir is serving");
+    Ok(Running {
+        addr,
+        admin_addr,
+        stop,
+        task,
+    })
 }

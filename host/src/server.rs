@@ -50,25 +50,37 @@ pub struct AppState {
 }
 
 /// The HTTP application.
-pub fn app(state: Arc<AppState>) -> axum::Router {
-    axum::Router::new()
+/// The HTTP application; with `with_admin`, the admin API is on it too.
+pub fn app(state: Arc<AppState>, with_admin: bool) -> axum::Router {
+    let app = axum::Router::new()
         .route("/v1/events", post(ingest_all))
         .route("/v1/routes/{route}/events", post(ingest_route))
         .route("/v1/tail", get(tail))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(crate::admin::routes())
+        .route("/metrics", get(metrics));
+    let app = if with_admin {
+        app.merge(crate::admin::routes())
+    } else {
+        app
+    };
+    app.with_state(state)
+}
+
+/// The admin API alone, for its own listener.
+pub fn admin_app(state: Arc<AppState>) -> axum::Router {
+    crate::admin::routes()
+        .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
 }
 
 /// Serves until `shutdown` completes, then stops accepting and finishes open requests.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<AppState>,
+    app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -135,8 +135,13 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    let admin_tls = config.admin.tls.is_some();
     runtime()?.block_on(async move {
         let running = weir::serve::start(config).await?;
+        if let Some(admin) = running.admin_addr {
+            let scheme = if admin_tls { "https" } else { "http" };
+            eprintln!("weir admin listening on {scheme}://{admin}");
+        }
         eprintln!("weir listening on http://{}", running.addr);
         let (stop, task) = running.into_parts();
         tokio::spawn(async move {

@@ -30,7 +30,9 @@ pub fn root() -> PathBuf {
         .to_owned()
 }
 
-/// The `weir` binary of this build (built on first use if the test runner did not).
+/// The `weir` binary of this build. The workspace test build (`scripts/test`) produces
+/// it with the same features as these tests (host/tests makes cargo build it); when it is
+/// missing (e.g. `cargo test -p weir-tests` alone), it is built here.
 pub fn weir_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -38,6 +40,9 @@ pub fn weir_bin() -> PathBuf {
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
         let bin = profile_dir.join("weir");
+        if bin.exists() {
+            return bin;
+        }
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(root())
             .args(["build", "--quiet", "-p", "weir", "--bin", "weir"])
@@ -124,6 +129,14 @@ impl Weir {
     /// Lines of a JSON-lines file in the data directory (empty when missing).
     pub fn jsonl(&self, file: &str) -> Vec<Value> {
         read_jsonl(&self.data(file))
+    }
+
+    /// The admin listener's URL, when the router has a separate one.
+    pub fn admin_url(&self) -> Option<String> {
+        self.logs.lock().unwrap().iter().find_map(|l| {
+            l.strip_prefix("weir admin listening on ")
+                .map(|u| u.trim().to_owned())
+        })
     }
 
     /// Whether the process is still running.

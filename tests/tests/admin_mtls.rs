@@ -1,0 +1,159 @@
+//! The admin API on its own TLS listener: client certificates (generated with rcgen)
+//! mapped to roles, bearer tokens still accepted, untrusted certificates refused, and the
+//! ingest listener no longer serving admin paths.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use rcgen::{CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair};
+
+struct Pki {
+    ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Pki {
+            ca_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// (certificate PEM, key PEM)
+    fn issue(&self, cn: &str, sans: &[&str]) -> (String, String) {
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        dn.push(DnType::OrganizationName, "weir-tests");
+        params.distinguished_name = dn;
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn client(ca_pem: &str, identity: Option<&(String, String)>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap());
+    if let Some((cert, key)) = identity {
+        b = b.identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_certificates_map_to_roles_on_a_separate_tls_admin_listener() {
+    let pki = Pki::new("weir test CA");
+    let other = Pki::new("someone else's CA");
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (server_cert, server_key) = pki.issue("weir", &["localhost", "127.0.0.1"]);
+    let ca = write("ca.pem", &pki.ca_pem);
+    let cert = write("server.pem", &server_cert);
+    let key = write("server.key", &server_key);
+    let token = "bearer-still-works";
+    let config = [
+        "tenants:".to_owned(),
+        "  acme: {}".to_owned(),
+        "admin:".to_owned(),
+        "  listen: 127.0.0.1:0".to_owned(),
+        format!("  tls: {{ cert: {cert}, key: {key}, client_ca: {ca} }}"),
+        "  client_certs:".to_owned(),
+        "    - { common_name: ops, role: admin }".to_owned(),
+        "    - { common_name: acme-ci, role: \"tenant:acme\" }".to_owned(),
+        "  tokens:".to_owned(),
+        format!(
+            "    - {{ name: ci, sha256: {}, role: admin }}",
+            weir::admin::hash_token(token)
+        ),
+        "filters:".to_owned(),
+        format!(
+            "  stamp: {{ path: {}, config: {{ stamp: v1 }} }}",
+            wasm::STAMP
+        ),
+        "routes:".to_owned(),
+        "  - { name: main, filters: [stamp], to: [tail] }".to_owned(),
+    ]
+    .join("\n");
+    let weir = Weir::start_in(dir, &config);
+    let admin = weir.admin_url().expect("admin listener announced");
+    assert!(admin.starts_with("https://"), "{admin}");
+    let admin = admin.replace("127.0.0.1", "localhost");
+
+    let ops = pki.issue("ops", &[]);
+    let acme = pki.issue("acme-ci", &[]);
+    let stranger = pki.issue("stranger", &[]);
+    let forged = other.issue("ops", &[]);
+
+    // The ingest listener no longer serves the admin API.
+    let resp = reqwest::get(format!("{}/v1/filters", weir.url))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+
+    let get = |c: reqwest::Client, path: &str| {
+        let url = format!("{admin}{path}");
+        async move { c.get(url).send().await }
+    };
+    let resp = get(client(&pki.ca_pem, Some(&ops)), "/v1/filters")
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["filters"][0]["name"], "stamp");
+
+    let resp = get(client(&pki.ca_pem, Some(&acme)), "/v1/filters/stamp")
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        403,
+        "acme's certificate is a tenant role"
+    );
+    let resp = client(&pki.ca_pem, Some(&acme))
+        .put(format!("{admin}/v1/filters/acme-stamp"))
+        .header("x-weir-filter-config", r#"{"stamp":"a"}"#)
+        .body(std::fs::read(wasm::STAMP).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+
+    let resp = get(client(&pki.ca_pem, Some(&stranger)), "/v1/filters")
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        401,
+        "a verified but unmapped certificate has no role"
+    );
+    let resp = get(client(&pki.ca_pem, None), "/v1/filters").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = client(&pki.ca_pem, None)
+        .get(format!("{admin}/v1/filters"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "tokens work over TLS too");
+
+    let forged = get(client(&pki.ca_pem, Some(&forged)), "/v1/filters").await;
+    assert!(
+        forged.is_err(),
+        "a certificate from another CA fails the handshake"
+    );
+}
