@@ -207,6 +207,10 @@ pub struct Limits {
     /// The most key-value state the tenant may hold, in MiB.
     #[serde(default = "default_state_mb")]
     pub state_mb: u64,
+    /// The most events per second the tenant may submit (0: unlimited); a request over
+    /// it is refused whole with `429` and `Retry-After`.
+    #[serde(default)]
+    pub events_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -216,6 +220,7 @@ impl Default for Limits {
             memory_mb: default_memory_mb(),
             output_mb: default_output_mb(),
             state_mb: default_state_mb(),
+            events_per_sec: 0,
         }
     }
 }

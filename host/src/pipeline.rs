@@ -38,6 +38,18 @@ pub enum RouterError {
     /// A sink could not be opened.
     #[error(transparent)]
     Sink(#[from] crate::sinks::SinkError),
+    /// The tenant is over its events-per-second limit; nothing was taken.
+    #[error(
+        "tenant `{tenant}` is over its limit of {limit} events/s; retry in {retry_after_secs} s"
+    )]
+    RateLimited {
+        /// The tenant.
+        tenant: String,
+        /// Its limit.
+        limit: u32,
+        /// When to retry.
+        retry_after_secs: u64,
+    },
     /// No route of that name is fed by the source.
     #[error("no route `{0}` takes events from this source")]
     UnknownRoute(String),
@@ -127,10 +139,17 @@ struct RouteHandle {
     lanes: std::sync::Mutex<HashMap<String, mpsc::Sender<Msg>>>,
 }
 
+/// A tenant's ingest token bucket: tokens and when it was last refilled.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
 /// The running routes.
 pub struct Router {
     routes: Vec<RouteHandle>,
     shared: Arc<Shared>,
+    buckets: std::sync::Mutex<HashMap<String, Bucket>>,
     workers: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
@@ -222,6 +241,7 @@ impl Router {
         Ok(Self {
             routes,
             shared,
+            buckets: Default::default(),
             workers: Default::default(),
         })
     }
@@ -332,6 +352,7 @@ impl Router {
                 }
             }
         }
+        self.admit(&by_tenant)?;
         let mut waits = Vec::new();
         for (i, route) in targets.iter().enumerate() {
             let last_route = i + 1 == targets.len();
@@ -363,6 +384,45 @@ impl Router {
             total.add(&outcome);
         }
         Ok(total)
+    }
+
+    /// Takes each tenant's events from its events-per-second bucket (a burst of one
+    /// second's worth), or refuses the whole submission without taking anything.
+    fn admit(&self, by_tenant: &[(String, Vec<Event>)]) -> Result<(), RouterError> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let mut wanted = Vec::new();
+        for (tenant, events) in by_tenant {
+            let limit = self.shared.tenants.limits(tenant).events_per_sec;
+            if limit == 0 {
+                continue;
+            }
+            let rate = f64::from(limit);
+            let bucket = buckets.entry(tenant.clone()).or_insert(Bucket {
+                tokens: rate,
+                at: now,
+            });
+            bucket.tokens =
+                (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(rate);
+            bucket.at = now;
+            let n = events.len() as f64;
+            if n > bucket.tokens {
+                let retry_after_secs =
+                    ((n.min(rate) - bucket.tokens) / rate).ceil().max(1.0) as u64;
+                return Err(RouterError::RateLimited {
+                    tenant: tenant.clone(),
+                    limit,
+                    retry_after_secs,
+                });
+            }
+            wanted.push((tenant.clone(), n));
+        }
+        for (tenant, n) in wanted {
+            if let Some(b) = buckets.get_mut(&tenant) {
+                b.tokens -= n;
+            }
+        }
+        Ok(())
     }
 
     /// Asks every lane to run its filters' `tick`.

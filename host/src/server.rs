@@ -185,6 +185,27 @@ async fn ingest(state: Arc<AppState>, route: Option<String>, request: Request) -
             })),
         )
             .into_response(),
+        Err(e @ RouterError::RateLimited { .. }) => {
+            let retry = match &e {
+                RouterError::RateLimited {
+                    retry_after_secs, ..
+                } => *retry_after_secs,
+                _ => 1,
+            };
+            state
+                .metrics
+                .rejected
+                .with_label_values(&["http", "rate_limited"])
+                .inc();
+            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string());
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(retry));
+            response
+        }
+        Err(e @ RouterError::UnknownRoute(_)) => {
+            error(StatusCode::NOT_FOUND, "unknown_route", e.to_string())
+        }
         Err(e @ RouterError::Stopped(_)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

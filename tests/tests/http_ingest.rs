@@ -431,3 +431,52 @@ async fn route_conditions_select_events_natively_before_any_filter() {
     assert_eq!(ids("warn.jsonl"), ["k1", "a1"]);
     assert_eq!(ids("k8s.jsonl"), ["k1"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_over_its_events_per_second_limit_gets_429_and_others_do_not() {
+    let config = "tenants:\n  small:\n    limits: { events_per_sec: 5 }\n  big: {}\n\
+sinks:\n  out: { type: file, path: out.jsonl }\nroutes:\n  - { name: main, to: [out] }\n";
+    let weir = Weir::start(config);
+    let url = format!("{}/v1/events", weir.url);
+    let batch = |tenant: &str, n: usize, tag: &str| {
+        json!((0..n)
+            .map(|i| event(&format!("{tag}{i}"), "t", json!({"tenant": tenant})))
+            .collect::<Vec<_>>())
+        .to_string()
+    };
+    let headers = [("content-type", "application/cloudevents-batch+json")];
+    let (status, answer) = post(&url, &headers, batch("small", 5, "a")).await;
+    assert_eq!(status, 202, "{answer}");
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(&url)
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(batch("small", 3, "b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert!(resp.headers().get("retry-after").is_some());
+    let answer: Value = resp.json().await.unwrap();
+    assert!(
+        answer["reason"].as_str().unwrap().contains("5 events/s"),
+        "{answer}"
+    );
+    let (status, _) = post(&url, &headers, batch("big", 50, "c")).await;
+    assert_eq!(status, 202, "other tenants are not limited");
+    assert_eq!(
+        weir.jsonl("out.jsonl").len(),
+        55,
+        "the refused request took nothing"
+    );
+    let (status, answer) = post(
+        &format!("{}/v1/routes/nope/events", weir.url),
+        &headers,
+        batch("big", 1, "d"),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (404, Some("unknown_route"))
+    );
+}
