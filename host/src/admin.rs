@@ -9,7 +9,7 @@ use crate::server::AppState;
 use crate::tenants::{TenantDirectory, TenantSettings};
 use crate::tls::PeerIdentity;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -146,6 +146,34 @@ fn forbidden(name: &str) -> Response {
     )
 }
 
+/// An authenticated admin caller: its name and role (the extractor answers `401`).
+pub struct Caller(pub String, pub Role);
+
+impl axum::extract::FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Response> {
+        state
+            .tokens
+            .check(&parts.headers, parts.extensions.get::<PeerIdentity>())
+            .map(|(name, role)| Caller(name, role))
+            .map_err(|reason| error(StatusCode::UNAUTHORIZED, "unauthenticated", reason))
+    }
+}
+
+/// The answer refusing `role` access to an existing filter: `404` when there is none,
+/// `403` when it belongs to another tenant.
+fn refuse_filter(state: &AppState, role: &Role, name: &str) -> Option<Response> {
+    match state.registry.record(name) {
+        Some(r) if !role.may_touch(&r) => Some(forbidden(name)),
+        None => Some(registry_error(&RegistryError::NotFound(name.to_owned()))),
+        Some(_) => None,
+    }
+}
+
 /// The admin routes.
 pub fn routes() -> axum::Router<Arc<AppState>> {
     axum::Router::new()
@@ -191,15 +219,7 @@ fn describe(state: &AppState, name: &str, record: &FilterRecord) -> Value {
     })
 }
 
-async fn list_filters(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerIdentity>>,
-) -> Response {
-    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
-        Ok(who) => who,
-        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
-    };
+async fn list_filters(State(state): State<Arc<AppState>>, Caller(_, role): Caller) -> Response {
     let filters: Vec<Value> = state
         .registry
         .list()
@@ -213,13 +233,8 @@ async fn list_filters(
 async fn get_filter(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerIdentity>>,
+    Caller(_, role): Caller,
 ) -> Response {
-    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
-        Ok(who) => who,
-        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
-    };
     match state.registry.record(&name) {
         Some(r) if role.may_touch(&r) => Json(describe(&state, &name, &r)).into_response(),
         Some(_) => forbidden(&name),
@@ -307,17 +322,10 @@ async fn put_filter(
 async fn delete_filter(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerIdentity>>,
+    Caller(_, role): Caller,
 ) -> Response {
-    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
-        Ok(who) => who,
-        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
-    };
-    match state.registry.record(&name) {
-        Some(r) if !role.may_touch(&r) => return forbidden(&name),
-        None => return registry_error(&RegistryError::NotFound(name)),
-        Some(_) => {}
+    if let Some(refusal) = refuse_filter(&state, &role, &name) {
+        return refusal;
     }
     let users = used_by(&state.routes, &state.tenants, &name);
     if !users.is_empty() {
@@ -345,18 +353,11 @@ struct RollbackBody {
 async fn rollback(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerIdentity>>,
+    Caller(_, role): Caller,
     body: Bytes,
 ) -> Response {
-    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
-        Ok(who) => who,
-        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
-    };
-    match state.registry.record(&name) {
-        Some(r) if !role.may_touch(&r) => return forbidden(&name),
-        None => return registry_error(&RegistryError::NotFound(name)),
-        Some(_) => {}
+    if let Some(refusal) = refuse_filter(&state, &role, &name) {
+        return refusal;
     }
     let wanted: RollbackBody = if body.iter().all(u8::is_ascii_whitespace) {
         RollbackBody::default()
@@ -387,18 +388,11 @@ async fn rollback(
 async fn dry_run(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerIdentity>>,
+    Caller(_, role): Caller,
     body: Bytes,
 ) -> Response {
-    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
-        Ok(who) => who,
-        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
-    };
-    match state.registry.record(&name) {
-        Some(r) if !role.may_touch(&r) => return forbidden(&name),
-        None => return registry_error(&RegistryError::NotFound(name)),
-        Some(_) => {}
+    if let Some(refusal) = refuse_filter(&state, &role, &name) {
+        return refusal;
     }
     let Some(active) = state.registry.active(&name) else {
         return error(
@@ -473,15 +467,7 @@ fn may_see_tenant(role: &Role, tenant: &str) -> bool {
     }
 }
 
-async fn list_tenants(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerIdentity>>,
-) -> Response {
-    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
-        Ok(who) => who,
-        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
-    };
+async fn list_tenants(State(state): State<Arc<AppState>>, Caller(_, role): Caller) -> Response {
     let tenants: serde_json::Map<String, Value> = state
         .tenants
         .all()
@@ -495,13 +481,8 @@ async fn list_tenants(
 async fn get_tenant(
     State(state): State<Arc<AppState>>,
     Path(tenant): Path<String>,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerIdentity>>,
+    Caller(_, role): Caller,
 ) -> Response {
-    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
-        Ok(who) => who,
-        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
-    };
     if !may_see_tenant(&role, &tenant) {
         return error(
             StatusCode::FORBIDDEN,
@@ -532,14 +513,9 @@ struct TenantUpdate {
 async fn put_tenant(
     State(state): State<Arc<AppState>>,
     Path(tenant): Path<String>,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerIdentity>>,
+    Caller(caller, role): Caller,
     body: Bytes,
 ) -> Response {
-    let (caller, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
-        Ok(who) => who,
-        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
-    };
     if !may_see_tenant(&role, &tenant) {
         return error(
             StatusCode::FORBIDDEN,
@@ -642,13 +618,8 @@ async fn put_tenant(
 async fn delete_tenant(
     State(state): State<Arc<AppState>>,
     Path(tenant): Path<String>,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerIdentity>>,
+    Caller(_, role): Caller,
 ) -> Response {
-    let (_, role) = match state.tokens.check(&headers, peer.as_ref().map(|p| &p.0)) {
-        Ok(who) => who,
-        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
-    };
     if role != Role::Admin {
         return error(
             StatusCode::FORBIDDEN,
