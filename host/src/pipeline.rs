@@ -255,12 +255,11 @@ impl Router {
         let (tx, rx) = mpsc::channel(1024);
         let worker = RouteWorker {
             spec: route.spec.clone(),
-            name: route.spec.name.clone(),
             tenant: tenant.to_owned(),
             shared: self.shared.clone(),
             instances: HashMap::new(),
             writer: BatchWriter::new(),
-            seen_tenants: shared_generation(&self.shared),
+            seen_tenants: self.shared.tenants.generation(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("weir-{}-{tenant}", route.spec.name))
@@ -331,6 +330,7 @@ impl Router {
             principal,
             tenant_hint,
         } = origin;
+        let received = events.len() as u64;
         let targets: Vec<&RouteHandle> = self
             .routes
             .iter()
@@ -353,6 +353,11 @@ impl Router {
             }
         }
         self.admit(&by_tenant)?;
+        self.shared
+            .metrics
+            .received
+            .with_label_values(&[source_kind])
+            .inc_by(received);
         let mut waits = Vec::new();
         for (i, route) in targets.iter().enumerate() {
             let last_route = i + 1 == targets.len();
@@ -493,18 +498,13 @@ struct Results {
 /// One lane: a route's work for one tenant.
 struct RouteWorker {
     spec: Arc<RouteSpec>,
-    name: Arc<str>,
     tenant: String,
     shared: Arc<Shared>,
-    /// Live instances by (tenant, filter), with the version each runs.
-    instances: HashMap<(String, String), (u32, FilterInstance)>,
+    /// Live instances of this lane's tenant by filter name, with the version each runs.
+    instances: HashMap<String, (u32, FilterInstance)>,
     writer: BatchWriter,
     /// The tenant directory's generation the instances were built for.
     seen_tenants: u64,
-}
-
-fn shared_generation(shared: &Shared) -> u64 {
-    shared.tenants.generation()
 }
 
 impl RouteWorker {
@@ -538,17 +538,17 @@ impl RouteWorker {
                 }
             }));
             if round.is_err() {
-                tracing::error!(route = %self.name, "internal error while processing a batch; its submitters were told it failed");
+                tracing::error!(route = %self.spec.name, "internal error while processing a batch; its submitters were told it failed");
                 self.instances.clear();
             }
         }
-        tracing::info!(route = %self.name, "route stopped");
+        tracing::info!(route = %self.spec.name, "route stopped");
     }
 
     fn chain(&self, tenant: &str) -> Vec<String> {
         self.shared
             .tenants
-            .chain(tenant, &self.name)
+            .chain(tenant, &self.spec.name)
             .unwrap_or_else(|| self.spec.default_chain.clone())
     }
 
@@ -576,12 +576,12 @@ impl RouteWorker {
                 self.shared
                     .metrics
                     .route_events
-                    .with_label_values(&[&*self.name, "unmatched"])
+                    .with_label_values(&[&*self.spec.name, "unmatched"])
                     .inc_by(skipped_total);
             }
         }
-        // One filter context per (tenant, caller): jobs of the same caller (or anonymous
-        // jobs of the same source) share batches.
+        // One filter context per caller: jobs of the same caller (or anonymous jobs of the
+        // same source) share batches.
         let callers: Vec<usize> = (0..jobs.len())
             .map(|j| {
                 (0..=j)
@@ -589,42 +589,32 @@ impl RouteWorker {
                     .unwrap_or(j)
             })
             .collect();
-        let mut groups: Vec<((String, usize), Vec<Item>)> = Vec::new();
+        let mut groups: Vec<(usize, Vec<Item>)> = Vec::new();
         for (j, job) in jobs.iter_mut().enumerate() {
-            self.shared
-                .metrics
-                .received
-                .with_label_values(&[job.source_kind])
-                .inc_by(job.events.len() as u64);
-            for event in job.events.drain(..) {
-                let tenant = self.tenant.as_str();
-                let item = Item { event, job: j };
-                match groups
-                    .iter_mut()
-                    .find(|((t, c), _)| *c == callers[j] && t == tenant)
-                {
-                    Some((_, items)) => items.push(item),
-                    None => groups.push(((tenant.to_owned(), callers[j]), vec![item])),
-                }
+            let items = job.events.drain(..).map(|event| Item { event, job: j });
+            match groups.iter_mut().find(|(c, _)| *c == callers[j]) {
+                Some((_, group)) => group.extend(items),
+                None => groups.push((callers[j], items.collect())),
             }
         }
         let mut failures: Vec<Option<String>> = vec![None; jobs.len()];
-        for ((tenant, caller), items) in groups {
+        let tenant = self.tenant.clone();
+        let chain = self.chain(&tenant);
+        for (caller, items) in groups {
             let job = &jobs[caller];
             let ctx = wit::Context {
                 tenant: tenant.clone(),
-                route: self.name.to_string(),
+                route: self.spec.name.to_string(),
                 source_kind: job.source_kind.to_owned(),
                 principal: job.principal.as_deref().cloned(),
             };
-            let chain = self.chain(&tenant);
             let results = self.run_chain(&tenant, &ctx, &chain, 0, items);
             self.deliver(&tenant, results, &mut outcomes, &mut failures);
         }
         for (j, job) in jobs.into_iter().enumerate() {
             let result = match failures[j].take() {
                 Some(reason) => Err(RouterError::Delivery {
-                    route: self.name.to_string(),
+                    route: self.spec.name.to_string(),
                     reason,
                 }),
                 None => Ok(outcomes[j]),
@@ -687,7 +677,7 @@ impl RouteWorker {
         // Hot swap happens here, between batches: a batch runs entirely on the version
         // that was active when it started.
         let active_version = self.shared.registry.active(filter).map(|a| a.version);
-        let key = (tenant.to_owned(), filter.to_owned());
+        let key = filter.to_owned();
         let current = self.instances.get(&key).map(|(v, _)| *v);
         if current.is_none() || current != active_version {
             match instantiate(&self.shared, tenant, filter) {
@@ -707,7 +697,7 @@ impl RouteWorker {
         let answer = instance.process(ctx, self.writer.as_bytes());
         // State written during the batch becomes durable before its events move on.
         if let Err(e) = instance.state().flush() {
-            tracing::error!(route = %self.name, tenant, filter, "cannot persist filter state: {e}");
+            tracing::error!(route = %self.spec.name, tenant, filter, "cannot persist filter state: {e}");
         }
         let metrics = &self.shared.metrics;
         metrics
@@ -753,10 +743,7 @@ impl RouteWorker {
             }
         });
         if let Err((events, e)) = applied {
-            if let Some((_, instance)) = self
-                .instances
-                .get_mut(&(tenant.to_owned(), filter.to_owned()))
-            {
+            if let Some((_, instance)) = self.instances.get_mut(filter) {
                 instance.recycle();
             }
             let batch = events
@@ -788,9 +775,9 @@ impl RouteWorker {
         self.shared
             .metrics
             .filter_failures
-            .with_label_values(&[&*self.name, filter, tenant, error.kind()])
+            .with_label_values(&[&*self.spec.name, filter, tenant, error.kind()])
             .inc();
-        tracing::warn!(route = %self.name, tenant, filter, events = batch.len(), policy = ?self.spec.policy, "filter failed: {error}");
+        tracing::warn!(route = %self.spec.name, tenant, filter, events = batch.len(), policy = ?self.spec.policy, "filter failed: {error}");
         let reason = error.to_string();
         for item in batch {
             self.fail_one(filter, &reason, item, next, results);
@@ -895,7 +882,7 @@ impl RouteWorker {
             let letters: Vec<DeadLetter<'_>> = dead
                 .iter()
                 .map(|(item, stage, reason)| DeadLetter {
-                    route: &self.name,
+                    route: &self.spec.name,
                     tenant,
                     stage,
                     reason,
@@ -919,7 +906,7 @@ impl RouteWorker {
                         Some(Err(e)) => e.to_string(),
                         _ => format!("dead-letter sink `{}` is missing", self.spec.dead_letter),
                     };
-                    tracing::error!(route = %self.name, "cannot write dead letters: {reason}");
+                    tracing::error!(route = %self.spec.name, "cannot write dead letters: {reason}");
                     for (item, _, _) in &dead {
                         if let Some(slot) = failures.get_mut(item.job) {
                             *slot = Some(reason.clone());
@@ -928,7 +915,7 @@ impl RouteWorker {
                 }
             }
         }
-        let route = &*self.name;
+        let route = &*self.spec.name;
         for (label, n) in [
             ("delivered", delivered),
             ("routed", routed_n),
@@ -947,9 +934,10 @@ impl RouteWorker {
     /// Calls `tick` on every live instance; emitted events run the rest of their chain.
     fn tick(&mut self) {
         let now = crate::runtime::now_ms();
-        let keys: Vec<(String, String)> = self.instances.keys().cloned().collect();
-        for (tenant, filter) in keys {
-            let emitted = match self.instances.get_mut(&(tenant.clone(), filter.clone())) {
+        let keys: Vec<String> = self.instances.keys().cloned().collect();
+        let tenant = self.tenant.clone();
+        for filter in keys {
+            let emitted = match self.instances.get_mut(&filter) {
                 Some((_, instance)) => instance.tick(now),
                 None => continue,
             };
@@ -961,13 +949,13 @@ impl RouteWorker {
                         .metrics
                         .filter_failures
                         .with_label_values(&[
-                            &*self.name,
+                            &*self.spec.name,
                             filter.as_str(),
                             tenant.as_str(),
                             e.kind(),
                         ])
                         .inc();
-                    tracing::warn!(route = %self.name, tenant, filter, "tick failed: {e}");
+                    tracing::warn!(route = %self.spec.name, tenant, filter, "tick failed: {e}");
                     continue;
                 }
             };
@@ -976,7 +964,7 @@ impl RouteWorker {
                 .filter_map(|e| match crate::runtime::event_from_wit(e) {
                     Ok(event) => Some(Item { event, job: NO_JOB }),
                     Err(err) => {
-                        tracing::warn!(route = %self.name, tenant, filter, "tick emitted an invalid event: {err}");
+                        tracing::warn!(route = %self.spec.name, tenant, filter, "tick emitted an invalid event: {err}");
                         None
                     }
                 })
@@ -988,7 +976,7 @@ impl RouteWorker {
                 .map_or(chain.len(), |p| p + 1);
             let ctx = wit::Context {
                 tenant: tenant.clone(),
-                route: self.name.to_string(),
+                route: self.spec.name.to_string(),
                 source_kind: "tick".to_owned(),
                 principal: None,
             };
