@@ -19,3 +19,4 @@ pub mod server;
 pub mod sinks;
 pub mod tenants;
 pub mod tls;
+pub mod toggle;

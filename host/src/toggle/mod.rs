@@ -1,0 +1,10 @@
+//! The Toggle path: typed protobuf events (`proto/toggle/v1/events.proto`) and their
+//! lossless mapping to and from CloudEvents.
+
+pub mod mapping;
+
+/// Types and gRPC service generated from `proto/toggle/v1/events.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("toggle.v1");
+}
