@@ -43,6 +43,42 @@ pub struct Config {
     /// How an event's tenant is told.
     #[serde(default)]
     pub tenancy: TenancyConfig,
+    /// The gRPC source serving the Toggle `ToggleEvents` service.
+    #[serde(default)]
+    pub grpc: GrpcConfig,
+}
+
+/// The gRPC (Toggle) source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Listen address; the source is off without one.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Prefix of the CloudEvent types made from Toggle events.
+    #[serde(default = "default_type_prefix")]
+    pub type_prefix: String,
+    /// The largest batch accepted (more is refused whole).
+    #[serde(default = "default_grpc_batch")]
+    pub max_batch_events: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            type_prefix: default_type_prefix(),
+            max_batch_events: default_grpc_batch(),
+        }
+    }
+}
+
+fn default_type_prefix() -> String {
+    crate::toggle::mapping::DEFAULT_TYPE_PREFIX.to_owned()
+}
+
+fn default_grpc_batch() -> usize {
+    20_000
 }
 
 /// How an event's tenant is told, in order: a source mapping, the `tenant` extension, a
@@ -351,7 +387,7 @@ fn default_batch_bytes() -> usize {
 }
 
 /// Source kinds a route may name.
-pub const SOURCE_KINDS: [&str; 1] = ["http"];
+pub const SOURCE_KINDS: [&str; 2] = ["http", "grpc"];
 
 /// A configuration error, naming where it is.
 #[derive(Debug, thiserror::Error)]
@@ -439,6 +475,7 @@ impl Config {
             routes: Vec::new(),
             admin: AdminConfig::default(),
             tenancy: TenancyConfig::default(),
+            grpc: GrpcConfig::default(),
         }
     }
 

@@ -93,6 +93,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The admin API's own listener, when configured.
     pub admin_addr: Option<SocketAddr>,
+    /// The gRPC (Toggle) source's listener, when configured.
+    pub grpc_addr: Option<SocketAddr>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -234,6 +236,45 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
         None => (None, None),
     };
+    // The gRPC (Toggle) source.
+    let (grpc_addr, grpc_task) = match config.grpc.listen {
+        Some(grpc_listen) => {
+            let grpc_listener =
+                tokio::net::TcpListener::bind(grpc_listen)
+                    .await
+                    .map_err(|source| ServeError::Bind {
+                        addr: grpc_listen,
+                        source,
+                    })?;
+            let grpc_addr = grpc_listener
+                .local_addr()
+                .map_err(|source| ServeError::Bind {
+                    addr: grpc_listen,
+                    source,
+                })?;
+            let service = crate::toggle::pb::toggle_events_server::ToggleEventsServer::new(
+                crate::toggle::ingest::GrpcIngest::new(
+                    app_state.clone(),
+                    config.grpc.type_prefix.clone(),
+                    config.grpc.max_batch_events,
+                ),
+            )
+            .max_decoding_message_size(config.ingest.max_request_bytes);
+            let done = shutdown_signal();
+            let task = tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                        done,
+                    )
+                    .await
+                    .map_err(std::io::Error::other)
+            });
+            (Some(grpc_addr), Some(task))
+        }
+        None => (None, None),
+    };
     let main_app = crate::server::app(app_state.clone(), config.admin.listen.is_none());
     let ticker_state = app_state.clone();
     let ticker = tokio::spawn(async move {
@@ -256,8 +297,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             let _ = shutdown_tx.send(true);
         });
         let result = serve(listener, main_app, main_done).await;
-        if let Some(admin) = admin_task {
-            let _ = admin.await;
+        for task in [admin_task, grpc_task].into_iter().flatten() {
+            let _ = task.await;
         }
         ticker.abort();
         let _ = ticker.await;
@@ -278,6 +319,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     Ok(Running {
         addr,
         admin_addr,
+        grpc_addr,
         stop,
         task,
     })

@@ -142,6 +142,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             let scheme = if admin_tls { "https" } else { "http" };
             eprintln!("weir admin listening on {scheme}://{admin}");
         }
+        if let Some(grpc) = running.grpc_addr {
+            eprintln!("weir grpc listening on http://{grpc}");
+        }
         eprintln!("weir listening on http://{}", running.addr);
         let (stop, task) = running.into_parts();
         tokio::spawn(async move {

@@ -1,6 +1,7 @@
 //! The Toggle path: typed protobuf events (`proto/toggle/v1/events.proto`) and their
 //! lossless mapping to and from CloudEvents.
 
+pub mod ingest;
 pub mod mapping;
 
 /// Types and gRPC service generated from `proto/toggle/v1/events.proto`.

@@ -139,6 +139,14 @@ impl Weir {
         })
     }
 
+    /// The gRPC source's URL, when the router serves one.
+    pub fn grpc_url(&self) -> Option<String> {
+        self.logs.lock().unwrap().iter().find_map(|l| {
+            l.strip_prefix("weir grpc listening on ")
+                .map(|u| u.trim().to_owned())
+        })
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -1,0 +1,126 @@
+//! The gRPC source: weir serves the Toggle `ToggleEvents` service, so an agent can send its
+//! `EventBatch`es to weir instead of Toggle. Each event is mapped to a CloudEvent and
+//! submitted to the routes fed by `grpc`.
+//!
+//! Invalid events (no id or source, unknown category or level, no payload) are refused one
+//! by one and listed in the answer's `errors`; the other events of the batch go on. A batch
+//! larger than the configured limit is refused whole (`RESOURCE_EXHAUSTED`).
+
+use super::mapping::{to_cloudevent, MappingError};
+use super::pb::{self, toggle_events_server::ToggleEvents, EventCategory, EventLevel};
+use crate::pipeline::{Origin, RouterError};
+use crate::server::AppState;
+use std::sync::Arc;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The `ToggleEvents` service backed by the router.
+pub struct GrpcIngest {
+    state: Arc<AppState>,
+    type_prefix: String,
+    max_batch_events: usize,
+}
+
+impl GrpcIngest {
+    /// The service for a running router.
+    pub fn new(state: Arc<AppState>, type_prefix: String, max_batch_events: usize) -> Self {
+        Self {
+            state,
+            type_prefix,
+            max_batch_events,
+        }
+    }
+
+    fn check(e: &pb::Event) -> Result<(), MappingError> {
+        if EventCategory::try_from(e.category).is_err() || e.category == 0 {
+            return Err(MappingError::BadAttribute {
+                name: "category",
+                reason: format!("unknown category {}", e.category),
+            });
+        }
+        if EventLevel::try_from(e.level).is_err() || e.level == 0 {
+            return Err(MappingError::BadAttribute {
+                name: "level",
+                reason: format!("unknown level {}", e.level),
+            });
+        }
+        if e.payload.is_none() {
+            return Err(MappingError::Missing("payload"));
+        }
+        Ok(())
+    }
+
+    async fn take(&self, batch: pb::EventBatch) -> Result<pb::SendEventsResponse, Status> {
+        if batch.events.len() > self.max_batch_events {
+            self.state
+                .metrics
+                .rejected
+                .with_label_values(&["grpc", "batch_too_large"])
+                .inc();
+            return Err(Status::resource_exhausted(format!(
+                "batch of {} events exceeds the limit of {}",
+                batch.events.len(),
+                self.max_batch_events
+            )));
+        }
+        let mut events = Vec::with_capacity(batch.events.len());
+        let mut errors = Vec::new();
+        for e in &batch.events {
+            match Self::check(e).and_then(|()| to_cloudevent(e, &self.type_prefix)) {
+                Ok(ce) => events.push(ce),
+                Err(reason) => errors.push(format!("{}: {reason}", e.event_id)),
+            }
+        }
+        if !errors.is_empty() {
+            self.state
+                .metrics
+                .rejected
+                .with_label_values(&["grpc", "invalid_event"])
+                .inc_by(errors.len() as u64);
+        }
+        let accepted = events.len() as u32;
+        if !events.is_empty() {
+            let origin = Origin {
+                source_kind: "grpc",
+                ..Origin::default()
+            };
+            self.state
+                .router
+                .submit_to(origin, events)
+                .await
+                .map_err(|e| match e {
+                    RouterError::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
+                    other => Status::unavailable(other.to_string()),
+                })?;
+        }
+        Ok(pb::SendEventsResponse {
+            accepted,
+            rejected: errors.len() as u32,
+            errors,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl ToggleEvents for GrpcIngest {
+    async fn send_events(
+        &self,
+        request: Request<pb::EventBatch>,
+    ) -> Result<Response<pb::SendEventsResponse>, Status> {
+        self.take(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn stream_events(
+        &self,
+        request: Request<Streaming<pb::EventBatch>>,
+    ) -> Result<Response<pb::SendEventsResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut total = pb::SendEventsResponse::default();
+        while let Some(batch) = stream.message().await? {
+            let answer = self.take(batch).await?;
+            total.accepted += answer.accepted;
+            total.rejected += answer.rejected;
+            total.errors.extend(answer.errors);
+        }
+        Ok(Response::new(total))
+    }
+}
