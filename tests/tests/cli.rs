@@ -256,3 +256,60 @@ fn a_new_filter_builds_and_tests_out_of_the_box() {
     assert_eq!(lines[0]["verdict"], "drop");
     assert_eq!(lines[1]["event"]["filtered"], "true");
 }
+
+#[test]
+fn spill_inspect_prints_a_files_events_and_names_corrupt_files() {
+    use weir::toggle::pb;
+    let dir = tempfile::tempdir().unwrap();
+    let spill =
+        weir::toggle::spill::SpillDir::open(dir.path(), 1 << 30, Default::default()).unwrap();
+    let batch = pb::EventBatch {
+        batch_id: "b".into(),
+        events: (0..3)
+            .map(|i| pb::Event {
+                event_id: format!("e{i}"),
+                level: 2,
+                category: 5,
+                source: "rodent://n".into(),
+                timestamp_ms: 1_000 + i,
+                metadata: Default::default(),
+                payload: Some(pb::event::Payload::ServiceStatus(
+                    pb::ServiceStatusPayload {
+                        service_name: "zfs".into(),
+                        status: "running".into(),
+                        pid: 7,
+                        operation: 1,
+                    },
+                )),
+            })
+            .collect(),
+    };
+    let file = spill.write(&batch).unwrap().path;
+    let out = Command::new(weir_bin())
+        .args(["spill", "inspect"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2]["id"], "e2");
+    assert_eq!(lines[0]["type"], "io.toggle.service.status");
+    assert_eq!(lines[0]["level"], "WARN");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let out = Command::new(weir_bin())
+        .args(["spill", "inspect"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt"));
+}

@@ -3,6 +3,7 @@
 mod bench;
 mod filter;
 mod send;
+mod spill;
 mod tail;
 mod tenant;
 
@@ -42,6 +43,9 @@ enum Command {
     /// Set a tenant's limits and filter chains on a running router.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
+    /// Inspect Toggle spill files.
+    #[command(subcommand)]
+    Spill(spill::SpillCommand),
     /// Send CloudEvents to a router (from a JSON-lines file or from flags).
     Send(send::SendArgs),
     /// Print events as they leave the router's `tail` sinks.
@@ -88,6 +92,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve(args),
         Command::Filter(cmd) => filter::run(cmd),
         Command::Tenant(cmd) => tenant::run(cmd),
+        Command::Spill(cmd) => spill::run(cmd),
         Command::Send(args) => runtime()?.block_on(send::run(args)),
         Command::Tail(args) => runtime()?.block_on(tail::run(args)),
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),

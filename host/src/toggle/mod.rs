@@ -3,6 +3,7 @@
 
 pub mod ingest;
 pub mod mapping;
+pub mod spill;
 
 /// Types and gRPC service generated from `proto/toggle/v1/events.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
