@@ -87,6 +87,14 @@ fn open_registry(
     Ok(Arc::new(registry))
 }
 
+/// Binds a listener and tells the address it got (port 0 picks a free one).
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let err = |source| ServeError::Bind { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
+}
+
 /// A started router.
 pub struct Running {
     /// The address the HTTP listener is bound to.
@@ -173,16 +181,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         ms = started.elapsed().as_millis() as u64,
         "filters loaded"
     );
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let (listener, addr) = bind(config.listen).await?;
     let app_state = Arc::new(AppState {
         router,
         registry,
@@ -209,19 +208,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     // The admin API on its own listener (TLS with client certificates when configured).
     let (admin_addr, admin_task) = match config.admin.listen {
         Some(admin_listen) => {
-            let admin_listener =
-                tokio::net::TcpListener::bind(admin_listen)
-                    .await
-                    .map_err(|source| ServeError::Bind {
-                        addr: admin_listen,
-                        source,
-                    })?;
-            let admin_addr = admin_listener
-                .local_addr()
-                .map_err(|source| ServeError::Bind {
-                    addr: admin_listen,
-                    source,
-                })?;
+            let (admin_listener, admin_addr) = bind(admin_listen).await?;
             let app = crate::server::admin_app(app_state.clone());
             let done = shutdown_signal();
             let task = match &config.admin.tls {
@@ -239,19 +226,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     // The gRPC (Toggle) source.
     let (grpc_addr, grpc_task) = match config.grpc.listen {
         Some(grpc_listen) => {
-            let grpc_listener =
-                tokio::net::TcpListener::bind(grpc_listen)
-                    .await
-                    .map_err(|source| ServeError::Bind {
-                        addr: grpc_listen,
-                        source,
-                    })?;
-            let grpc_addr = grpc_listener
-                .local_addr()
-                .map_err(|source| ServeError::Bind {
-                    addr: grpc_listen,
-                    source,
-                })?;
+            let (grpc_listener, grpc_addr) = bind(grpc_listen).await?;
             let service = crate::toggle::pb::toggle_events_server::ToggleEventsServer::new(
                 crate::toggle::ingest::GrpcIngest::new(
                     app_state.clone(),
