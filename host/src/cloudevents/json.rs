@@ -44,6 +44,22 @@ pub enum JsonFormatError {
     },
 }
 
+/// Whether a media type is text that can travel as a JSON string (`text/*`, XML, YAML,
+/// form data); anything else that is not JSON travels as `data_base64`.
+pub fn is_text_media_type(content_type: &str) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    media.starts_with("text/")
+        || media.ends_with("/xml")
+        || media.ends_with("+xml")
+        || media.ends_with("/yaml")
+        || media == "application/x-www-form-urlencoded"
+}
+
 /// Whether a media type (parameters allowed) denotes JSON: `*/json` or `*/*+json`.
 pub fn is_json_media_type(content_type: &str) -> bool {
     let media = content_type.split(';').next().unwrap_or("").trim();
@@ -217,9 +233,10 @@ impl serde::Serialize for Structured<'_> {
                 .then(|| std::str::from_utf8(data).ok())
                 .flatten()
                 .and_then(|text| serde_json::from_str::<&RawValue>(text).ok());
+            let textual = e.datacontenttype.as_deref().is_some_and(is_text_media_type);
             if let Some(raw) = raw {
                 map.serialize_entry("data", raw)?;
-            } else if let (false, Ok(text)) = (json, std::str::from_utf8(data)) {
+            } else if let (true, Ok(text)) = (textual, std::str::from_utf8(data)) {
                 map.serialize_entry("data", text)?;
             } else {
                 let b64 = base64::engine::general_purpose::STANDARD.encode(data);
@@ -270,6 +287,21 @@ mod tests {
         let body = br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"text/plain","data":"hello"}"#;
         let e = parse_event(body).expect("valid");
         assert_eq!(e.data.as_deref(), Some(&b"hello"[..]));
+        let mut line = Vec::new();
+        write_json_line(&mut line, &e);
+        assert!(String::from_utf8_lossy(&line).contains(r#""data":"hello""#));
+        // Binary that happens to be valid UTF-8 still travels as base64.
+        let mut proto = e.clone();
+        proto.datacontenttype = Some("application/protobuf".into());
+        proto.data = Some(Bytes::from_static(b"\n\x05hello"));
+        let mut line = Vec::new();
+        write_json_line(&mut line, &proto);
+        assert!(
+            String::from_utf8_lossy(&line).contains("data_base64"),
+            "{}",
+            String::from_utf8_lossy(&line)
+        );
+        assert_eq!(parse_event(&line).expect("again"), proto);
     }
 
     #[test]
