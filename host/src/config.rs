@@ -46,6 +46,31 @@ pub struct Config {
     /// The gRPC source serving the Toggle `ToggleEvents` service.
     #[serde(default)]
     pub grpc: GrpcConfig,
+    /// The WebAssembly engine.
+    #[serde(default)]
+    pub engine: EngineConfig,
+}
+
+/// The WebAssembly engine's pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// How many filter instances may exist at once: one per route × tenant lane × filter,
+    /// plus a few for uploads and dry runs. The pool reserves address space for each.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_instances: default_max_instances(),
+        }
+    }
+}
+
+fn default_max_instances() -> u32 {
+    256
 }
 
 /// The gRPC (Toggle) source.
@@ -476,6 +501,7 @@ impl Config {
             admin: AdminConfig::default(),
             tenancy: TenancyConfig::default(),
             grpc: GrpcConfig::default(),
+            engine: EngineConfig::default(),
         }
     }
 
@@ -732,6 +758,13 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if !(1..=8192).contains(&self.engine.max_instances) {
+            return Err(err(
+                "engine.max_instances".into(),
+                "max_instances",
+                "must be between 1 and 8192".into(),
+            ));
         }
         if self.ingest.max_event_bytes == 0
             || self.ingest.max_request_bytes < self.ingest.max_event_bytes

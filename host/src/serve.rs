@@ -151,6 +151,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let engine = Arc::new(FilterEngine::new(EngineOptions {
         cache_dir: Some(config.data_dir.join("cache")),
         max_memory_bytes: usize::try_from(max_memory << 20).unwrap_or(usize::MAX),
+        max_instances: config.engine.max_instances,
         ..EngineOptions::default()
     })?);
     let metrics = Arc::new(Metrics::new());
