@@ -342,8 +342,19 @@ impl Router {
         }
         // Split by tenant once; every route gets each tenant's share on that tenant's lane.
         let mut by_tenant: Vec<(String, Vec<Event>)> = Vec::new();
+        // Events of one request nearly always name the same tenant: resolve each distinct
+        // (source, tenant extension) once instead of reading the directory per event.
+        let mut last: Option<(String, Option<String>, String)> = None;
         for event in events {
-            let tenant = self.tenant_of(&event, tenant_hint);
+            let ext = event.extension("tenant");
+            let tenant = match &last {
+                Some((src, e, t)) if *src == event.source && e.as_deref() == ext => t.as_str(),
+                _ => {
+                    let t = self.tenant_of(&event, tenant_hint).to_owned();
+                    let entry = last.insert((event.source.clone(), ext.map(str::to_owned), t));
+                    entry.2.as_str()
+                }
+            };
             match by_tenant.iter().position(|(t, _)| t == tenant) {
                 Some(i) => by_tenant[i].1.push(event),
                 None => {

@@ -44,10 +44,19 @@ impl AdminArgs {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url.trim_end_matches('/'))
     }
+
+    /// Sends an admin request with the token and prints the router's answer.
+    pub fn call(&self, request: reqwest::RequestBuilder) -> Result<ExitCode> {
+        let request = request.bearer_auth(self.token()?);
+        super::runtime()?.block_on(async move {
+            let response = request.send().await.context("cannot reach the router")?;
+            answer(response).await
+        })
+    }
 }
 
 /// Prints the router's JSON answer; fails on an error status.
-pub async fn answer(response: reqwest::Response) -> Result<ExitCode> {
+async fn answer(response: reqwest::Response) -> Result<ExitCode> {
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     let pretty = serde_json::from_str::<serde_json::Value>(&text)
@@ -153,55 +162,36 @@ pub fn run(cmd: FilterCommand) -> Result<ExitCode> {
             let bytes =
                 std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
             serde_json::from_str::<serde_json::Value>(&config).context("--config must be JSON")?;
-            super::runtime()?.block_on(async {
-                let response = reqwest::Client::new()
+            let client = reqwest::Client::new();
+            admin.call(
+                client
                     .put(admin.url(&format!("/v1/filters/{name}")))
-                    .bearer_auth(admin.token()?)
                     .header("content-type", "application/wasm")
                     .header(weir::admin::CONFIG_HEADER, config)
-                    .body(bytes)
-                    .send()
-                    .await
-                    .context("cannot reach the router")?;
-                answer(response).await
-            })
+                    .body(bytes),
+            )
         }
-        FilterCommand::List { admin } => super::runtime()?.block_on(async {
-            let response = reqwest::Client::new()
-                .get(admin.url("/v1/filters"))
-                .bearer_auth(admin.token()?)
-                .send()
-                .await
-                .context("cannot reach the router")?;
-            answer(response).await
-        }),
+        FilterCommand::List { admin } => {
+            admin.call(reqwest::Client::new().get(admin.url("/v1/filters")))
+        }
         FilterCommand::Rollback {
             name,
             version,
             admin,
-        } => super::runtime()?.block_on(async {
+        } => {
             let body = match version {
                 Some(v) => serde_json::json!({ "version": v }).to_string(),
                 None => String::new(),
             };
-            let response = reqwest::Client::new()
-                .post(admin.url(&format!("/v1/filters/{name}/rollback")))
-                .bearer_auth(admin.token()?)
-                .body(body)
-                .send()
-                .await
-                .context("cannot reach the router")?;
-            answer(response).await
-        }),
-        FilterCommand::Rm { name, admin } => super::runtime()?.block_on(async {
-            let response = reqwest::Client::new()
-                .delete(admin.url(&format!("/v1/filters/{name}")))
-                .bearer_auth(admin.token()?)
-                .send()
-                .await
-                .context("cannot reach the router")?;
-            answer(response).await
-        }),
+            admin.call(
+                reqwest::Client::new()
+                    .post(admin.url(&format!("/v1/filters/{name}/rollback")))
+                    .body(body),
+            )
+        }
+        FilterCommand::Rm { name, admin } => {
+            admin.call(reqwest::Client::new().delete(admin.url(&format!("/v1/filters/{name}"))))
+        }
         FilterCommand::New { name, dir, sdk } => new(&name, dir, sdk),
         FilterCommand::Build { path } => {
             let wasm = build(&path)?;

@@ -1,6 +1,6 @@
 //! `weir tenant set|get|list|rm`: a tenant's limits and filter chains on a running router.
 
-use super::filter::{answer, AdminArgs};
+use super::filter::AdminArgs;
 use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 use std::process::ExitCode;
@@ -84,13 +84,5 @@ pub fn run(cmd: TenantCommand) -> Result<ExitCode> {
             admin,
         ),
     };
-    let token = admin.token()?;
-    super::runtime()?.block_on(async move {
-        let response = request
-            .bearer_auth(token)
-            .send()
-            .await
-            .context("cannot reach the router")?;
-        answer(response).await
-    })
+    admin.call(request)
 }
