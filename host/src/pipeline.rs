@@ -273,13 +273,6 @@ impl Router {
         Ok(tx)
     }
 
-    /// Whether any route takes events from this source kind.
-    pub fn accepts(&self, source_kind: &str) -> bool {
-        self.routes
-            .iter()
-            .any(|r| r.spec.from.iter().any(|f| f == source_kind))
-    }
-
     /// Sends events from a source through every route fed by it and waits until each
     /// route has written them (or dead-lettered them).
     pub async fn submit(

@@ -114,14 +114,6 @@ impl Running {
         self.task.await.map_err(std::io::Error::other)?
     }
 
-    /// Waits until the router stops (after `stop` or a fatal listener error).
-    pub async fn wait(self) -> std::io::Result<()> {
-        let Running { stop, task, .. } = self;
-        let result = task.await.map_err(std::io::Error::other)?;
-        drop(stop);
-        result
-    }
-
     /// A handle that triggers the graceful shutdown.
     pub fn into_parts(self) -> (oneshot::Sender<()>, JoinHandle<std::io::Result<()>>) {
         (self.stop, self.task)

@@ -105,11 +105,6 @@ impl FilterInstance {
         Ok(instance)
     }
 
-    /// Who this instance runs for.
-    pub fn ident(&self) -> &InstanceIdent {
-        &self.ident
-    }
-
     /// The tenant state this instance reads and writes.
     pub fn state(&self) -> &Arc<TenantState> {
         &self.state
