@@ -2,7 +2,10 @@
 //! protobuf compiler written in Rust, so building weir needs no `protoc` on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    // Read at run time: a build script compiled in another checkout sharing the target
+    // directory must not carry that checkout's path.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    let proto_dir = std::path::Path::new(&manifest_dir).join("../proto");
     let file = proto_dir.join("toggle/v1/events.proto");
     println!("cargo:rerun-if-changed={}", proto_dir.display());
     let fds = protox::compile([&file], [&proto_dir])?;

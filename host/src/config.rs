@@ -318,6 +318,8 @@ pub enum SinkConfig {
     Tail,
     /// Discards events (counted in metrics).
     Null,
+    /// The upstream Toggle service over gRPC, with a memory buffer spilling to disk.
+    Toggle(Box<crate::toggle::settings::ToggleSinkConfig>),
 }
 
 /// What happens to a batch whose filter failed (trap, timeout, memory, bad output), and
@@ -667,6 +669,22 @@ impl Config {
                     format!("routes[{i}].batch"),
                     "batch",
                     "max_events must be at least 1 and max_bytes at least 1024".into(),
+                ));
+            }
+        }
+        for (name, sink) in &self.sinks {
+            if let SinkConfig::Toggle(toggle) = sink {
+                if let Err(message) = toggle.settings() {
+                    return Err(err(format!("sinks.{name}"), name, message));
+                }
+            }
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if let Some(SinkConfig::Toggle(_)) = self.sinks.get(&route.dead_letter) {
+                return Err(err(
+                    format!("routes[{i}].dead_letter"),
+                    &route.dead_letter,
+                    "a Toggle sink cannot hold dead letters; name a file sink".into(),
                 ));
             }
         }

@@ -148,7 +148,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })?);
     let metrics = Arc::new(Metrics::new());
     let tail = TailHub::new();
-    let sinks = open_all(&config.sinks, &config.data_dir, &tail).map_err(RouterError::from)?;
+    let sinks = open_all(&config.sinks, &config.data_dir, &tail, &metrics).map_err(RouterError::from)?;
+    let open_sinks = sinks.clone();
     let state_path = config.data_dir.join("state.redb");
     let state = Arc::new(
         tokio::task::block_in_place(|| StateStore::open(&state_path, crate::runtime::now_ms()))
@@ -161,7 +162,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             &config,
             registry.clone(),
             tenants.clone(),
-            sinks,
+            sinks.clone(),
             metrics.clone(),
             state,
         )
@@ -189,6 +190,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         max_event_bytes: config.ingest.max_event_bytes,
         max_request_bytes: config.ingest.max_request_bytes,
         ready: Default::default(),
+        sinks,
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -280,6 +282,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 tracing::warn!("routes still referenced at shutdown; they stop when released")
             }
         }
+        // Routes are drained: sinks deliver or persist what they hold (the Toggle sink
+        // flushes its buffer to Toggle or to disk).
+        let _ = tokio::task::spawn_blocking(move || {
+            for sink in open_sinks.values() {
+                sink.close();
+            }
+        })
+        .await;
         tracing::info!("stopped");
         result
     });

@@ -47,9 +47,10 @@ pub struct AppState {
     pub max_request_bytes: usize,
     /// Set once everything is started; cleared while shutting down.
     pub ready: AtomicBool,
+    /// The open sinks by name (for `GET /v1/stats`).
+    pub sinks: std::collections::BTreeMap<String, Arc<dyn crate::sinks::Sink>>,
 }
 
-/// The HTTP application.
 /// The HTTP application; with `with_admin`, the admin API is on it too.
 pub fn app(state: Arc<AppState>, with_admin: bool) -> axum::Router {
     let app = axum::Router::new()
@@ -58,7 +59,8 @@ pub fn app(state: Arc<AppState>, with_admin: bool) -> axum::Router {
         .route("/v1/tail", get(tail))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route("/v1/stats", get(stats));
     let app = if with_admin {
         app.merge(crate::admin::routes())
     } else {
@@ -96,6 +98,17 @@ fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response 
 
 async fn ingest_all(State(state): State<Arc<AppState>>, request: Request) -> Response {
     ingest(state, None, request).await
+}
+
+/// `GET /v1/stats`: figures of the sinks that have any (the Toggle sink's buffer, spill
+/// and replay counts, matching Toggle's GetStats fields).
+async fn stats(State(state): State<Arc<AppState>>) -> axum::Json<serde_json::Value> {
+    let sinks: serde_json::Map<String, serde_json::Value> = state
+        .sinks
+        .iter()
+        .filter_map(|(name, sink)| sink.stats().map(|s| (name.clone(), s)))
+        .collect();
+    axum::Json(serde_json::json!({ "sinks": sinks }))
 }
 
 async fn ingest_route(

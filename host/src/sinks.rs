@@ -23,6 +23,22 @@ pub enum SinkError {
         /// What failed.
         source: std::io::Error,
     },
+    /// The sink refused the events, saying why.
+    #[error("sink `{sink}`: {reason}")]
+    Refused {
+        /// The sink.
+        sink: String,
+        /// Why.
+        reason: String,
+    },
+    /// The sink could not be set up.
+    #[error("sink `{sink}`: {reason}")]
+    Setup {
+        /// The sink.
+        sink: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// An event that could not be delivered, with why and where it failed.
@@ -51,6 +67,13 @@ pub trait Sink: Send + Sync {
     fn write(&self, events: &[&Event]) -> Result<(), SinkError>;
     /// Writes dead letters.
     fn write_dead_letters(&self, letters: &[DeadLetter<'_>]) -> Result<(), SinkError>;
+    /// Delivers or persists what the sink still holds; called once after every route
+    /// has drained.
+    fn close(&self) {}
+    /// Figures for `GET /v1/stats`, for sinks that have any.
+    fn stats(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Appends JSON lines to a file.
@@ -207,11 +230,12 @@ impl Sink for NullSink {
     }
 }
 
-/// Opens every configured sink.
+/// Opens every configured sink (sinks with background tasks need a tokio runtime).
 pub fn open_all(
     configs: &BTreeMap<String, SinkConfig>,
     data_dir: &Path,
     tail: &TailHub,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<BTreeMap<String, Arc<dyn Sink>>, SinkError> {
     configs
         .iter()
@@ -222,8 +246,51 @@ pub fn open_all(
                 }
                 SinkConfig::Tail => Arc::new(TailSink(tail.clone())),
                 SinkConfig::Null => Arc::new(NullSink),
+                SinkConfig::Toggle(toggle) => {
+                    Arc::new(open_toggle(name, toggle, data_dir, metrics)?)
+                }
             };
             Ok((name.clone(), sink))
         })
         .collect()
+}
+
+fn open_toggle(
+    name: &str,
+    config: &crate::toggle::settings::ToggleSinkConfig,
+    data_dir: &Path,
+    metrics: &crate::metrics::Metrics,
+) -> Result<crate::toggle::sink::ToggleSink, SinkError> {
+    use crate::toggle::{client, spill::SpillDir};
+    let setup = |reason: String| SinkError::Setup {
+        sink: name.to_owned(),
+        reason,
+    };
+    let settings = config.settings().map_err(setup)?;
+    let token = config
+        .token
+        .as_ref()
+        .map(client::read_token)
+        .transpose()
+        .map_err(|e| setup(e.to_string()))?;
+    let client = client::connect_lazy(&client::Target {
+        url: &config.url,
+        tls: config.tls.as_ref(),
+        token,
+        max_message_bytes: settings.max_message_bytes,
+    })
+    .map_err(|e| setup(e.to_string()))?;
+    let dir = match &config.spill.dir {
+        Some(dir) => data_dir.join(dir),
+        None => data_dir.join("spill").join(name),
+    };
+    let spill = SpillDir::open(&dir, settings.spill_max_bytes, settings.when_full)
+        .map_err(|e| setup(e.to_string()))?;
+    Ok(crate::toggle::sink::ToggleSink::start(
+        name,
+        settings,
+        client,
+        spill,
+        metrics.toggle.for_sink(name),
+    ))
 }

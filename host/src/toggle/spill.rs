@@ -8,7 +8,10 @@
 
 use super::pb::EventBatch;
 use prost::Message;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
 
 /// What to do when the spill directory is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
@@ -57,16 +60,30 @@ pub struct Spilled {
     pub path: PathBuf,
     /// Its size.
     pub bytes: u64,
-    /// Older files deleted to make room, and the events they held.
+    /// Older files deleted to make room.
     pub dropped_files: usize,
+    /// Events those dropped files held.
+    pub dropped_events: u64,
 }
 
-/// A spill directory.
+/// A spill file waiting for replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpillFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Events it holds (from its name: `<batch id>-<events>.pb`).
+    pub events: u64,
+}
+
+/// A spill directory. Clones share one index of the files in it.
 #[derive(Debug, Clone)]
 pub struct SpillDir {
     dir: PathBuf,
     cap_bytes: u64,
     when_full: WhenFull,
+    index: Arc<Mutex<VecDeque<SpillFile>>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpillError + '_ {
@@ -76,57 +93,103 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpillError + '_ {
     }
 }
 
+/// A new batch id: a UUIDv7, strictly greater than every id this process made before, so
+/// spill files named by it sort in the order their batches were cut.
+pub fn next_batch_id() -> Uuid {
+    static LAST: Mutex<u128> = Mutex::new(0);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Uuid::now_v7().as_u128();
+    *last = if now > *last { now } else { *last + 1 };
+    Uuid::from_u128(*last)
+}
+
+/// The events a spill file holds, from its name.
+fn events_in_name(path: &Path) -> u64 {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.rsplit_once('-'))
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
+
 impl SpillDir {
-    /// Opens (creating) `dir` and its `quarantine/`, removing temporary files a crash left.
+    /// Opens (creating) `dir` and its `quarantine/`, removing temporary files a crash left
+    /// and indexing the files waiting for replay.
     pub fn open(dir: &Path, cap_bytes: u64, when_full: WhenFull) -> Result<Self, SpillError> {
         let quarantine = dir.join("quarantine");
         std::fs::create_dir_all(&quarantine).map_err(io(&quarantine))?;
+        let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
             let path = entry.path();
-            let temporary = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| e.starts_with("tmp"));
-            if temporary {
+            let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if extension.starts_with("tmp") {
                 let _ = std::fs::remove_file(&path);
+            } else if extension == "pb" {
+                let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                let events = events_in_name(&path);
+                files.push(SpillFile {
+                    path,
+                    bytes,
+                    events,
+                });
             }
         }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(Self {
             dir: dir.to_owned(),
             cap_bytes,
             when_full,
+            index: Arc::new(Mutex::new(files.into())),
         })
     }
 
+    fn index(&self) -> std::sync::MutexGuard<'_, VecDeque<SpillFile>> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The spill files waiting for replay, oldest first.
-    pub fn pending(&self) -> Result<Vec<PathBuf>, SpillError> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .map_err(io(&self.dir))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "pb"))
-            .collect();
-        files.sort();
-        Ok(files)
+    pub fn pending(&self) -> Vec<PathBuf> {
+        self.index().iter().map(|f| f.path.clone()).collect()
+    }
+
+    /// The oldest file waiting for replay.
+    pub fn oldest(&self) -> Option<SpillFile> {
+        self.index().front().cloned()
+    }
+
+    /// Whether no file waits for replay.
+    pub fn is_empty(&self) -> bool {
+        self.index().is_empty()
+    }
+
+    /// `(files, bytes, events)` waiting for replay.
+    pub fn totals(&self) -> (usize, u64, u64) {
+        let index = self.index();
+        let bytes = index.iter().map(|f| f.bytes).sum();
+        let events = index.iter().map(|f| f.events).sum();
+        (index.len(), bytes, events)
     }
 
     /// Bytes held by pending files.
     pub fn used_bytes(&self) -> u64 {
-        self.pending()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|p| p.metadata().ok())
-            .map(|m| m.len())
-            .sum()
+        self.totals().1
     }
 
-    /// Writes a batch as a new spill file (temporary name, fsync, rename), making room
-    /// under the cap as the policy says.
+    /// Writes a batch as a new spill file named by its batch id (a new id when it has
+    /// none), crash-safe (temporary name, fsync, rename), making room under the cap as
+    /// the policy says.
     pub fn write(&self, batch: &EventBatch) -> Result<Spilled, SpillError> {
         let bytes = batch.encode_to_vec();
         let size = bytes.len() as u64;
         let mut dropped_files = 0;
-        let mut used = self.used_bytes();
+        let mut dropped_events = 0;
+        let mut index = self.index();
+        let mut used: u64 = index.iter().map(|f| f.bytes).sum();
         if used + size > self.cap_bytes {
             match self.when_full {
                 WhenFull::RefuseNewest => {
@@ -136,44 +199,61 @@ impl SpillDir {
                     })
                 }
                 WhenFull::DropOldest => {
-                    for old in self.pending()? {
-                        if used + size <= self.cap_bytes {
-                            break;
-                        }
-                        let len = old.metadata().map(|m| m.len()).unwrap_or(0);
-                        if std::fs::remove_file(&old).is_ok() {
-                            used = used.saturating_sub(len);
-                            dropped_files += 1;
-                            tracing::warn!(file = %old.display(), "spill directory full: dropped the oldest file");
-                        }
+                    while used + size > self.cap_bytes {
+                        let Some(old) = index.pop_front() else { break };
+                        let _ = std::fs::remove_file(&old.path);
+                        used = used.saturating_sub(old.bytes);
+                        dropped_files += 1;
+                        dropped_events += old.events;
+                        tracing::warn!(file = %old.path.display(), events = old.events, "spill directory full: dropped the oldest file");
                     }
                 }
             }
         }
-        let path = self.dir.join(format!("{}.pb", uuid::Uuid::now_v7()));
+        let id = Uuid::parse_str(&batch.batch_id).unwrap_or_else(|_| next_batch_id());
+        let events = batch.events.len() as u64;
+        let path = self.dir.join(format!("{id}-{events}.pb"));
         crate::registry::store::write_atomically(&path, &bytes).map_err(|e| SpillError::Io {
             path: path.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
+        // Keep the index sorted: a batch cut earlier may be spilled after a later one.
+        let at = index.partition_point(|f| f.path < path);
+        index.insert(
+            at,
+            SpillFile {
+                path: path.clone(),
+                bytes: size,
+                events,
+            },
+        );
         Ok(Spilled {
             path,
             bytes: size,
             dropped_files,
+            dropped_events,
         })
     }
 
-    /// Reads a spill file; a file that does not decode is moved to `quarantine/`.
+    /// Reads a spill file; a file that does not decode is moved to `quarantine/` and
+    /// leaves the index.
     pub fn read(&self, path: &Path) -> Result<EventBatch, SpillError> {
-        let bytes = std::fs::read(path).map_err(io(path))?;
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(source) => {
+                if source.kind() == std::io::ErrorKind::NotFound {
+                    self.forget(path);
+                }
+                return Err(SpillError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
         match EventBatch::decode(bytes.as_slice()) {
             Ok(batch) => Ok(batch),
             Err(e) => {
-                let target = self
-                    .dir
-                    .join("quarantine")
-                    .join(path.file_name().unwrap_or_default());
-                let _ = std::fs::rename(path, &target);
-                tracing::error!(file = %path.display(), "corrupt spill file quarantined: {e}");
+                self.quarantine(path, &e.to_string());
                 Err(SpillError::Corrupt {
                     path: path.to_owned(),
                     reason: e.to_string(),
@@ -182,8 +262,24 @@ impl SpillDir {
         }
     }
 
+    /// Moves a file to `quarantine/` (it will never be replayed) and logs why.
+    pub fn quarantine(&self, path: &Path, reason: &str) {
+        let target = self
+            .dir
+            .join("quarantine")
+            .join(path.file_name().unwrap_or_default());
+        let _ = std::fs::rename(path, &target);
+        self.forget(path);
+        tracing::error!(file = %path.display(), moved_to = %target.display(), "spill file quarantined: {reason}");
+    }
+
+    fn forget(&self, path: &Path) {
+        self.index().retain(|f| f.path != path);
+    }
+
     /// Deletes a replayed file.
     pub fn remove(&self, path: &Path) -> Result<(), SpillError> {
+        self.forget(path);
         std::fs::remove_file(path).map_err(io(path))
     }
 
@@ -233,7 +329,7 @@ mod tests {
         let b = spill.write(&batch(2, "b")).expect("write");
         let c = spill.write(&batch(1, "c")).expect("write");
         assert_eq!(
-            spill.pending().expect("list"),
+            spill.pending(),
             vec![a.path.clone(), b.path.clone(), c.path.clone()]
         );
         assert_eq!(spill.read(&a.path).expect("read"), batch(3, "a"));
@@ -248,11 +344,31 @@ mod tests {
         assert_eq!(spill.read(&c.path).expect("read"), batch(1, "c"));
         spill.remove(&a.path).expect("remove");
         spill.remove(&c.path).expect("remove");
-        assert!(spill.pending().expect("list").is_empty());
+        assert!(spill.pending().is_empty());
         // A temporary file a crash left is cleaned at open.
         std::fs::write(dir.path().join("x.tmp-42"), b"half").expect("write");
         SpillDir::open(dir.path(), 1 << 30, WhenFull::DropOldest).expect("reopen");
         assert!(!dir.path().join("x.tmp-42").exists());
+    }
+
+    #[test]
+    fn files_are_named_by_batch_id_and_sorted_by_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spill = SpillDir::open(dir.path(), 1 << 30, WhenFull::DropOldest).expect("open");
+        let earlier = next_batch_id().to_string();
+        let later = next_batch_id().to_string();
+        assert!(earlier < later);
+        // The later batch reaches the disk first; the earlier one still replays first.
+        spill.write(&batch(2, &later)).expect("write");
+        spill.write(&batch(3, &earlier)).expect("write");
+        let oldest = spill.oldest().expect("a file");
+        assert!(oldest.path.ends_with(format!("{earlier}-3.pb")));
+        assert_eq!(oldest.events, 3);
+        // A reopened directory knows its files and their event counts.
+        let reopened = SpillDir::open(dir.path(), 1 << 30, WhenFull::DropOldest).expect("open");
+        assert_eq!(reopened.totals().0, 2);
+        assert_eq!(reopened.totals().2, 5);
+        assert_eq!(reopened.pending(), spill.pending());
     }
 
     #[test]
@@ -265,7 +381,7 @@ mod tests {
         let third = spill.write(&batch(10, "z")).expect("3");
         assert_eq!(third.dropped_files, 1);
         assert!(!first.path.exists());
-        assert_eq!(spill.pending().expect("list").len(), 2);
+        assert_eq!(spill.pending().len(), 2);
         let refusing =
             SpillDir::open(dir.path(), one * 2 + 1, WhenFull::RefuseNewest).expect("open");
         assert!(matches!(

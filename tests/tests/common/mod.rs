@@ -22,9 +22,12 @@ pub mod wasm {
     pub const OTHER_WORLD: &str = env!("WEIR_WASM_OTHER_WORLD");
 }
 
-/// The workspace root.
+/// The workspace root (from the runtime environment cargo and nextest set, so a test
+/// binary reused from another checkout's shared target directory looks at this one).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&manifest_dir)
         .parent()
         .unwrap()
         .to_owned()

@@ -1,0 +1,141 @@
+//! The connection to Toggle: a tonic channel (TLS and mutual TLS when configured) with a
+//! bearer token on every request. Shared by the Toggle sink and `weir replay --spill`.
+
+use super::pb::toggle_events_client::ToggleEventsClient;
+use super::settings::{ClientTls, TokenSource};
+use std::path::Path;
+use std::time::Duration;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// A Toggle client.
+pub type ToggleClient = ToggleEventsClient<InterceptedService<Channel, Bearer>>;
+
+/// Why a client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL is not a valid endpoint.
+    #[error("Toggle url `{url}`: {reason}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A certificate, key or token file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The token is missing or not a valid header value.
+    #[error("bearer token: {0}")]
+    Token(String),
+    /// TLS could not be configured.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Adds `authorization: Bearer <token>` to every request (when a token is configured).
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.write_str(if self.0.is_some() {
+            "Bearer(<set>)"
+        } else {
+            "Bearer(none)"
+        })
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            req.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(req)
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|source| ClientError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Reads the token from where it is configured.
+pub fn read_token(source: &TokenSource) -> Result<String, ClientError> {
+    let token = match source {
+        TokenSource::File(path) => String::from_utf8(read(path)?)
+            .map_err(|_| ClientError::Token(format!("{} is not UTF-8", path.display())))?,
+        TokenSource::Env(var) => std::env::var(var)
+            .map_err(|_| ClientError::Token(format!("environment variable {var} is not set")))?,
+    };
+    let token = token.trim().to_owned();
+    if token.is_empty() {
+        return Err(ClientError::Token("it is empty".into()));
+    }
+    Ok(token)
+}
+
+/// What a client needs to reach Toggle.
+#[derive(Debug, Clone, Default)]
+pub struct Target<'a> {
+    /// `http://host:port` or `https://host:port`.
+    pub url: &'a str,
+    /// TLS settings.
+    pub tls: Option<&'a ClientTls>,
+    /// The bearer token.
+    pub token: Option<String>,
+    /// Largest message sent or received.
+    pub max_message_bytes: usize,
+}
+
+/// A client that connects on first use and reconnects after failures by itself, so the
+/// router starts while Toggle is down.
+pub fn connect_lazy(target: &Target<'_>) -> Result<ToggleClient, ClientError> {
+    let url_err = |reason: String| ClientError::Url {
+        url: target.url.to_owned(),
+        reason,
+    };
+    let mut endpoint = Endpoint::from_shared(target.url.to_owned())
+        .map_err(|e| url_err(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    if target.tls.is_some() || target.url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(t) = target.tls {
+            tls = tls.ca_certificate(Certificate::from_pem(read(&t.ca)?));
+            if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            if let Some(domain) = &t.domain {
+                tls = tls.domain_name(domain.clone());
+            }
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+    }
+    let bearer = match &target.token {
+        Some(token) => Some(
+            format!("Bearer {token}")
+                .parse::<MetadataValue<Ascii>>()
+                .map_err(|_| ClientError::Token("not a valid header value".into()))?,
+        ),
+        None => None,
+    };
+    let channel = endpoint.connect_lazy();
+    Ok(ToggleEventsClient::with_interceptor(channel, Bearer(bearer))
+        .max_encoding_message_size(target.max_message_bytes)
+        .max_decoding_message_size(target.max_message_bytes.max(4 << 20)))
+}
