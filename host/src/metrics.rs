@@ -101,24 +101,82 @@ impl ToggleMetrics {
     fn new(r: &Registry) -> Self {
         let c = |name: &str, help: &str| counter(r, name, help, &["sink"]);
         Self {
-            buffer_events: gauge(r, "weir_toggle_buffer_events", "Events in the Toggle sink's memory buffer."),
-            buffer_capacity: gauge(r, "weir_toggle_buffer_capacity", "Capacity of the Toggle sink's memory buffer."),
-            flush_threshold: gauge(r, "weir_toggle_flush_threshold", "Buffered events that make the Toggle sink write to disk."),
-            pending_events: gauge(r, "weir_toggle_pending_events", "Events not yet acknowledged by Toggle: buffered and spilled."),
-            shutdown: gauge(r, "weir_toggle_shutdown", "1 once the Toggle sink has shut down."),
-            spill_files: gauge(r, "weir_toggle_spill_files", "Spill files waiting for replay."),
-            spill_bytes: gauge(r, "weir_toggle_spill_bytes", "Bytes of spill files waiting for replay."),
-            sent_events: c("weir_toggle_sent_events_total", "Events Toggle acknowledged from live batches."),
-            send_failures: c("weir_toggle_send_failures_total", "Requests to Toggle that failed."),
+            buffer_events: gauge(
+                r,
+                "weir_toggle_buffer_events",
+                "Events in the Toggle sink's memory buffer.",
+            ),
+            buffer_capacity: gauge(
+                r,
+                "weir_toggle_buffer_capacity",
+                "Capacity of the Toggle sink's memory buffer.",
+            ),
+            flush_threshold: gauge(
+                r,
+                "weir_toggle_flush_threshold",
+                "Buffered events that make the Toggle sink write to disk.",
+            ),
+            pending_events: gauge(
+                r,
+                "weir_toggle_pending_events",
+                "Events not yet acknowledged by Toggle: buffered and spilled.",
+            ),
+            shutdown: gauge(
+                r,
+                "weir_toggle_shutdown",
+                "1 once the Toggle sink has shut down.",
+            ),
+            spill_files: gauge(
+                r,
+                "weir_toggle_spill_files",
+                "Spill files waiting for replay.",
+            ),
+            spill_bytes: gauge(
+                r,
+                "weir_toggle_spill_bytes",
+                "Bytes of spill files waiting for replay.",
+            ),
+            sent_events: c(
+                "weir_toggle_sent_events_total",
+                "Events Toggle acknowledged from live batches.",
+            ),
+            send_failures: c(
+                "weir_toggle_send_failures_total",
+                "Requests to Toggle that failed.",
+            ),
             spilled_files: c("weir_toggle_spilled_files_total", "Spill files written."),
-            spilled_events: c("weir_toggle_spilled_events_total", "Events written to spill files."),
-            spilled_bytes: c("weir_toggle_spilled_bytes_total", "Bytes written to spill files."),
-            replayed_files: c("weir_toggle_replayed_files_total", "Spill files replayed to Toggle and deleted."),
-            replayed_events: c("weir_toggle_replayed_events_total", "Events Toggle acknowledged from spill files."),
-            quarantined_files: c("weir_toggle_quarantined_files_total", "Corrupt or refused spill files moved to quarantine."),
-            dropped_files: c("weir_toggle_dropped_files_total", "Spill files dropped at the disk cap."),
-            dropped_events: c("weir_toggle_dropped_events_total", "Events in spill files dropped at the disk cap."),
-            rejected_events: c("weir_toggle_rejected_events_total", "Events Toggle refused one by one."),
+            spilled_events: c(
+                "weir_toggle_spilled_events_total",
+                "Events written to spill files.",
+            ),
+            spilled_bytes: c(
+                "weir_toggle_spilled_bytes_total",
+                "Bytes written to spill files.",
+            ),
+            replayed_files: c(
+                "weir_toggle_replayed_files_total",
+                "Spill files replayed to Toggle and deleted.",
+            ),
+            replayed_events: c(
+                "weir_toggle_replayed_events_total",
+                "Events Toggle acknowledged from spill files.",
+            ),
+            quarantined_files: c(
+                "weir_toggle_quarantined_files_total",
+                "Corrupt or refused spill files moved to quarantine.",
+            ),
+            dropped_files: c(
+                "weir_toggle_dropped_files_total",
+                "Spill files dropped at the disk cap.",
+            ),
+            dropped_events: c(
+                "weir_toggle_dropped_events_total",
+                "Events in spill files dropped at the disk cap.",
+            ),
+            rejected_events: c(
+                "weir_toggle_rejected_events_total",
+                "Events Toggle refused one by one.",
+            ),
         }
     }
 }

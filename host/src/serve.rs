@@ -148,7 +148,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })?);
     let metrics = Arc::new(Metrics::new());
     let tail = TailHub::new();
-    let sinks = open_all(&config.sinks, &config.data_dir, &tail, &metrics).map_err(RouterError::from)?;
+    let sinks =
+        open_all(&config.sinks, &config.data_dir, &tail, &metrics).map_err(RouterError::from)?;
     let open_sinks = sinks.clone();
     let state_path = config.data_dir.join("state.redb");
     let state = Arc::new(

@@ -2,6 +2,7 @@
 
 mod bench;
 mod filter;
+mod replay;
 mod send;
 mod spill;
 mod tail;
@@ -46,6 +47,9 @@ enum Command {
     /// Inspect Toggle spill files.
     #[command(subcommand)]
     Spill(spill::SpillCommand),
+    /// Resend events left on disk: `--spill DIR` replays a Toggle sink's spill files to a
+    /// ToggleEvents endpoint (Toggle, or a weir gRPC source), with progress and a summary.
+    Replay(replay::ReplayArgs),
     /// Send CloudEvents to a router (from a JSON-lines file or from flags).
     Send(send::SendArgs),
     /// Print events as they leave the router's `tail` sinks.
@@ -93,6 +97,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Filter(cmd) => filter::run(cmd),
         Command::Tenant(cmd) => tenant::run(cmd),
         Command::Spill(cmd) => spill::run(cmd),
+        Command::Replay(args) => runtime()?.block_on(replay::run(args)),
         Command::Send(args) => runtime()?.block_on(send::run(args)),
         Command::Tail(args) => runtime()?.block_on(tail::run(args)),
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),

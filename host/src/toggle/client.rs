@@ -135,7 +135,9 @@ pub fn connect_lazy(target: &Target<'_>) -> Result<ToggleClient, ClientError> {
         None => None,
     };
     let channel = endpoint.connect_lazy();
-    Ok(ToggleEventsClient::with_interceptor(channel, Bearer(bearer))
-        .max_encoding_message_size(target.max_message_bytes)
-        .max_decoding_message_size(target.max_message_bytes.max(4 << 20)))
+    Ok(
+        ToggleEventsClient::with_interceptor(channel, Bearer(bearer))
+            .max_encoding_message_size(target.max_message_bytes)
+            .max_decoding_message_size(target.max_message_bytes.max(4 << 20)),
+    )
 }

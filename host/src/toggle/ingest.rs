@@ -6,8 +6,8 @@
 //! by one and listed in the answer's `errors`; the other events of the batch go on. A batch
 //! larger than the configured limit is refused whole (`RESOURCE_EXHAUSTED`).
 
-use super::mapping::{to_cloudevent, MappingError};
-use super::pb::{self, toggle_events_server::ToggleEvents, EventCategory, EventLevel};
+use super::mapping::{to_cloudevent, validate};
+use super::pb::{self, toggle_events_server::ToggleEvents};
 use crate::pipeline::{Origin, RouterError};
 use crate::server::AppState;
 use std::sync::Arc;
@@ -30,25 +30,6 @@ impl GrpcIngest {
         }
     }
 
-    fn check(e: &pb::Event) -> Result<(), MappingError> {
-        if EventCategory::try_from(e.category).is_err() || e.category == 0 {
-            return Err(MappingError::BadAttribute {
-                name: "category",
-                reason: format!("unknown category {}", e.category),
-            });
-        }
-        if EventLevel::try_from(e.level).is_err() || e.level == 0 {
-            return Err(MappingError::BadAttribute {
-                name: "level",
-                reason: format!("unknown level {}", e.level),
-            });
-        }
-        if e.payload.is_none() {
-            return Err(MappingError::Missing("payload"));
-        }
-        Ok(())
-    }
-
     async fn take(&self, batch: pb::EventBatch) -> Result<pb::SendEventsResponse, Status> {
         if batch.events.len() > self.max_batch_events {
             self.state
@@ -65,7 +46,7 @@ impl GrpcIngest {
         let mut events = Vec::with_capacity(batch.events.len());
         let mut errors = Vec::new();
         for e in &batch.events {
-            match Self::check(e).and_then(|()| to_cloudevent(e, &self.type_prefix)) {
+            match validate(e).and_then(|()| to_cloudevent(e, &self.type_prefix)) {
                 Ok(ce) => events.push(ce),
                 Err(reason) => errors.push(format!("{}: {reason}", e.event_id)),
             }

@@ -190,6 +190,26 @@ pub fn to_cloudevent(e: &pb::Event, type_prefix: &str) -> Result<Event, MappingE
     Ok(out)
 }
 
+/// Checks what Toggle requires of an event: a known category and level, and a payload.
+pub fn validate(e: &pb::Event) -> Result<(), MappingError> {
+    if e.category == 0 || EventCategory::try_from(e.category).is_err() {
+        return Err(MappingError::BadAttribute {
+            name: "category",
+            reason: format!("unknown category {}", e.category),
+        });
+    }
+    if e.level == 0 || EventLevel::try_from(e.level).is_err() {
+        return Err(MappingError::BadAttribute {
+            name: "level",
+            reason: format!("unknown level {}", e.level),
+        });
+    }
+    if e.payload.is_none() {
+        return Err(MappingError::Missing("payload"));
+    }
+    Ok(())
+}
+
 /// A CloudEvent (made by [`to_cloudevent`], possibly changed by filters) as a Toggle event.
 pub fn from_cloudevent(e: &Event) -> Result<pb::Event, MappingError> {
     let timestamp_ms = match &e.time {

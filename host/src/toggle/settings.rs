@@ -221,16 +221,24 @@ mod tests {
     #[test]
     fn profiles_are_presets_that_fields_override() {
         let d = parse("url: http://t:1").settings().expect("valid");
-        assert_eq!((d.buffer_size, d.flush_threshold, d.batch_size), (20_000, 18_000, 100));
+        assert_eq!(
+            (d.buffer_size, d.flush_threshold, d.batch_size),
+            (20_000, 18_000, 100)
+        );
         let h = parse("url: http://t:1\nprofile: high-throughput\nbatch_size: 500")
             .settings()
             .expect("valid");
-        assert_eq!((h.buffer_size, h.flush_threshold, h.batch_size), (100_000, 90_000, 500));
+        assert_eq!(
+            (h.buffer_size, h.flush_threshold, h.batch_size),
+            (100_000, 90_000, 500)
+        );
         let m = parse("url: http://t:1\nprofile: minimal\nbuffer_size: 2000")
             .settings()
             .expect("valid");
         assert_eq!((m.buffer_size, m.flush_threshold), (2000, 1800));
-        let l = parse("url: http://t:1\nprofile: low-latency").settings().expect("valid");
+        let l = parse("url: http://t:1\nprofile: low-latency")
+            .settings()
+            .expect("valid");
         assert_eq!(l.batch_timeout, Duration::from_millis(5));
     }
 

@@ -18,7 +18,7 @@
 //! acknowledgement and the deletion resends that one file (the batch in flight).
 
 use super::client::ToggleClient;
-use super::mapping::from_cloudevent;
+use super::mapping::{from_cloudevent, validate};
 use super::pb;
 use super::settings::ToggleSettings;
 use super::spill::{next_batch_id, SpillDir, SpillError};
@@ -116,7 +116,12 @@ impl ToggleSink {
         shared.publish_gauges(&shared.lock());
         let (files, _, events) = shared.spill.totals();
         if files > 0 {
-            tracing::info!(sink = name, files, events, "spill files from an earlier run will be replayed first");
+            tracing::info!(
+                sink = name,
+                files,
+                events,
+                "spill files from an earlier run will be replayed first"
+            );
         }
         tokio::spawn(Flusher::new(shared.clone(), client).run());
         Self { shared }
@@ -208,7 +213,9 @@ impl Shared {
         let mut b = self.lock();
         if let Some(reason) = failure {
             b.failures.push_back((start, end, reason.into()));
-            let horizon = b.resolved.saturating_sub(4 * self.settings.buffer_size as u64);
+            let horizon = b
+                .resolved
+                .saturating_sub(4 * self.settings.buffer_size as u64);
             while b.failures.front().is_some_and(|f| f.1 < horizon) {
                 b.failures.pop_front();
             }
@@ -597,7 +604,10 @@ impl Sink for ToggleSink {
         let mut mapped = Vec::with_capacity(events.len());
         for e in events {
             let event = from_cloudevent(e)
-                .map_err(|err| self.error(format!("event `{}` is not a Toggle event: {err}", e.id)))?;
+                .and_then(|event| validate(&event).map(|()| event))
+                .map_err(|err| {
+                    self.error(format!("event `{}` is not a Toggle event: {err}", e.id))
+                })?;
             mapped.push(event);
         }
         let s = &self.shared;

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod toggle;
+
 /// Paths of the guest components built for this test run.
 pub mod wasm {
     pub const SEVERITY: &str = env!("WEIR_WASM_SEVERITY");
@@ -27,10 +29,7 @@ pub mod wasm {
 pub fn root() -> PathBuf {
     let manifest_dir =
         std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-    Path::new(&manifest_dir)
-        .parent()
-        .unwrap()
-        .to_owned()
+    Path::new(&manifest_dir).parent().unwrap().to_owned()
 }
 
 /// The `weir` binary of this build. The workspace test build (`scripts/test`) produces
@@ -153,6 +152,13 @@ impl Weir {
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the process with SIGKILL (no shutdown at all) and keeps its directory.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     /// Sends SIGTERM and waits for a clean exit; returns the exit status's success.

@@ -1,0 +1,153 @@
+//! `weir replay --spill DIR --to URL`: resends the spill files a Toggle sink left on disk
+//! to Toggle (or to any `ToggleEvents` endpoint, such as another weir's gRPC source),
+//! oldest first, deleting each file once every event in it was acknowledged.
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use weir::toggle::client::{connect_lazy, read_token, Target};
+use weir::toggle::settings::{ClientTls, TokenSource};
+use weir::toggle::spill::{SpillDir, SpillError, WhenFull};
+
+/// Arguments of `weir replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// A spill directory (`<data dir>/spill/<sink>`): its `.pb` files are sent oldest
+    /// first; corrupt ones are moved to its `quarantine/`.
+    #[arg(long, value_name = "DIR")]
+    spill: PathBuf,
+    /// The ToggleEvents endpoint, `http://host:port` or `https://host:port`.
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// PEM CA bundle the endpoint's certificate must chain to (turns TLS on).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with --key).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// The name to verify the endpoint's certificate against (default: the URL's host).
+    #[arg(long)]
+    domain: Option<String>,
+    /// A file holding a bearer token.
+    #[arg(long, value_name = "FILE", conflicts_with = "token_env")]
+    token_file: Option<PathBuf>,
+    /// An environment variable holding a bearer token.
+    #[arg(long, value_name = "VAR")]
+    token_env: Option<String>,
+    /// Keep the files after they were acknowledged.
+    #[arg(long)]
+    keep: bool,
+    /// Deadline of one request, seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+/// Runs the replay.
+pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
+    if !args.spill.is_dir() {
+        bail!("{} is not a directory", args.spill.display());
+    }
+    if args.ca.is_none() && (args.cert.is_some() || args.domain.is_some()) {
+        bail!("--cert and --domain need --ca");
+    }
+    let tls = args.ca.clone().map(|ca| ClientTls {
+        ca,
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+        domain: args.domain.clone(),
+    });
+    let token = match (&args.token_file, &args.token_env) {
+        (Some(file), _) => Some(read_token(&TokenSource::File(file.clone()))?),
+        (None, Some(var)) => Some(read_token(&TokenSource::Env(var.clone()))?),
+        (None, None) => None,
+    };
+    let client = connect_lazy(&Target {
+        url: &args.to,
+        tls: tls.as_ref(),
+        token,
+        max_message_bytes: 64 << 20,
+    })?;
+    let spill = SpillDir::open(&args.spill, u64::MAX, WhenFull::DropOldest)?;
+    let (files, bytes, events) = spill.totals();
+    if files == 0 {
+        eprintln!("{}: no spill files to replay", args.spill.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "replaying {files} files ({events} events, {:.1} MiB) from {} to {}",
+        bytes as f64 / (1 << 20) as f64,
+        args.spill.display(),
+        args.to
+    );
+    let bar = ProgressBar::new(events.max(files as u64)).with_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .context("progress template")?,
+    );
+    let started = Instant::now();
+    let (mut sent_files, mut sent_events, mut quarantined, mut rejected) = (0u64, 0u64, 0u64, 0u64);
+    let mut failure = None;
+    for path in spill.pending() {
+        let batch = match spill.read(&path) {
+            Ok(batch) => batch,
+            Err(SpillError::Corrupt { reason, .. }) => {
+                bar.suspend(|| eprintln!("{}: corrupt, quarantined: {reason}", path.display()));
+                quarantined += 1;
+                continue;
+            }
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        };
+        let n = batch.events.len() as u64;
+        let mut request = tonic::Request::new(batch);
+        request.set_timeout(Duration::from_secs(args.timeout));
+        match client.clone().send_events(request).await {
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                rejected += u64::from(answer.rejected);
+                for error in answer.errors.iter().take(3) {
+                    bar.suspend(|| eprintln!("{}: refused: {error}", path.display()));
+                }
+                if !args.keep {
+                    spill.remove(&path)?;
+                }
+                sent_files += 1;
+                sent_events += n;
+                bar.inc(n.max(1));
+            }
+            Err(status) => {
+                failure = Some(format!(
+                    "{}: {:?}: {}",
+                    path.display(),
+                    status.code(),
+                    status.message()
+                ));
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "replayed {sent_events} events from {sent_files} files in {secs:.2} s ({:.0} events/s); \
+         {quarantined} files quarantined; {rejected} events refused by the endpoint; {} files left",
+        sent_events as f64 / secs.max(1e-9),
+        spill.totals().0
+    );
+    match failure {
+        Some(reason) => {
+            eprintln!("stopped: {reason} (the file was kept; run again to resume)");
+            Ok(ExitCode::FAILURE)
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
