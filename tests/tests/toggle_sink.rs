@@ -451,3 +451,128 @@ async fn events_that_are_not_toggle_events_are_dead_lettered_with_the_reason() {
     );
     assert_eq!(toggle.recorder.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_tls_and_a_bearer_token_reach_toggle_and_a_wrong_token_spills_instead_of_losing() {
+    use common::pki::Pki;
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let pki = Pki::new("toggle test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (server_cert, server_key) = pki.issue("toggle", &["localhost", "127.0.0.1"]);
+    let (client_cert, client_key) = pki.issue("weir-agent-relay", &[]);
+    let ca = write("ca.pem", &pki.ca_pem);
+    let cert = write("client.pem", &client_cert);
+    let key = write("client.key", &client_key);
+    let good_token = write("token", "s3cret-token\n");
+    let bad_token = write("bad-token", "wrong");
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(&server_cert, &server_key))
+        .client_ca_root(Certificate::from_pem(&pki.ca_pem));
+    let mut toggle =
+        ToggleServer::new(free_addr(), Recorder::with_token("s3cret-token"), Some(tls));
+    toggle.restart().await;
+    let url = toggle.url();
+    assert!(url.starts_with("https://"));
+    let tls_line = format!("tls: {{ ca: {ca}, cert: {cert}, key: {key} }}");
+
+    let weir = Weir::start(&config(
+        &url,
+        &[
+            &tls_line,
+            &format!("token: {{ file: {good_token} }}"),
+            "batch_timeout_ms: 5",
+        ],
+    ));
+    let acked = agent(weir.grpc_url().unwrap(), "rodent://tls".into(), 1_000, 100).await;
+    assert_eq!(acked.len(), 1_000);
+    assert_eq!(toggle.recorder.count(), 1_000);
+    let s = stats(&weir).await;
+    assert_eq!(s["sent_events"], 1_000, "{s}");
+
+    // A wrong token: Toggle answers UNAUTHENTICATED; weir keeps the events on disk (an
+    // operator can fix the token) instead of dropping them.
+    let weir = Weir::start(&config(
+        &url,
+        &[
+            &tls_line,
+            &format!("token: {{ file: {bad_token} }}"),
+            "batch_timeout_ms: 5",
+        ],
+    ));
+    let acked = agent(weir.grpc_url().unwrap(), "rodent://tls".into(), 500, 100).await;
+    assert_eq!(acked.len(), 500);
+    assert_eq!(
+        toggle.recorder.count(),
+        1_000,
+        "nothing accepted without the token"
+    );
+    let s = stats(&weir).await;
+    assert_eq!(s["pending_events"], 500, "{s}");
+    assert!(s["send_failures"].as_u64().unwrap() >= 1, "{s}");
+    let logs = weir.logs.lock().unwrap().join("\n");
+    assert!(logs.contains("Unauthenticated"), "{logs}");
+    assert!(
+        !logs.contains("wrong") && !logs.contains("s3cret"),
+        "tokens are never logged"
+    );
+
+    // Without a client certificate the TLS handshake fails: spilled too.
+    let weir = Weir::start(&config(
+        &url,
+        &[
+            &format!("tls: {{ ca: {ca} }}"),
+            &format!("token: {{ file: {good_token} }}"),
+            "batch_timeout_ms: 5",
+        ],
+    ));
+    let acked = agent(weir.grpc_url().unwrap(), "rodent://tls".into(), 200, 100).await;
+    assert_eq!(acked.len(), 200);
+    assert_eq!(toggle.recorder.count(), 1_000);
+    assert_eq!(stats(&weir).await["pending_events"], 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_toggle_never_blocks_the_agent_beyond_max_block_and_loses_nothing() {
+    let toggle = ToggleServer::start().await;
+    // Toggle accepts connections but answers nothing for a minute.
+    toggle.recorder.set_delay(Duration::from_secs(60));
+    let weir = Weir::start(&config(
+        &toggle.url(),
+        &[
+            "max_block_ms: 300",
+            "replay_timeout_ms: 500",
+            "retry_max_ms: 200",
+        ],
+    ));
+    // If a write waited for Toggle, this agent would hang for a minute per batch.
+    let acked = tokio::time::timeout(
+        Duration::from_secs(30),
+        agent(weir.grpc_url().unwrap(), "rodent://slow".into(), 2_000, 200),
+    )
+    .await
+    .expect("the agent was acknowledged while Toggle stalled");
+    assert_eq!(acked.len(), 2_000);
+    let s = stats(&weir).await;
+    assert!(s["spilled_events"].as_u64().unwrap() >= 2_000 - 200, "{s}");
+    assert_eq!(toggle.recorder.count(), 0);
+    // Toggle recovers: everything arrives from disk, once and in order.
+    toggle.recorder.set_delay(Duration::ZERO);
+    let recorder = toggle.recorder.clone();
+    wait_until("recovery", Duration::from_secs(30), || {
+        recorder.count() >= 2_000
+    })
+    .await;
+    let spill_dir = weir.data("spill/toggle");
+    wait_until("an empty spill directory", Duration::from_secs(10), || {
+        spill_files(&spill_dir).is_empty()
+    })
+    .await;
+    let mut expected = BTreeMap::new();
+    expected.insert("rodent://slow".to_owned(), acked);
+    assert_exactly_once_in_order(&toggle.recorder.ids_by_source(), &expected);
+}

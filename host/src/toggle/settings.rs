@@ -31,7 +31,8 @@ pub struct ToggleSinkConfig {
     /// Events per request to Toggle (profile default).
     #[serde(default)]
     pub batch_size: Option<usize>,
-    /// Longest an event waits for its batch to fill, milliseconds (profile default).
+    /// Longest an event waits for its batch to fill, milliseconds (profile default). Writes
+    /// wait for Toggle's acknowledgement, so this is latency added to a partial batch.
     #[serde(default)]
     pub batch_timeout_ms: Option<u64>,
     /// Longest a write waits before its events are made durable on disk instead of at
@@ -104,14 +105,14 @@ pub struct SpillConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Profile {
-    /// 20,000 buffered, flush to disk at 18,000, 100 per request, 100 ms linger.
+    /// 20,000 buffered, flush to disk at 18,000, 100 per request, 10 ms linger.
     #[default]
     Default,
-    /// 100,000 buffered, flush at 90,000, 1,000 per request, 200 ms linger.
+    /// 100,000 buffered, flush at 90,000, 1,000 per request, 50 ms linger.
     HighThroughput,
-    /// 5,000 buffered, flush at 4,500, 10 per request, 5 ms linger.
+    /// 5,000 buffered, flush at 4,500, 10 per request, 1 ms linger.
     LowLatency,
-    /// 1,000 buffered, flush at 900, 50 per request, 500 ms linger (small devices).
+    /// 1,000 buffered, flush at 900, 50 per request, 100 ms linger (small devices).
     Minimal,
 }
 
@@ -119,10 +120,10 @@ impl Profile {
     /// `(buffer_size, flush_threshold, batch_size, batch_timeout_ms)` of the profile.
     pub fn preset(self) -> (usize, usize, usize, u64) {
         match self {
-            Profile::Default => (20_000, 18_000, 100, 100),
-            Profile::HighThroughput => (100_000, 90_000, 1_000, 200),
-            Profile::LowLatency => (5_000, 4_500, 10, 5),
-            Profile::Minimal => (1_000, 900, 50, 500),
+            Profile::Default => (20_000, 18_000, 100, 10),
+            Profile::HighThroughput => (100_000, 90_000, 1_000, 50),
+            Profile::LowLatency => (5_000, 4_500, 10, 1),
+            Profile::Minimal => (1_000, 900, 50, 100),
         }
     }
 }
@@ -239,7 +240,7 @@ mod tests {
         let l = parse("url: http://t:1\nprofile: low-latency")
             .settings()
             .expect("valid");
-        assert_eq!(l.batch_timeout, Duration::from_millis(5));
+        assert_eq!(l.batch_timeout, Duration::from_millis(1));
     }
 
     #[test]

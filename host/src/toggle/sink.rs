@@ -232,23 +232,18 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    /// When the queue must go to disk: in backlog mode (spill files wait) after
-    /// `batch_timeout` or at the flush threshold; while a live request is in flight, at the
-    /// flush threshold or when the oldest event waited `max_block`.
+    /// When the queue must go to disk: in backlog mode (spill files wait) at once, so
+    /// writers wait only for the disk; while a live request is in flight, at the flush
+    /// threshold or when the oldest event waited `max_block`.
     fn spill_due(&self, backlog: bool) -> Due {
         let b = self.lock();
         let Some(oldest) = b.queue.front() else {
             return Due::Idle;
         };
-        if b.shutdown || b.held() >= self.settings.flush_threshold {
+        if backlog || b.shutdown || b.held() >= self.settings.flush_threshold {
             return Due::Now;
         }
-        let wait = if backlog {
-            self.settings.batch_timeout
-        } else {
-            self.settings.max_block
-        };
-        let at = oldest.since + wait;
+        let at = oldest.since + self.settings.max_block;
         if at <= Instant::now() {
             Due::Now
         } else {
