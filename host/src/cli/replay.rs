@@ -67,7 +67,7 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
         (None, Some(var)) => Some(read_token(&TokenSource::Env(var.clone()))?),
         (None, None) => None,
     };
-    let client = connect_lazy(&Target {
+    let mut client = connect_lazy(&Target {
         url: &args.to,
         tls: tls.as_ref(),
         token,
@@ -95,8 +95,8 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
     let (mut sent_files, mut sent_events, mut quarantined, mut rejected) = (0u64, 0u64, 0u64, 0u64);
     let mut failure = None;
     for path in spill.pending() {
-        let batch = match spill.read(&path) {
-            Ok(batch) => batch,
+        let (batch, n) = match spill.read_encoded(&path) {
+            Ok(file) => file,
             Err(SpillError::Corrupt { reason, .. }) => {
                 bar.suspend(|| eprintln!("{}: corrupt, quarantined: {reason}", path.display()));
                 quarantined += 1;
@@ -107,12 +107,11 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
                 break;
             }
         };
-        let n = batch.events.len() as u64;
-        let mut request = tonic::Request::new(batch);
-        request.set_timeout(Duration::from_secs(args.timeout));
-        match client.clone().send_events(request).await {
+        match client
+            .send_encoded(batch, Duration::from_secs(args.timeout))
+            .await
+        {
             Ok(answer) => {
-                let answer = answer.into_inner();
                 rejected += u64::from(answer.rejected);
                 for error in answer.errors.iter().take(3) {
                     bar.suspend(|| eprintln!("{}: refused: {error}", path.display()));

@@ -1,16 +1,97 @@
 //! The connection to Toggle: a tonic channel (TLS and mutual TLS when configured) with a
 //! bearer token on every request. Shared by the Toggle sink and `weir replay --spill`.
+//!
+//! Batches travel already encoded: the sink encodes a batch once and, if the request
+//! fails, writes the same bytes to its spill file; a replay sends a file's bytes as they
+//! are. The generated client would decode and re-encode them, so `SendEvents` is called
+//! through tonic's generic client with a pass-through codec (`raw`).
 
-use super::pb::toggle_events_client::ToggleEventsClient;
+use super::pb;
 use super::settings::{ClientTls, TokenSource};
+use bytes::Bytes;
 use std::path::Path;
 use std::time::Duration;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-/// A Toggle client.
-pub type ToggleClient = ToggleEventsClient<InterceptedService<Channel, Bearer>>;
+/// A Toggle client; clones share the connection.
+#[derive(Clone)]
+pub struct ToggleClient {
+    grpc: tonic::client::Grpc<InterceptedService<Channel, Bearer>>,
+}
+
+impl ToggleClient {
+    /// Calls `SendEvents` with an encoded `EventBatch`, within `timeout`.
+    pub async fn send_encoded(
+        &mut self,
+        batch: Bytes,
+        timeout: Duration,
+    ) -> Result<pb::SendEventsResponse, tonic::Status> {
+        let call = async {
+            self.grpc
+                .ready()
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("Toggle not reachable: {e}")))?;
+            let mut request = tonic::Request::new(batch);
+            request.set_timeout(timeout);
+            let path = PathAndQuery::from_static("/toggle.v1.ToggleEvents/SendEvents");
+            self.grpc
+                .unary(request, path, raw::RawCodec)
+                .await
+                .map(tonic::Response::into_inner)
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("Toggle did not answer in time"))?
+    }
+}
+
+/// A codec that sends bytes that already are an encoded message and decodes the answer.
+mod raw {
+    use super::pb::SendEventsResponse;
+    use bytes::{BufMut, Bytes};
+    use prost::Message;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::Status;
+
+    pub struct RawCodec;
+    pub struct RawEncoder;
+    pub struct AnswerDecoder;
+
+    impl Codec for RawCodec {
+        type Encode = Bytes;
+        type Decode = SendEventsResponse;
+        type Encoder = RawEncoder;
+        type Decoder = AnswerDecoder;
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+        fn decoder(&mut self) -> AnswerDecoder {
+            AnswerDecoder
+        }
+    }
+
+    impl Encoder for RawEncoder {
+        type Item = Bytes;
+        type Error = Status;
+        fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for AnswerDecoder {
+        type Item = SendEventsResponse;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+            SendEventsResponse::decode(src)
+                .map(Some)
+                .map_err(|e| Status::internal(format!("Toggle's answer does not decode: {e}")))
+        }
+    }
+}
 
 /// Why a client could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -135,9 +216,8 @@ pub fn connect_lazy(target: &Target<'_>) -> Result<ToggleClient, ClientError> {
         None => None,
     };
     let channel = endpoint.connect_lazy();
-    Ok(
-        ToggleEventsClient::with_interceptor(channel, Bearer(bearer))
-            .max_encoding_message_size(target.max_message_bytes)
-            .max_decoding_message_size(target.max_message_bytes.max(4 << 20)),
-    )
+    let grpc = tonic::client::Grpc::new(InterceptedService::new(channel, Bearer(bearer)))
+        .max_encoding_message_size(target.max_message_bytes)
+        .max_decoding_message_size(target.max_message_bytes.max(4 << 20));
+    Ok(ToggleClient { grpc })
 }

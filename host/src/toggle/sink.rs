@@ -78,11 +78,12 @@ impl Buffer {
     }
 }
 
-/// A batch cut from the buffer: the events `[start, end)`.
+/// A batch cut from the buffer, encoded once: the events `[start, end)`.
 struct Cut {
     start: u64,
     end: u64,
-    batch: pb::EventBatch,
+    id: uuid::Uuid,
+    bytes: bytes::Bytes,
 }
 
 /// What the flusher should do with the queue now.
@@ -197,13 +198,18 @@ impl Shared {
         let events: Vec<pb::Event> = b.queue.drain(..n).map(|q| q.event).collect();
         let start = b.front;
         b.front += n as u64;
+        // Batch ids are taken under the lock so that they follow the buffer's order.
+        let id = next_batch_id();
+        drop(b);
+        let batch = pb::EventBatch {
+            batch_id: id.to_string(),
+            events,
+        };
         Some(Cut {
             start,
-            end: b.front,
-            batch: pb::EventBatch {
-                batch_id: next_batch_id().to_string(),
-                events,
-            },
+            end: start + n as u64,
+            id,
+            bytes: prost::Message::encode_to_vec(&batch).into(),
         })
     }
 
@@ -271,9 +277,14 @@ impl Shared {
     /// Writes a cut batch to disk and resolves it.
     async fn spill(self: &Arc<Self>, cut: Cut) {
         let spill = self.spill.clone();
-        let Cut { start, end, batch } = cut;
-        let n = batch.events.len() as u64;
-        let written = tokio::task::spawn_blocking(move || spill.write(&batch))
+        let Cut {
+            start,
+            end,
+            id,
+            bytes,
+        } = cut;
+        let n = end - start;
+        let written = tokio::task::spawn_blocking(move || spill.write_encoded(id, n, &bytes))
             .await
             .unwrap_or_else(|e| {
                 Err(SpillError::Io {
@@ -403,9 +414,9 @@ impl Flusher {
         };
         let spill = self.shared.spill.clone();
         let path = file.path.clone();
-        let read = tokio::task::spawn_blocking(move || spill.read(&path)).await;
-        let batch = match read {
-            Ok(Ok(batch)) => batch,
+        let read = tokio::task::spawn_blocking(move || spill.read_encoded(&path)).await;
+        let (bytes, n) = match read {
+            Ok(Ok(file)) => file,
             Ok(Err(SpillError::Corrupt { .. })) => {
                 self.shared.metrics.quarantined_files.inc();
                 self.shared.publish_gauges(&self.shared.lock());
@@ -421,11 +432,10 @@ impl Flusher {
                 return;
             }
         };
-        let n = batch.events.len() as u64;
         let timeout = self.shared.settings.replay_timeout;
         let mut client = self.client.clone();
         let shared = self.shared.clone();
-        let send = send(&mut client, batch, timeout, &shared);
+        let send = send(&mut client, bytes, n, timeout, &shared);
         let Some(answer) = self.watching(true, send).await else {
             return;
         };
@@ -479,9 +489,9 @@ impl Flusher {
         let timeout = self.shared.settings.max_block;
         let mut client = self.client.clone();
         let shared = self.shared.clone();
-        let n = cut.batch.events.len() as u64;
-        // The batch is cloned only so that it can be spilled if the request fails.
-        let send = send(&mut client, cut.batch.clone(), timeout, &shared);
+        let n = cut.end - cut.start;
+        // `Bytes` clones share the buffer: a failed request spills the same bytes.
+        let send = send(&mut client, cut.bytes.clone(), n, timeout, &shared);
         // Live mode never abandons its request.
         let Some(answer) = self.watching(false, send).await else {
             return;
@@ -558,28 +568,22 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Sends one batch with a deadline; `Ok` once Toggle acknowledged it.
+/// Sends one encoded batch of `n` events with a deadline; `Ok` once Toggle acknowledged it.
 async fn send(
     client: &mut ToggleClient,
-    batch: pb::EventBatch,
+    batch: bytes::Bytes,
+    n: u64,
     timeout: Duration,
     shared: &Shared,
 ) -> Result<(), tonic::Status> {
-    let n = batch.events.len();
-    let mut request = tonic::Request::new(batch);
-    request.set_timeout(timeout);
-    let answer = tokio::time::timeout(timeout, client.send_events(request))
-        .await
-        .map_err(|_| tonic::Status::deadline_exceeded("Toggle did not answer in time"))
-        .and_then(|r| r);
+    let answer = client.send_encoded(batch, timeout).await;
     match answer {
-        Ok(response) => {
-            let r = response.into_inner();
+        Ok(r) => {
             if r.rejected > 0 {
                 shared.metrics.rejected_events.inc_by(u64::from(r.rejected));
                 tracing::warn!(sink = %shared.name, rejected = r.rejected, first = r.errors.first().map(String::as_str).unwrap_or(""), "Toggle refused events of a batch");
             }
-            if (r.accepted + r.rejected) as usize != n {
+            if u64::from(r.accepted) + u64::from(r.rejected) != n {
                 tracing::warn!(sink = %shared.name, sent = n, accepted = r.accepted, rejected = r.rejected, "Toggle's acknowledgement does not add up");
             }
             Ok(())

@@ -181,10 +181,21 @@ impl SpillDir {
     }
 
     /// Writes a batch as a new spill file named by its batch id (a new id when it has
-    /// none), crash-safe (temporary name, fsync, rename), making room under the cap as
-    /// the policy says.
+    /// none); see [`SpillDir::write_encoded`].
     pub fn write(&self, batch: &EventBatch) -> Result<Spilled, SpillError> {
-        let bytes = batch.encode_to_vec();
+        let id = Uuid::parse_str(&batch.batch_id).unwrap_or_else(|_| next_batch_id());
+        self.write_encoded(id, batch.events.len() as u64, &batch.encode_to_vec())
+    }
+
+    /// Writes an encoded `EventBatch` of `events` events as the spill file `<id>-<events>.pb`,
+    /// crash-safe (temporary name, fsync, rename), making room under the cap as the
+    /// policy says.
+    pub fn write_encoded(
+        &self,
+        id: Uuid,
+        events: u64,
+        bytes: &[u8],
+    ) -> Result<Spilled, SpillError> {
         let size = bytes.len() as u64;
         let mut dropped_files = 0;
         let mut dropped_events = 0;
@@ -210,10 +221,8 @@ impl SpillDir {
                 }
             }
         }
-        let id = Uuid::parse_str(&batch.batch_id).unwrap_or_else(|_| next_batch_id());
-        let events = batch.events.len() as u64;
         let path = self.dir.join(format!("{id}-{events}.pb"));
-        crate::registry::store::write_atomically(&path, &bytes).map_err(|e| SpillError::Io {
+        crate::registry::store::write_atomically(&path, bytes).map_err(|e| SpillError::Io {
             path: path.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
@@ -235,22 +244,36 @@ impl SpillDir {
         })
     }
 
+    /// Reads a spill file for sending as it is: its bytes, after checking that they
+    /// decode, and its event count. A file that does not decode is quarantined.
+    pub fn read_encoded(&self, path: &Path) -> Result<(bytes::Bytes, u64), SpillError> {
+        let bytes = self.read_bytes(path)?;
+        let batch = self.decode_or_quarantine(path, &bytes)?;
+        Ok((bytes.into(), batch.events.len() as u64))
+    }
+
     /// Reads a spill file; a file that does not decode is moved to `quarantine/` and
     /// leaves the index.
     pub fn read(&self, path: &Path) -> Result<EventBatch, SpillError> {
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(source) => {
-                if source.kind() == std::io::ErrorKind::NotFound {
-                    self.forget(path);
-                }
-                return Err(SpillError::Io {
-                    path: path.to_owned(),
-                    source,
-                });
+        let bytes = self.read_bytes(path)?;
+        self.decode_or_quarantine(path, &bytes)
+    }
+
+    /// A file's bytes; a file that vanished leaves the index.
+    fn read_bytes(&self, path: &Path) -> Result<Vec<u8>, SpillError> {
+        std::fs::read(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                self.forget(path);
             }
-        };
-        match EventBatch::decode(bytes.as_slice()) {
+            SpillError::Io {
+                path: path.to_owned(),
+                source,
+            }
+        })
+    }
+
+    fn decode_or_quarantine(&self, path: &Path, bytes: &[u8]) -> Result<EventBatch, SpillError> {
+        match EventBatch::decode(bytes) {
             Ok(batch) => Ok(batch),
             Err(e) => {
                 self.quarantine(path, &e.to_string());
