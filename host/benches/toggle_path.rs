@@ -2,7 +2,8 @@
 //! to weir's gRPC source, a route without filters delivers them through the Toggle sink to
 //! a counting tonic Toggle server, all over loopback.
 //!
-//! Phases: (1) Toggle up: gRPC ingest → Toggle sink, every write acknowledged by Toggle;
+//! Phases: (0) the same load into a null sink (the cost of ingest, mapping and routing
+//! alone, for comparison); (1) Toggle up: gRPC ingest → Toggle sink, every write acknowledged by Toggle;
 //! (2) Toggle down: the same load, every write made durable in spill files; (3) Toggle
 //! comes back: the backlog replays from disk.
 //!
@@ -161,6 +162,27 @@ async fn main() {
     let running = weir::serve::start(config).await.unwrap();
     let url = format!("http://{}", running.grpc_addr.unwrap());
     eprintln!("toggle path: {AGENTS} agents × {per_agent} events in batches of {AGENT_BATCH}, profile {profile}");
+
+    // (0) Baseline: a null sink.
+    let null_dir = tempfile::tempdir().unwrap();
+    let null_yaml = [
+        "listen: 127.0.0.1:0".to_owned(),
+        format!("data_dir: {}", null_dir.path().display()),
+        "grpc: { listen: 127.0.0.1:0, max_batch_events: 5000 }".to_owned(),
+        "sinks: { discard: { type: null } }".to_owned(),
+        "routes:".to_owned(),
+        "  - { name: upstream, from: [grpc], to: [discard] }".to_owned(),
+    ]
+    .join("\n");
+    let null_config = weir::config::Config::parse("bench", &null_yaml, &[]).unwrap();
+    let null_router = weir::serve::start(null_config).await.unwrap();
+    let (elapsed, bytes) = load(
+        &format!("http://{}", null_router.grpc_addr.unwrap()),
+        per_agent,
+    )
+    .await;
+    report("gRPC ingest -> null sink (baseline)", total, elapsed, bytes);
+    null_router.stop().await.unwrap();
 
     // (1) Toggle up.
     let counter = Counter::default();
