@@ -49,6 +49,50 @@ pub struct Config {
     /// The WebAssembly engine.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// The Kubernetes Events API on the HTTP listener.
+    #[serde(default)]
+    pub events_api: EventsApiConfig,
+}
+
+/// The Kubernetes-compatible Events API and its embedded store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsApiConfig {
+    /// Serve `/api/v1/.../events`, `/apis/events.k8s.io/v1/...` and discovery.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Events unchanged for this many hours are deleted (default 720: 30 days).
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: u64,
+    /// The most events kept; beyond it the least recently changed go (default 1,000,000).
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Recent changes kept for watches that resume from a resourceVersion (default 50,000).
+    #[serde(default = "default_watch_history")]
+    pub watch_history: usize,
+}
+
+impl Default for EventsApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            retention_hours: default_retention_hours(),
+            max_events: default_max_events(),
+            watch_history: default_watch_history(),
+        }
+    }
+}
+
+fn default_retention_hours() -> u64 {
+    720
+}
+
+fn default_max_events() -> usize {
+    1_000_000
+}
+
+fn default_watch_history() -> usize {
+    50_000
 }
 
 /// The WebAssembly engine's pool.
@@ -504,6 +548,7 @@ impl Config {
             tenancy: TenancyConfig::default(),
             grpc: GrpcConfig::default(),
             engine: EngineConfig::default(),
+            events_api: EventsApiConfig::default(),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod cesql;
 pub mod cloudevents;
 pub mod config;
 pub mod event;
+pub mod k8s;
 pub mod metrics;
 pub mod pipeline;
 pub mod registry;

@@ -246,7 +246,20 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
         None => (None, None),
     };
-    let main_app = crate::server::app(app_state.clone(), config.admin.listen.is_none());
+    let mut main_app = crate::server::app(app_state.clone(), config.admin.listen.is_none());
+    if config.events_api.enabled {
+        let e = &config.events_api;
+        let store = crate::k8s::store::EventStore::open(
+            &config.data_dir.join("events.redb"),
+            crate::k8s::store::StoreSettings {
+                retention: std::time::Duration::from_secs(e.retention_hours.saturating_mul(3600)),
+                max_events: e.max_events,
+                watch_history: e.watch_history,
+            },
+        )
+        .map_err(|e| ServeError::State(e.to_string()))?;
+        main_app = main_app.merge(crate::k8s::api::routes(store));
+    }
     let ticker_state = app_state.clone();
     let ticker = tokio::spawn(async move {
         let mut interval = tokio::time::interval(TICK_INTERVAL);

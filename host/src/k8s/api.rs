@@ -1,0 +1,908 @@
+//! The Kubernetes-compatible Events REST API over the embedded store: core/v1 and
+//! events.k8s.io/v1, namespaced and all-namespaces paths, create, get, list, update, patch
+//! (merge and strategic merge), delete, deletecollection and watch, with discovery,
+//! OpenAPI, `Status` errors and `kubectl get` tables.
+
+use super::convert::{self, to_core, to_version, ApiVersion};
+use super::discovery;
+use super::selector::{FieldSelector, LabelSelector};
+use super::status::ApiError;
+use super::store::{Change, EventStore, Stored};
+use super::table;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// The API's shared state.
+pub struct EventsApi {
+    store: Arc<EventStore>,
+}
+
+type Shared = State<Arc<EventsApi>>;
+type Params = Query<HashMap<String, String>>;
+
+/// The routes, for merging into the router's HTTP application.
+pub fn routes(store: Arc<EventStore>) -> Router {
+    let state = Arc::new(EventsApi { store });
+    let json_doc = |v: Value| move || async move { json_response(StatusCode::OK, &v) };
+    Router::new()
+        .route("/version", get(json_doc(discovery::version())))
+        .route("/api", get(json_doc(discovery::api_versions())))
+        .route("/api/v1", get(json_doc(discovery::resource_list("v1"))))
+        .route("/apis", get(json_doc(discovery::group_list())))
+        .route("/apis/events.k8s.io", get(json_doc(discovery::group())))
+        .route(
+            "/apis/events.k8s.io/v1",
+            get(json_doc(discovery::resource_list("events.k8s.io/v1"))),
+        )
+        .route("/openapi/v3", get(json_doc(discovery::openapi_index())))
+        .route(
+            "/openapi/v3/api/v1",
+            get(json_doc(discovery::openapi_document(true))),
+        )
+        .route(
+            "/openapi/v3/apis/events.k8s.io/v1",
+            get(json_doc(discovery::openapi_document(false))),
+        )
+        .route("/api/v1/events", get(core_all))
+        .route(
+            "/api/v1/namespaces/{ns}/events",
+            get(core_list)
+                .post(core_create)
+                .delete(core_delete_collection),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/events/{name}",
+            get(core_get)
+                .put(core_put)
+                .patch(core_patch)
+                .delete(core_delete),
+        )
+        .route("/apis/events.k8s.io/v1/events", get(ev_all))
+        .route(
+            "/apis/events.k8s.io/v1/namespaces/{ns}/events",
+            get(ev_list).post(ev_create).delete(ev_delete_collection),
+        )
+        .route(
+            "/apis/events.k8s.io/v1/namespaces/{ns}/events/{name}",
+            get(ev_get).put(ev_put).patch(ev_patch).delete(ev_delete),
+        )
+        .with_state(state)
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn now_ms() -> i64 {
+    crate::runtime::now_ms() as i64
+}
+
+// Thin wrappers: one handler per (API version, verb, path shape).
+async fn core_all(s: Shared, q: Params, h: HeaderMap) -> Response {
+    collection_get(s, q, h, ApiVersion::Core, None).await
+}
+async fn core_list(s: Shared, Path(ns): Path<String>, q: Params, h: HeaderMap) -> Response {
+    collection_get(s, q, h, ApiVersion::Core, Some(ns)).await
+}
+async fn core_create(
+    s: Shared,
+    Path(ns): Path<String>,
+    q: Params,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    create(s, ns, q, h, b, ApiVersion::Core)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+async fn core_delete_collection(s: Shared, Path(ns): Path<String>, q: Params) -> Response {
+    delete_collection(s, ns, q, ApiVersion::Core)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+async fn core_get(
+    s: Shared,
+    Path((ns, name)): Path<(String, String)>,
+    q: Params,
+    h: HeaderMap,
+) -> Response {
+    get_one(s, ns, name, q, h, ApiVersion::Core).unwrap_or_else(IntoResponse::into_response)
+}
+async fn core_put(
+    s: Shared,
+    Path((ns, name)): Path<(String, String)>,
+    q: Params,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    put(s, ns, name, q, h, b, ApiVersion::Core)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+async fn core_patch(
+    s: Shared,
+    Path((ns, name)): Path<(String, String)>,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    patch(s, ns, name, h, b, ApiVersion::Core)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+async fn core_delete(s: Shared, Path((ns, name)): Path<(String, String)>) -> Response {
+    delete(s, ns, name)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+async fn ev_all(s: Shared, q: Params, h: HeaderMap) -> Response {
+    collection_get(s, q, h, ApiVersion::Events, None).await
+}
+async fn ev_list(s: Shared, Path(ns): Path<String>, q: Params, h: HeaderMap) -> Response {
+    collection_get(s, q, h, ApiVersion::Events, Some(ns)).await
+}
+async fn ev_create(
+    s: Shared,
+    Path(ns): Path<String>,
+    q: Params,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    create(s, ns, q, h, b, ApiVersion::Events)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+async fn ev_delete_collection(s: Shared, Path(ns): Path<String>, q: Params) -> Response {
+    delete_collection(s, ns, q, ApiVersion::Events)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+async fn ev_get(
+    s: Shared,
+    Path((ns, name)): Path<(String, String)>,
+    q: Params,
+    h: HeaderMap,
+) -> Response {
+    get_one(s, ns, name, q, h, ApiVersion::Events).unwrap_or_else(IntoResponse::into_response)
+}
+async fn ev_put(
+    s: Shared,
+    Path((ns, name)): Path<(String, String)>,
+    q: Params,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    put(s, ns, name, q, h, b, ApiVersion::Events)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+async fn ev_patch(
+    s: Shared,
+    Path((ns, name)): Path<(String, String)>,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    patch(s, ns, name, h, b, ApiVersion::Events)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+async fn ev_delete(s: Shared, Path((ns, name)): Path<(String, String)>) -> Response {
+    delete(s, ns, name)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The selectors and options of a list or watch.
+struct ListQuery {
+    fields: FieldSelector,
+    labels: LabelSelector,
+    limit: usize,
+    cont: Option<(u64, (String, String))>,
+    include: String,
+}
+
+impl ListQuery {
+    fn parse(q: &HashMap<String, String>, api: ApiVersion) -> Result<Self, ApiError> {
+        let fields = FieldSelector::parse(
+            q.get("fieldSelector").map_or("", String::as_str),
+            api == ApiVersion::Events,
+        )
+        .map_err(|e| ApiError::bad_request(e.0))?;
+        let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(e.0))?;
+        let limit = match q.get("limit").map(String::as_str) {
+            None | Some("") | Some("0") => usize::MAX,
+            Some(l) => l
+                .parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit `{l}`")))?,
+        };
+        let cont = match q.get("continue").map(String::as_str) {
+            None | Some("") => None,
+            Some(token) => Some(decode_continue(token)?),
+        };
+        if q.get("resourceVersionMatch").is_some_and(|m| !m.is_empty()) {
+            let rv = q.get("resourceVersion").map_or("", String::as_str);
+            if rv.is_empty() || cont.is_some() {
+                let mut e = ApiError::invalid("", "resourceVersionMatch", "resourceVersionMatch is forbidden unless resourceVersion is provided, and with continue");
+                e.details["kind"] = "ListOptions".into();
+                return Err(e);
+            }
+        }
+        Ok(Self {
+            fields,
+            labels,
+            limit,
+            cont,
+            include: q.get("includeObject").cloned().unwrap_or_default(),
+        })
+    }
+
+    fn matches(&self, ns: Option<&str>, stored: &Stored) -> bool {
+        ns.is_none_or(|n| n == stored.namespace())
+            && self.fields.matches(|f| convert::field(&stored.object, f))
+            && (self.labels.is_empty() || self.labels.matches(&stored.labels()))
+    }
+}
+
+fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{rv}\n{ns}\n{name}"))
+}
+
+fn decode_continue(token: &str) -> Result<(u64, (String, String)), ApiError> {
+    let bad = || ApiError::bad_request("invalid continue token");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let mut parts = text.splitn(3, '\n');
+    let rv = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let ns = parts.next().ok_or_else(bad)?.to_owned();
+    let name = parts.next().ok_or_else(bad)?.to_owned();
+    Ok((rv, (ns, name)))
+}
+
+fn accept(h: &HeaderMap) -> &str {
+    h.get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn is_watch(q: &HashMap<String, String>) -> bool {
+    q.get("watch").is_some_and(|w| w == "true" || w == "1")
+}
+
+async fn collection_get(
+    State(api): Shared,
+    Query(q): Params,
+    h: HeaderMap,
+    version: ApiVersion,
+    ns: Option<String>,
+) -> Response {
+    let query = match ListQuery::parse(&q, version) {
+        Ok(query) => query,
+        Err(e) => return e.into_response(),
+    };
+    let as_table = table::wants_table(accept(&h));
+    if is_watch(&q) {
+        return watch(api, q, query, version, ns, as_table);
+    }
+    let after = query.cont.as_ref().map(|(_, k)| k.clone());
+    let (rv, items, more) = api
+        .store
+        .list(ns.as_deref(), after.as_ref(), query.limit, |s| {
+            query.matches(ns.as_deref(), s)
+        });
+    // Every page reports the first page's resourceVersion.
+    let rv = query.cont.as_ref().map_or(rv, |(first, _)| *first);
+    let cont = match (more, items.last()) {
+        (true, Some(last)) => encode_continue(rv, last.namespace(), last.name()),
+        _ => String::new(),
+    };
+    if as_table {
+        let now = now_ms();
+        let rows = items
+            .iter()
+            .map(|s| {
+                table::row(
+                    &s.object,
+                    table::row_object(
+                        &s.object,
+                        Value::Object(to_version(&s.object, version)),
+                        &query.include,
+                    ),
+                    now,
+                )
+            })
+            .collect();
+        return json_response(StatusCode::OK, &table::table(rows, rv, &cont, true));
+    }
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if !cont.is_empty() {
+        metadata["continue"] = cont.into();
+    }
+    let list = json!({
+        "kind": "EventList",
+        "apiVersion": version.as_str(),
+        "metadata": metadata,
+        "items": items.iter().map(|s| Value::Object(to_version(&s.object, version))).collect::<Vec<_>>(),
+    });
+    json_response(StatusCode::OK, &list)
+}
+
+fn get_one(
+    State(api): Shared,
+    ns: String,
+    name: String,
+    Query(q): Params,
+    h: HeaderMap,
+    version: ApiVersion,
+) -> Result<Response, ApiError> {
+    let stored = api
+        .store
+        .get(&ns, &name)
+        .ok_or_else(|| ApiError::not_found(&name))?;
+    let object = Value::Object(to_version(&stored.object, version));
+    if table::wants_table(accept(&h)) {
+        let include = q.get("includeObject").cloned().unwrap_or_default();
+        let row = table::row(
+            &stored.object,
+            table::row_object(&stored.object, object, &include),
+            now_ms(),
+        );
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::table(vec![row], stored.rv, "", true),
+        ));
+    }
+    Ok(json_response(StatusCode::OK, &object))
+}
+
+/// Parses a JSON object body; YAML and protobuf bodies are refused.
+fn parse_body(
+    h: &HeaderMap,
+    body: &[u8],
+    allowed: &[&str],
+) -> Result<Map<String, Value>, ApiError> {
+    let content_type = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let base = content_type.split(';').next().unwrap_or("").trim();
+    if !allowed.contains(&base) {
+        return Err(ApiError::unsupported_media(content_type));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "couldn't decode the request body: {e}"
+        ))),
+    }
+}
+
+/// Applies strictness (`fieldValidation`) and the API's validation rules to a body.
+fn check_body(
+    obj: &Map<String, Value>,
+    q: &HashMap<String, String>,
+    version: ApiVersion,
+    name: &str,
+) -> Result<Vec<String>, ApiError> {
+    if let Err((field, message)) = convert::validate(obj, version) {
+        return Err(if field == "kind" || field == "apiVersion" {
+            ApiError::bad_request(format!("{field}: {message}"))
+        } else {
+            ApiError::invalid(name, &field, &message)
+        });
+    }
+    let unknown = convert::unknown_fields(obj, version);
+    let mut warnings = Vec::new();
+    if !unknown.is_empty() {
+        match q.get("fieldValidation").map(String::as_str) {
+            Some("Strict") => {
+                let list: Vec<String> = unknown
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\""))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    list.join(", ")
+                )));
+            }
+            Some("Ignore") => {}
+            _ => warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\""))),
+        }
+    }
+    Ok(warnings)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn meta_mut(obj: &mut Map<String, Value>) -> &mut Map<String, Value> {
+    let meta = obj
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        *meta = Value::Object(Map::new());
+    }
+    match meta {
+        Value::Object(m) => m,
+        _ => unreachable!("metadata was just made an object"),
+    }
+}
+
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        if let Ok(v) = format!("299 - \"{w}\"").parse() {
+            response.headers_mut().append("warning", v);
+        }
+    }
+    response
+}
+
+async fn create(
+    State(api): Shared,
+    ns: String,
+    Query(q): Params,
+    h: HeaderMap,
+    body: Bytes,
+    version: ApiVersion,
+) -> Result<Response, ApiError> {
+    let obj = parse_body(&h, &body, &["application/json"])?;
+    let name = convert::meta_str(&obj, "name").to_owned();
+    let warnings = check_body(&obj, &q, version, &name)?;
+    let mut core = to_core(obj, version);
+    let meta = meta_mut(&mut core);
+    match meta.get("namespace").and_then(Value::as_str) {
+        Some(n) if !n.is_empty() && n != ns => return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+        _ => {}
+    }
+    meta.insert("namespace".into(), ns.clone().into());
+    let mut name = name;
+    if name.is_empty() {
+        let generate = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if generate.is_empty() {
+            return Err(ApiError::invalid(
+                "",
+                "metadata.name",
+                "Required value: name or generateName is required",
+            ));
+        }
+        let suffix: String = uuid::Uuid::new_v4().simple().to_string()[..5].to_owned();
+        name = format!("{generate}{suffix}");
+    }
+    if !valid_name(&name) {
+        return Err(ApiError::invalid(&name, "metadata.name", "Invalid value: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"));
+    }
+    meta.insert("name".into(), name.clone().into());
+    meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
+    meta.insert(
+        "creationTimestamp".into(),
+        table::now_timestamp(now_ms()).into(),
+    );
+    meta.remove("resourceVersion");
+    if q.get("dryRun").is_some_and(|d| d == "All") {
+        return Ok(with_warnings(
+            json_response(
+                StatusCode::CREATED,
+                &Value::Object(to_version(&core, version)),
+            ),
+            &warnings,
+        ));
+    }
+    let stored = api.store.create(core).await?;
+    Ok(with_warnings(
+        json_response(
+            StatusCode::CREATED,
+            &Value::Object(to_version(&stored.object, version)),
+        ),
+        &warnings,
+    ))
+}
+
+async fn put(
+    State(api): Shared,
+    ns: String,
+    name: String,
+    Query(q): Params,
+    h: HeaderMap,
+    body: Bytes,
+    version: ApiVersion,
+) -> Result<Response, ApiError> {
+    let obj = parse_body(&h, &body, &["application/json"])?;
+    let warnings = check_body(&obj, &q, version, &name)?;
+    let mut core = to_core(obj, version);
+    let expected = {
+        let meta = meta_mut(&mut core);
+        for (key, want) in [("name", &name), ("namespace", &ns)] {
+            match meta.get(key).and_then(Value::as_str) {
+                Some(v) if !v.is_empty() && v != want.as_str() => {
+                    return Err(ApiError::bad_request(format!("the {key} of the object ({v}) does not match the {key} on the URL ({want})")))
+                }
+                _ => {}
+            }
+        }
+        meta.insert("name".into(), name.clone().into());
+        meta.insert("namespace".into(), ns.clone().into());
+        match meta.get("resourceVersion").and_then(Value::as_str) {
+            Some(rv) if !rv.is_empty() => {
+                Some(rv.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resourceVersion `{rv}`"))
+                })?)
+            }
+            _ => None,
+        }
+    };
+    let Some(old) = api.store.get(&ns, &name) else {
+        // Events may be created by an update (as the apiserver allows).
+        let mut fresh = core;
+        let meta = meta_mut(&mut fresh);
+        meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
+        meta.insert(
+            "creationTimestamp".into(),
+            table::now_timestamp(now_ms()).into(),
+        );
+        meta.remove("resourceVersion");
+        let stored = api.store.create(fresh).await?;
+        return Ok(with_warnings(
+            json_response(
+                StatusCode::CREATED,
+                &Value::Object(to_version(&stored.object, version)),
+            ),
+            &warnings,
+        ));
+    };
+    keep_immutable(&mut core, &old);
+    let stored = api.store.update(core, expected).await?;
+    Ok(with_warnings(
+        json_response(
+            StatusCode::OK,
+            &Value::Object(to_version(&stored.object, version)),
+        ),
+        &warnings,
+    ))
+}
+
+/// uid and creationTimestamp never change.
+fn keep_immutable(core: &mut Map<String, Value>, old: &Stored) {
+    let meta = meta_mut(core);
+    for key in ["uid", "creationTimestamp"] {
+        if let Some(v) = convert::metadata(&old.object).and_then(|m| m.get(key)) {
+            meta.insert(key.into(), v.clone());
+        }
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+async fn patch(
+    State(api): Shared,
+    ns: String,
+    name: String,
+    h: HeaderMap,
+    body: Bytes,
+    version: ApiVersion,
+) -> Result<Response, ApiError> {
+    // Strategic merge is a merge patch for Events: none of their lists has merge keys
+    // that clients patch element by element.
+    let patch = parse_body(
+        &h,
+        &body,
+        &[
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+        ],
+    )?;
+    let patch = Value::Object(patch);
+    for _attempt in 0..5 {
+        let old = api
+            .store
+            .get(&ns, &name)
+            .ok_or_else(|| ApiError::not_found(&name))?;
+        let mut current = Value::Object(to_version(&old.object, version));
+        merge_patch(&mut current, &patch);
+        let Value::Object(obj) = current else {
+            return Err(ApiError::bad_request("the patch must leave an object"));
+        };
+        if let Err((field, message)) = convert::validate(&obj, version) {
+            return Err(ApiError::invalid(&name, &field, &message));
+        }
+        let mut core = to_core(obj, version);
+        {
+            let meta = meta_mut(&mut core);
+            meta.insert("name".into(), name.clone().into());
+            meta.insert("namespace".into(), ns.clone().into());
+        }
+        keep_immutable(&mut core, &old);
+        match api.store.update(core, Some(old.rv)).await {
+            Ok(stored) => {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &Value::Object(to_version(&stored.object, version)),
+                ))
+            }
+            Err(super::store::StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "the event kept changing while it was patched; try again".into(),
+        &name,
+    ))
+}
+
+fn success(name: &str, uid: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+        "details": {"name": name, "kind": "events", "uid": uid},
+    })
+}
+
+async fn delete(State(api): Shared, ns: String, name: String) -> Result<Response, ApiError> {
+    let old = api.store.delete(&ns, &name).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &success(&name, convert::meta_str(&old.object, "uid")),
+    ))
+}
+
+async fn delete_collection(
+    State(api): Shared,
+    ns: String,
+    Query(q): Params,
+    version: ApiVersion,
+) -> Result<Response, ApiError> {
+    let query = ListQuery::parse(&q, version)?;
+    let (_, items, _) = api
+        .store
+        .list(Some(&ns), None, usize::MAX, |s| query.matches(Some(&ns), s));
+    let mut deleted = Vec::new();
+    for s in items {
+        match api.store.delete(s.namespace(), s.name()).await {
+            Ok(old) => deleted.push(Value::Object(to_version(&old.object, version))),
+            Err(super::store::StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let rv = api.store.resource_version();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": "EventList", "apiVersion": version.as_str(),
+            "metadata": {"resourceVersion": rv.to_string()}, "items": deleted,
+        }),
+    ))
+}
+
+/// A watch stream: newline-delimited `{"type", "object"}` events, flushed one by one.
+fn watch(
+    api: Arc<EventsApi>,
+    q: HashMap<String, String>,
+    query: ListQuery,
+    version: ApiVersion,
+    ns: Option<String>,
+    as_table: bool,
+) -> Response {
+    if q.get("sendInitialEvents").is_some_and(|v| v == "true") {
+        let mut e = ApiError::invalid(
+            "",
+            "sendInitialEvents",
+            "Forbidden: sendInitialEvents is not supported by this server; list, then watch",
+        );
+        e.details["kind"] = "ListOptions".into();
+        return e.into_response();
+    }
+    let from = match q.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(rv) => match rv.parse::<u64>() {
+            Ok(rv) => Some(rv),
+            Err(_) => {
+                return ApiError::bad_request(format!("invalid resourceVersion `{rv}`"))
+                    .into_response()
+            }
+        },
+    };
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(Duration::from_secs(1800), Duration::from_secs);
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
+    tokio::spawn(async move {
+        let mut writer = WatchWriter {
+            tx,
+            version,
+            as_table,
+            first: true,
+            include: query.include.clone(),
+        };
+        let (mut last_rv, mut changes) = match from {
+            None => {
+                let (rv, items, changes) = api.store.snapshot_and_watch();
+                for s in items.iter().filter(|s| query.matches(ns.as_deref(), s)) {
+                    if !writer.send("ADDED", s).await {
+                        return;
+                    }
+                }
+                (rv, changes)
+            }
+            Some(rv) => match api.store.watch_from(rv) {
+                Ok((backlog, changes)) => {
+                    let mut last = rv;
+                    for c in backlog {
+                        last = c.rv;
+                        if query.matches(ns.as_deref(), &c.event)
+                            && !writer.send(c.kind.as_str(), &c.event).await
+                        {
+                            return;
+                        }
+                    }
+                    (last, changes)
+                }
+                Err(oldest) => {
+                    writer.error(ApiError::expired(rv, oldest)).await;
+                    return;
+                }
+            },
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut bookmark = tokio::time::interval(Duration::from_secs(30));
+        bookmark.tick().await;
+        loop {
+            tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(Change { rv, kind, event }) => {
+                        if rv <= last_rv {
+                            continue;
+                        }
+                        last_rv = rv;
+                        if query.matches(ns.as_deref(), &event) && !writer.send(kind.as_str(), &event).await {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        writer.error(ApiError::expired(last_rv, api.store.resource_version())).await;
+                        return;
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                _ = bookmark.tick(), if bookmarks => {
+                    if !writer.bookmark(last_rv).await {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return,
+                () = writer.tx.closed() => return,
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(body)
+        .unwrap_or_else(|_| ApiError::internal("cannot start the watch").into_response())
+}
+
+struct WatchWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    version: ApiVersion,
+    as_table: bool,
+    first: bool,
+    include: String,
+}
+
+impl WatchWriter {
+    async fn line(&mut self, v: Value) -> bool {
+        let mut text = v.to_string();
+        text.push('\n');
+        self.tx.send(Ok(Bytes::from(text))).await.is_ok()
+    }
+
+    async fn send(&mut self, kind: &str, s: &Stored) -> bool {
+        let object = Value::Object(to_version(&s.object, self.version));
+        let object = if self.as_table {
+            let row = table::row(
+                &s.object,
+                table::row_object(&s.object, object, &self.include),
+                now_ms(),
+            );
+            let t = table::table(vec![row], s.rv, "", self.first);
+            self.first = false;
+            t
+        } else {
+            object
+        };
+        self.line(json!({"type": kind, "object": object})).await
+    }
+
+    async fn bookmark(&mut self, rv: u64) -> bool {
+        let object = json!({"kind": "Event", "apiVersion": self.version.as_str(), "metadata": {"resourceVersion": rv.to_string()}});
+        self.line(json!({"type": "BOOKMARK", "object": object}))
+            .await
+    }
+
+    async fn error(&mut self, e: ApiError) {
+        let _ = self
+            .line(json!({"type": "ERROR", "object": e.status()}))
+            .await;
+    }
+}
+
+/// A 404 `Status` for paths under the API prefixes that do not exist.
+pub fn not_found(path: &str) -> Response {
+    ApiError::no_route(path).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        let mut target = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]});
+        merge_patch(
+            &mut target,
+            &json!({"a": null, "b": {"c": 5}, "e": [2], "f": "x"}),
+        );
+        assert_eq!(target, json!({"b": {"c": 5, "d": 3}, "e": [2], "f": "x"}));
+    }
+
+    #[test]
+    fn continue_tokens_round_trip_and_garbage_is_refused() {
+        let t = encode_continue(42, "ns", "a.b");
+        assert_eq!(
+            decode_continue(&t).expect("valid"),
+            (42, ("ns".into(), "a.b".into()))
+        );
+        assert!(decode_continue("%%%").is_err());
+    }
+}

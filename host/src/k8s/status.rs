@@ -1,0 +1,146 @@
+//! Kubernetes `Status` errors: the body kubectl and client libraries read.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+/// An API error answered as a `Status` object with the same HTTP code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub code: u16,
+    /// The machine-readable reason (`NotFound`, `AlreadyExists`, `Invalid`, ...).
+    pub reason: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+    /// `details` (name, kind, causes, ...).
+    pub details: Value,
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: String) -> Self {
+        Self {
+            code,
+            reason,
+            message,
+            details: Value::Null,
+        }
+    }
+
+    /// 400 `BadRequest`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message.into())
+    }
+
+    /// 404 `NotFound` for an event.
+    pub fn not_found(name: &str) -> Self {
+        let mut e = Self::new(404, "NotFound", format!("events \"{name}\" not found"));
+        e.details = json!({"name": name, "kind": "events"});
+        e
+    }
+
+    /// 404 for a path that is not part of the API.
+    pub fn no_route(path: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
+    }
+
+    /// 409 `AlreadyExists`.
+    pub fn already_exists(name: &str) -> Self {
+        let mut e = Self::new(
+            409,
+            "AlreadyExists",
+            format!("events \"{name}\" already exists"),
+        );
+        e.details = json!({"name": name, "kind": "events"});
+        e
+    }
+
+    /// 409 `Conflict`.
+    pub fn conflict(message: String, name: &str) -> Self {
+        let mut e = Self::new(409, "Conflict", message);
+        e.details = json!({"name": name, "kind": "events"});
+        e
+    }
+
+    /// 422 `Invalid`, naming the field.
+    pub fn invalid(name: &str, field: &str, message: &str) -> Self {
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            format!("Event \"{name}\" is invalid: {field}: {message}"),
+        );
+        e.details = json!({
+            "name": name, "kind": "Event",
+            "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}],
+        });
+        e
+    }
+
+    /// 410 `Expired`: a resourceVersion older than the watch history.
+    pub fn expired(requested: u64, oldest: u64) -> Self {
+        Self::new(
+            410,
+            "Expired",
+            format!("too old resource version: {requested} ({oldest})"),
+        )
+    }
+
+    /// 415 `UnsupportedMediaType`.
+    pub fn unsupported_media(content_type: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type})"),
+        )
+    }
+
+    /// 500 `InternalError`.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message.into())
+    }
+
+    /// The `Status` object.
+    pub fn status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if !self.details.is_null() {
+            s["details"] = self.details.clone();
+        }
+        s
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            code,
+            [(header::CONTENT_TYPE, "application/json")],
+            self.status().to_string(),
+        )
+            .into_response()
+    }
+}
+
+impl From<super::store::StoreError> for ApiError {
+    fn from(e: super::store::StoreError) -> Self {
+        use super::store::StoreError;
+        match &e {
+            StoreError::AlreadyExists(name) => Self::already_exists(name),
+            StoreError::NotFound(name) => Self::not_found(name),
+            StoreError::Conflict(name) => Self::conflict(e.to_string(), name),
+            StoreError::Storage(_) => Self::internal(e.to_string()),
+        }
+    }
+}

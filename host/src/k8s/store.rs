@@ -1,0 +1,741 @@
+//! The embedded event store: durable on local disk (redb), served from memory.
+//!
+//! Every change gets the next resourceVersion (a global counter, kept across restarts with
+//! the objects). One writer thread applies changes in groups — one transaction, one fsync
+//! per group — so concurrent creates share the disk's cost. Readers never wait for the
+//! disk: lists read an in-memory map (all events, by namespace and name), watches read a
+//! bounded history of recent changes and a broadcast of new ones. A watch from a version
+//! older than the history is answered `410 Expired`, which clients answer by re-listing.
+//!
+//! Retention: events not changed for `retention` are deleted (a DELETED watch event each),
+//! and beyond `max_events` the least recently changed go first.
+//!
+//! redb was chosen because it is pure Rust, crash-safe (copy-on-write B-trees with
+//! checksummed commits), already used by weir for filter state, and fast enough that the
+//! memory map, not the disk, bounds reads.
+
+use super::convert::{labels, meta_str};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{broadcast, oneshot};
+
+const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// An event of that name exists.
+    #[error("events \"{0}\" already exists")]
+    AlreadyExists(String),
+    /// No event of that name.
+    #[error("events \"{0}\" not found")]
+    NotFound(String),
+    /// The caller's resourceVersion is not the current one.
+    #[error("Operation cannot be fulfilled on events \"{0}\": the object has been modified; please apply your changes to the latest version and try again")]
+    Conflict(String),
+    /// The disk failed.
+    #[error("event store: {0}")]
+    Storage(String),
+}
+
+/// A stored event.
+#[derive(Debug)]
+pub struct Stored {
+    /// Its resourceVersion.
+    pub rv: u64,
+    /// The core/v1 object, `metadata.resourceVersion` included.
+    pub object: Map<String, Value>,
+    /// When it was last written, ms since the epoch.
+    pub written_ms: i64,
+}
+
+impl Stored {
+    /// Its namespace.
+    pub fn namespace(&self) -> &str {
+        meta_str(&self.object, "namespace")
+    }
+    /// Its name.
+    pub fn name(&self) -> &str {
+        meta_str(&self.object, "name")
+    }
+    /// Its labels.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        labels(&self.object)
+    }
+}
+
+/// What a change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// Created.
+    Added,
+    /// Replaced.
+    Modified,
+    /// Deleted (the object as it was).
+    Deleted,
+}
+
+impl ChangeKind {
+    /// The watch event type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "ADDED",
+            ChangeKind::Modified => "MODIFIED",
+            ChangeKind::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as watchers see it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The resourceVersion of the change.
+    pub rv: u64,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The object after the change (before it, for deletions, with the deletion's rv).
+    pub event: Arc<Stored>,
+}
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Events unchanged for this long are deleted.
+    pub retention: Duration,
+    /// The most events kept.
+    pub max_events: usize,
+    /// Recent changes kept for watches resuming from a resourceVersion.
+    pub watch_history: usize,
+}
+
+type Key = (String, String);
+
+struct Inner {
+    events: BTreeMap<Key, Arc<Stored>>,
+    /// Keys by the resourceVersion of their last write (oldest first), for the size cap.
+    by_rv: BTreeMap<u64, Key>,
+    rv: u64,
+    history: VecDeque<Change>,
+    /// Every change after this resourceVersion is in `history`.
+    history_floor: u64,
+}
+
+/// A change requested of the writer.
+enum Op {
+    Create(Map<String, Value>),
+    Update {
+        object: Map<String, Value>,
+        expected_rv: Option<u64>,
+    },
+    Delete {
+        namespace: String,
+        name: String,
+    },
+    Expire,
+}
+
+/// What an operation answers.
+type Outcome = Result<Arc<Stored>, StoreError>;
+type Reply = oneshot::Sender<Outcome>;
+
+/// The store.
+pub struct EventStore {
+    inner: Arc<RwLock<Inner>>,
+    ops: std::sync::mpsc::SyncSender<(Op, Option<Reply>)>,
+    changes: broadcast::Sender<Change>,
+}
+
+fn now_ms() -> i64 {
+    crate::runtime::now_ms() as i64
+}
+
+fn key_of(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+impl EventStore {
+    /// Opens (creating) the store at `path` and starts its writer thread.
+    pub fn open(path: &Path, settings: StoreSettings) -> Result<Arc<Self>, StoreError> {
+        let storage =
+            |e: &dyn std::fmt::Display| StoreError::Storage(format!("{}: {e}", path.display()));
+        let db = redb::Database::create(path).map_err(|e| storage(&e))?;
+        let mut events = BTreeMap::new();
+        let mut by_rv = BTreeMap::new();
+        let mut rv = 0;
+        {
+            let txn = db.begin_write().map_err(|e| storage(&e))?;
+            txn.open_table(EVENTS).map_err(|e| storage(&e))?;
+            txn.open_table(META).map_err(|e| storage(&e))?;
+            txn.commit().map_err(|e| storage(&e))?;
+            let read = db.begin_read().map_err(|e| storage(&e))?;
+            let meta = read.open_table(META).map_err(|e| storage(&e))?;
+            if let Some(v) = meta.get("rv").map_err(|e| storage(&e))? {
+                rv = v.value();
+            }
+            let table = read.open_table(EVENTS).map_err(|e| storage(&e))?;
+            for entry in table.iter().map_err(|e| storage(&e))? {
+                let (_, value) = entry.map_err(|e| storage(&e))?;
+                let Ok(record) = serde_json::from_slice::<Record>(value.value()) else {
+                    tracing::error!("event store: skipping an unreadable record");
+                    continue;
+                };
+                let stored = Arc::new(Stored {
+                    rv: record.rv,
+                    object: record.object,
+                    written_ms: record.written_ms,
+                });
+                let k = (stored.namespace().to_owned(), stored.name().to_owned());
+                by_rv.insert(stored.rv, k.clone());
+                events.insert(k, stored);
+            }
+        }
+        tracing::info!(
+            events = events.len(),
+            resource_version = rv,
+            "event store opened"
+        );
+        let inner = Arc::new(RwLock::new(Inner {
+            events,
+            by_rv,
+            rv,
+            history: VecDeque::new(),
+            history_floor: rv,
+        }));
+        let (tx, rx) = std::sync::mpsc::sync_channel(4096);
+        let (changes, _) = broadcast::channel(settings.watch_history.max(1024));
+        let writer = Writer {
+            db,
+            inner: inner.clone(),
+            changes: changes.clone(),
+            settings: settings.clone(),
+        };
+        std::thread::Builder::new()
+            .name("weir-event-store".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| storage(&e))?;
+        let store = Arc::new(Self {
+            inner,
+            ops: tx,
+            changes,
+        });
+        Ok(store)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn submit(&self, op: Op) -> Result<Arc<Stored>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let ops = self.ops.clone();
+        // The queue is bounded; a full queue makes the caller wait (off the async threads).
+        tokio::task::spawn_blocking(move || ops.send((op, Some(tx))))
+            .await
+            .map_err(|e| StoreError::Storage(e.to_string()))?
+            .map_err(|_| StoreError::Storage("the store's writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Storage("the store's writer stopped".into()))?
+    }
+
+    /// Stores a new event (core/v1 form with namespace and name set).
+    pub async fn create(&self, object: Map<String, Value>) -> Result<Arc<Stored>, StoreError> {
+        self.submit(Op::Create(object)).await
+    }
+
+    /// Replaces an event; with `expected_rv`, only if that is its current version.
+    pub async fn update(
+        &self,
+        object: Map<String, Value>,
+        expected_rv: Option<u64>,
+    ) -> Result<Arc<Stored>, StoreError> {
+        self.submit(Op::Update {
+            object,
+            expected_rv,
+        })
+        .await
+    }
+
+    /// Deletes an event; answers it as it was.
+    pub async fn delete(&self, namespace: &str, name: &str) -> Result<Arc<Stored>, StoreError> {
+        self.submit(Op::Delete {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    /// One event.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Stored>> {
+        self.read()
+            .events
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.read().rv
+    }
+
+    /// Events of a namespace (or all), in (namespace, name) order, after `after`, that
+    /// `keep` accepts, at most `limit`; with the resourceVersion they were read at and
+    /// whether more matched.
+    pub fn list(
+        &self,
+        namespace: Option<&str>,
+        after: Option<&Key>,
+        limit: usize,
+        keep: impl Fn(&Stored) -> bool,
+    ) -> (u64, Vec<Arc<Stored>>, bool) {
+        use std::ops::Bound;
+        let inner = self.read();
+        let start = match (after, namespace) {
+            (Some(k), _) => Bound::Excluded(k.clone()),
+            (None, Some(ns)) => Bound::Included((ns.to_owned(), String::new())),
+            (None, None) => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        let mut more = false;
+        for ((ns, _), stored) in inner.events.range((start, Bound::Unbounded)) {
+            if namespace.is_some_and(|n| n != ns) {
+                break;
+            }
+            if keep(stored) {
+                if out.len() == limit {
+                    more = true;
+                    break;
+                }
+                out.push(stored.clone());
+            }
+        }
+        (inner.rv, out, more)
+    }
+
+    /// Changes after `rv` and a receiver of the ones to come, or `Err(oldest)` when `rv`
+    /// is older than the history.
+    pub fn watch_from(&self, rv: u64) -> Result<(Vec<Change>, broadcast::Receiver<Change>), u64> {
+        let inner = self.read();
+        if rv < inner.history_floor {
+            return Err(inner.history_floor);
+        }
+        let backlog = inner
+            .history
+            .iter()
+            .filter(|c| c.rv > rv)
+            .cloned()
+            .collect();
+        // Subscribed under the read lock: the writer publishes under the write lock, so
+        // nothing falls between the backlog and the receiver.
+        Ok((backlog, self.changes.subscribe()))
+    }
+
+    /// Every current event and a receiver of later changes (for watches from "" or "0").
+    pub fn snapshot_and_watch(&self) -> (u64, Vec<Arc<Stored>>, broadcast::Receiver<Change>) {
+        let inner = self.read();
+        (
+            inner.rv,
+            inner.events.values().cloned().collect(),
+            self.changes.subscribe(),
+        )
+    }
+
+    /// How many events are stored.
+    pub fn len(&self) -> usize {
+        self.read().events.len()
+    }
+
+    /// Whether no event is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An event as written to disk.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    rv: u64,
+    written_ms: i64,
+    object: Map<String, Value>,
+}
+
+struct Writer {
+    db: redb::Database,
+    inner: Arc<RwLock<Inner>>,
+    changes: broadcast::Sender<Change>,
+    settings: StoreSettings,
+}
+
+impl Writer {
+    /// Applies queued operations in groups until the store is dropped; retention runs
+    /// at start and once a minute.
+    fn run(self, rx: std::sync::mpsc::Receiver<(Op, Option<Reply>)>) {
+        use std::sync::mpsc::RecvTimeoutError;
+        const RETENTION_EVERY: Duration = Duration::from_secs(60);
+        let mut next_expire = std::time::Instant::now();
+        loop {
+            let wait = next_expire.saturating_duration_since(std::time::Instant::now());
+            let mut batch = match rx.recv_timeout(wait) {
+                Ok(first) => vec![first],
+                Err(RecvTimeoutError::Timeout) => Vec::new(),
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            while batch.len() < 2048 {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            if std::time::Instant::now() >= next_expire {
+                batch.push((Op::Expire, None));
+                next_expire = std::time::Instant::now() + RETENTION_EVERY;
+            }
+            self.apply(batch);
+        }
+    }
+
+    /// Applies a group of operations in one transaction, then publishes them.
+    fn apply(&self, batch: Vec<(Op, Option<Reply>)>) {
+        let mut rv = self.inner.read().unwrap_or_else(|e| e.into_inner()).rv;
+        // Staged view of this group: key → new state (None = deleted).
+        let mut staged: HashMap<Key, Option<Arc<Stored>>> = HashMap::new();
+        let mut changes: Vec<Change> = Vec::new();
+        let mut replies: Vec<(Option<Reply>, Outcome)> = Vec::new();
+        let now = now_ms();
+        let current =
+            |staged: &HashMap<Key, Option<Arc<Stored>>>, k: &Key| -> Option<Arc<Stored>> {
+                match staged.get(k) {
+                    Some(s) => s.clone(),
+                    None => self
+                        .inner
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .events
+                        .get(k)
+                        .cloned(),
+                }
+            };
+        let mut expire = false;
+        for (op, reply) in batch {
+            let result = match op {
+                Op::Expire => {
+                    expire = true;
+                    continue;
+                }
+                Op::Create(mut object) => {
+                    let k = (
+                        meta_str(&object, "namespace").to_owned(),
+                        meta_str(&object, "name").to_owned(),
+                    );
+                    if current(&staged, &k).is_some() {
+                        Err(StoreError::AlreadyExists(k.1.clone()))
+                    } else {
+                        rv += 1;
+                        set_rv(&mut object, rv);
+                        let stored = Arc::new(Stored {
+                            rv,
+                            object,
+                            written_ms: now,
+                        });
+                        staged.insert(k, Some(stored.clone()));
+                        changes.push(Change {
+                            rv,
+                            kind: ChangeKind::Added,
+                            event: stored.clone(),
+                        });
+                        Ok(stored)
+                    }
+                }
+                Op::Update {
+                    mut object,
+                    expected_rv,
+                } => {
+                    let k = (
+                        meta_str(&object, "namespace").to_owned(),
+                        meta_str(&object, "name").to_owned(),
+                    );
+                    match current(&staged, &k) {
+                        None => Err(StoreError::NotFound(k.1.clone())),
+                        Some(old) if expected_rv.is_some_and(|e| e != old.rv) => {
+                            Err(StoreError::Conflict(k.1.clone()))
+                        }
+                        Some(_) => {
+                            rv += 1;
+                            set_rv(&mut object, rv);
+                            let stored = Arc::new(Stored {
+                                rv,
+                                object,
+                                written_ms: now,
+                            });
+                            staged.insert(k, Some(stored.clone()));
+                            changes.push(Change {
+                                rv,
+                                kind: ChangeKind::Modified,
+                                event: stored.clone(),
+                            });
+                            Ok(stored)
+                        }
+                    }
+                }
+                Op::Delete { namespace, name } => {
+                    let k = (namespace, name);
+                    match current(&staged, &k) {
+                        None => Err(StoreError::NotFound(k.1.clone())),
+                        Some(old) => {
+                            rv += 1;
+                            staged.insert(k, None);
+                            let mut object = old.object.clone();
+                            set_rv(&mut object, rv);
+                            let gone = Arc::new(Stored {
+                                rv,
+                                object,
+                                written_ms: old.written_ms,
+                            });
+                            changes.push(Change {
+                                rv,
+                                kind: ChangeKind::Deleted,
+                                event: gone,
+                            });
+                            Ok(old)
+                        }
+                    }
+                }
+            };
+            replies.push((reply, result));
+        }
+        // Retention and the size cap delete too.
+        {
+            let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+            let cutoff = now - self.settings.retention.as_millis() as i64;
+            let mut victims: Vec<Arc<Stored>> = Vec::new();
+            if expire {
+                victims.extend(
+                    inner
+                        .events
+                        .values()
+                        .filter(|s| s.written_ms < cutoff)
+                        .cloned(),
+                );
+            }
+            let added = staged
+                .iter()
+                .filter(|(k, v)| v.is_some() && !inner.events.contains_key(*k))
+                .count();
+            let removed = staged
+                .iter()
+                .filter(|(k, v)| v.is_none() && inner.events.contains_key(*k))
+                .count();
+            let after = inner.events.len() + added - removed.min(inner.events.len() + added);
+            if after > self.settings.max_events {
+                let excess = after - self.settings.max_events;
+                victims.extend(
+                    inner
+                        .by_rv
+                        .values()
+                        .filter_map(|k| inner.events.get(k))
+                        .filter(|s| {
+                            !staged.contains_key(&(s.namespace().to_owned(), s.name().to_owned()))
+                        })
+                        .take(excess)
+                        .cloned(),
+                );
+            }
+            for old in victims {
+                let k = (old.namespace().to_owned(), old.name().to_owned());
+                if staged.contains_key(&k) {
+                    continue;
+                }
+                rv += 1;
+                staged.insert(k, None);
+                let mut object = old.object.clone();
+                set_rv(&mut object, rv);
+                changes.push(Change {
+                    rv,
+                    kind: ChangeKind::Deleted,
+                    event: Arc::new(Stored {
+                        rv,
+                        object,
+                        written_ms: old.written_ms,
+                    }),
+                });
+            }
+        }
+        if staged.is_empty() {
+            for (reply, result) in replies {
+                if let Some(r) = reply {
+                    let _ = r.send(result);
+                }
+            }
+            return;
+        }
+        if let Err(e) = self.persist(&staged, rv) {
+            tracing::error!("event store: {e}");
+            for (reply, result) in replies {
+                if let Some(r) = reply {
+                    let _ = r.send(result.and(Err(e.clone())));
+                }
+            }
+            return;
+        }
+        // Durable: publish to memory and watchers.
+        {
+            let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+            for (k, state) in staged {
+                if let Some(old) = inner.events.remove(&k) {
+                    inner.by_rv.remove(&old.rv);
+                }
+                if let Some(new) = state {
+                    inner.by_rv.insert(new.rv, k.clone());
+                    inner.events.insert(k, new);
+                }
+            }
+            inner.rv = rv;
+            for change in changes {
+                inner.history.push_back(change.clone());
+                let _ = self.changes.send(change);
+            }
+            while inner.history.len() > self.settings.watch_history {
+                if let Some(old) = inner.history.pop_front() {
+                    inner.history_floor = old.rv;
+                }
+            }
+        }
+        for (reply, result) in replies {
+            if let Some(r) = reply {
+                let _ = r.send(result);
+            }
+        }
+    }
+
+    fn persist(
+        &self,
+        staged: &HashMap<Key, Option<Arc<Stored>>>,
+        rv: u64,
+    ) -> Result<(), StoreError> {
+        let err = |e: &dyn std::fmt::Display| StoreError::Storage(e.to_string());
+        let txn = self.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut table = txn.open_table(EVENTS).map_err(|e| err(&e))?;
+            for ((ns, name), state) in staged {
+                let key = key_of(ns, name);
+                match state {
+                    Some(s) => {
+                        let bytes = serde_json::to_vec(&RecordRef {
+                            rv: s.rv,
+                            written_ms: s.written_ms,
+                            object: &s.object,
+                        })
+                        .map_err(|e| err(&e))?;
+                        table
+                            .insert(key.as_str(), bytes.as_slice())
+                            .map_err(|e| err(&e))?;
+                    }
+                    None => {
+                        table.remove(key.as_str()).map_err(|e| err(&e))?;
+                    }
+                }
+            }
+            let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
+            meta.insert("rv", rv).map_err(|e| err(&e))?;
+        }
+        txn.commit().map_err(|e| err(&e))
+    }
+}
+
+#[derive(serde::Serialize)]
+struct RecordRef<'a> {
+    rv: u64,
+    written_ms: i64,
+    object: &'a Map<String, Value>,
+}
+
+fn set_rv(object: &mut Map<String, Value>, rv: u64) {
+    if let Some(Value::Object(meta)) = object.get_mut("metadata") {
+        meta.insert("resourceVersion".into(), rv.to_string().into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(ns: &str, name: &str) -> Map<String, Value> {
+        json!({"metadata": {"name": name, "namespace": ns}, "reason": "Test"})
+            .as_object()
+            .cloned()
+            .expect("object")
+    }
+
+    fn settings() -> StoreSettings {
+        StoreSettings {
+            retention: Duration::from_secs(3600),
+            max_events: 1000,
+            watch_history: 100,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn versions_conflicts_and_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.redb");
+        let store = EventStore::open(&path, settings()).expect("open");
+        let a = store.create(event("ns", "a")).await.expect("create");
+        assert_eq!(a.rv, 1);
+        assert_eq!(meta_str(&a.object, "resourceVersion"), "1");
+        assert_eq!(
+            store.create(event("ns", "a")).await.expect_err("dup"),
+            StoreError::AlreadyExists("a".into())
+        );
+        store.create(event("other", "b")).await.expect("create");
+        let stale = store.update(event("ns", "a"), Some(99)).await;
+        assert_eq!(
+            stale.expect_err("conflict"),
+            StoreError::Conflict("a".into())
+        );
+        let a2 = store
+            .update(event("ns", "a"), Some(1))
+            .await
+            .expect("update");
+        assert_eq!(a2.rv, 3);
+        let (rv, items, more) = store.list(Some("ns"), None, 10, |_| true);
+        assert_eq!((rv, items.len(), more), (3, 1, false));
+        let (backlog, _rx) = store.watch_from(1).expect("in history");
+        assert_eq!(backlog.iter().map(|c| c.rv).collect::<Vec<_>>(), vec![2, 3]);
+        store.delete("other", "b").await.expect("delete");
+        drop(store);
+        // Reopened: objects and the counter survive; history starts at the current rv.
+        std::thread::sleep(Duration::from_millis(100));
+        let store = EventStore::open(&path, settings()).expect("reopen");
+        assert_eq!(store.resource_version(), 4);
+        assert_eq!(store.get("ns", "a").expect("kept").rv, 3);
+        assert!(store.get("other", "b").is_none());
+        assert_eq!(store.watch_from(2).err(), Some(4));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_size_cap_deletes_the_oldest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EventStore::open(
+            &dir.path().join("e.redb"),
+            StoreSettings {
+                max_events: 3,
+                ..settings()
+            },
+        )
+        .expect("open");
+        for i in 0..5 {
+            store
+                .create(event("ns", &format!("e{i}")))
+                .await
+                .expect("create");
+        }
+        let (_, items, _) = store.list(None, None, 10, |_| true);
+        let names: Vec<&str> = items.iter().map(|s| s.name()).collect();
+        assert_eq!(names, vec!["e2", "e3", "e4"]);
+    }
+}
