@@ -29,15 +29,19 @@ pub fn api_versions() -> Value {
     })
 }
 
-fn events_resource() -> Value {
-    json!({
+fn events_resource(short_names: bool) -> Value {
+    let mut r = json!({
         "name": "events",
         "singularName": "event",
         "namespaced": true,
         "kind": "Event",
         "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
-        "shortNames": ["ev"],
-    })
+    });
+    // As on a real apiserver, only core/v1 has the short name `ev`.
+    if short_names {
+        r["shortNames"] = json!(["ev"]);
+    }
+    r
 }
 
 /// `GET /api/v1` and `GET /apis/events.k8s.io/v1`.
@@ -46,7 +50,7 @@ pub fn resource_list(group_version: &str) -> Value {
         "kind": "APIResourceList",
         "apiVersion": "v1",
         "groupVersion": group_version,
-        "resources": [events_resource()],
+        "resources": [events_resource(group_version == "v1")],
     })
 }
 
