@@ -195,6 +195,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let watches_end = shutdown_rx.clone();
     let shutdown_signal = move || {
         let mut rx = shutdown_rx.clone();
         async move {
@@ -258,7 +259,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             },
         )
         .map_err(|e| ServeError::State(e.to_string()))?;
-        main_app = main_app.merge(crate::k8s::api::routes(store));
+        main_app = main_app.merge(crate::k8s::api::routes(store, watches_end));
     }
     let ticker_state = app_state.clone();
     let ticker = tokio::spawn(async move {

@@ -222,6 +222,7 @@ fn kubectl_creates_lists_selects_watches_and_deletes_events() {
     });
     std::thread::sleep(Duration::from_secs(2));
     let _ = watch.kill();
+    let _ = watch.wait();
     let seen = seen.join().unwrap();
     assert!(
         seen.contains("Killing") && seen.contains("pod/my-pod"),

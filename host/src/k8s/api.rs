@@ -25,14 +25,18 @@ use tokio::sync::broadcast::error::RecvError;
 /// The API's shared state.
 pub struct EventsApi {
     store: Arc<EventStore>,
+    /// Becomes true when the router shuts down: open watches end, so the graceful
+    /// shutdown does not wait for their timeouts.
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 type Shared = State<Arc<EventsApi>>;
 type Params = Query<HashMap<String, String>>;
 
-/// The routes, for merging into the router's HTTP application.
-pub fn routes(store: Arc<EventStore>) -> Router {
-    let state = Arc::new(EventsApi { store });
+/// The routes, for merging into the router's HTTP application; watches end when
+/// `shutdown` becomes true.
+pub fn routes(store: Arc<EventStore>, shutdown: tokio::sync::watch::Receiver<bool>) -> Router {
+    let state = Arc::new(EventsApi { store, shutdown });
     let json_doc = |v: Value| move || async move { json_response(StatusCode::OK, &v) };
     Router::new()
         .route("/version", get(json_doc(discovery::version())))
@@ -787,12 +791,22 @@ fn watch(
                     (last, changes)
                 }
                 Err(oldest) => {
+                    tracing::info!(
+                        requested = rv,
+                        oldest,
+                        "watch from a resourceVersion older than the history: 410 Expired"
+                    );
                     writer.error(ApiError::expired(rv, oldest)).await;
                     return;
                 }
             },
         };
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut shutdown = api.shutdown.clone();
+        let stop = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        tokio::pin!(stop);
         let mut bookmark = tokio::time::interval(Duration::from_secs(30));
         bookmark.tick().await;
         loop {
@@ -819,6 +833,7 @@ fn watch(
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => return,
+                () = &mut stop => return,
                 () = writer.tx.closed() => return,
             }
         }

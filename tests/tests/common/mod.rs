@@ -76,12 +76,13 @@ impl Weir {
 
     /// Like [`Weir::start`] in a given directory (restarts keep their data).
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Weir {
+        Self::start_at(dir, "127.0.0.1:0", config)
+    }
+
+    /// Like [`Weir::start_in`] on a given listen address (a restart on the same port).
+    pub fn start_at(dir: tempfile::TempDir, listen: &str, config: &str) -> Weir {
         let data = dir.path().join("data");
-        let text = format!(
-            "listen: 127.0.0.1:0\ndata_dir: {}\n{}",
-            data.display(),
-            config
-        );
+        let text = format!("listen: {listen}\ndata_dir: {}\n{}", data.display(), config);
         let config_path = dir.path().join("weir.yaml");
         std::fs::write(&config_path, text).unwrap();
         let config_arg = config_path.display().to_string();
