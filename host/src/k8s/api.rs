@@ -92,6 +92,18 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
         .into_response()
 }
 
+/// An event as `version` shows it, serialized straight from the stored object.
+fn versioned_response(
+    code: StatusCode,
+    core: &Map<String, Value>,
+    version: ApiVersion,
+) -> Response {
+    match serde_json::to_vec(&convert::Versioned(core, version)) {
+        Ok(body) => (code, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
+    }
+}
+
 fn now_ms() -> i64 {
     crate::runtime::now_ms() as i64
 }
@@ -255,6 +267,15 @@ impl ListQuery {
         })
     }
 
+    /// An equality requirement on an indexed field, to narrow the scan.
+    fn indexed(&self) -> Option<(&str, &str)> {
+        self.fields
+            .0
+            .iter()
+            .find(|r| !r.negated && super::store::INDEXED_FIELDS.contains(&r.field.as_str()))
+            .map(|r| (r.field.as_str(), r.value.as_str()))
+    }
+
     fn matches(&self, ns: Option<&str>, stored: &Stored) -> bool {
         ns.is_none_or(|n| n == stored.namespace())
             && self.fields.matches(|f| convert::field(&stored.object, f))
@@ -305,11 +326,13 @@ async fn collection_get(
         return watch(api, q, query, version, ns, as_table);
     }
     let after = query.cont.as_ref().map(|(_, k)| k.clone());
-    let (rv, items, more) = api
-        .store
-        .list(ns.as_deref(), after.as_ref(), query.limit, |s| {
-            query.matches(ns.as_deref(), s)
-        });
+    let (rv, items, more) = api.store.list(
+        ns.as_deref(),
+        after.as_ref(),
+        query.limit,
+        query.indexed(),
+        |s| query.matches(ns.as_deref(), s),
+    );
     // Every page reports the first page's resourceVersion.
     let rv = query.cont.as_ref().map_or(rv, |(first, _)| *first);
     let cont = match (more, items.last()) {
@@ -334,17 +357,42 @@ async fn collection_get(
             .collect();
         return json_response(StatusCode::OK, &table::table(rows, rv, &cont, true));
     }
-    let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if !cont.is_empty() {
-        metadata["continue"] = cont.into();
+    #[derive(serde::Serialize)]
+    struct ListMeta {
+        #[serde(rename = "resourceVersion")]
+        resource_version: String,
+        #[serde(rename = "continue", skip_serializing_if = "String::is_empty")]
+        cont: String,
     }
-    let list = json!({
-        "kind": "EventList",
-        "apiVersion": version.as_str(),
-        "metadata": metadata,
-        "items": items.iter().map(|s| Value::Object(to_version(&s.object, version))).collect::<Vec<_>>(),
-    });
-    json_response(StatusCode::OK, &list)
+    #[derive(serde::Serialize)]
+    struct List<'a> {
+        kind: &'static str,
+        #[serde(rename = "apiVersion")]
+        api_version: &'static str,
+        metadata: ListMeta,
+        items: Vec<convert::Versioned<'a>>,
+    }
+    let list = List {
+        kind: "EventList",
+        api_version: version.as_str(),
+        metadata: ListMeta {
+            resource_version: rv.to_string(),
+            cont,
+        },
+        items: items
+            .iter()
+            .map(|s| convert::Versioned(&s.object, version))
+            .collect(),
+    };
+    match serde_json::to_vec(&list) {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
+    }
 }
 
 fn get_one(
@@ -359,8 +407,8 @@ fn get_one(
         .store
         .get(&ns, &name)
         .ok_or_else(|| ApiError::not_found(&name))?;
-    let object = Value::Object(to_version(&stored.object, version));
     if table::wants_table(accept(&h)) {
+        let object = Value::Object(to_version(&stored.object, version));
         let include = q.get("includeObject").cloned().unwrap_or_default();
         let row = table::row(
             &stored.object,
@@ -372,7 +420,7 @@ fn get_one(
             &table::table(vec![row], stored.rv, "", true),
         ));
     }
-    Ok(json_response(StatusCode::OK, &object))
+    Ok(versioned_response(StatusCode::OK, &stored.object, version))
 }
 
 /// Parses a JSON object body; YAML and protobuf bodies are refused.
@@ -524,10 +572,7 @@ async fn create(
     }
     let stored = api.store.create(core).await?;
     Ok(with_warnings(
-        json_response(
-            StatusCode::CREATED,
-            &Value::Object(to_version(&stored.object, version)),
-        ),
+        versioned_response(StatusCode::CREATED, &stored.object, version),
         &warnings,
     ))
 }
@@ -577,20 +622,14 @@ async fn put(
         meta.remove("resourceVersion");
         let stored = api.store.create(fresh).await?;
         return Ok(with_warnings(
-            json_response(
-                StatusCode::CREATED,
-                &Value::Object(to_version(&stored.object, version)),
-            ),
+            versioned_response(StatusCode::CREATED, &stored.object, version),
             &warnings,
         ));
     };
     keep_immutable(&mut core, &old);
     let stored = api.store.update(core, expected).await?;
     Ok(with_warnings(
-        json_response(
-            StatusCode::OK,
-            &Value::Object(to_version(&stored.object, version)),
-        ),
+        versioned_response(StatusCode::OK, &stored.object, version),
         &warnings,
     ))
 }
@@ -666,12 +705,7 @@ async fn patch(
         }
         keep_immutable(&mut core, &old);
         match api.store.update(core, Some(old.rv)).await {
-            Ok(stored) => {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &Value::Object(to_version(&stored.object, version)),
-                ))
-            }
+            Ok(stored) => return Ok(versioned_response(StatusCode::OK, &stored.object, version)),
             Err(super::store::StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -706,7 +740,9 @@ async fn delete_collection(
     let query = ListQuery::parse(&q, version)?;
     let (_, items, _) = api
         .store
-        .list(Some(&ns), None, usize::MAX, |s| query.matches(Some(&ns), s));
+        .list(Some(&ns), None, usize::MAX, query.indexed(), |s| {
+            query.matches(Some(&ns), s)
+        });
     let mut deleted = Vec::new();
     for s in items {
         match api.store.delete(s.namespace(), s.name()).await {

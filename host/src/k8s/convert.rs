@@ -135,6 +135,43 @@ pub fn to_version(core: &Map<String, Value>, api: ApiVersion) -> Map<String, Val
     out
 }
 
+/// A stored event as `api` shows it, serialized without copying it first.
+pub struct Versioned<'a>(pub &'a Map<String, Value>, pub ApiVersion);
+
+impl serde::Serialize for Versioned<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Versioned(core, api) = *self;
+        let mut map = ser.serialize_map(None)?;
+        map.serialize_entry("kind", "Event")?;
+        map.serialize_entry("apiVersion", api.as_str())?;
+        for (k, v) in core {
+            if k == "kind" || k == "apiVersion" {
+                continue;
+            }
+            match api {
+                ApiVersion::Core => map.serialize_entry(k, v)?,
+                ApiVersion::Events => {
+                    let empty = match v {
+                        Value::Null => true,
+                        Value::String(s) => s.is_empty(),
+                        Value::Object(o) => o.is_empty(),
+                        _ => false,
+                    };
+                    if !empty {
+                        let name = RENAMES
+                            .iter()
+                            .find(|(c, _)| c == k)
+                            .map_or(k.as_str(), |(_, e)| e);
+                        map.serialize_entry(name, v)?;
+                    }
+                }
+            }
+        }
+        map.end()
+    }
+}
+
 /// Converts a request body of `api` to the stored core/v1 form (without kind/apiVersion).
 pub fn to_core(obj: Map<String, Value>, api: ApiVersion) -> Map<String, Value> {
     let mut out = Map::with_capacity(obj.len() + 3);
@@ -218,21 +255,19 @@ fn str_at<'a>(obj: &'a Map<String, Value>, path: &[&str]) -> &'a str {
     ""
 }
 
-/// The value of a core/v1 field label (for field selectors).
-pub fn field(core: &Map<String, Value>, label: &str) -> String {
-    match label {
-        "source" => {
+/// The value of a core/v1 field label (for field selectors), borrowed from the event.
+pub fn field<'a>(core: &'a Map<String, Value>, label: &str) -> &'a str {
+    match label.split_once('.') {
+        None if label == "source" => {
             let component = str_at(core, &["source", "component"]);
             if component.is_empty() {
-                str_at(core, &["reportingComponent"]).to_owned()
+                str_at(core, &["reportingComponent"])
             } else {
-                component.to_owned()
+                component
             }
         }
-        _ => {
-            let path: Vec<&str> = label.split('.').collect();
-            str_at(core, &path).to_owned()
-        }
+        None => str_at(core, &[label]),
+        Some((head, rest)) => str_at(core, &[head, rest]),
     }
 }
 
@@ -354,7 +389,9 @@ mod tests {
         assert_eq!(core["reportingComponent"], "kubelet");
         assert_eq!(core["count"], 3);
         let back = to_version(&core, ApiVersion::Events);
-        assert_eq!(Value::Object(back), events);
+        assert_eq!(Value::Object(back.clone()), events);
+        let streamed = serde_json::to_value(Versioned(&core, ApiVersion::Events)).expect("json");
+        assert_eq!(streamed, Value::Object(back));
         let as_core = to_version(&core, ApiVersion::Core);
         assert_eq!(as_core["apiVersion"], "v1");
         assert_eq!(field(&core, "involvedObject.kind"), "Pod");

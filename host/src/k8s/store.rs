@@ -115,8 +115,42 @@ pub struct StoreSettings {
 
 type Key = (String, String);
 
+/// Field labels with an equality index: selective ones that clients filter by (what an
+/// object's events are, `kubectl describe`, `kubectl events --for`).
+pub const INDEXED_FIELDS: [&str; 3] = ["involvedObject.name", "involvedObject.uid", "reason"];
+
+/// Keys of events by (indexed field label, value).
+#[derive(Default)]
+struct FieldIndex(HashMap<(&'static str, String), std::collections::BTreeSet<Key>>);
+
+impl FieldIndex {
+    fn add(&mut self, key: &Key, stored: &Stored) {
+        for label in INDEXED_FIELDS {
+            let value = super::convert::field(&stored.object, label);
+            self.0
+                .entry((label, value.to_owned()))
+                .or_default()
+                .insert(key.clone());
+        }
+    }
+
+    fn remove(&mut self, key: &Key, stored: &Stored) {
+        for label in INDEXED_FIELDS {
+            let value = super::convert::field(&stored.object, label);
+            let entry = (label, value.to_owned());
+            if let Some(keys) = self.0.get_mut(&entry) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.0.remove(&entry);
+                }
+            }
+        }
+    }
+}
+
 struct Inner {
     events: BTreeMap<Key, Arc<Stored>>,
+    index: FieldIndex,
     /// Keys by the resourceVersion of their last write (oldest first), for the size cap.
     by_rv: BTreeMap<u64, Key>,
     rv: u64,
@@ -165,6 +199,7 @@ impl EventStore {
             |e: &dyn std::fmt::Display| StoreError::Storage(format!("{}: {e}", path.display()));
         let db = redb::Database::create(path).map_err(|e| storage(&e))?;
         let mut events = BTreeMap::new();
+        let mut index = FieldIndex::default();
         let mut by_rv = BTreeMap::new();
         let mut rv = 0;
         {
@@ -191,6 +226,7 @@ impl EventStore {
                 });
                 let k = (stored.namespace().to_owned(), stored.name().to_owned());
                 by_rv.insert(stored.rv, k.clone());
+                index.add(&k, &stored);
                 events.insert(k, stored);
             }
         }
@@ -201,6 +237,7 @@ impl EventStore {
         );
         let inner = Arc::new(RwLock::new(Inner {
             events,
+            index,
             by_rv,
             rv,
             history: VecDeque::new(),
@@ -232,14 +269,20 @@ impl EventStore {
 
     async fn submit(&self, op: Op) -> Result<Arc<Stored>, StoreError> {
         let (tx, rx) = oneshot::channel();
-        let ops = self.ops.clone();
-        // The queue is bounded; a full queue makes the caller wait (off the async threads).
-        tokio::task::spawn_blocking(move || ops.send((op, Some(tx))))
-            .await
-            .map_err(|e| StoreError::Storage(e.to_string()))?
-            .map_err(|_| StoreError::Storage("the store's writer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Storage("the store's writer stopped".into()))?
+        let stopped = || StoreError::Storage("the store's writer stopped".into());
+        // The queue is bounded: when it is full the caller waits, off the async threads.
+        match self.ops.try_send((op, Some(tx))) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(item)) => {
+                let ops = self.ops.clone();
+                tokio::task::spawn_blocking(move || ops.send(item))
+                    .await
+                    .map_err(|e| StoreError::Storage(e.to_string()))?
+                    .map_err(|_| stopped())?;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
+        }
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Stores a new event (core/v1 form with namespace and name set).
@@ -284,12 +327,14 @@ impl EventStore {
 
     /// Events of a namespace (or all), in (namespace, name) order, after `after`, that
     /// `keep` accepts, at most `limit`; with the resourceVersion they were read at and
-    /// whether more matched.
+    /// whether more matched. With `indexed = Some((label, value))` (a label of
+    /// [`INDEXED_FIELDS`]), only events whose field equals the value are visited.
     pub fn list(
         &self,
         namespace: Option<&str>,
         after: Option<&Key>,
         limit: usize,
+        indexed: Option<(&str, &str)>,
         keep: impl Fn(&Stored) -> bool,
     ) -> (u64, Vec<Arc<Stored>>, bool) {
         use std::ops::Bound;
@@ -301,16 +346,40 @@ impl EventStore {
         };
         let mut out = Vec::new();
         let mut more = false;
-        for ((ns, _), stored) in inner.events.range((start, Bound::Unbounded)) {
+        let mut visit = |ns: &str, stored: &Arc<Stored>| -> bool {
             if namespace.is_some_and(|n| n != ns) {
-                break;
+                return false;
             }
             if keep(stored) {
                 if out.len() == limit {
                     more = true;
-                    break;
+                    return false;
                 }
                 out.push(stored.clone());
+            }
+            true
+        };
+        match indexed.and_then(|(label, value)| {
+            let label = INDEXED_FIELDS.iter().find(|l| **l == label)?;
+            Some((*label, value))
+        }) {
+            Some((label, value)) => {
+                if let Some(keys) = inner.index.0.get(&(label, value.to_owned())) {
+                    for k in keys.range((start, Bound::Unbounded)) {
+                        if let Some(stored) = inner.events.get(k) {
+                            if !visit(&k.0, stored) {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            None => {
+                for ((ns, _), stored) in inner.events.range((start, Bound::Unbounded)) {
+                    if !visit(ns, stored) {
+                        break;
+                    }
+                }
             }
         }
         (inner.rv, out, more)
@@ -587,9 +656,11 @@ impl Writer {
             for (k, state) in staged {
                 if let Some(old) = inner.events.remove(&k) {
                     inner.by_rv.remove(&old.rv);
+                    inner.index.remove(&k, &old);
                 }
                 if let Some(new) = state {
                     inner.by_rv.insert(new.rv, k.clone());
+                    inner.index.add(&k, &new);
                     inner.events.insert(k, new);
                 }
             }
@@ -702,7 +773,13 @@ mod tests {
             .await
             .expect("update");
         assert_eq!(a2.rv, 3);
-        let (rv, items, more) = store.list(Some("ns"), None, 10, |_| true);
+        let (rv, items, more) = store.list(Some("ns"), None, 10, None, |_| true);
+        let by_reason = store.list(None, None, 10, Some(("reason", "Test")), |_| true);
+        assert_eq!(by_reason.1.len(), 2);
+        assert!(store
+            .list(None, None, 10, Some(("reason", "Nope")), |_| true)
+            .1
+            .is_empty());
         assert_eq!((rv, items.len(), more), (3, 1, false));
         let (backlog, _rx) = store.watch_from(1).expect("in history");
         assert_eq!(backlog.iter().map(|c| c.rv).collect::<Vec<_>>(), vec![2, 3]);
@@ -734,7 +811,7 @@ mod tests {
                 .await
                 .expect("create");
         }
-        let (_, items, _) = store.list(None, None, 10, |_| true);
+        let (_, items, _) = store.list(None, None, 10, None, |_| true);
         let names: Vec<&str> = items.iter().map(|s| s.name()).collect();
         assert_eq!(names, vec!["e2", "e3", "e4"]);
     }

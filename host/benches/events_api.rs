@@ -1,0 +1,197 @@
+//! The Kubernetes Events API over HTTP, in one process: creates per second (concurrent
+//! clients, every create durable before its answer), a field-selector list over 100,000
+//! stored events, and 1,000 concurrent watchers receiving a burst.
+//!
+//! Run: `cargo bench -p weir --bench events_api` (`WEIR_BENCH_EVENTS`, default 100,000;
+//! `WEIR_BENCH_WATCHERS`, default 1,000).
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use futures_util::StreamExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const CLIENTS: usize = 64;
+
+fn event(i: usize) -> String {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": format!("pod-{}.{i:08}", i % 1000), "labels": {"app": format!("app-{}", i % 10)}},
+        "involvedObject": {"kind": "Pod", "name": format!("pod-{}", i % 1000), "namespace": "bench"},
+        "reason": if i.is_multiple_of(7) { "BackOff" } else { "Started" },
+        "type": if i.is_multiple_of(7) { "Warning" } else { "Normal" },
+        "message": format!("container {i} started"),
+        "source": {"component": "kubelet", "host": format!("node-{}", i % 50)},
+        "firstTimestamp": "2026-11-22T04:00:00Z", "lastTimestamp": "2026-11-22T04:00:00Z", "count": 1,
+    })
+    .to_string()
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn creates(url: &str, from: usize, to: usize) -> Duration {
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(from));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (client, next, url) = (client.clone(), next.clone(), url.to_owned());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= to {
+                        return;
+                    }
+                    let r = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(event(i))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 201);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    started.elapsed()
+}
+
+#[tokio::main]
+async fn main() {
+    let total = env("WEIR_BENCH_EVENTS", 100_000);
+    let watchers = env("WEIR_BENCH_WATCHERS", 1_000);
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "listen: 127.0.0.1:0\ndata_dir: {}\nevents_api: {{ enabled: true }}\nroutes:\n  - {{ name: r, to: [tail] }}\n",
+        dir.path().display()
+    );
+    let config = weir::config::Config::parse("bench", &yaml, &[]).unwrap();
+    let running = weir::serve::start(config).await.unwrap();
+    let base = format!("http://{}", running.addr);
+    let collection = format!("{base}/api/v1/namespaces/bench/events");
+
+    // (1) Creates.
+    eprintln!("creating {total} events with {CLIENTS} concurrent clients...");
+    let elapsed = creates(&collection, 0, total).await;
+    eprintln!(
+        "creates: {total} in {:.2} s = {:.0} creates/s (each durable before its 201)",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64()
+    );
+
+    // (2) Field-selector lists over everything stored.
+    let client = reqwest::Client::new();
+    for (what, selector) in [
+        (
+            "involvedObject.name=pod-42 (100 of them)",
+            "involvedObject.name=pod-42",
+        ),
+        (
+            "type=Warning,source=kubelet (1 in 7)",
+            "type=Warning,source=kubelet",
+        ),
+    ] {
+        let mut times = Vec::new();
+        let mut items = 0;
+        for _ in 0..20 {
+            let started = Instant::now();
+            let bytes = client
+                .get(format!("{base}/api/v1/events?fieldSelector={selector}"))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            times.push(started.elapsed());
+            items = body["items"].as_array().unwrap().len();
+        }
+        times.sort();
+        eprintln!(
+            "list over {total} with {what}: {items} items, median {:.1} ms, worst {:.1} ms",
+            times[10].as_secs_f64() * 1e3,
+            times[19].as_secs_f64() * 1e3
+        );
+    }
+
+    // (3) Watchers and a burst.
+    let burst = 1_000;
+    let rv = weir_rv(&client, &base).await;
+    eprintln!("opening {watchers} watches from resourceVersion {rv}...");
+    let received = Arc::new(AtomicUsize::new(0));
+    let complete = Arc::new(AtomicUsize::new(0));
+    let watch_client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..watchers {
+        let url = format!("{collection}?watch=true&resourceVersion={rv}&timeoutSeconds=120");
+        let (client, received, complete) =
+            (watch_client.clone(), received.clone(), complete.clone());
+        let resp = client.get(&url).send().await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut stream = resp.bytes_stream();
+            let mut lines = 0;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.unwrap();
+                let n = chunk.iter().filter(|b| **b == b'\n').count();
+                lines += n;
+                received.fetch_add(n, Ordering::Relaxed);
+                if lines >= burst {
+                    complete.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    creates(&collection, total, total + burst).await;
+    let created = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while complete.load(Ordering::Relaxed) < watchers && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let all = started.elapsed();
+    eprintln!(
+        "watch: {} of {watchers} watchers received all {burst} events ({} deliveries) {:.2} s after the burst began (burst written in {:.2} s)",
+        complete.load(Ordering::Relaxed),
+        received.load(Ordering::Relaxed),
+        all.as_secs_f64(),
+        created.as_secs_f64()
+    );
+    for t in tasks {
+        t.abort();
+    }
+    running.stop().await.unwrap();
+}
+
+async fn weir_rv(client: &reqwest::Client, base: &str) -> String {
+    let bytes = client
+        .get(format!("{base}/api/v1/events?limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    body["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
