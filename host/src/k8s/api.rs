@@ -899,6 +899,17 @@ impl WatchWriter {
     }
 
     async fn send(&mut self, kind: &str, s: &Stored) -> bool {
+        if !self.as_table {
+            // `{"type":...,"object":<the event's cached JSON>}`
+            let json = s.json(self.version);
+            let mut line = Vec::with_capacity(json.len() + 40);
+            line.extend_from_slice(b"{\"type\":\"");
+            line.extend_from_slice(kind.as_bytes());
+            line.extend_from_slice(b"\",\"object\":");
+            line.extend_from_slice(json);
+            line.extend_from_slice(b"}\n");
+            return self.tx.send(Ok(Bytes::from(line))).await.is_ok();
+        }
         let object = Value::Object(to_version(&s.object, self.version));
         let object = if self.as_table {
             let row = table::row(

@@ -202,7 +202,11 @@ pub fn unknown_fields(obj: &Map<String, Value>, api: ApiVersion) -> Vec<String> 
         ApiVersion::Core => &CORE_TOP,
         ApiVersion::Events => &EVENTS_TOP,
     };
-    let mut unknown = Vec::new();
+    let mut unknown: Vec<String> = obj
+        .keys()
+        .filter(|k| !top.contains(&k.as_str()))
+        .cloned()
+        .collect();
     let mut check = |prefix: &str, value: Option<&Value>, known: &[&str]| {
         if let Some(Value::Object(m)) = value {
             for k in m.keys() {
@@ -212,7 +216,6 @@ pub fn unknown_fields(obj: &Map<String, Value>, api: ApiVersion) -> Vec<String> 
             }
         }
     };
-    check("", Some(&Value::Object(obj.clone())), top);
     check("metadata.", obj.get("metadata"), &META);
     let reference = if api == ApiVersion::Core {
         "involvedObject"

@@ -52,9 +52,35 @@ pub struct Stored {
     pub object: Map<String, Value>,
     /// When it was last written, ms since the epoch.
     pub written_ms: i64,
+    /// Its JSON in each API version, made once when first needed (a burst to a thousand
+    /// watchers serializes each event once, not once per watcher).
+    json: [std::sync::OnceLock<bytes::Bytes>; 2],
 }
 
 impl Stored {
+    /// A stored event.
+    pub fn new(rv: u64, object: Map<String, Value>, written_ms: i64) -> Self {
+        Self {
+            rv,
+            object,
+            written_ms,
+            json: Default::default(),
+        }
+    }
+
+    /// Its JSON as `version` shows it.
+    pub fn json(&self, version: super::convert::ApiVersion) -> &bytes::Bytes {
+        let slot = match version {
+            super::convert::ApiVersion::Core => &self.json[0],
+            super::convert::ApiVersion::Events => &self.json[1],
+        };
+        slot.get_or_init(|| {
+            serde_json::to_vec(&super::convert::Versioned(&self.object, version))
+                .unwrap_or_default()
+                .into()
+        })
+    }
+
     /// Its namespace.
     pub fn namespace(&self) -> &str {
         meta_str(&self.object, "namespace")
@@ -219,11 +245,7 @@ impl EventStore {
                     tracing::error!("event store: skipping an unreadable record");
                     continue;
                 };
-                let stored = Arc::new(Stored {
-                    rv: record.rv,
-                    object: record.object,
-                    written_ms: record.written_ms,
-                });
+                let stored = Arc::new(Stored::new(record.rv, record.object, record.written_ms));
                 let k = (stored.namespace().to_owned(), stored.name().to_owned());
                 by_rv.insert(stored.rv, k.clone());
                 index.add(&k, &stored);
@@ -505,11 +527,7 @@ impl Writer {
                     } else {
                         rv += 1;
                         set_rv(&mut object, rv);
-                        let stored = Arc::new(Stored {
-                            rv,
-                            object,
-                            written_ms: now,
-                        });
+                        let stored = Arc::new(Stored::new(rv, object, now));
                         staged.insert(k, Some(stored.clone()));
                         changes.push(Change {
                             rv,
@@ -535,11 +553,7 @@ impl Writer {
                         Some(_) => {
                             rv += 1;
                             set_rv(&mut object, rv);
-                            let stored = Arc::new(Stored {
-                                rv,
-                                object,
-                                written_ms: now,
-                            });
+                            let stored = Arc::new(Stored::new(rv, object, now));
                             staged.insert(k, Some(stored.clone()));
                             changes.push(Change {
                                 rv,
@@ -559,11 +573,7 @@ impl Writer {
                             staged.insert(k, None);
                             let mut object = old.object.clone();
                             set_rv(&mut object, rv);
-                            let gone = Arc::new(Stored {
-                                rv,
-                                object,
-                                written_ms: old.written_ms,
-                            });
+                            let gone = Arc::new(Stored::new(rv, object, old.written_ms));
                             changes.push(Change {
                                 rv,
                                 kind: ChangeKind::Deleted,
@@ -625,11 +635,7 @@ impl Writer {
                 changes.push(Change {
                     rv,
                     kind: ChangeKind::Deleted,
-                    event: Arc::new(Stored {
-                        rv,
-                        object,
-                        written_ms: old.written_ms,
-                    }),
+                    event: Arc::new(Stored::new(rv, object, old.written_ms)),
                 });
             }
         }
