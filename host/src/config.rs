@@ -386,7 +386,8 @@ pub enum FailurePolicy {
 pub struct RouteConfig {
     /// The route's name (metrics, logs, filter context).
     pub name: String,
-    /// Source kinds feeding the route (`http`).
+    /// Source kinds feeding the route (`http`, `grpc`, `k8s`: events written through the
+    /// Kubernetes Events API, after they are stored).
     #[serde(default = "default_from")]
     pub from: Vec<String>,
     /// Conditions an event must meet to enter the route (Knative trigger filter dialects,
@@ -458,7 +459,7 @@ fn default_batch_bytes() -> usize {
 }
 
 /// Source kinds a route may name.
-pub const SOURCE_KINDS: [&str; 2] = ["http", "grpc"];
+pub const SOURCE_KINDS: [&str; 3] = ["http", "grpc", "k8s"];
 
 /// A configuration error, naming where it is.
 #[derive(Debug, thiserror::Error)]
@@ -638,6 +639,13 @@ impl Config {
             }
             names.push(&route.name);
             for (j, from) in route.from.iter().enumerate() {
+                if from == "k8s" && !self.events_api.enabled {
+                    return Err(err(
+                        format!("routes[{i}].from[{j}]"),
+                        from,
+                        "source `k8s` needs `events_api: { enabled: true }`".into(),
+                    ));
+                }
                 if !SOURCE_KINDS.contains(&from.as_str()) {
                     return Err(err(
                         format!("routes[{i}].from[{j}]"),

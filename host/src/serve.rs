@@ -259,7 +259,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             },
         )
         .map_err(|e| ServeError::State(e.to_string()))?;
-        main_app = main_app.merge(crate::k8s::api::routes(store, watches_end));
+        let feeds_routes = config
+            .routes
+            .iter()
+            .any(|r| r.from.iter().any(|f| f == "k8s"));
+        let downstream = feeds_routes.then(|| Arc::downgrade(&app_state));
+        main_app = main_app.merge(crate::k8s::api::routes(store, watches_end, downstream));
     }
     let ticker_state = app_state.clone();
     let ticker = tokio::spawn(async move {

@@ -331,3 +331,38 @@ async fn get_json(url: &str) -> (u16, Value) {
     let (code, text) = get_text(url).await;
     (code, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
+
+#[test]
+fn events_written_through_the_api_flow_on_to_routes_fed_by_k8s() {
+    let config = [
+        "events_api: { enabled: true }",
+        "sinks:",
+        "  out: { type: file, path: k8s.jsonl }",
+        "routes:",
+        "  - { name: r, to: [tail] }",
+        "  - { name: upstream, from: [k8s], to: [out] }",
+    ]
+    .join("\n");
+    let weir = Weir::start(&config);
+    let dir = weir.dir.path().to_owned();
+    kube_setup(&dir, &weir.url);
+    let file = dir.join("e.yaml");
+    std::fs::write(
+        &file,
+        event_yaml("default", "flow.1", "web", "Started", "Normal"),
+    )
+    .unwrap();
+    ok(&kubectl(
+        &dir,
+        &["create", "-f", &file.display().to_string()],
+    ));
+    ok(&kubectl(&dir, &["delete", "event", "flow.1"]));
+    let lines = weir.jsonl("k8s.jsonl");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["type"], "io.k8s.core.v1.Event");
+    assert_eq!(lines[0]["subject"], "default/flow.1");
+    assert_eq!(lines[0]["k8schange"], "ADDED");
+    assert_eq!(lines[0]["data"]["reason"], "Started");
+    assert!(lines[0]["data"]["metadata"]["uid"].as_str().is_some());
+    assert_eq!(lines[1]["k8schange"], "DELETED");
+}

@@ -28,15 +28,26 @@ pub struct EventsApi {
     /// Becomes true when the router shuts down: open watches end, so the graceful
     /// shutdown does not wait for their timeouts.
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The router, when some route takes `from: [k8s]`: stored changes flow on to it.
+    downstream: Option<std::sync::Weak<crate::server::AppState>>,
 }
 
 type Shared = State<Arc<EventsApi>>;
 type Params = Query<HashMap<String, String>>;
 
 /// The routes, for merging into the router's HTTP application; watches end when
-/// `shutdown` becomes true.
-pub fn routes(store: Arc<EventStore>, shutdown: tokio::sync::watch::Receiver<bool>) -> Router {
-    let state = Arc::new(EventsApi { store, shutdown });
+/// `shutdown` becomes true; with `downstream`, every stored change is also submitted to
+/// the routes fed by the `k8s` source.
+pub fn routes(
+    store: Arc<EventStore>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    downstream: Option<std::sync::Weak<crate::server::AppState>>,
+) -> Router {
+    let state = Arc::new(EventsApi {
+        store,
+        shutdown,
+        downstream,
+    });
     let json_doc = |v: Value| move || async move { json_response(StatusCode::OK, &v) };
     Router::new()
         .route("/version", get(json_doc(discovery::version())))
@@ -90,6 +101,43 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
         v.to_string(),
     )
         .into_response()
+}
+
+/// Submits a stored change to the routes fed by `k8s` as a CloudEvent (type
+/// `io.k8s.core.v1.Event`, data = the core/v1 JSON, extension `k8schange`). The change is
+/// already durable in the store; a route that fails is logged, not reported to the writer.
+async fn forward(api: &EventsApi, change: &str, stored: &Stored) {
+    let Some(state) = api.downstream.as_ref().and_then(std::sync::Weak::upgrade) else {
+        return;
+    };
+    let (ns, name) = (stored.namespace(), stored.name());
+    let uid = convert::meta_str(&stored.object, "uid");
+    let id = if change == "DELETED" {
+        format!("{uid}-deleted")
+    } else {
+        format!("{uid}-{}", stored.rv)
+    };
+    let mut event = crate::event::Event::new(
+        id,
+        format!("/api/v1/namespaces/{ns}/events"),
+        "io.k8s.core.v1.Event",
+    );
+    event.subject = Some(format!("{ns}/{name}"));
+    event.time = Some(convert::rfc3339_seconds(now_ms()));
+    event.datacontenttype = Some("application/json".into());
+    event.data = Some(stored.json(ApiVersion::Core).clone());
+    event.set_extension("k8schange", change);
+    let origin = crate::pipeline::Origin {
+        source_kind: "k8s",
+        ..Default::default()
+    };
+    if let Err(e) = state.router.submit_to(origin, vec![event]).await {
+        tracing::warn!(
+            namespace = ns,
+            name,
+            "stored event not delivered to the k8s routes: {e}"
+        );
+    }
 }
 
 /// An event as `version` shows it, serialized straight from the stored object.
@@ -571,6 +619,7 @@ async fn create(
         ));
     }
     let stored = api.store.create(core).await?;
+    forward(&api, "ADDED", &stored).await;
     Ok(with_warnings(
         versioned_response(StatusCode::CREATED, &stored.object, version),
         &warnings,
@@ -621,6 +670,7 @@ async fn put(
         );
         meta.remove("resourceVersion");
         let stored = api.store.create(fresh).await?;
+        forward(&api, "ADDED", &stored).await;
         return Ok(with_warnings(
             versioned_response(StatusCode::CREATED, &stored.object, version),
             &warnings,
@@ -628,6 +678,7 @@ async fn put(
     };
     keep_immutable(&mut core, &old);
     let stored = api.store.update(core, expected).await?;
+    forward(&api, "MODIFIED", &stored).await;
     Ok(with_warnings(
         versioned_response(StatusCode::OK, &stored.object, version),
         &warnings,
@@ -705,7 +756,10 @@ async fn patch(
         }
         keep_immutable(&mut core, &old);
         match api.store.update(core, Some(old.rv)).await {
-            Ok(stored) => return Ok(versioned_response(StatusCode::OK, &stored.object, version)),
+            Ok(stored) => {
+                forward(&api, "MODIFIED", &stored).await;
+                return Ok(versioned_response(StatusCode::OK, &stored.object, version));
+            }
             Err(super::store::StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -725,6 +779,7 @@ fn success(name: &str, uid: &str) -> Value {
 
 async fn delete(State(api): Shared, ns: String, name: String) -> Result<Response, ApiError> {
     let old = api.store.delete(&ns, &name).await?;
+    forward(&api, "DELETED", &old).await;
     Ok(json_response(
         StatusCode::OK,
         &success(&name, convert::meta_str(&old.object, "uid")),
@@ -746,7 +801,10 @@ async fn delete_collection(
     let mut deleted = Vec::new();
     for s in items {
         match api.store.delete(s.namespace(), s.name()).await {
-            Ok(old) => deleted.push(Value::Object(to_version(&old.object, version))),
+            Ok(old) => {
+                forward(&api, "DELETED", &old).await;
+                deleted.push(Value::Object(to_version(&old.object, version)));
+            }
             Err(super::store::StoreError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
