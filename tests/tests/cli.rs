@@ -40,6 +40,7 @@ fn config_errors_name_file_line_and_field_and_nothing_starts() {
         std::fs::write(&path, yaml).unwrap();
         let out = Command::new(weir_bin())
             .args(["serve", "--config"])
+            .current_dir(dir.path())
             .arg(&path)
             .output()
             .unwrap();
@@ -60,6 +61,7 @@ fn config_errors_name_file_line_and_field_and_nothing_starts() {
     std::fs::write(&path, "filters:\n  f:\n    path: /nonexistent.wasm\nroutes:\n  - name: main\n    filters: [f]\n    to: [tail]\n").unwrap();
     let out = Command::new(weir_bin())
         .args(["serve", "--config"])
+        .current_dir(dir.path())
         .arg(&path)
         .output()
         .unwrap();
