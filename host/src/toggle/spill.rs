@@ -77,13 +77,48 @@ pub struct SpillFile {
     pub events: u64,
 }
 
+/// The files waiting for replay, oldest first, with running totals (the sink reads the
+/// totals on every write, so they are kept rather than summed).
+#[derive(Debug, Default)]
+struct Index {
+    files: VecDeque<SpillFile>,
+    bytes: u64,
+    events: u64,
+}
+
+impl Index {
+    fn insert_sorted(&mut self, file: SpillFile) {
+        // A batch cut earlier may be spilled after a later one.
+        let at = self.files.partition_point(|f| f.path < file.path);
+        self.bytes += file.bytes;
+        self.events += file.events;
+        self.files.insert(at, file);
+    }
+
+    fn pop_front(&mut self) -> Option<SpillFile> {
+        let file = self.files.pop_front()?;
+        self.bytes -= file.bytes;
+        self.events -= file.events;
+        Some(file)
+    }
+
+    fn remove(&mut self, path: &Path) {
+        if let Some(at) = self.files.iter().position(|f| f.path == path) {
+            if let Some(file) = self.files.remove(at) {
+                self.bytes -= file.bytes;
+                self.events -= file.events;
+            }
+        }
+    }
+}
+
 /// A spill directory. Clones share one index of the files in it.
 #[derive(Debug, Clone)]
 pub struct SpillDir {
     dir: PathBuf,
     cap_bytes: u64,
     when_full: WhenFull,
-    index: Arc<Mutex<VecDeque<SpillFile>>>,
+    index: Arc<Mutex<Index>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpillError + '_ {
@@ -134,50 +169,41 @@ impl SpillDir {
                 });
             }
         }
-        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut index = Index::default();
+        for file in files {
+            index.insert_sorted(file);
+        }
         Ok(Self {
             dir: dir.to_owned(),
             cap_bytes,
             when_full,
-            index: Arc::new(Mutex::new(files.into())),
+            index: Arc::new(Mutex::new(index)),
         })
     }
 
-    fn index(&self) -> std::sync::MutexGuard<'_, VecDeque<SpillFile>> {
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The spill files waiting for replay, oldest first.
     pub fn pending(&self) -> Vec<PathBuf> {
-        self.index().iter().map(|f| f.path.clone()).collect()
+        self.index().files.iter().map(|f| f.path.clone()).collect()
     }
 
     /// The oldest file waiting for replay.
     pub fn oldest(&self) -> Option<SpillFile> {
-        self.index().front().cloned()
+        self.index().files.front().cloned()
     }
 
     /// Whether no file waits for replay.
     pub fn is_empty(&self) -> bool {
-        self.index().is_empty()
+        self.index().files.is_empty()
     }
 
     /// `(files, bytes, events)` waiting for replay.
     pub fn totals(&self) -> (usize, u64, u64) {
         let index = self.index();
-        let bytes = index.iter().map(|f| f.bytes).sum();
-        let events = index.iter().map(|f| f.events).sum();
-        (index.len(), bytes, events)
-    }
-
-    /// Bytes held by pending files.
-    pub fn used_bytes(&self) -> u64 {
-        self.totals().1
+        (index.files.len(), index.bytes, index.events)
     }
 
     /// Writes a batch as a new spill file named by its batch id (a new id when it has
@@ -200,7 +226,7 @@ impl SpillDir {
         let mut dropped_files = 0;
         let mut dropped_events = 0;
         let mut index = self.index();
-        let mut used: u64 = index.iter().map(|f| f.bytes).sum();
+        let mut used = index.bytes;
         if used + size > self.cap_bytes {
             match self.when_full {
                 WhenFull::RefuseNewest => {
@@ -226,16 +252,11 @@ impl SpillDir {
             path: path.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        // Keep the index sorted: a batch cut earlier may be spilled after a later one.
-        let at = index.partition_point(|f| f.path < path);
-        index.insert(
-            at,
-            SpillFile {
-                path: path.clone(),
-                bytes: size,
-                events,
-            },
-        );
+        index.insert_sorted(SpillFile {
+            path: path.clone(),
+            bytes: size,
+            events,
+        });
         Ok(Spilled {
             path,
             bytes: size,
@@ -297,7 +318,7 @@ impl SpillDir {
     }
 
     fn forget(&self, path: &Path) {
-        self.index().retain(|f| f.path != path);
+        self.index().remove(path);
     }
 
     /// Deletes a replayed file.
