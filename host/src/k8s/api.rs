@@ -152,9 +152,7 @@ fn versioned_response(
     }
 }
 
-fn now_ms() -> i64 {
-    crate::runtime::now_ms() as i64
-}
+use convert::now_ms;
 
 // Thin wrappers: one handler per (API version, verb, path shape).
 async fn core_all(s: Shared, q: Params, h: HeaderMap) -> Response {
@@ -327,7 +325,8 @@ impl ListQuery {
     fn matches(&self, ns: Option<&str>, stored: &Stored) -> bool {
         ns.is_none_or(|n| n == stored.namespace())
             && self.fields.matches(|f| convert::field(&stored.object, f))
-            && (self.labels.is_empty() || self.labels.matches(&stored.labels()))
+            && (self.labels.is_empty()
+                || self.labels.matches(|k| convert::label(&stored.object, k)))
     }
 }
 
@@ -606,7 +605,7 @@ async fn create(
     meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
     meta.insert(
         "creationTimestamp".into(),
-        table::now_timestamp(now_ms()).into(),
+        convert::rfc3339_seconds(now_ms()).into(),
     );
     meta.remove("resourceVersion");
     if q.get("dryRun").is_some_and(|d| d == "All") {
@@ -666,7 +665,7 @@ async fn put(
         meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
         meta.insert(
             "creationTimestamp".into(),
-            table::now_timestamp(now_ms()).into(),
+            convert::rfc3339_seconds(now_ms()).into(),
         );
         meta.remove("resourceVersion");
         let stored = api.store.create(fresh).await?;
@@ -995,11 +994,6 @@ impl WatchWriter {
             .line(json!({"type": "ERROR", "object": e.status()}))
             .await;
     }
-}
-
-/// A 404 `Status` for paths under the API prefixes that do not exist.
-pub fn not_found(path: &str) -> Response {
-    ApiError::no_route(path).into_response()
 }
 
 #[cfg(test)]

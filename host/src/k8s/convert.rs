@@ -102,34 +102,41 @@ const OBJECT_REFERENCE: [&str; 7] = [
     "fieldPath",
 ];
 
+/// The fields of a stored (core/v1) event as `api` names them, without `kind` and
+/// `apiVersion`; events.k8s.io omits what core always prints empty.
+fn version_fields(
+    core: &Map<String, Value>,
+    api: ApiVersion,
+) -> impl Iterator<Item = (&str, &Value)> {
+    core.iter().filter_map(move |(k, v)| {
+        if k == "kind" || k == "apiVersion" {
+            return None;
+        }
+        match api {
+            ApiVersion::Core => Some((k.as_str(), v)),
+            ApiVersion::Events => {
+                let empty = match v {
+                    Value::Null => true,
+                    Value::String(s) => s.is_empty(),
+                    Value::Object(o) => o.is_empty(),
+                    _ => false,
+                };
+                let name = RENAMES
+                    .iter()
+                    .find(|(c, _)| c == k)
+                    .map_or(k.as_str(), |(_, e)| e);
+                (!empty).then_some((name, v))
+            }
+        }
+    })
+}
+
 /// Converts a stored (core/v1) event to the requested version, with `kind`/`apiVersion`.
 pub fn to_version(core: &Map<String, Value>, api: ApiVersion) -> Map<String, Value> {
     let mut out = Map::with_capacity(core.len() + 2);
     out.insert("kind".into(), "Event".into());
     out.insert("apiVersion".into(), api.as_str().into());
-    for (k, v) in core {
-        if k == "kind" || k == "apiVersion" {
-            continue;
-        }
-        let name = match api {
-            ApiVersion::Core => k.as_str(),
-            ApiVersion::Events => RENAMES
-                .iter()
-                .find(|(c, _)| c == k)
-                .map_or(k.as_str(), |(_, e)| e),
-        };
-        if api == ApiVersion::Events {
-            // events.k8s.io omits what core always prints empty.
-            let empty = match v {
-                Value::Null => true,
-                Value::String(s) => s.is_empty(),
-                Value::Object(o) => o.is_empty(),
-                _ => false,
-            };
-            if empty {
-                continue;
-            }
-        }
+    for (name, v) in version_fields(core, api) {
         out.insert(name.to_owned(), v.clone());
     }
     out
@@ -145,28 +152,8 @@ impl serde::Serialize for Versioned<'_> {
         let mut map = ser.serialize_map(None)?;
         map.serialize_entry("kind", "Event")?;
         map.serialize_entry("apiVersion", api.as_str())?;
-        for (k, v) in core {
-            if k == "kind" || k == "apiVersion" {
-                continue;
-            }
-            match api {
-                ApiVersion::Core => map.serialize_entry(k, v)?,
-                ApiVersion::Events => {
-                    let empty = match v {
-                        Value::Null => true,
-                        Value::String(s) => s.is_empty(),
-                        Value::Object(o) => o.is_empty(),
-                        _ => false,
-                    };
-                    if !empty {
-                        let name = RENAMES
-                            .iter()
-                            .find(|(c, _)| c == k)
-                            .map_or(k.as_str(), |(_, e)| e);
-                        map.serialize_entry(name, v)?;
-                    }
-                }
-            }
+        for (name, v) in version_fields(core, api) {
+            map.serialize_entry(name, v)?;
         }
         map.end()
     }
@@ -246,7 +233,8 @@ pub fn unknown_fields(obj: &Map<String, Value>, api: ApiVersion) -> Vec<String> 
     unknown
 }
 
-fn str_at<'a>(obj: &'a Map<String, Value>, path: &[&str]) -> &'a str {
+/// The string at `path` in nested objects (empty when absent or not a string).
+pub fn str_at<'a>(obj: &'a Map<String, Value>, path: &[&str]) -> &'a str {
     let mut cur = obj;
     for (i, key) in path.iter().enumerate() {
         match cur.get(*key) {
@@ -287,17 +275,18 @@ pub fn meta_str<'a>(obj: &'a Map<String, Value>, key: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// `metadata.labels` as a map.
-pub fn labels(obj: &Map<String, Value>) -> std::collections::BTreeMap<String, String> {
-    metadata(obj)
-        .and_then(|m| m.get("labels"))
-        .and_then(Value::as_object)
-        .map(|l| {
-            l.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
+/// One label's value.
+pub fn label<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    metadata(obj)?
+        .get("labels")?
+        .as_object()?
+        .get(key)?
+        .as_str()
+}
+
+/// Now, in ms since the epoch.
+pub fn now_ms() -> i64 {
+    crate::runtime::now_ms() as i64
 }
 
 /// RFC 3339 seconds, as Kubernetes `Time` is written.

@@ -39,15 +39,6 @@ impl ApiError {
         e
     }
 
-    /// 404 for a path that is not part of the API.
-    pub fn no_route(path: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("the server could not find the requested resource ({path})"),
-        )
-    }
-
     /// 409 `AlreadyExists`.
     pub fn already_exists(name: &str) -> Self {
         let mut e = Self::new(

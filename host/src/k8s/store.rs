@@ -14,7 +14,7 @@
 //! checksummed commits), already used by weir for filter state, and fast enough that the
 //! memory map, not the disk, bounds reads.
 
-use super::convert::{labels, meta_str};
+use super::convert::{meta_str, now_ms};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -88,10 +88,6 @@ impl Stored {
     /// Its name.
     pub fn name(&self) -> &str {
         meta_str(&self.object, "name")
-    }
-    /// Its labels.
-    pub fn labels(&self) -> BTreeMap<String, String> {
-        labels(&self.object)
     }
 }
 
@@ -208,10 +204,6 @@ pub struct EventStore {
     inner: Arc<RwLock<Inner>>,
     ops: std::sync::mpsc::SyncSender<(Op, Option<Reply>)>,
     changes: broadcast::Sender<Change>,
-}
-
-fn now_ms() -> i64 {
-    crate::runtime::now_ms() as i64
 }
 
 fn key_of(namespace: &str, name: &str) -> String {
@@ -433,16 +425,6 @@ impl EventStore {
             inner.events.values().cloned().collect(),
             self.changes.subscribe(),
         )
-    }
-
-    /// How many events are stored.
-    pub fn len(&self) -> usize {
-        self.read().events.len()
-    }
-
-    /// Whether no event is stored.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::convert::{parse_ms, rfc3339_seconds};
+use super::convert::{parse_ms, str_at as s};
 
 /// Whether an `Accept` header asks for a `meta.k8s.io` Table.
 pub fn wants_table(accept: &str) -> bool {
@@ -79,18 +79,6 @@ fn age(since_ms: i64, now_ms: i64) -> String {
     }
 }
 
-fn s<'a>(o: &'a Map<String, Value>, path: &[&str]) -> &'a str {
-    let mut cur = o;
-    for (i, k) in path.iter().enumerate() {
-        match cur.get(*k) {
-            Some(Value::Object(m)) if i + 1 < path.len() => cur = m,
-            Some(Value::String(v)) if i + 1 == path.len() => return v,
-            _ => return "",
-        }
-    }
-    ""
-}
-
 /// One row for a stored (core/v1) event; `object` is what the row carries.
 pub fn row(core: &Map<String, Value>, object: Value, now_ms: i64) -> Value {
     let first = match parse_ms(core.get("firstTimestamp")) {
@@ -161,11 +149,6 @@ pub fn table(rows: Vec<Value>, resource_version: u64, cont: &str, with_columns: 
         "columnDefinitions": if with_columns { columns() } else { json!([]) },
         "rows": rows,
     })
-}
-
-/// `creationTimestamp` for now.
-pub fn now_timestamp(now_ms: i64) -> String {
-    rfc3339_seconds(now_ms)
 }
 
 #[cfg(test)]
