@@ -49,7 +49,7 @@ pub fn routes(
         downstream,
     });
     let json_doc = |v: Value| move || async move { json_response(StatusCode::OK, &v) };
-    Router::new()
+    let router = Router::new()
         .route("/version", get(json_doc(discovery::version())))
         .route("/api", get(json_doc(discovery::api_versions())))
         .route("/api/v1", get(json_doc(discovery::resource_list("v1"))))
@@ -67,31 +67,9 @@ pub fn routes(
         .route(
             "/openapi/v3/apis/events.k8s.io/v1",
             get(json_doc(discovery::openapi_document(false))),
-        )
-        .route("/api/v1/events", get(core_all))
-        .route(
-            "/api/v1/namespaces/{ns}/events",
-            get(core_list)
-                .post(core_create)
-                .delete(core_delete_collection),
-        )
-        .route(
-            "/api/v1/namespaces/{ns}/events/{name}",
-            get(core_get)
-                .put(core_put)
-                .patch(core_patch)
-                .delete(core_delete),
-        )
-        .route("/apis/events.k8s.io/v1/events", get(ev_all))
-        .route(
-            "/apis/events.k8s.io/v1/namespaces/{ns}/events",
-            get(ev_list).post(ev_create).delete(ev_delete_collection),
-        )
-        .route(
-            "/apis/events.k8s.io/v1/namespaces/{ns}/events/{name}",
-            get(ev_get).put(ev_put).patch(ev_patch).delete(ev_delete),
-        )
-        .with_state(state)
+        );
+    let router = event_routes::<false>(router, "/api/v1");
+    event_routes::<true>(router, "/apis/events.k8s.io/v1").with_state(state)
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -154,118 +132,95 @@ fn versioned_response(
 
 use convert::now_ms;
 
-// Thin wrappers: one handler per (API version, verb, path shape).
-async fn core_all(s: Shared, q: Params, h: HeaderMap) -> Response {
-    collection_get(s, q, h, ApiVersion::Core, None).await
+/// The API version a handler serves: `EVENTS` is events.k8s.io/v1, else core/v1.
+const fn version<const EVENTS: bool>() -> ApiVersion {
+    if EVENTS {
+        ApiVersion::Events
+    } else {
+        ApiVersion::Core
+    }
 }
-async fn core_list(s: Shared, Path(ns): Path<String>, q: Params, h: HeaderMap) -> Response {
-    collection_get(s, q, h, ApiVersion::Core, Some(ns)).await
+
+// Handlers per verb and path shape, instantiated once per API version.
+async fn all_h<const EV: bool>(s: Shared, q: Params, h: HeaderMap) -> Response {
+    collection_get(s, q, h, version::<EV>(), None).await
 }
-async fn core_create(
+async fn list_h<const EV: bool>(
+    s: Shared,
+    Path(ns): Path<String>,
+    q: Params,
+    h: HeaderMap,
+) -> Response {
+    collection_get(s, q, h, version::<EV>(), Some(ns)).await
+}
+async fn create_h<const EV: bool>(
     s: Shared,
     Path(ns): Path<String>,
     q: Params,
     h: HeaderMap,
     b: Bytes,
-) -> Response {
-    create(s, ns, q, h, b, ApiVersion::Core)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    create(s, ns, q, h, b, version::<EV>()).await
 }
-async fn core_delete_collection(s: Shared, Path(ns): Path<String>, q: Params) -> Response {
-    delete_collection(s, ns, q, ApiVersion::Core)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-async fn core_get(
-    s: Shared,
-    Path((ns, name)): Path<(String, String)>,
-    q: Params,
-    h: HeaderMap,
-) -> Response {
-    get_one(s, ns, name, q, h, ApiVersion::Core).unwrap_or_else(IntoResponse::into_response)
-}
-async fn core_put(
-    s: Shared,
-    Path((ns, name)): Path<(String, String)>,
-    q: Params,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    put(s, ns, name, q, h, b, ApiVersion::Core)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-async fn core_patch(
-    s: Shared,
-    Path((ns, name)): Path<(String, String)>,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    patch(s, ns, name, h, b, ApiVersion::Core)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-async fn core_delete(s: Shared, Path((ns, name)): Path<(String, String)>) -> Response {
-    delete(s, ns, name)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-async fn ev_all(s: Shared, q: Params, h: HeaderMap) -> Response {
-    collection_get(s, q, h, ApiVersion::Events, None).await
-}
-async fn ev_list(s: Shared, Path(ns): Path<String>, q: Params, h: HeaderMap) -> Response {
-    collection_get(s, q, h, ApiVersion::Events, Some(ns)).await
-}
-async fn ev_create(
+async fn delete_collection_h<const EV: bool>(
     s: Shared,
     Path(ns): Path<String>,
     q: Params,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    create(s, ns, q, h, b, ApiVersion::Events)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    delete_collection(s, ns, q, version::<EV>()).await
 }
-async fn ev_delete_collection(s: Shared, Path(ns): Path<String>, q: Params) -> Response {
-    delete_collection(s, ns, q, ApiVersion::Events)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-async fn ev_get(
+async fn get_h<const EV: bool>(
     s: Shared,
     Path((ns, name)): Path<(String, String)>,
     q: Params,
     h: HeaderMap,
-) -> Response {
-    get_one(s, ns, name, q, h, ApiVersion::Events).unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    get_one(s, ns, name, q, h, version::<EV>())
 }
-async fn ev_put(
+async fn put_h<const EV: bool>(
     s: Shared,
     Path((ns, name)): Path<(String, String)>,
     q: Params,
     h: HeaderMap,
     b: Bytes,
-) -> Response {
-    put(s, ns, name, q, h, b, ApiVersion::Events)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    put(s, ns, name, q, h, b, version::<EV>()).await
 }
-async fn ev_patch(
+async fn patch_h<const EV: bool>(
     s: Shared,
     Path((ns, name)): Path<(String, String)>,
     h: HeaderMap,
     b: Bytes,
-) -> Response {
-    patch(s, ns, name, h, b, ApiVersion::Events)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    patch(s, ns, name, h, b, version::<EV>()).await
 }
-async fn ev_delete(s: Shared, Path((ns, name)): Path<(String, String)>) -> Response {
-    delete(s, ns, name)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+async fn delete_h(
+    s: Shared,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    delete(s, ns, name).await
+}
+
+/// The Event routes of one API version under `prefix` (`/api/v1`, `/apis/events.k8s.io/v1`).
+fn event_routes<const EV: bool>(
+    router: Router<Arc<EventsApi>>,
+    prefix: &str,
+) -> Router<Arc<EventsApi>> {
+    router
+        .route(&format!("{prefix}/events"), get(all_h::<EV>))
+        .route(
+            &format!("{prefix}/namespaces/{{ns}}/events"),
+            get(list_h::<EV>)
+                .post(create_h::<EV>)
+                .delete(delete_collection_h::<EV>),
+        )
+        .route(
+            &format!("{prefix}/namespaces/{{ns}}/events/{{name}}"),
+            get(get_h::<EV>)
+                .put(put_h::<EV>)
+                .patch(patch_h::<EV>)
+                .delete(delete_h),
+        )
 }
 
 /// The selectors and options of a list or watch.

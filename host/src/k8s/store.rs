@@ -473,10 +473,11 @@ impl Writer {
 
     /// Applies a group of operations in one transaction, then publishes them.
     fn apply(&self, batch: Vec<(Op, Option<Reply>)>) {
-        let mut rv = self.inner.read().unwrap_or_else(|e| e.into_inner()).rv;
-        // Staged view of this group: key → new state (None = deleted).
-        let mut staged: HashMap<Key, Option<Arc<Stored>>> = HashMap::new();
-        let mut changes: Vec<Change> = Vec::new();
+        let mut group = Staging {
+            rv: self.inner.read().unwrap_or_else(|e| e.into_inner()).rv,
+            staged: HashMap::new(),
+            changes: Vec::new(),
+        };
         let mut replies: Vec<(Option<Reply>, Outcome)> = Vec::new();
         let now = now_ms();
         let current =
@@ -499,68 +500,33 @@ impl Writer {
                     expire = true;
                     continue;
                 }
-                Op::Create(mut object) => {
-                    let k = (
-                        meta_str(&object, "namespace").to_owned(),
-                        meta_str(&object, "name").to_owned(),
-                    );
-                    if current(&staged, &k).is_some() {
-                        Err(StoreError::AlreadyExists(k.1.clone()))
+                Op::Create(object) => {
+                    let k = key_of_object(&object);
+                    if current(&group.staged, &k).is_some() {
+                        Err(StoreError::AlreadyExists(k.1))
                     } else {
-                        rv += 1;
-                        set_rv(&mut object, rv);
-                        let stored = Arc::new(Stored::new(rv, object, now));
-                        staged.insert(k, Some(stored.clone()));
-                        changes.push(Change {
-                            rv,
-                            kind: ChangeKind::Added,
-                            event: stored.clone(),
-                        });
-                        Ok(stored)
+                        Ok(group.write(k, object, ChangeKind::Added, now))
                     }
                 }
                 Op::Update {
-                    mut object,
+                    object,
                     expected_rv,
                 } => {
-                    let k = (
-                        meta_str(&object, "namespace").to_owned(),
-                        meta_str(&object, "name").to_owned(),
-                    );
-                    match current(&staged, &k) {
-                        None => Err(StoreError::NotFound(k.1.clone())),
+                    let k = key_of_object(&object);
+                    match current(&group.staged, &k) {
+                        None => Err(StoreError::NotFound(k.1)),
                         Some(old) if expected_rv.is_some_and(|e| e != old.rv) => {
-                            Err(StoreError::Conflict(k.1.clone()))
+                            Err(StoreError::Conflict(k.1))
                         }
-                        Some(_) => {
-                            rv += 1;
-                            set_rv(&mut object, rv);
-                            let stored = Arc::new(Stored::new(rv, object, now));
-                            staged.insert(k, Some(stored.clone()));
-                            changes.push(Change {
-                                rv,
-                                kind: ChangeKind::Modified,
-                                event: stored.clone(),
-                            });
-                            Ok(stored)
-                        }
+                        Some(_) => Ok(group.write(k, object, ChangeKind::Modified, now)),
                     }
                 }
                 Op::Delete { namespace, name } => {
                     let k = (namespace, name);
-                    match current(&staged, &k) {
-                        None => Err(StoreError::NotFound(k.1.clone())),
+                    match current(&group.staged, &k) {
+                        None => Err(StoreError::NotFound(k.1)),
                         Some(old) => {
-                            rv += 1;
-                            staged.insert(k, None);
-                            let mut object = old.object.clone();
-                            set_rv(&mut object, rv);
-                            let gone = Arc::new(Stored::new(rv, object, old.written_ms));
-                            changes.push(Change {
-                                rv,
-                                kind: ChangeKind::Deleted,
-                                event: gone,
-                            });
+                            group.delete(k, &old);
                             Ok(old)
                         }
                     }
@@ -582,11 +548,13 @@ impl Writer {
                         .cloned(),
                 );
             }
-            let added = staged
+            let added = group
+                .staged
                 .iter()
                 .filter(|(k, v)| v.is_some() && !inner.events.contains_key(*k))
                 .count();
-            let removed = staged
+            let removed = group
+                .staged
                 .iter()
                 .filter(|(k, v)| v.is_none() && inner.events.contains_key(*k))
                 .count();
@@ -598,29 +566,23 @@ impl Writer {
                         .by_rv
                         .values()
                         .filter_map(|k| inner.events.get(k))
-                        .filter(|s| {
-                            !staged.contains_key(&(s.namespace().to_owned(), s.name().to_owned()))
-                        })
+                        .filter(|s| !group.staged.contains_key(&key_of_object(&s.object)))
                         .take(excess)
                         .cloned(),
                 );
             }
             for old in victims {
-                let k = (old.namespace().to_owned(), old.name().to_owned());
-                if staged.contains_key(&k) {
-                    continue;
+                let k = key_of_object(&old.object);
+                if !group.staged.contains_key(&k) {
+                    group.delete(k, &old);
                 }
-                rv += 1;
-                staged.insert(k, None);
-                let mut object = old.object.clone();
-                set_rv(&mut object, rv);
-                changes.push(Change {
-                    rv,
-                    kind: ChangeKind::Deleted,
-                    event: Arc::new(Stored::new(rv, object, old.written_ms)),
-                });
             }
         }
+        let Staging {
+            rv,
+            staged,
+            changes,
+        } = group;
         if staged.is_empty() {
             for (reply, result) in replies {
                 if let Some(r) = reply {
@@ -705,11 +667,62 @@ impl Writer {
     }
 }
 
+/// The changes of one group, before they are durable: key → new state (None = deleted),
+/// the watch events they make, and the last resourceVersion given out.
+struct Staging {
+    rv: u64,
+    staged: HashMap<Key, Option<Arc<Stored>>>,
+    changes: Vec<Change>,
+}
+
+impl Staging {
+    /// Stages `object` as the new state of `k`.
+    fn write(
+        &mut self,
+        k: Key,
+        mut object: Map<String, Value>,
+        kind: ChangeKind,
+        now: i64,
+    ) -> Arc<Stored> {
+        self.rv += 1;
+        set_rv(&mut object, self.rv);
+        let stored = Arc::new(Stored::new(self.rv, object, now));
+        self.staged.insert(k, Some(stored.clone()));
+        self.changes.push(Change {
+            rv: self.rv,
+            kind,
+            event: stored.clone(),
+        });
+        stored
+    }
+
+    /// Stages the deletion of `old`.
+    fn delete(&mut self, k: Key, old: &Stored) {
+        self.rv += 1;
+        self.staged.insert(k, None);
+        let mut object = old.object.clone();
+        set_rv(&mut object, self.rv);
+        self.changes.push(Change {
+            rv: self.rv,
+            kind: ChangeKind::Deleted,
+            event: Arc::new(Stored::new(self.rv, object, old.written_ms)),
+        });
+    }
+}
+
 #[derive(serde::Serialize)]
 struct RecordRef<'a> {
     rv: u64,
     written_ms: i64,
     object: &'a Map<String, Value>,
+}
+
+/// (namespace, name) of an object.
+fn key_of_object(object: &Map<String, Value>) -> Key {
+    (
+        meta_str(object, "namespace").to_owned(),
+        meta_str(object, "name").to_owned(),
+    )
 }
 
 fn set_rv(object: &mut Map<String, Value>, rv: u64) {
