@@ -108,15 +108,11 @@ async fn main() {
         let mut items = 0;
         for _ in 0..20 {
             let started = Instant::now();
-            let bytes = client
-                .get(format!("{base}/api/v1/events?fieldSelector={selector}"))
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let body = get_json(
+                &client,
+                &format!("{base}/api/v1/events?fieldSelector={selector}"),
+            )
+            .await;
             times.push(started.elapsed());
             items = body["items"].as_array().unwrap().len();
         }
@@ -180,16 +176,13 @@ async fn main() {
     running.stop().await.unwrap();
 }
 
+async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let bytes = client.get(url).send().await.unwrap().bytes().await.unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 async fn weir_rv(client: &reqwest::Client, base: &str) -> String {
-    let bytes = client
-        .get(format!("{base}/api/v1/events?limit=1"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let body = get_json(client, &format!("{base}/api/v1/events?limit=1")).await;
     body["metadata"]["resourceVersion"]
         .as_str()
         .unwrap()
