@@ -52,6 +52,17 @@ pub struct Config {
     /// The Kubernetes Events API on the HTTP listener.
     #[serde(default)]
     pub events_api: EventsApiConfig,
+    /// TLS for the main listener; with `client_ca`, client certificates authenticate
+    /// callers (subject CN = user, O = groups).
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// How callers of the main listener are authenticated.
+    #[serde(default)]
+    pub authentication: crate::k8s::settings::AuthenticationConfig,
+    /// Feature gates by name: `EventsProxy: true` makes the Events API forward every
+    /// request to `events_api.provider` (as `--feature-gates=EventsProxy=true` does).
+    #[serde(default)]
+    pub feature_gates: BTreeMap<String, bool>,
 }
 
 /// The Kubernetes-compatible Events API and its embedded store.
@@ -70,6 +81,16 @@ pub struct EventsApiConfig {
     /// Recent changes kept for watches that resume from a resourceVersion (default 50,000).
     #[serde(default = "default_watch_history")]
     pub watch_history: usize,
+    /// The route whose filter chain admits every create and update (e.g. `scope-inject`)
+    /// before it is stored. Default: the route taking `from: [k8s]`, when there is one.
+    #[serde(default)]
+    pub route: Option<String>,
+    /// Where callers' scopes and events' scope annotations are.
+    #[serde(default)]
+    pub scope: crate::k8s::settings::ScopeConfig,
+    /// The remote provider that proxy mode forwards to.
+    #[serde(default)]
+    pub provider: Option<crate::k8s::settings::ProviderConfig>,
 }
 
 impl Default for EventsApiConfig {
@@ -79,6 +100,9 @@ impl Default for EventsApiConfig {
             retention_hours: default_retention_hours(),
             max_events: default_max_events(),
             watch_history: default_watch_history(),
+            route: None,
+            scope: crate::k8s::settings::ScopeConfig::default(),
+            provider: None,
         }
     }
 }
@@ -550,6 +574,9 @@ impl Config {
             grpc: GrpcConfig::default(),
             engine: EngineConfig::default(),
             events_api: EventsApiConfig::default(),
+            tls: None,
+            authentication: Default::default(),
+            feature_gates: BTreeMap::new(),
         }
     }
 
@@ -639,7 +666,7 @@ impl Config {
             }
             names.push(&route.name);
             for (j, from) in route.from.iter().enumerate() {
-                if from == "k8s" && !self.events_api.enabled {
+                if from == "k8s" && !self.events_api_served() {
                     return Err(err(
                         format!("routes[{i}].from[{j}]"),
                         from,
@@ -845,6 +872,120 @@ impl Config {
                 "ingest",
                 "max_event_bytes must be positive and at most max_request_bytes".into(),
             ));
+        }
+        if let Err((field, needle, message)) = self.validate_events_api() {
+            return Err(err(field, needle, message));
+        }
+        Ok(())
+    }
+
+    /// Whether proxy mode is on (`feature_gates: { EventsProxy: true }`).
+    pub fn events_proxy(&self) -> bool {
+        self.feature_gates
+            .get(crate::k8s::settings::EVENTS_PROXY_GATE)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// Whether the Events API is served (embedded, or as a proxy).
+    pub fn events_api_served(&self) -> bool {
+        self.events_api.enabled || self.events_proxy()
+    }
+
+    /// The route admitting Events API writes: the configured one, else the only route
+    /// fed by `k8s`.
+    pub fn events_admission_route(&self) -> Option<&str> {
+        if let Some(route) = &self.events_api.route {
+            return Some(route);
+        }
+        let mut fed = self
+            .routes
+            .iter()
+            .filter(|r| r.from.iter().any(|f| f == "k8s"));
+        match (fed.next(), fed.next()) {
+            (Some(only), None) => Some(&only.name),
+            _ => None,
+        }
+    }
+
+    /// Whether unauthenticated callers are served.
+    pub fn anonymous_allowed(&self) -> bool {
+        let has_authenticator = self.authentication.request_header.is_some()
+            || self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        self.authentication.anonymous.unwrap_or(!has_authenticator)
+    }
+
+    /// Checks the Events API, listener TLS, authentication and feature gate settings:
+    /// `(field, text to find the line by, message)`.
+    fn validate_events_api(&self) -> Result<(), (String, &str, String)> {
+        use crate::k8s::settings::KNOWN_GATES;
+        for gate in self.feature_gates.keys() {
+            if !KNOWN_GATES.contains(&gate.as_str()) {
+                return Err((
+                    format!("feature_gates.{gate}"),
+                    gate,
+                    format!(
+                        "unknown feature gate `{gate}` (known: {})",
+                        KNOWN_GATES.join(", ")
+                    ),
+                ));
+            }
+        }
+        if self.authentication.request_header.is_some() && self.tls.is_none() {
+            return Err((
+                "authentication.request_header".into(),
+                "request_header",
+                "request-header authentication needs `tls` on the listener: the front proxy's client certificate is verified first".into(),
+            ));
+        }
+        if self.events_proxy() {
+            let Some(provider) = &self.events_api.provider else {
+                return Err((
+                    "events_api.provider".into(),
+                    "EventsProxy",
+                    "EventsProxy=true needs events_api.provider (url, ca_file, client_cert, client_key) or --events-provider-url and friends".into(),
+                ));
+            };
+            if !provider.url.starts_with("https://") {
+                return Err((
+                    "events_api.provider.url".into(),
+                    "url",
+                    format!("`{}`: the provider is reached over HTTPS with mutual TLS; use an https:// URL", provider.url),
+                ));
+            }
+            if provider.timeout_seconds == 0 {
+                return Err((
+                    "events_api.provider.timeout_seconds".into(),
+                    "timeout_seconds",
+                    "must be at least 1".into(),
+                ));
+            }
+        }
+        if let Some(route) = &self.events_api.route {
+            let fed = self
+                .routes
+                .iter()
+                .any(|r| &r.name == route && r.from.iter().any(|f| f == "k8s"));
+            if !fed {
+                return Err((
+                    "events_api.route".into(),
+                    route,
+                    format!("`{route}` must name a route with `from: [k8s]`"),
+                ));
+            }
+        } else if self.events_api_served() {
+            let fed = self
+                .routes
+                .iter()
+                .filter(|r| r.from.iter().any(|f| f == "k8s"))
+                .count();
+            if fed > 1 {
+                return Err((
+                    "events_api.route".into(),
+                    "events_api",
+                    "several routes take `from: [k8s]`: name the one whose filters admit writes in events_api.route".into(),
+                ));
+            }
         }
         Ok(())
     }

@@ -111,7 +111,38 @@ struct Job {
     events: Vec<Event>,
     principal: Option<Arc<Principal>>,
     source_kind: &'static str,
+    mode: JobMode,
     done: oneshot::Sender<Result<Outcome, RouterError>>,
+}
+
+/// What a route does with a job's events.
+enum JobMode {
+    /// The route's condition and filters, then its sinks (the normal path).
+    Full,
+    /// The condition and filters only; what they make of each event is sent back
+    /// instead of being delivered. Any filter failure refuses the event, whatever the
+    /// route's failure policy (a write must never pass unchecked).
+    Admit(oneshot::Sender<Vec<Admission>>),
+    /// The sinks only: the events were admitted by these filters already.
+    SinksOnly,
+}
+
+/// What a route's filters made of one event submitted with [`Router::admit`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// Kept, perhaps changed by the filters (or not taken by the route's condition).
+    Admitted(Event),
+    /// A filter dropped it, for this reason.
+    Refused(String),
+    /// A filter failed on it or answered with an error.
+    Failed {
+        /// The filter.
+        stage: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A filter turned it into several events.
+    FannedOut(usize),
 }
 
 enum Msg {
@@ -260,6 +291,7 @@ impl Router {
             instances: HashMap::new(),
             writer: BatchWriter::new(),
             seen_tenants: self.shared.tenants.generation(),
+            strict: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("weir-{}-{tenant}", route.spec.name))
@@ -317,6 +349,45 @@ impl Router {
         origin: Origin<'_>,
         events: Vec<Event>,
     ) -> Result<Outcome, RouterError> {
+        self.dispatch(origin, events, || JobMode::Full).await
+    }
+
+    /// Runs one event through the filters of the route `origin.route` (its condition
+    /// and chain, with the caller as principal) without delivering it, and tells what
+    /// they made of it: how an API admits a write before storing it.
+    pub async fn admit(&self, origin: Origin<'_>, event: Event) -> Result<Admission, RouterError> {
+        let Some(route) = origin.route.map(str::to_owned) else {
+            return Err(RouterError::UnknownRoute(String::new()));
+        };
+        let (tx, rx) = oneshot::channel();
+        let mut slot = Some(tx);
+        self.dispatch(origin, vec![event], || match slot.take() {
+            Some(tx) => JobMode::Admit(tx),
+            None => JobMode::Full,
+        })
+        .await?;
+        rx.await
+            .ok()
+            .and_then(|mut a| a.pop())
+            .ok_or(RouterError::Stopped(route))
+    }
+
+    /// Delivers events to the sinks of the route `origin.route` without running its
+    /// filters (they were admitted through [`Router::admit`] already).
+    pub async fn deliver_admitted(
+        &self,
+        origin: Origin<'_>,
+        events: Vec<Event>,
+    ) -> Result<Outcome, RouterError> {
+        self.dispatch(origin, events, || JobMode::SinksOnly).await
+    }
+
+    async fn dispatch(
+        &self,
+        origin: Origin<'_>,
+        events: Vec<Event>,
+        mut mode: impl FnMut() -> JobMode,
+    ) -> Result<Outcome, RouterError> {
         let Origin {
             source_kind,
             route,
@@ -356,7 +427,7 @@ impl Router {
                 }
             }
         }
-        self.admit(&by_tenant)?;
+        self.take_tokens(&by_tenant)?;
         self.shared
             .metrics
             .received
@@ -376,6 +447,7 @@ impl Router {
                     events: batch,
                     principal: principal.clone(),
                     source_kind,
+                    mode: mode(),
                     done,
                 };
                 self.lane(route, tenant)?
@@ -397,7 +469,7 @@ impl Router {
 
     /// Takes each tenant's events from its events-per-second bucket (a burst of one
     /// second's worth), or refuses the whole submission without taking anything.
-    fn admit(&self, by_tenant: &[(String, Vec<Event>)]) -> Result<(), RouterError> {
+    fn take_tokens(&self, by_tenant: &[(String, Vec<Event>)]) -> Result<(), RouterError> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let mut wanted = Vec::new();
@@ -496,7 +568,7 @@ struct Results {
     kept: Vec<Item>,
     routed: Vec<(String, Item)>,
     dead: Vec<(Item, String, String)>,
-    dropped: Vec<usize>,
+    dropped: Vec<(usize, Arc<str>)>,
 }
 
 /// One lane: a route's work for one tenant.
@@ -509,6 +581,9 @@ struct RouteWorker {
     writer: BatchWriter,
     /// The tenant directory's generation the instances were built for.
     seen_tenants: u64,
+    /// Per job of the round being processed: whether it is an admission (failures
+    /// refuse its events whatever the failure policy).
+    strict: Vec<bool>,
 }
 
 impl RouteWorker {
@@ -568,11 +643,37 @@ impl RouteWorker {
     fn process_jobs(&mut self, mut jobs: Vec<Job>) {
         self.follow_tenant_changes();
         let mut outcomes = vec![Outcome::default(); jobs.len()];
+        let mut failures: Vec<Option<String>> = vec![None; jobs.len()];
+        let mut admissions: Vec<Vec<Admission>> = vec![Vec::new(); jobs.len()];
+        self.strict = jobs
+            .iter()
+            .map(|j| matches!(j.mode, JobMode::Admit(_)))
+            .collect();
+        let tenant = self.tenant.clone();
+        // Admitted events go straight to the sinks.
+        let mut direct = Results::default();
+        for (j, job) in jobs.iter_mut().enumerate() {
+            if matches!(job.mode, JobMode::SinksOnly) {
+                direct
+                    .kept
+                    .extend(job.events.drain(..).map(|event| Item { event, job: j }));
+            }
+        }
+        if !direct.kept.is_empty() {
+            self.deliver(&tenant, direct, &mut outcomes, &mut failures);
+        }
         if !self.spec.when.is_empty() {
             let mut skipped_total = 0;
-            for (job, outcome) in jobs.iter_mut().zip(outcomes.iter_mut()) {
+            for (j, (job, outcome)) in jobs.iter_mut().zip(outcomes.iter_mut()).enumerate() {
                 let before = job.events.len();
-                job.events.retain(|e| self.spec.when.matches(e));
+                let (taken, skipped): (Vec<Event>, Vec<Event>) = std::mem::take(&mut job.events)
+                    .into_iter()
+                    .partition(|e| self.spec.when.matches(e));
+                job.events = taken;
+                if self.strict[j] {
+                    // Not this route's business: admitted as it is.
+                    admissions[j].extend(skipped.into_iter().map(Admission::Admitted));
+                }
                 outcome.skipped = (before - job.events.len()) as u64;
                 skipped_total += outcome.skipped;
             }
@@ -601,10 +702,11 @@ impl RouteWorker {
                 None => groups.push((callers[j], items.collect())),
             }
         }
-        let mut failures: Vec<Option<String>> = vec![None; jobs.len()];
-        let tenant = self.tenant.clone();
         let chain = self.chain(&tenant);
         for (caller, items) in groups {
+            if items.is_empty() {
+                continue;
+            }
             let job = &jobs[caller];
             let ctx = wit::Context {
                 tenant: tenant.clone(),
@@ -613,9 +715,13 @@ impl RouteWorker {
                 principal: job.principal.as_deref().cloned(),
             };
             let results = self.run_chain(&tenant, &ctx, &chain, 0, items);
+            let results = self.take_admissions(results, &mut admissions);
             self.deliver(&tenant, results, &mut outcomes, &mut failures);
         }
         for (j, job) in jobs.into_iter().enumerate() {
+            if let JobMode::Admit(reply) = job.mode {
+                let _ = reply.send(std::mem::take(&mut admissions[j]));
+            }
             let result = match failures[j].take() {
                 Some(reason) => Err(RouterError::Delivery {
                     route: self.spec.name.to_string(),
@@ -626,6 +732,56 @@ impl RouteWorker {
             // The submitter may have gone away (client disconnected); nothing to tell.
             let _ = job.done.send(result);
         }
+    }
+
+    /// Moves the results of admission jobs out of `results` into `admissions`; the rest
+    /// is left for delivery.
+    fn take_admissions(&self, results: Results, admissions: &mut [Vec<Admission>]) -> Results {
+        if !self.strict.iter().any(|s| *s) {
+            return results;
+        }
+        let strict = |job: usize| self.strict.get(job).copied().unwrap_or(false);
+        let Results {
+            kept,
+            routed,
+            dead,
+            dropped,
+        } = results;
+        let mut rest = Results::default();
+        let mut admitted: Vec<Vec<Event>> = vec![Vec::new(); admissions.len()];
+        for item in kept {
+            match strict(item.job) {
+                true => admitted[item.job].push(item.event),
+                false => rest.kept.push(item),
+            }
+        }
+        // A write names no sink: a route verdict admits it to the route's sinks.
+        for (sink, item) in routed {
+            match strict(item.job) {
+                true => admitted[item.job].push(item.event),
+                false => rest.routed.push((sink, item)),
+            }
+        }
+        for (item, stage, reason) in dead {
+            match strict(item.job) {
+                true => admissions[item.job].push(Admission::Failed { stage, reason }),
+                false => rest.dead.push((item, stage, reason)),
+            }
+        }
+        for (job, reason) in dropped {
+            match strict(job) {
+                true => admissions[job].push(Admission::Refused(reason.to_string())),
+                false => rest.dropped.push((job, reason)),
+            }
+        }
+        for (job, mut events) in admitted.into_iter().enumerate() {
+            match events.len() {
+                0 => {}
+                1 => admissions[job].extend(events.pop().map(Admission::Admitted)),
+                n => admissions[job].push(Admission::FannedOut(n)),
+            }
+        }
+        rest
     }
 
     /// Runs `items` through `chain[start..]` for one tenant and caller.
@@ -729,7 +885,7 @@ impl RouteWorker {
             }
             match decision {
                 Decision::Keep(event) => next.push(Item { event, job }),
-                Decision::Drop { .. } => results.dropped.push(job),
+                Decision::Drop { reason, .. } => results.dropped.push((job, reason)),
                 Decision::FanOut(events) => {
                     next.extend(events.into_iter().map(|event| Item { event, job }))
                 }
@@ -796,14 +952,18 @@ impl RouteWorker {
         next: &mut Vec<Item>,
         results: &mut Results,
     ) {
+        let strict = self.strict.get(item.job).copied().unwrap_or(false);
         match self.spec.policy {
+            _ if strict => results
+                .dead
+                .push((item, stage.to_owned(), reason.to_owned())),
             FailurePolicy::DeadLetter => {
                 results
                     .dead
                     .push((item, stage.to_owned(), reason.to_owned()))
             }
             FailurePolicy::Pass => next.push(item),
-            FailurePolicy::Drop => results.dropped.push(item.job),
+            FailurePolicy::Drop => results.dropped.push((item.job, Arc::from(reason))),
         }
     }
 
@@ -827,7 +987,7 @@ impl RouteWorker {
                 f(o)
             }
         };
-        for job in &dropped {
+        for (job, _) in &dropped {
             count(outcomes, *job, |o| o.dropped += 1);
         }
         let (mut delivered, mut routed_n, mut dead_n) = (0u64, 0u64, 0u64);

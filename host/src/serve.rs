@@ -95,6 +95,80 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
     Ok((listener, local))
 }
 
+/// A listener's TLS configuration and which CA each client certificate chains to.
+type ListenerTls = (Arc<rustls::ServerConfig>, Arc<crate::tls::PeerTrust>);
+
+/// The main listener's TLS configuration and client-certificate trust, when configured.
+fn main_listener_tls(config: &Config) -> Result<Option<ListenerTls>, ServeError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let tls_err = |e: crate::tls::TlsError| ServeError::State(format!("tls: {e}"));
+    let proxy_ca = config
+        .authentication
+        .request_header
+        .as_ref()
+        .map(|rh| (rh.client_ca.as_path(), rh.allowed_names.clone()));
+    let extra: Vec<&std::path::Path> = proxy_ca.iter().map(|(ca, _)| *ca).collect();
+    let server = crate::tls::server_config(tls, &extra).map_err(tls_err)?;
+    let trust = crate::tls::PeerTrust::new(tls.client_ca.as_deref(), proxy_ca).map_err(tls_err)?;
+    Ok(Some((server, Arc::new(trust))))
+}
+
+/// The Events API's routes: embedded (store on disk) or, with `EventsProxy`, forwarding
+/// to the provider; writes pass the admission route's filters either way.
+fn events_api(
+    config: &Config,
+    app_state: &Arc<AppState>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<axum::Router, ServeError> {
+    use crate::k8s::{admission::Admitter, auth::Authenticator};
+    let auth = Arc::new(Authenticator::new(
+        config.anonymous_allowed(),
+        config.authentication.request_header.clone(),
+        config.events_api.scope.clone(),
+    ));
+    let fed: Vec<String> = config
+        .routes
+        .iter()
+        .filter(|r| r.from.iter().any(|f| f == "k8s"))
+        .map(|r| r.name.clone())
+        .collect();
+    let admission = config.events_admission_route().map(str::to_owned);
+    if admission.is_none() && !config.anonymous_allowed() {
+        tracing::warn!("callers are authenticated but no route admits Events API writes: scope annotations are stored as clients send them (add a route `from: [k8s]` with the scope-inject filter)");
+    }
+    let others = fed
+        .iter()
+        .filter(|r| Some(*r) != admission.as_ref())
+        .cloned()
+        .collect();
+    let admitter = Arc::new(match fed.is_empty() {
+        true => Admitter::none(),
+        false => Admitter::new(Some(Arc::downgrade(app_state)), admission, others),
+    });
+    if config.events_proxy() {
+        let provider = config.events_api.provider.as_ref().ok_or_else(|| {
+            ServeError::State("EventsProxy=true needs events_api.provider".into())
+        })?;
+        let proxy = crate::k8s::proxy::EventsProxy::new(provider, auth, admitter, shutdown)
+            .map_err(|e| ServeError::State(e.to_string()))?;
+        tracing::info!(provider = %provider.url, "Events API in proxy mode (EventsProxy=true)");
+        return Ok(crate::k8s::proxy::routes(Arc::new(proxy)));
+    }
+    let e = &config.events_api;
+    let store = crate::k8s::store::EventStore::open(
+        &config.data_dir.join("events.redb"),
+        crate::k8s::store::StoreSettings {
+            retention: std::time::Duration::from_secs(e.retention_hours.saturating_mul(3600)),
+            max_events: e.max_events,
+            watch_history: e.watch_history,
+        },
+    )
+    .map_err(|e| ServeError::State(e.to_string()))?;
+    Ok(crate::k8s::api::routes(store, shutdown, auth, admitter))
+}
+
 /// A started router.
 pub struct Running {
     /// The address the HTTP listener is bound to.
@@ -176,6 +250,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         ms = started.elapsed().as_millis() as u64,
         "filters loaded"
     );
+    let main_tls = main_listener_tls(&config)?;
     let (listener, addr) = bind(config.listen).await?;
     let app_state = Arc::new(AppState {
         router,
@@ -210,9 +285,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             let done = shutdown_signal();
             let task = match &config.admin.tls {
                 Some(tls) => {
-                    let tls = crate::tls::server_config(tls)
+                    let tls = crate::tls::server_config(tls, &[])
                         .map_err(|e| ServeError::State(e.to_string()))?;
-                    tokio::spawn(crate::tls::serve_tls(admin_listener, tls, app, done))
+                    tokio::spawn(crate::tls::serve_tls(admin_listener, tls, app, done, None))
                 }
                 None => tokio::spawn(serve(admin_listener, app, done)),
             };
@@ -248,23 +323,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         None => (None, None),
     };
     let mut main_app = crate::server::app(app_state.clone(), config.admin.listen.is_none());
-    if config.events_api.enabled {
-        let e = &config.events_api;
-        let store = crate::k8s::store::EventStore::open(
-            &config.data_dir.join("events.redb"),
-            crate::k8s::store::StoreSettings {
-                retention: std::time::Duration::from_secs(e.retention_hours.saturating_mul(3600)),
-                max_events: e.max_events,
-                watch_history: e.watch_history,
-            },
-        )
-        .map_err(|e| ServeError::State(e.to_string()))?;
-        let feeds_routes = config
-            .routes
-            .iter()
-            .any(|r| r.from.iter().any(|f| f == "k8s"));
-        let downstream = feeds_routes.then(|| Arc::downgrade(&app_state));
-        main_app = main_app.merge(crate::k8s::api::routes(store, watches_end, downstream));
+    if config.events_api_served() {
+        main_app = main_app.merge(events_api(&config, &app_state, watches_end)?);
     }
     let ticker_state = app_state.clone();
     let ticker = tokio::spawn(async move {
@@ -286,7 +346,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             tracing::info!("shutting down: no new requests, draining routes");
             let _ = shutdown_tx.send(true);
         });
-        let result = serve(listener, main_app, main_done).await;
+        let result = match main_tls {
+            Some((tls, trust)) => {
+                crate::tls::serve_tls(listener, tls, main_app, main_done, Some(trust)).await
+            }
+            None => serve(listener, main_app, main_done).await,
+        };
         for task in [admin_task, grpc_task].into_iter().flatten() {
             let _ = task.await;
         }

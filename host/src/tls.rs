@@ -2,6 +2,7 @@
 //! peer identity (certificate CN and O) handed to handlers as a request extension.
 
 use axum::extract::Request;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
@@ -52,6 +53,70 @@ pub struct PeerIdentity {
     pub common_name: Option<String>,
     /// Subject organisations (the groups).
     pub organizations: Vec<String>,
+    /// Hex SHA-256 of the leaf certificate (its credential id).
+    pub fingerprint: String,
+    /// The certificate chains to the CA that signs user certificates: its subject is the
+    /// caller.
+    pub user: bool,
+    /// The certificate chains to the front-proxy CA (and has an allowed name): the request
+    /// headers name the caller.
+    pub front_proxy: bool,
+}
+
+/// Which of a listener's CAs a client certificate chains to, checked once per
+/// connection: the listener accepts certificates from every CA it trusts, and this tells
+/// user certificates from front-proxy certificates.
+pub struct PeerTrust {
+    user: Option<Arc<dyn ClientCertVerifier>>,
+    front_proxy: Option<(Arc<dyn ClientCertVerifier>, Vec<String>)>,
+}
+
+impl PeerTrust {
+    /// Trust for user certificates signed by `user_ca` and proxy certificates signed by
+    /// `proxy_ca` with one of `allowed_names` as CN (any, when empty).
+    pub fn new(
+        user_ca: Option<&Path>,
+        proxy_ca: Option<(&Path, Vec<String>)>,
+    ) -> Result<Self, TlsError> {
+        Ok(Self {
+            user: user_ca.map(verifier).transpose()?,
+            front_proxy: match proxy_ca {
+                Some((ca, names)) => Some((verifier(ca)?, names)),
+                None => None,
+            },
+        })
+    }
+
+    fn classify(&self, chain: &[CertificateDer<'static>], identity: &mut PeerIdentity) {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return;
+        };
+        let now = rustls_pki_types::UnixTime::now();
+        let verifies = |v: &Arc<dyn ClientCertVerifier>| {
+            v.verify_client_cert(leaf, intermediates, now).is_ok()
+        };
+        identity.user = self.user.as_ref().is_some_and(verifies);
+        identity.front_proxy = self.front_proxy.as_ref().is_some_and(|(v, names)| {
+            verifies(v)
+                && (names.is_empty()
+                    || identity
+                        .common_name
+                        .as_ref()
+                        .is_some_and(|cn| names.contains(cn)))
+        });
+    }
+}
+
+/// A verifier requiring certificates that chain to the CAs in `ca`.
+fn verifier(ca: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for cert in certs(ca)? {
+        roots.add(cert).map_err(|e| pem_err(ca, e))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| TlsError::Config(format!("{}: {e}", ca.display())))
 }
 
 fn pem_err(path: &Path, reason: impl ToString) -> TlsError {
@@ -72,19 +137,32 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// The rustls server configuration for these settings.
-pub fn server_config(tls: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+/// The rustls server configuration for these settings; client certificates chaining to
+/// `tls.client_ca` or to any of `extra_client_cas` are accepted (certificates stay
+/// optional: callers may authenticate otherwise).
+pub fn server_config(
+    tls: &TlsSettings,
+    extra_client_cas: &[&Path],
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certs(&tls.cert)?;
     let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| pem_err(&tls.key, e))?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = match &tls.client_ca {
-        Some(ca) => {
+    let cas: Vec<&Path> = tls
+        .client_ca
+        .as_deref()
+        .into_iter()
+        .chain(extra_client_cas.iter().copied())
+        .collect();
+    let builder = match cas.is_empty() {
+        false => {
             let mut roots = RootCertStore::empty();
-            for cert in certs(ca)? {
-                roots.add(cert).map_err(|e| pem_err(ca, e))?;
+            for ca in cas {
+                for cert in certs(ca)? {
+                    roots.add(cert).map_err(|e| pem_err(ca, e))?;
+                }
             }
             // Clients without a certificate are let through (they may hold a bearer
             // token); a presented certificate must verify.
@@ -94,7 +172,7 @@ pub fn server_config(tls: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
                 .map_err(|e| TlsError::Config(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
-        None => builder.with_no_client_auth(),
+        true => builder.with_no_client_auth(),
     };
     let mut config = builder
         .with_single_cert(chain, key)
@@ -109,7 +187,11 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> PeerIdentity {
         return PeerIdentity::default();
     };
     let subject = parsed.subject();
+    use sha2::Digest as _;
     let identity = PeerIdentity {
+        fingerprint: hex::encode(sha2::Sha256::digest(cert.as_ref())),
+        user: true,
+        front_proxy: false,
         common_name: subject
             .iter_common_name()
             .next()
@@ -125,12 +207,15 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> PeerIdentity {
 }
 
 /// Serves `app` over TLS until `shutdown` completes; each request carries the client's
-/// [`PeerIdentity`] (when it presented a verified certificate) as an extension.
+/// [`PeerIdentity`] (when it presented a verified certificate) as an extension. With
+/// `trust`, the identity says which CA the certificate chains to; without, any verified
+/// certificate names a user.
 pub async fn serve_tls(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    trust: Option<Arc<PeerTrust>>,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(config);
     tokio::pin!(shutdown);
@@ -147,6 +232,7 @@ pub async fn serve_tls(
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let trust = trust.clone();
         tokio::spawn(async move {
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -160,12 +246,14 @@ pub async fn serve_tls(
                         return;
                     }
                 };
-            let identity = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(identity_of);
+            let chain = tls.get_ref().1.peer_certificates();
+            let identity = chain.and_then(|c| c.first()).map(|leaf| {
+                let mut identity = identity_of(leaf);
+                if let (Some(trust), Some(chain)) = (&trust, chain) {
+                    trust.classify(chain, &mut identity);
+                }
+                identity
+            });
             let service = app.map_request(move |mut req: Request<hyper::body::Incoming>| {
                 if let Some(id) = &identity {
                     req.extensions_mut().insert(id.clone());

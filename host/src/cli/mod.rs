@@ -74,6 +74,111 @@ struct ServeArgs {
     /// Where the example filter components are, for the embedded defaults.
     #[arg(long, env = "WEIR_FILTERS_DIR")]
     filters_dir: Option<PathBuf>,
+    /// Feature gates, `Name=true|false,...`: `EventsProxy=true` forwards every Events API
+    /// request to the provider over mTLS instead of storing events here.
+    #[arg(long, value_name = "GATES")]
+    feature_gates: Option<String>,
+    #[command(flatten)]
+    provider: ProviderArgs,
+}
+
+/// The Events API provider for proxy mode (names as in the Activity proxy they replace);
+/// each overrides `events_api.provider` in the configuration.
+#[derive(Debug, Args)]
+struct ProviderArgs {
+    /// Provider base URL (https://...).
+    #[arg(long)]
+    events_provider_url: Option<String>,
+    /// CA bundle (PEM) the provider's certificate must chain to.
+    #[arg(long)]
+    events_provider_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) presented to the provider.
+    #[arg(long)]
+    events_provider_client_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long)]
+    events_provider_client_key: Option<PathBuf>,
+    /// Seconds per attempt [default: 30].
+    #[arg(long)]
+    events_provider_timeout: Option<u64>,
+    /// Retries of transient failures [default: 3].
+    #[arg(long)]
+    events_provider_retries: Option<u32>,
+    /// Caller extra attributes forwarded as X-Remote-Extra-* (repeatable) [default: the
+    /// iam.miloapis.com parent-type, parent-name and parent-api-group].
+    #[arg(long)]
+    events_forward_extras: Vec<String>,
+}
+
+impl ProviderArgs {
+    /// Applies the flags to the configuration's provider settings.
+    fn apply(self, config: &mut Config) -> Result<()> {
+        let given = self.events_provider_url.is_some()
+            || self.events_provider_ca_file.is_some()
+            || self.events_provider_client_cert.is_some()
+            || self.events_provider_client_key.is_some()
+            || self.events_provider_timeout.is_some()
+            || self.events_provider_retries.is_some()
+            || !self.events_forward_extras.is_empty();
+        if !given {
+            return Ok(());
+        }
+        let provider = match config.events_api.provider.take() {
+            Some(p) => p,
+            None => {
+                let missing = |flag: &str| {
+                    anyhow::anyhow!(
+                        "--{flag} is required when the configuration has no events_api.provider"
+                    )
+                };
+                weir::k8s::settings::ProviderConfig {
+                    url: self
+                        .events_provider_url
+                        .clone()
+                        .ok_or_else(|| missing("events-provider-url"))?,
+                    ca_file: self
+                        .events_provider_ca_file
+                        .clone()
+                        .ok_or_else(|| missing("events-provider-ca-file"))?,
+                    client_cert: self
+                        .events_provider_client_cert
+                        .clone()
+                        .ok_or_else(|| missing("events-provider-client-cert"))?,
+                    client_key: self
+                        .events_provider_client_key
+                        .clone()
+                        .ok_or_else(|| missing("events-provider-client-key"))?,
+                    timeout_seconds: 30,
+                    retries: 3,
+                    forward_extras: weir::k8s::settings::default_forward_extras(),
+                }
+            }
+        };
+        let mut p = provider;
+        if let Some(v) = self.events_provider_url {
+            p.url = v;
+        }
+        if let Some(v) = self.events_provider_ca_file {
+            p.ca_file = v;
+        }
+        if let Some(v) = self.events_provider_client_cert {
+            p.client_cert = v;
+        }
+        if let Some(v) = self.events_provider_client_key {
+            p.client_key = v;
+        }
+        if let Some(v) = self.events_provider_timeout {
+            p.timeout_seconds = v;
+        }
+        if let Some(v) = self.events_provider_retries {
+            p.retries = v;
+        }
+        if !self.events_forward_extras.is_empty() {
+            p.forward_extras = self.events_forward_extras;
+        }
+        config.events_api.provider = Some(p);
+        Ok(())
+    }
 }
 
 /// Sets up `tracing` output on stderr.
@@ -145,7 +250,16 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    if let Some(gates) = &args.feature_gates {
+        let gates = weir::k8s::settings::parse_feature_gates(gates)
+            .map_err(|e| anyhow::anyhow!("--feature-gates: {e}"))?;
+        config.feature_gates.extend(gates);
+    }
+    args.provider.apply(&mut config)?;
+    // Flags may have changed what the file said: check the result again.
+    config.validate("command line", "")?;
     let admin_tls = config.admin.tls.is_some();
+    let main_tls = config.tls.is_some();
     runtime()?.block_on(async move {
         let running = weir::serve::start(config).await?;
         if let Some(admin) = running.admin_addr {
@@ -155,7 +269,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         if let Some(grpc) = running.grpc_addr {
             eprintln!("weir grpc listening on http://{grpc}");
         }
-        eprintln!("weir listening on http://{}", running.addr);
+        let scheme = if main_tls { "https" } else { "http" };
+        eprintln!("weir listening on {scheme}://{}", running.addr);
         let (stop, task) = running.into_parts();
         tokio::spawn(async move {
             shutdown_signal().await;

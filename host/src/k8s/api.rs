@@ -3,6 +3,8 @@
 //! (merge and strategic merge), delete, deletecollection and watch, with discovery,
 //! OpenAPI, `Status` errors and `kubectl get` tables.
 
+use super::admission::Admitter;
+use super::auth::{Authenticator, Caller};
 use super::convert::{self, to_core, to_version, ApiVersion};
 use super::discovery;
 use super::selector::{FieldSelector, LabelSelector};
@@ -10,7 +12,7 @@ use super::status::ApiError;
 use super::store::{Change, EventStore, Stored};
 use super::table;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -28,28 +30,56 @@ pub struct EventsApi {
     /// Becomes true when the router shuts down: open watches end, so the graceful
     /// shutdown does not wait for their timeouts.
     shutdown: tokio::sync::watch::Receiver<bool>,
-    /// The router, when some route takes `from: [k8s]`: stored changes flow on to it.
-    downstream: Option<std::sync::Weak<crate::server::AppState>>,
+    /// Who callers are and what they may see.
+    auth: Arc<Authenticator>,
+    /// The filters writes pass and the routes stored changes flow on to.
+    admitter: Arc<Admitter>,
+}
+
+impl FromRequestParts<Arc<EventsApi>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        api: &Arc<EventsApi>,
+    ) -> Result<Self, ApiError> {
+        api.auth.authenticate(
+            &parts.headers,
+            parts.extensions.get::<crate::tls::PeerIdentity>(),
+        )
+    }
 }
 
 type Shared = State<Arc<EventsApi>>;
 type Params = Query<HashMap<String, String>>;
 
 /// The routes, for merging into the router's HTTP application; watches end when
-/// `shutdown` becomes true; with `downstream`, every stored change is also submitted to
-/// the routes fed by the `k8s` source.
+/// `shutdown` becomes true; `auth` authenticates callers and limits what they see,
+/// `admitter` runs writes through the admission filters and hands stored changes on.
 pub fn routes(
     store: Arc<EventStore>,
     shutdown: tokio::sync::watch::Receiver<bool>,
-    downstream: Option<std::sync::Weak<crate::server::AppState>>,
+    auth: Arc<Authenticator>,
+    admitter: Arc<Admitter>,
 ) -> Router {
     let state = Arc::new(EventsApi {
         store,
         shutdown,
-        downstream,
+        auth,
+        admitter,
     });
+    discovery_routes()
+        .merge(event_routes::<true>(
+            event_routes::<false>(Router::new(), "/api/v1"),
+            "/apis/events.k8s.io/v1",
+        ))
+        .with_state(state)
+}
+
+/// Discovery and OpenAPI documents (static: they hold no events).
+pub fn discovery_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let json_doc = |v: Value| move || async move { json_response(StatusCode::OK, &v) };
-    let router = Router::new()
+    Router::new()
         .route("/version", get(json_doc(discovery::version())))
         .route("/api", get(json_doc(discovery::api_versions())))
         .route("/api/v1", get(json_doc(discovery::resource_list("v1"))))
@@ -67,55 +97,34 @@ pub fn routes(
         .route(
             "/openapi/v3/apis/events.k8s.io/v1",
             get(json_doc(discovery::openapi_document(false))),
-        );
-    let router = event_routes::<false>(router, "/api/v1");
-    event_routes::<true>(router, "/apis/events.k8s.io/v1").with_state(state)
+        )
 }
 
-fn json_response(code: StatusCode, v: &Value) -> Response {
+/// Hands a stored change on to the routes.
+async fn forward(api: &EventsApi, caller: &Caller, change: &str, stored: &Stored) {
+    api.admitter
+        .stored(
+            caller,
+            change,
+            &stored.object,
+            stored.rv,
+            stored.json(ApiVersion::Core).clone(),
+        )
+        .await;
+}
+
+/// Whether the caller may see the event: hidden events are answered as not found.
+fn visible(api: &EventsApi, caller: &Caller, stored: &Stored) -> bool {
+    api.auth.visible(caller, &stored.object)
+}
+
+pub(crate) fn json_response(code: StatusCode, v: &Value) -> Response {
     (
         code,
         [(header::CONTENT_TYPE, "application/json")],
         v.to_string(),
     )
         .into_response()
-}
-
-/// Submits a stored change to the routes fed by `k8s` as a CloudEvent (type
-/// `io.k8s.core.v1.Event`, data = the core/v1 JSON, extension `k8schange`). The change is
-/// already durable in the store; a route that fails is logged, not reported to the writer.
-async fn forward(api: &EventsApi, change: &str, stored: &Stored) {
-    let Some(state) = api.downstream.as_ref().and_then(std::sync::Weak::upgrade) else {
-        return;
-    };
-    let (ns, name) = (stored.namespace(), stored.name());
-    let uid = convert::meta_str(&stored.object, "uid");
-    let id = if change == "DELETED" {
-        format!("{uid}-deleted")
-    } else {
-        format!("{uid}-{}", stored.rv)
-    };
-    let mut event = crate::event::Event::new(
-        id,
-        format!("/api/v1/namespaces/{ns}/events"),
-        "io.k8s.core.v1.Event",
-    );
-    event.subject = Some(format!("{ns}/{name}"));
-    event.time = Some(convert::rfc3339_seconds(now_ms()));
-    event.datacontenttype = Some("application/json".into());
-    event.data = Some(stored.json(ApiVersion::Core).clone());
-    event.set_extension("k8schange", change);
-    let origin = crate::pipeline::Origin {
-        source_kind: "k8s",
-        ..Default::default()
-    };
-    if let Err(e) = state.router.submit_to(origin, vec![event]).await {
-        tracing::warn!(
-            namespace = ns,
-            name,
-            "stored event not delivered to the k8s routes: {e}"
-        );
-    }
 }
 
 /// An event as `version` shows it, serialized straight from the stored object.
@@ -142,63 +151,70 @@ const fn version<const EVENTS: bool>() -> ApiVersion {
 }
 
 // Handlers per verb and path shape, instantiated once per API version.
-async fn all_h<const EV: bool>(s: Shared, q: Params, h: HeaderMap) -> Response {
-    collection_get(s, q, h, version::<EV>(), None).await
+async fn all_h<const EV: bool>(s: Shared, c: Caller, q: Params, h: HeaderMap) -> Response {
+    collection_get(s, c, q, h, version::<EV>(), None).await
 }
 async fn list_h<const EV: bool>(
     s: Shared,
+    c: Caller,
     Path(ns): Path<String>,
     q: Params,
     h: HeaderMap,
 ) -> Response {
-    collection_get(s, q, h, version::<EV>(), Some(ns)).await
+    collection_get(s, c, q, h, version::<EV>(), Some(ns)).await
 }
 async fn create_h<const EV: bool>(
     s: Shared,
+    c: Caller,
     Path(ns): Path<String>,
     q: Params,
     h: HeaderMap,
     b: Bytes,
 ) -> Result<Response, ApiError> {
-    create(s, ns, q, h, b, version::<EV>()).await
+    create(s, c, ns, q, h, b, version::<EV>()).await
 }
 async fn delete_collection_h<const EV: bool>(
     s: Shared,
+    c: Caller,
     Path(ns): Path<String>,
     q: Params,
 ) -> Result<Response, ApiError> {
-    delete_collection(s, ns, q, version::<EV>()).await
+    delete_collection(s, c, ns, q, version::<EV>()).await
 }
 async fn get_h<const EV: bool>(
     s: Shared,
+    c: Caller,
     Path((ns, name)): Path<(String, String)>,
     q: Params,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    get_one(s, ns, name, q, h, version::<EV>())
+    get_one(s, c, ns, name, q, h, version::<EV>())
 }
 async fn put_h<const EV: bool>(
     s: Shared,
+    c: Caller,
     Path((ns, name)): Path<(String, String)>,
     q: Params,
     h: HeaderMap,
     b: Bytes,
 ) -> Result<Response, ApiError> {
-    put(s, ns, name, q, h, b, version::<EV>()).await
+    put(s, c, (ns, name), q, h, b, version::<EV>()).await
 }
 async fn patch_h<const EV: bool>(
     s: Shared,
+    c: Caller,
     Path((ns, name)): Path<(String, String)>,
     h: HeaderMap,
     b: Bytes,
 ) -> Result<Response, ApiError> {
-    patch(s, ns, name, h, b, version::<EV>()).await
+    patch(s, c, ns, name, h, b, version::<EV>()).await
 }
 async fn delete_h(
     s: Shared,
+    c: Caller,
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    delete(s, ns, name).await
+    delete(s, c, ns, name).await
 }
 
 /// The Event routes of one API version under `prefix` (`/api/v1`, `/apis/events.k8s.io/v1`).
@@ -314,6 +330,7 @@ fn is_watch(q: &HashMap<String, String>) -> bool {
 
 async fn collection_get(
     State(api): Shared,
+    caller: Caller,
     Query(q): Params,
     h: HeaderMap,
     version: ApiVersion,
@@ -325,7 +342,7 @@ async fn collection_get(
     };
     let as_table = table::wants_table(accept(&h));
     if is_watch(&q) {
-        return watch(api, q, query, version, ns, as_table);
+        return watch(api, caller, q, query, version, ns, as_table);
     }
     let after = query.cont.as_ref().map(|(_, k)| k.clone());
     let (rv, items, more) = api.store.list(
@@ -333,7 +350,7 @@ async fn collection_get(
         after.as_ref(),
         query.limit,
         query.indexed(),
-        |s| query.matches(ns.as_deref(), s),
+        |s| query.matches(ns.as_deref(), s) && visible(&api, &caller, s),
     );
     // Every page reports the first page's resourceVersion.
     let rv = query.cont.as_ref().map_or(rv, |(first, _)| *first);
@@ -399,6 +416,7 @@ async fn collection_get(
 
 fn get_one(
     State(api): Shared,
+    caller: Caller,
     ns: String,
     name: String,
     Query(q): Params,
@@ -408,6 +426,7 @@ fn get_one(
     let stored = api
         .store
         .get(&ns, &name)
+        .filter(|s| visible(&api, &caller, s))
         .ok_or_else(|| ApiError::not_found(&name))?;
     if table::wants_table(accept(&h)) {
         let object = Value::Object(to_version(&stored.object, version));
@@ -519,6 +538,7 @@ fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
 
 async fn create(
     State(api): Shared,
+    caller: Caller,
     ns: String,
     Query(q): Params,
     h: HeaderMap,
@@ -563,6 +583,7 @@ async fn create(
         convert::rfc3339_seconds(now_ms()).into(),
     );
     meta.remove("resourceVersion");
+    let core = api.admitter.admit(&caller, "ADDED", core).await?;
     if q.get("dryRun").is_some_and(|d| d == "All") {
         return Ok(with_warnings(
             json_response(
@@ -573,7 +594,7 @@ async fn create(
         ));
     }
     let stored = api.store.create(core).await?;
-    forward(&api, "ADDED", &stored).await;
+    forward(&api, &caller, "ADDED", &stored).await;
     Ok(with_warnings(
         versioned_response(StatusCode::CREATED, &stored.object, version),
         &warnings,
@@ -582,8 +603,8 @@ async fn create(
 
 async fn put(
     State(api): Shared,
-    ns: String,
-    name: String,
+    caller: Caller,
+    (ns, name): (String, String),
     Query(q): Params,
     h: HeaderMap,
     body: Bytes,
@@ -623,20 +644,41 @@ async fn put(
             convert::rfc3339_seconds(now_ms()).into(),
         );
         meta.remove("resourceVersion");
+        let fresh = api.admitter.admit(&caller, "ADDED", fresh).await?;
         let stored = api.store.create(fresh).await?;
-        forward(&api, "ADDED", &stored).await;
+        forward(&api, &caller, "ADDED", &stored).await;
         return Ok(with_warnings(
             versioned_response(StatusCode::CREATED, &stored.object, version),
             &warnings,
         ));
     };
+    if !visible(&api, &caller, &old) {
+        return Err(ApiError::not_found(&name));
+    }
     keep_immutable(&mut core, &old);
+    let core = admit_update(&api, &caller, core, expected).await?;
     let stored = api.store.update(core, expected).await?;
-    forward(&api, "MODIFIED", &stored).await;
+    forward(&api, &caller, "MODIFIED", &stored).await;
     Ok(with_warnings(
         versioned_response(StatusCode::OK, &stored.object, version),
         &warnings,
     ))
+}
+
+/// Runs an update through the admission filters, keeping the resourceVersion
+/// precondition (the filters never see or set it).
+async fn admit_update(
+    api: &EventsApi,
+    caller: &Caller,
+    mut core: Map<String, Value>,
+    expected: Option<u64>,
+) -> Result<Map<String, Value>, ApiError> {
+    meta_mut(&mut core).remove("resourceVersion");
+    let mut core = api.admitter.admit(caller, "MODIFIED", core).await?;
+    if let Some(rv) = expected {
+        meta_mut(&mut core).insert("resourceVersion".into(), rv.to_string().into());
+    }
+    Ok(core)
 }
 
 /// uid and creationTimestamp never change.
@@ -650,7 +692,7 @@ fn keep_immutable(core: &mut Map<String, Value>, old: &Stored) {
 }
 
 /// RFC 7386 JSON merge patch.
-fn merge_patch(target: &mut Value, patch: &Value) {
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     match patch {
         Value::Object(p) => {
             if !target.is_object() {
@@ -672,6 +714,7 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 
 async fn patch(
     State(api): Shared,
+    caller: Caller,
     ns: String,
     name: String,
     h: HeaderMap,
@@ -693,6 +736,7 @@ async fn patch(
         let old = api
             .store
             .get(&ns, &name)
+            .filter(|s| visible(&api, &caller, s))
             .ok_or_else(|| ApiError::not_found(&name))?;
         let mut current = Value::Object(to_version(&old.object, version));
         merge_patch(&mut current, &patch);
@@ -709,9 +753,10 @@ async fn patch(
             meta.insert("namespace".into(), ns.clone().into());
         }
         keep_immutable(&mut core, &old);
+        let core = admit_update(&api, &caller, core, Some(old.rv)).await?;
         match api.store.update(core, Some(old.rv)).await {
             Ok(stored) => {
-                forward(&api, "MODIFIED", &stored).await;
+                forward(&api, &caller, "MODIFIED", &stored).await;
                 return Ok(versioned_response(StatusCode::OK, &stored.object, version));
             }
             Err(super::store::StoreError::Conflict(_)) => continue,
@@ -731,9 +776,21 @@ fn success(name: &str, uid: &str) -> Value {
     })
 }
 
-async fn delete(State(api): Shared, ns: String, name: String) -> Result<Response, ApiError> {
+async fn delete(
+    State(api): Shared,
+    caller: Caller,
+    ns: String,
+    name: String,
+) -> Result<Response, ApiError> {
+    if !api
+        .store
+        .get(&ns, &name)
+        .is_some_and(|s| visible(&api, &caller, &s))
+    {
+        return Err(ApiError::not_found(&name));
+    }
     let old = api.store.delete(&ns, &name).await?;
-    forward(&api, "DELETED", &old).await;
+    forward(&api, &caller, "DELETED", &old).await;
     Ok(json_response(
         StatusCode::OK,
         &success(&name, convert::meta_str(&old.object, "uid")),
@@ -742,6 +799,7 @@ async fn delete(State(api): Shared, ns: String, name: String) -> Result<Response
 
 async fn delete_collection(
     State(api): Shared,
+    caller: Caller,
     ns: String,
     Query(q): Params,
     version: ApiVersion,
@@ -750,13 +808,13 @@ async fn delete_collection(
     let (_, items, _) = api
         .store
         .list(Some(&ns), None, usize::MAX, query.indexed(), |s| {
-            query.matches(Some(&ns), s)
+            query.matches(Some(&ns), s) && visible(&api, &caller, s)
         });
     let mut deleted = Vec::new();
     for s in items {
         match api.store.delete(s.namespace(), s.name()).await {
             Ok(old) => {
-                forward(&api, "DELETED", &old).await;
+                forward(&api, &caller, "DELETED", &old).await;
                 deleted.push(Value::Object(to_version(&old.object, version)));
             }
             Err(super::store::StoreError::NotFound(_)) => {}
@@ -776,6 +834,7 @@ async fn delete_collection(
 /// A watch stream: newline-delimited `{"type", "object"}` events, flushed one by one.
 fn watch(
     api: Arc<EventsApi>,
+    caller: Caller,
     q: HashMap<String, String>,
     query: ListQuery,
     version: ApiVersion,
@@ -808,6 +867,7 @@ fn watch(
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     tokio::spawn(async move {
+        let wanted = |s: &Stored| query.matches(ns.as_deref(), s) && visible(&api, &caller, s);
         let mut writer = WatchWriter {
             tx,
             version,
@@ -818,7 +878,7 @@ fn watch(
         let (mut last_rv, mut changes) = match from {
             None => {
                 let (rv, items, changes) = api.store.snapshot_and_watch();
-                for s in items.iter().filter(|s| query.matches(ns.as_deref(), s)) {
+                for s in items.iter().filter(|s| wanted(s)) {
                     if !writer.send("ADDED", s).await {
                         return;
                     }
@@ -830,9 +890,7 @@ fn watch(
                     let mut last = rv;
                     for c in backlog {
                         last = c.rv;
-                        if query.matches(ns.as_deref(), &c.event)
-                            && !writer.send(c.kind.as_str(), &c.event).await
-                        {
+                        if wanted(&c.event) && !writer.send(c.kind.as_str(), &c.event).await {
                             return;
                         }
                     }
@@ -865,7 +923,7 @@ fn watch(
                             continue;
                         }
                         last_rv = rv;
-                        if query.matches(ns.as_deref(), &event) && !writer.send(kind.as_str(), &event).await {
+                        if wanted(&event) && !writer.send(kind.as_str(), &event).await {
                             return;
                         }
                     }

@@ -89,6 +89,51 @@ impl ApiError {
         )
     }
 
+    /// 401 `Unauthorized`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, "Unauthorized", message.into())
+    }
+
+    /// 403 `Forbidden` for an event.
+    pub fn forbidden(name: &str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(403, "Forbidden", message.into());
+        e.details = json!({"name": name, "kind": "events"});
+        e
+    }
+
+    /// 503 `ServiceUnavailable`, with the seconds after which to retry.
+    pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(503, "ServiceUnavailable", message.into());
+        e.details = json!({"retryAfterSeconds": retry_after_secs});
+        e
+    }
+
+    /// 429 `TooManyRequests`, with the seconds after which to retry.
+    pub fn too_many_requests(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(429, "TooManyRequests", message.into());
+        e.details = json!({"retryAfterSeconds": retry_after_secs});
+        e
+    }
+
+    /// 422 `Invalid`: a filter refused the write.
+    pub fn rejected(name: &str, stage: &str, reason: &str) -> Self {
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            format!("Event \"{name}\" is invalid: rejected by filter `{stage}`: {reason}"),
+        );
+        e.details = json!({
+            "name": name, "kind": "Event",
+            "causes": [{"reason": "FilterRejected", "message": reason, "field": stage}],
+        });
+        e
+    }
+
+    /// 504 `Timeout`.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(504, "Timeout", message.into())
+    }
+
     /// 500 `InternalError`.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message.into())
@@ -115,12 +160,22 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
+        let mut response = (
             code,
             [(header::CONTENT_TYPE, "application/json")],
             self.status().to_string(),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self
+            .details
+            .get("retryAfterSeconds")
+            .and_then(Value::as_u64)
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 

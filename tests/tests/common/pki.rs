@@ -23,11 +23,18 @@ impl Pki {
 
     /// (certificate PEM, key PEM)
     pub fn issue(&self, cn: &str, sans: &[&str]) -> (String, String) {
+        self.issue_with(cn, &["weir-tests"], sans)
+    }
+
+    /// (certificate PEM, key PEM) with these subject organisations (a user's groups).
+    pub fn issue_with(&self, cn: &str, orgs: &[&str], sans: &[&str]) -> (String, String) {
         let mut params =
             CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);
-        dn.push(DnType::OrganizationName, "weir-tests");
+        for o in orgs {
+            dn.push(DnType::OrganizationName, *o);
+        }
         params.distinguished_name = dn;
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();

@@ -1,0 +1,788 @@
+//! The Events API behind authentication and tenant scope, and proxy mode: weir A
+//! (`EventsProxy=true`, mTLS client) forwards every verb to weir B (embedded store, which
+//! verifies A's certificate and reads the `X-Remote-*` headers). Certificates come from
+//! rcgen. The test plays the trusted front proxy in front of A (it sends the
+//! request-header identity of each tenant), and real `kubectl` talks to A with a client
+//! certificate.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::pki::Pki;
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PARENT_TYPE: &str = "Iam.miloapis.com%2Fparent-type";
+const PARENT_NAME: &str = "iam.miloapis.com%2Fparent-name";
+const SCOPE_TYPE: &str = "platform.miloapis.com/scope.type";
+const SCOPE_NAME: &str = "platform.miloapis.com/scope.name";
+
+/// Every certificate the tests need, written to a directory.
+struct Certs {
+    servers: Pki,
+    proxies: Pki,
+    users: Pki,
+    dir: PathBuf,
+}
+
+impl Certs {
+    fn new(dir: &Path) -> Certs {
+        let c = Certs {
+            servers: Pki::new("servers CA"),
+            proxies: Pki::new("front proxies CA"),
+            users: Pki::new("users CA"),
+            dir: dir.to_owned(),
+        };
+        c.write("servers-ca.pem", &c.servers.ca_pem);
+        c.write("proxies-ca.pem", &c.proxies.ca_pem);
+        c.write("users-ca.pem", &c.users.ca_pem);
+        c
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    /// Writes a certificate pair; returns (cert path, key path).
+    fn pair(&self, name: &str, (cert, key): (String, String)) -> (String, String) {
+        (
+            self.write(&format!("{name}.pem"), &cert),
+            self.write(&format!("{name}.key"), &key),
+        )
+    }
+
+    fn server(&self, name: &str) -> (String, String) {
+        self.pair(name, self.servers.issue(name, &["localhost", "127.0.0.1"]))
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+/// An HTTPS client trusting the servers CA, presenting `identity`.
+fn client(certs: &Certs, identity: Option<&(String, String)>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certs.servers.ca_pem.as_bytes()).unwrap(),
+        );
+    if let Some((cert, key)) = identity {
+        b = b.identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// A tenant as the front proxy names it: user plus parent type and name extras.
+#[derive(Clone, Copy)]
+struct Tenant {
+    user: &'static str,
+    parent: Option<(&'static str, &'static str)>,
+}
+
+const P1: Tenant = Tenant {
+    user: "pat",
+    parent: Some(("Project", "p1")),
+};
+const P2: Tenant = Tenant {
+    user: "quinn",
+    parent: Some(("Project", "p2")),
+};
+const O1: Tenant = Tenant {
+    user: "olga",
+    parent: Some(("Organization", "o1")),
+};
+const PLATFORM: Tenant = Tenant {
+    user: "root",
+    parent: None,
+};
+
+/// Requests through a front proxy: the proxy's certificate plus identity headers.
+struct Front {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Front {
+    fn req(&self, t: Tenant, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .header("X-Remote-User", t.user)
+            .header("X-Remote-Group", "system:authenticated");
+        if let Some((ty, name)) = t.parent {
+            r = r
+                .header(format!("X-Remote-Extra-{PARENT_TYPE}"), ty)
+                .header(format!("X-Remote-Extra-{PARENT_NAME}"), name);
+        }
+        r
+    }
+
+    async fn send(
+        &self,
+        t: Tenant,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self.req(t, method, path);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let code = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn names(&self, t: Tenant, path: &str) -> Vec<String> {
+        let (code, list) = self.send(t, reqwest::Method::GET, path, None).await;
+        assert_eq!(code, 200, "{list}");
+        let mut names: Vec<String> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn core_event(name: &str, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+        "involvedObject": {"kind": "Pod", "name": format!("pod-{name}"), "namespace": "default"},
+        "reason": "Started", "message": format!("{name} started"), "type": "Normal",
+        "source": {"component": "kubelet"},
+    })
+}
+
+/// Config lines for weir B: embedded store on TLS, trusting only `weir-proxy`
+/// certificates from the proxies CA as a front proxy, scope-inject on writes.
+fn b_config(certs: &Certs) -> String {
+    let (cert, key) = certs.server("weir-b");
+    [
+        format!("tls: {{ cert: {cert}, key: {key} }}"),
+        "authentication:".to_owned(),
+        format!(
+            "  request_header: {{ client_ca: {}, allowed_names: [weir-proxy] }}",
+            certs.path("proxies-ca.pem")
+        ),
+        "events_api: { enabled: true }".to_owned(),
+        "filters:".to_owned(),
+        format!("  scope-inject: {{ path: {} }}", wasm::SCOPE_INJECT),
+        "sinks:".to_owned(),
+        "  stored: { type: file, path: stored.jsonl }".to_owned(),
+        "routes:".to_owned(),
+        "  - { name: events, from: [k8s], filters: [scope-inject], to: [stored] }".to_owned(),
+    ]
+    .join("\n")
+}
+
+/// Config lines for weir A: proxy mode to `provider`, user certificates from the users
+/// CA, the test's `front-proxy` certificate trusted for request headers.
+fn a_config(certs: &Certs, provider: &str, retries: u32) -> String {
+    let (cert, key) = certs.server("weir-a");
+    let (ccert, ckey) = certs.pair("weir-proxy", certs.proxies.issue("weir-proxy", &[]));
+    [
+        format!(
+            "tls: {{ cert: {cert}, key: {key}, client_ca: {} }}",
+            certs.path("users-ca.pem")
+        ),
+        "authentication:".to_owned(),
+        format!(
+            "  request_header: {{ client_ca: {}, allowed_names: [front-proxy] }}",
+            certs.path("proxies-ca.pem")
+        ),
+        "feature_gates: { EventsProxy: true }".to_owned(),
+        "events_api:".to_owned(),
+        format!(
+            "  provider: {{ url: \"{provider}\", ca_file: {}, client_cert: {ccert}, client_key: {ckey}, timeout_seconds: 5, retries: {retries} }}",
+            certs.path("servers-ca.pem")
+        ),
+        "filters:".to_owned(),
+        format!("  scope-inject: {{ path: {} }}", wasm::SCOPE_INJECT),
+        "sinks:".to_owned(),
+        "  forwarded: { type: file, path: forwarded.jsonl }".to_owned(),
+        "routes:".to_owned(),
+        "  - { name: events, from: [k8s], filters: [scope-inject], to: [forwarded] }".to_owned(),
+    ]
+    .join("\n")
+}
+
+fn localhost(url: &str) -> String {
+    url.replace("127.0.0.1", "localhost")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_forwards_every_verb_to_an_embedded_weir_with_scope_isolation() {
+    use reqwest::Method;
+    let b_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new(b_dir.path());
+    let b = Weir::start_in(b_dir, &b_config(&certs));
+    assert!(b.url.starts_with("https://"), "{}", b.url);
+    let a_dir = tempfile::tempdir().unwrap();
+    let a = Weir::start_in(a_dir, &a_config(&certs, &localhost(&b.url), 3));
+    let front_id = certs.proxies.issue("front-proxy", &[]);
+    let front = Front {
+        http: client(&certs, Some(&front_id)),
+        url: localhost(&a.url),
+    };
+    let events = "/api/v1/namespaces/default/events";
+
+    // Writes: a tampered scope annotation is overwritten with the caller's own scope.
+    let tampered = json!({SCOPE_TYPE: "Project", SCOPE_NAME: "p2", "keep": "me"});
+    let (code, e1) = front
+        .send(P1, Method::POST, events, Some(core_event("e1", tampered)))
+        .await;
+    assert_eq!(code, 201, "{e1}");
+    let ann = &e1["metadata"]["annotations"];
+    assert_eq!(
+        (ann[SCOPE_TYPE].as_str(), ann[SCOPE_NAME].as_str()),
+        (Some("Project"), Some("p1")),
+        "{e1}"
+    );
+    assert_eq!(ann["keep"], "me");
+    for (t, name) in [(P2, "e2"), (O1, "e3"), (PLATFORM, "e4")] {
+        let (code, body) = front
+            .send(t, Method::POST, events, Some(core_event(name, json!({}))))
+            .await;
+        assert_eq!(code, 201, "{body}");
+    }
+    // The events.k8s.io/v1 API through the proxy too.
+    let ev1 = json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "e5", "namespace": "default", "annotations": {SCOPE_NAME: "o1"}},
+        "eventTime": "2026-11-22T04:00:00.000000Z", "reportingController": "tests",
+        "reportingInstance": "t-1", "action": "Started", "reason": "Started", "type": "Normal",
+        "regarding": {"kind": "Pod", "name": "pod-e5", "namespace": "default"},
+    });
+    let (code, e5) = front
+        .send(
+            P1,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/default/events",
+            Some(ev1),
+        )
+        .await;
+    assert_eq!(code, 201, "{e5}");
+    assert_eq!(e5["metadata"]["annotations"][SCOPE_NAME], "p1", "{e5}");
+
+    // Reads are scoped: projects and organisations see their own, the platform all.
+    assert_eq!(front.names(P1, events).await, ["e1", "e5"]);
+    assert_eq!(front.names(P2, events).await, ["e2"]);
+    assert_eq!(front.names(O1, "/api/v1/events").await, ["e3"]);
+    assert_eq!(
+        front.names(PLATFORM, events).await,
+        ["e1", "e2", "e3", "e4", "e5"]
+    );
+    let (code, _) = front
+        .send(P1, Method::GET, &format!("{events}/e2"), None)
+        .await;
+    assert_eq!(code, 404, "another project's event is not found");
+    let (code, got) = front
+        .send(P1, Method::GET, &format!("{events}/e1"), None)
+        .await;
+    assert_eq!((code, got["reason"].as_str()), (200, Some("Started")));
+    // Field selectors pass through.
+    assert_eq!(
+        front
+            .names(
+                PLATFORM,
+                &format!("{events}?fieldSelector=involvedObject.name%3Dpod-e3")
+            )
+            .await,
+        ["e3"]
+    );
+
+    // A watch through the proxy sees only the caller's scope.
+    let (_, list) = front.send(P1, Method::GET, events, None).await;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let watch = front
+        .req(
+            P1,
+            Method::GET,
+            &format!("{events}?watch=true&resourceVersion={rv}&timeoutSeconds=5"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), 200);
+    for (t, name) in [(P2, "w-p2"), (P1, "w-p1")] {
+        let (code, body) = front
+            .send(t, Method::POST, events, Some(core_event(name, json!({}))))
+            .await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let text = tokio::time::timeout(Duration::from_secs(20), watch.text())
+        .await
+        .expect("the watch ends at its timeout")
+        .unwrap();
+    let seen: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = seen
+        .iter()
+        .map(|w| w["object"]["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["w-p1"], "{text}");
+    assert_eq!(seen[0]["type"], "ADDED");
+
+    // Update and patch keep the scope whatever the client sends.
+    let mut changed = e1.clone();
+    changed["message"] = json!("updated");
+    changed["metadata"]["annotations"][SCOPE_NAME] = json!("p2");
+    let (code, put) = front
+        .send(P1, Method::PUT, &format!("{events}/e1"), Some(changed))
+        .await;
+    assert_eq!(code, 200, "{put}");
+    assert_eq!(
+        (
+            put["message"].as_str(),
+            put["metadata"]["annotations"][SCOPE_NAME].as_str()
+        ),
+        (Some("updated"), Some("p1"))
+    );
+    let patch =
+        json!({"message": "patched", "metadata": {"annotations": {SCOPE_TYPE: "Organization"}}});
+    let resp = front
+        .req(P1, Method::PATCH, &format!("{events}/e1"))
+        .header("content-type", "application/merge-patch+json")
+        .body(patch.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let patched: Value = resp.json().await.unwrap();
+    assert_eq!(patched["message"], "patched");
+    assert_eq!(
+        patched["metadata"]["annotations"][SCOPE_TYPE], "Project",
+        "{patched}"
+    );
+    let resp = front
+        .req(P1, Method::PATCH, &format!("{events}/e2"))
+        .header("content-type", "application/merge-patch+json")
+        .body("{\"message\":\"mine now\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "patching another project's event");
+
+    // Delete and deletecollection stay within scope.
+    let (code, _) = front
+        .send(P1, Method::DELETE, &format!("{events}/e2"), None)
+        .await;
+    assert_eq!(code, 404);
+    let (code, body) = front
+        .send(P1, Method::DELETE, &format!("{events}/e1"), None)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = front.send(O1, Method::DELETE, events, None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(
+        front.names(PLATFORM, events).await,
+        ["e2", "e4", "e5", "w-p1", "w-p2"]
+    );
+
+    // Non-transient errors come back as the provider's Status, at once.
+    let (code, body) = front
+        .send(P2, Method::POST, events, Some(core_event("e2", json!({}))))
+        .await;
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (409, Some("AlreadyExists")),
+        "{body}"
+    );
+    let resp = front
+        .req(P1, Method::POST, events)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let status: Value = resp.json().await.unwrap();
+    assert_eq!(status["kind"], "Status");
+
+    // Authentication: B trusts only A's certificate as a front proxy; A refuses callers
+    // without credentials and ignores identity headers from a user certificate.
+    let (code, _) = front.send(PLATFORM, Method::GET, events, None).await;
+    assert_eq!(code, 200);
+    let direct = Front {
+        http: client(&certs, Some(&front_id)),
+        url: localhost(&b.url),
+    };
+    let (code, body) = direct.send(PLATFORM, Method::GET, events, None).await;
+    assert_eq!(
+        code, 401,
+        "B must not trust the front proxy's certificate: {body}"
+    );
+    let anonymous = client(&certs, None)
+        .get(format!("{}{events}", localhost(&a.url)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let user = certs.users.issue_with("alice", &["team-a"], &[]);
+    let spoof = client(&certs, Some(&user))
+        .get(format!("{}{events}", localhost(&a.url)))
+        .header("X-Remote-User", "mallory")
+        .header(format!("X-Remote-Extra-{PARENT_TYPE}"), "Project")
+        .header(format!("X-Remote-Extra-{PARENT_NAME}"), "p2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoof.status(), 200);
+    let list: Value = spoof.json().await.unwrap();
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        5,
+        "alice (a user certificate) is a platform caller: {list}"
+    );
+
+    // Real kubectl through the proxy with a client certificate.
+    let kdir = a.dir.path();
+    let (ucert, ukey) = certs.pair("alice", user);
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: a\n  cluster: {{ server: \"{}\", certificate-authority: {} }}\nusers:\n- name: alice\n  user: {{ client-certificate: {ucert}, client-key: {ukey} }}\ncontexts:\n- name: a\n  context: {{ cluster: a, user: alice, namespace: default }}\ncurrent-context: a\n",
+        localhost(&a.url),
+        certs.path("servers-ca.pem"),
+    );
+    std::fs::write(kdir.join("kubeconfig"), kubeconfig).unwrap();
+    let out = std::process::Command::new("kubectl")
+        .args(["get", "events", "-o", "json"])
+        .arg(format!("--cache-dir={}", kdir.join("kube-cache").display()))
+        .env("KUBECONFIG", kdir.join("kubeconfig"))
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 5);
+
+    // Both routers handed the writes on to their `k8s` routes.
+    let stored = b.jsonl("stored.jsonl");
+    let forwarded = a.jsonl("forwarded.jsonl");
+    assert!(
+        stored.len() >= 9 && forwarded.len() >= 9,
+        "B {} A {}",
+        stored.len(),
+        forwarded.len()
+    );
+    assert!(forwarded
+        .iter()
+        .all(|e| e["type"] == "io.k8s.core.v1.Event"));
+}
+
+/// A scripted HTTPS peer standing in for a failing provider (B cannot be made to answer
+/// 503 or 429 on demand): it answers each path from a script and records what arrived.
+struct Scripted {
+    url: String,
+    hits: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<axum::http::HeaderMap>>>,
+}
+
+async fn scripted(certs: &Certs, script: Vec<(u16, Option<&'static str>)>) -> Scripted {
+    let (cert, key) = certs.server("scripted");
+    let tls = weir::tls::server_config(
+        &weir::tls::TlsSettings {
+            cert: cert.into(),
+            key: key.into(),
+            client_ca: Some(certs.path("proxies-ca.pem").into()),
+        },
+        &[],
+    )
+    .unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (h, s) = (hits.clone(), seen.clone());
+    let script = Arc::new(script);
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let (h, s, script) = (h.clone(), s.clone(), script.clone());
+        async move {
+            let n = h.fetch_add(1, Ordering::SeqCst);
+            s.lock().unwrap().push(headers);
+            let (code, retry_after) = script[n.min(script.len() - 1)];
+            let status = json!({"kind": "Status", "apiVersion": "v1", "status": if code < 300 {"Success"} else {"Failure"}, "code": code});
+            let mut r = axum::response::Response::builder()
+                .status(code)
+                .header("content-type", "application/json");
+            if let Some(ra) = retry_after {
+                r = r.header("retry-after", ra);
+            }
+            r.body(axum::body::Body::from(status.to_string())).unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    tokio::spawn(weir::tls::serve_tls(
+        listener,
+        tls,
+        app,
+        std::future::pending(),
+        None,
+    ));
+    Scripted { url, hits, seen }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_retries_transient_failures_only_and_sends_the_callers_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new(dir.path());
+    let front_id = certs.proxies.issue("front-proxy", &[]);
+    let events = "/api/v1/namespaces/default/events";
+
+    // 503, 503, 429 (Retry-After: 1), then 200: retried to success, honouring Retry-After.
+    let flaky = scripted(
+        &certs,
+        vec![(503, None), (503, None), (429, Some("1")), (200, None)],
+    )
+    .await;
+    let a = Weir::start_in(dir, &a_config(&certs, &flaky.url, 3));
+    let front = Front {
+        http: client(&certs, Some(&front_id)),
+        url: localhost(&a.url),
+    };
+    let started = Instant::now();
+    let (code, body) = front.send(P1, reqwest::Method::GET, events, None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(flaky.hits.load(Ordering::SeqCst), 4);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    // The caller's identity as request headers, extras escaped as client-go does.
+    let headers = flaky.seen.lock().unwrap()[0].clone();
+    assert_eq!(headers["x-remote-user"], "pat");
+    assert_eq!(headers["x-remote-group"], "system:authenticated");
+    assert_eq!(
+        headers["x-remote-extra-iam.miloapis.com%2fparent-type"],
+        "Project"
+    );
+    assert_eq!(
+        headers["x-remote-extra-iam.miloapis.com%2fparent-name"],
+        "p1"
+    );
+    drop(a);
+
+    // 409, 400, 403, 404 are answered at once: exactly one attempt each.
+    for code in [409u16, 400, 403, 404] {
+        let dir = tempfile::tempdir().unwrap();
+        let certs2 = Certs::new(dir.path());
+        let front_id = certs2.proxies.issue("front-proxy", &[]);
+        let peer = scripted(&certs2, vec![(code, None), (200, None)]).await;
+        let a = Weir::start_in(dir, &a_config(&certs2, &peer.url, 3));
+        let front = Front {
+            http: client(&certs2, Some(&front_id)),
+            url: localhost(&a.url),
+        };
+        let (got, _) = front
+            .send(
+                PLATFORM,
+                reqwest::Method::POST,
+                events,
+                Some(core_event("x", json!({}))),
+            )
+            .await;
+        assert_eq!(got, code);
+        assert_eq!(
+            peer.hits.load(Ordering::SeqCst),
+            1,
+            "{code} must not be retried"
+        );
+    }
+
+    // Retries exhausted on 503: the provider's last answer is passed on.
+    let dir = tempfile::tempdir().unwrap();
+    let certs3 = Certs::new(dir.path());
+    let front_id = certs3.proxies.issue("front-proxy", &[]);
+    let down = scripted(&certs3, vec![(503, Some("0"))]).await;
+    let a = Weir::start_in(dir, &a_config(&certs3, &down.url, 2));
+    let front = Front {
+        http: client(&certs3, Some(&front_id)),
+        url: localhost(&a.url),
+    };
+    let (code, _) = front
+        .send(PLATFORM, reqwest::Method::GET, events, None)
+        .await;
+    assert_eq!(code, 503);
+    assert_eq!(
+        down.hits.load(Ordering::SeqCst),
+        3,
+        "one attempt and two retries"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_rides_out_a_provider_restart() {
+    let b_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new(b_dir.path());
+    let b = Weir::start_in(b_dir, &b_config(&certs));
+    let b_listen = b.url.trim_start_matches("https://").to_owned();
+    let a_dir = tempfile::tempdir().unwrap();
+    let a = Weir::start_in(a_dir, &a_config(&certs, &localhost(&b.url), 8));
+    let front_id = certs.proxies.issue("front-proxy", &[]);
+    let front = Front {
+        http: client(&certs, Some(&front_id)),
+        url: localhost(&a.url),
+    };
+    let events = "/api/v1/namespaces/default/events";
+    let (code, _) = front
+        .send(
+            P1,
+            reqwest::Method::POST,
+            events,
+            Some(core_event("before", json!({}))),
+        )
+        .await;
+    assert_eq!(code, 201);
+    // B goes away; a create sent now is retried until B is back on the same port.
+    let b_dir = b.kill();
+    let create = tokio::spawn(async move {
+        let started = Instant::now();
+        let (code, body) = front
+            .send(
+                P1,
+                reqwest::Method::POST,
+                events,
+                Some(core_event("during", json!({}))),
+            )
+            .await;
+        (code, body, started.elapsed(), front)
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let b = Weir::start_at(b_dir, &b_listen, &b_config(&certs));
+    let (code, body, took, front) = create.await.unwrap();
+    assert_eq!(code, 201, "{body}");
+    assert!(
+        took >= Duration::from_millis(1000),
+        "the create waited for B: {took:?}"
+    );
+    assert_eq!(front.names(P1, events).await, ["before", "during"]);
+    drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_api_answers_filter_refusals_with_403_and_422() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new(dir.path());
+    let (cert, key) = certs.server("weir");
+    let config = [
+        format!(
+            "tls: {{ cert: {cert}, key: {key}, client_ca: {} }}",
+            certs.path("users-ca.pem")
+        ),
+        "authentication:".to_owned(),
+        "  anonymous: true".to_owned(),
+        format!(
+            "  request_header: {{ client_ca: {}, allowed_names: [front-proxy] }}",
+            certs.path("proxies-ca.pem")
+        ),
+        "events_api: { enabled: true }".to_owned(),
+        "filters:".to_owned(),
+        format!(
+            "  scope-inject: {{ path: {}, config: {{ unauthenticated: drop }} }}",
+            wasm::SCOPE_INJECT
+        ),
+        "routes:".to_owned(),
+        "  - { name: events, from: [k8s], filters: [scope-inject], to: [tail] }".to_owned(),
+    ]
+    .join("\n");
+    let weir = Weir::start_in(dir, &config);
+    let url = format!("{}/api/v1/namespaces/default/events", localhost(&weir.url));
+
+    // Anonymous callers are let in, and the filter drops their writes: 403 with its reason.
+    let resp = client(&certs, None)
+        .post(&url)
+        .json(&core_event("anon", json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let status: Value = resp.json().await.unwrap();
+    assert_eq!(status["reason"], "Forbidden");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("no authenticated principal"),
+        "{status}"
+    );
+
+    // A parent type without a parent name: the filter reports an error, 422 names it.
+    let front = Front {
+        http: client(&certs, Some(&certs.proxies.issue("front-proxy", &[]))),
+        url: localhost(&weir.url),
+    };
+    let resp = front
+        .req(
+            PLATFORM,
+            reqwest::Method::POST,
+            "/api/v1/namespaces/default/events",
+        )
+        .header(format!("X-Remote-Extra-{PARENT_TYPE}"), "Project")
+        .json(&core_event("half", json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let status: Value = resp.json().await.unwrap();
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("rejected by filter `scope-inject`"),
+        "{status}"
+    );
+    assert!(
+        message.contains("no iam.miloapis.com/parent-name"),
+        "{status}"
+    );
+
+    // A user certificate (CN alice, O team-a) writes as a platform caller; nothing refused
+    // was stored.
+    let alice = certs.users.issue_with("alice", &["team-a"], &[]);
+    let resp = client(&certs, Some(&alice))
+        .post(&url)
+        .json(&core_event("by-alice", json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let list: Value = client(&certs, None)
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["by-alice"]);
+}
