@@ -91,6 +91,10 @@ pub struct EventsApiConfig {
     /// The remote provider that proxy mode forwards to.
     #[serde(default)]
     pub provider: Option<crate::k8s::settings::ProviderConfig>,
+    /// Keep events in ClickHouse instead of the embedded store (retention drops whole
+    /// days: `retention_hours` rounded up to days, counted from each event's creation).
+    #[serde(default)]
+    pub clickhouse: Option<crate::k8s::settings::ClickHouseConfig>,
 }
 
 impl Default for EventsApiConfig {
@@ -103,6 +107,7 @@ impl Default for EventsApiConfig {
             route: None,
             scope: crate::k8s::settings::ScopeConfig::default(),
             provider: None,
+            clickhouse: None,
         }
     }
 }
@@ -958,6 +963,28 @@ impl Config {
                     "events_api.provider.timeout_seconds".into(),
                     "timeout_seconds",
                     "must be at least 1".into(),
+                ));
+            }
+        }
+        if let Some(ch) = &self.events_api.clickhouse {
+            let ident_ok = |s: &str| {
+                !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            };
+            if !ident_ok(&ch.database) || !ident_ok(&ch.table) {
+                return Err((
+                    "events_api.clickhouse".into(),
+                    "clickhouse",
+                    "database and table must be plain identifiers (letters, digits, _)".into(),
+                ));
+            }
+            if !(ch.url.starts_with("http://") || ch.url.starts_with("https://")) {
+                return Err((
+                    "events_api.clickhouse.url".into(),
+                    "url",
+                    format!(
+                        "`{}`: the ClickHouse HTTP interface, http:// or https://",
+                        ch.url
+                    ),
                 ));
             }
         }

@@ -117,7 +117,7 @@ fn main_listener_tls(config: &Config) -> Result<Option<ListenerTls>, ServeError>
 
 /// The Events API's routes: embedded (store on disk) or, with `EventsProxy`, forwarding
 /// to the provider; writes pass the admission route's filters either way.
-fn events_api(
+async fn events_api(
     config: &Config,
     app_state: &Arc<AppState>,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -157,15 +157,25 @@ fn events_api(
         return Ok(crate::k8s::proxy::routes(Arc::new(proxy)));
     }
     let e = &config.events_api;
-    let store = crate::k8s::store::EventStore::open(
-        &config.data_dir.join("events.redb"),
-        crate::k8s::store::StoreSettings {
-            retention: std::time::Duration::from_secs(e.retention_hours.saturating_mul(3600)),
-            max_events: e.max_events,
-            watch_history: e.watch_history,
-        },
-    )
-    .map_err(|e| ServeError::State(e.to_string()))?;
+    let retention = std::time::Duration::from_secs(e.retention_hours.saturating_mul(3600));
+    let store = match &e.clickhouse {
+        Some(ch) => crate::k8s::backend::Backend::ClickHouse(
+            crate::k8s::clickhouse::ClickHouseStore::open(ch, &e.scope, retention, e.watch_history)
+                .await
+                .map_err(|e| ServeError::State(e.to_string()))?,
+        ),
+        None => crate::k8s::backend::Backend::Embedded(
+            crate::k8s::store::EventStore::open(
+                &config.data_dir.join("events.redb"),
+                crate::k8s::store::StoreSettings {
+                    retention,
+                    max_events: e.max_events,
+                    watch_history: e.watch_history,
+                },
+            )
+            .map_err(|e| ServeError::State(e.to_string()))?,
+        ),
+    };
     Ok(crate::k8s::api::routes(store, shutdown, auth, admitter))
 }
 
@@ -324,7 +334,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     };
     let mut main_app = crate::server::app(app_state.clone(), config.admin.listen.is_none());
     if config.events_api_served() {
-        main_app = main_app.merge(events_api(&config, &app_state, watches_end)?);
+        main_app = main_app.merge(events_api(&config, &app_state, watches_end).await?);
     }
     let ticker_state = app_state.clone();
     let ticker = tokio::spawn(async move {

@@ -5,11 +5,13 @@
 
 use super::admission::Admitter;
 use super::auth::{Authenticator, Caller};
+use super::backend::Backend;
+use super::clickhouse::Narrowing;
 use super::convert::{self, to_core, to_version, ApiVersion};
 use super::discovery;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::store::{Change, EventStore, Stored};
+use super::store::{Change, Stored};
 use super::table;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -26,7 +28,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 /// The API's shared state.
 pub struct EventsApi {
-    store: Arc<EventStore>,
+    store: Backend,
     /// Becomes true when the router shuts down: open watches end, so the graceful
     /// shutdown does not wait for their timeouts.
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -57,7 +59,7 @@ type Params = Query<HashMap<String, String>>;
 /// `shutdown` becomes true; `auth` authenticates callers and limits what they see,
 /// `admitter` runs writes through the admission filters and hands stored changes on.
 pub fn routes(
-    store: Arc<EventStore>,
+    store: Backend,
     shutdown: tokio::sync::watch::Receiver<bool>,
     auth: Arc<Authenticator>,
     admitter: Arc<Admitter>,
@@ -111,6 +113,14 @@ async fn forward(api: &EventsApi, caller: &Caller, change: &str, stored: &Stored
             stored.json(ApiVersion::Core).clone(),
         )
         .await;
+}
+
+/// The scope annotations a caller is limited to (none for platform callers).
+fn scope_of(caller: &Caller) -> Option<(&str, &str)> {
+    match &caller.scope {
+        super::auth::Scope::Platform => None,
+        super::auth::Scope::Parent { kind, name } => Some((kind, name)),
+    }
 }
 
 /// Whether the caller may see the event: hidden events are answered as not found.
@@ -188,7 +198,7 @@ async fn get_h<const EV: bool>(
     q: Params,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    get_one(s, c, ns, name, q, h, version::<EV>())
+    get_one(s, c, ns, name, q, h, version::<EV>()).await
 }
 async fn put_h<const EV: bool>(
     s: Shared,
@@ -284,15 +294,6 @@ impl ListQuery {
         })
     }
 
-    /// An equality requirement on an indexed field, to narrow the scan.
-    fn indexed(&self) -> Option<(&str, &str)> {
-        self.fields
-            .0
-            .iter()
-            .find(|r| !r.negated && super::store::INDEXED_FIELDS.contains(&r.field.as_str()))
-            .map(|r| (r.field.as_str(), r.value.as_str()))
-    }
-
     fn matches(&self, ns: Option<&str>, stored: &Stored) -> bool {
         ns.is_none_or(|n| n == stored.namespace())
             && self.fields.matches(|f| convert::field(&stored.object, f))
@@ -345,13 +346,21 @@ async fn collection_get(
         return watch(api, caller, q, query, version, ns, as_table);
     }
     let after = query.cont.as_ref().map(|(_, k)| k.clone());
-    let (rv, items, more) = api.store.list(
-        ns.as_deref(),
-        after.as_ref(),
-        query.limit,
-        query.indexed(),
-        |s| query.matches(ns.as_deref(), s) && visible(&api, &caller, s),
-    );
+    let narrow = Narrowing {
+        namespace: ns.as_deref(),
+        fields: &query.fields,
+        scope: scope_of(&caller),
+    };
+    let listed = api
+        .store
+        .list(&narrow, after.as_ref(), query.limit, |s| {
+            query.matches(ns.as_deref(), s) && visible(&api, &caller, s)
+        })
+        .await;
+    let (rv, items, more) = match listed {
+        Ok(listed) => listed,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     // Every page reports the first page's resourceVersion.
     let rv = query.cont.as_ref().map_or(rv, |(first, _)| *first);
     let cont = match (more, items.last()) {
@@ -414,7 +423,7 @@ async fn collection_get(
     }
 }
 
-fn get_one(
+async fn get_one(
     State(api): Shared,
     caller: Caller,
     ns: String,
@@ -426,6 +435,7 @@ fn get_one(
     let stored = api
         .store
         .get(&ns, &name)
+        .await?
         .filter(|s| visible(&api, &caller, s))
         .ok_or_else(|| ApiError::not_found(&name))?;
     if table::wants_table(accept(&h)) {
@@ -634,7 +644,7 @@ async fn put(
             _ => None,
         }
     };
-    let Some(old) = api.store.get(&ns, &name) else {
+    let Some(old) = api.store.get(&ns, &name).await? else {
         // Events may be created by an update (as the apiserver allows).
         let mut fresh = core;
         let meta = meta_mut(&mut fresh);
@@ -736,6 +746,7 @@ async fn patch(
         let old = api
             .store
             .get(&ns, &name)
+            .await?
             .filter(|s| visible(&api, &caller, s))
             .ok_or_else(|| ApiError::not_found(&name))?;
         let mut current = Value::Object(to_version(&old.object, version));
@@ -785,6 +796,7 @@ async fn delete(
     if !api
         .store
         .get(&ns, &name)
+        .await?
         .is_some_and(|s| visible(&api, &caller, &s))
     {
         return Err(ApiError::not_found(&name));
@@ -805,11 +817,17 @@ async fn delete_collection(
     version: ApiVersion,
 ) -> Result<Response, ApiError> {
     let query = ListQuery::parse(&q, version)?;
+    let narrow = Narrowing {
+        namespace: Some(&ns),
+        fields: &query.fields,
+        scope: scope_of(&caller),
+    };
     let (_, items, _) = api
         .store
-        .list(Some(&ns), None, usize::MAX, query.indexed(), |s| {
+        .list(&narrow, None, usize::MAX, |s| {
             query.matches(Some(&ns), s) && visible(&api, &caller, s)
-        });
+        })
+        .await?;
     let mut deleted = Vec::new();
     for s in items {
         match api.store.delete(s.namespace(), s.name()).await {
@@ -877,7 +895,18 @@ fn watch(
         };
         let (mut last_rv, mut changes) = match from {
             None => {
-                let (rv, items, changes) = api.store.snapshot_and_watch();
+                let narrow = Narrowing {
+                    namespace: ns.as_deref(),
+                    fields: &query.fields,
+                    scope: scope_of(&caller),
+                };
+                let (rv, items, changes) = match api.store.snapshot_and_watch(&narrow).await {
+                    Ok(snapshot) => snapshot,
+                    Err(e) => {
+                        writer.error(ApiError::from(e)).await;
+                        return;
+                    }
+                };
                 for s in items.iter().filter(|s| wanted(s)) {
                     if !writer.send("ADDED", s).await {
                         return;

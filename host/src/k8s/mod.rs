@@ -5,6 +5,8 @@
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod backend;
+pub mod clickhouse;
 pub mod convert;
 pub mod discovery;
 pub mod proxy;

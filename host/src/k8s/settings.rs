@@ -145,6 +145,41 @@ pub fn default_forward_extras() -> Vec<String> {
     ]
 }
 
+/// A ClickHouse server holding the events instead of the embedded store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// The HTTP interface (`http://127.0.0.1:8123`).
+    pub url: String,
+    /// The database (must exist).
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// The table, created when missing.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// The user (default `default`).
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// The environment variable holding the password (never written in the file).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Timeout of one request, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_database() -> String {
+    "default".into()
+}
+
+fn default_table() -> String {
+    "k8s_events".into()
+}
+
+fn default_user() -> String {
+    "default".into()
+}
+
 /// Parses `--feature-gates` text: `Name=true,Other=false`.
 pub fn parse_feature_gates(text: &str) -> Result<Vec<(String, bool)>, String> {
     text.split(',')

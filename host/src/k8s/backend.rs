@@ -1,0 +1,113 @@
+//! Where the Events API keeps events: the embedded store (default) or ClickHouse, behind
+//! one set of calls.
+
+use super::clickhouse::{ClickHouseStore, Narrowing};
+use super::store::{Change, EventStore, StoreError, Stored, INDEXED_FIELDS};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// A list's result: the resourceVersion it was read at, the events, whether more matched.
+pub type Listed = (u64, Vec<Arc<Stored>>, bool);
+
+/// A snapshot for a watch: resourceVersion, events, and a receiver of later changes.
+pub type Snapshot = (u64, Vec<Arc<Stored>>, broadcast::Receiver<Change>);
+
+/// The store behind the API.
+#[derive(Clone)]
+pub enum Backend {
+    /// redb on local disk, served from memory.
+    Embedded(Arc<EventStore>),
+    /// A ClickHouse table.
+    ClickHouse(Arc<ClickHouseStore>),
+}
+
+impl Backend {
+    /// Stores a new event.
+    pub async fn create(&self, object: Map<String, Value>) -> Result<Arc<Stored>, StoreError> {
+        match self {
+            Backend::Embedded(s) => s.create(object).await,
+            Backend::ClickHouse(s) => s.create(object).await,
+        }
+    }
+
+    /// Replaces an event; with `expected_rv`, only if that is its current version.
+    pub async fn update(
+        &self,
+        object: Map<String, Value>,
+        expected_rv: Option<u64>,
+    ) -> Result<Arc<Stored>, StoreError> {
+        match self {
+            Backend::Embedded(s) => s.update(object, expected_rv).await,
+            Backend::ClickHouse(s) => s.update(object, expected_rv).await,
+        }
+    }
+
+    /// Deletes an event; answers it as it was.
+    pub async fn delete(&self, namespace: &str, name: &str) -> Result<Arc<Stored>, StoreError> {
+        match self {
+            Backend::Embedded(s) => s.delete(namespace, name).await,
+            Backend::ClickHouse(s) => s.delete(namespace, name).await,
+        }
+    }
+
+    /// One event.
+    pub async fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<Stored>>, StoreError> {
+        match self {
+            Backend::Embedded(s) => Ok(s.get(namespace, name)),
+            Backend::ClickHouse(s) => s.get(namespace, name).await,
+        }
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        match self {
+            Backend::Embedded(s) => s.resource_version(),
+            Backend::ClickHouse(s) => s.resource_version(),
+        }
+    }
+
+    /// Events matching `narrow` (the embedded store uses its field index; ClickHouse
+    /// translates it to SQL) that `keep` accepts, in (namespace, name) order after `after`,
+    /// at most `limit`.
+    pub async fn list(
+        &self,
+        narrow: &Narrowing<'_>,
+        after: Option<&(String, String)>,
+        limit: usize,
+        keep: impl Fn(&Stored) -> bool,
+    ) -> Result<Listed, StoreError> {
+        match self {
+            Backend::Embedded(s) => {
+                let indexed = narrow
+                    .fields
+                    .0
+                    .iter()
+                    .find(|r| !r.negated && INDEXED_FIELDS.contains(&r.field.as_str()))
+                    .map(|r| (r.field.as_str(), r.value.as_str()));
+                Ok(s.list(narrow.namespace, after, limit, indexed, keep))
+            }
+            Backend::ClickHouse(s) => s.list(narrow, after, limit, keep).await,
+        }
+    }
+
+    /// Changes after `rv` and a receiver of the ones to come, or `Err(oldest)`.
+    pub fn watch_from(&self, rv: u64) -> Result<(Vec<Change>, broadcast::Receiver<Change>), u64> {
+        match self {
+            Backend::Embedded(s) => s.watch_from(rv),
+            Backend::ClickHouse(s) => s.watch_from(rv),
+        }
+    }
+
+    /// The events a watch starts with and a receiver of later changes.
+    pub async fn snapshot_and_watch(&self, narrow: &Narrowing<'_>) -> Result<Snapshot, StoreError> {
+        match self {
+            Backend::Embedded(s) => Ok(s.snapshot_and_watch()),
+            Backend::ClickHouse(s) => s.snapshot_and_watch(narrow).await,
+        }
+    }
+}
