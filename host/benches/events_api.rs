@@ -3,7 +3,9 @@
 //! stored events, and 1,000 concurrent watchers receiving a burst.
 //!
 //! Run: `cargo bench -p weir --bench events_api` (`WEIR_BENCH_EVENTS`, default 100,000;
-//! `WEIR_BENCH_WATCHERS`, default 1,000).
+//! `WEIR_BENCH_WATCHERS`, default 1,000; `WEIR_BENCH_CREATES_ONLY=1` stops after the
+//! creates, for profiling them; `WEIR_TRANSPARENT_HUGE_PAGES=on` leaves transparent huge pages
+//! on, as for `weir serve`).
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -14,8 +16,6 @@ use std::time::{Duration, Instant};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-const CLIENTS: usize = 64;
 
 fn event(i: usize) -> String {
     serde_json::json!({
@@ -38,27 +38,45 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-async fn creates(url: &str, from: usize, to: usize) -> Duration {
-    let client = reqwest::Client::new();
+/// Creates events `from..to` over `WEIR_BENCH_CLIENTS` (64) keep-alive HTTP/1.1 connections (bare hyper:
+/// the load generator shares the server's 2 cores, so it should cost as little as it can),
+/// with bodies made before the clock starts; every answer must be 201.
+async fn creates(addr: std::net::SocketAddr, path: &str, from: usize, to: usize) -> Duration {
+    let clients = env("WEIR_BENCH_CLIENTS", 64);
+    use http_body_util::{BodyExt, Full};
     let next = Arc::new(AtomicUsize::new(from));
+    let bodies: Arc<Vec<bytes::Bytes>> =
+        Arc::new((from..to).map(|i| bytes::Bytes::from(event(i))).collect());
+    let mut senders = Vec::new();
+    for _ in 0..clients {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        senders.push(sender);
+    }
     let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (client, next, url) = (client.clone(), next.clone(), url.to_owned());
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .map(|mut sender| {
+            let (next, bodies, path) = (next.clone(), bodies.clone(), path.to_owned());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= to {
                         return;
                     }
-                    let r = client
-                        .post(&url)
+                    let request = hyper::Request::post(path.as_str())
+                        .header("host", "bench")
                         .header("content-type", "application/json")
-                        .body(event(i))
-                        .send()
-                        .await
+                        .body(Full::new(bodies[i - from].clone()))
                         .unwrap();
-                    assert_eq!(r.status(), 201);
+                    let response = sender.send_request(request).await.unwrap();
+                    assert_eq!(response.status(), 201);
+                    response.into_body().collect().await.unwrap();
                 }
             })
         })
@@ -69,8 +87,17 @@ async fn creates(url: &str, from: usize, to: usize) -> Duration {
     started.elapsed()
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // As `weir serve` does.
+    weir::process::disable_transparent_huge_pages();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
+
+async fn run() {
     let total = env("WEIR_BENCH_EVENTS", 100_000);
     let watchers = env("WEIR_BENCH_WATCHERS", 1_000);
     let dir = tempfile::tempdir().unwrap();
@@ -84,13 +111,21 @@ async fn main() {
     let collection = format!("{base}/api/v1/namespaces/bench/events");
 
     // (1) Creates.
-    eprintln!("creating {total} events with {CLIENTS} concurrent clients...");
-    let elapsed = creates(&collection, 0, total).await;
+    eprintln!(
+        "creating {total} events with {} concurrent clients...",
+        env("WEIR_BENCH_CLIENTS", 64)
+    );
+    let create_path = "/api/v1/namespaces/bench/events";
+    let elapsed = creates(running.addr, create_path, 0, total).await;
     eprintln!(
         "creates: {total} in {:.2} s = {:.0} creates/s (each durable before its 201)",
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64()
     );
+
+    if std::env::var_os("WEIR_BENCH_CREATES_ONLY").is_some() {
+        return;
+    }
 
     // (2) Field-selector lists over everything stored.
     let client = reqwest::Client::new();
@@ -156,7 +191,7 @@ async fn main() {
         }));
     }
     let started = Instant::now();
-    creates(&collection, total, total + burst).await;
+    creates(running.addr, create_path, total, total + burst).await;
     let created = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(120);
     while complete.load(Ordering::Relaxed) < watchers && Instant::now() < deadline {

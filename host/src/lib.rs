@@ -13,6 +13,7 @@ pub mod event;
 pub mod k8s;
 pub mod metrics;
 pub mod pipeline;
+pub mod process;
 pub mod registry;
 pub mod runtime;
 pub mod serve;

@@ -11,6 +11,8 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Before any thread starts: every thread shares the setting.
+    weir::process::disable_transparent_huge_pages();
     let args = cli::Cli::parse();
     cli::init_logging(&args);
     match cli::run(args) {

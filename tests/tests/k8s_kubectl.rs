@@ -212,7 +212,12 @@ fn kubectl_creates_lists_selects_watches_and_deletes_events() {
     let seen = std::thread::spawn(move || {
         let mut buf = String::new();
         let mut chunk = [0u8; 4096];
-        while Instant::now() < deadline && !buf.contains("Killing") {
+        // Until the whole row is there (it may arrive in more than one read).
+        let done = |b: &str| {
+            b.lines()
+                .any(|l| l.contains("Killing") && l.contains("pod/my-pod"))
+        };
+        while Instant::now() < deadline && !done(&buf) {
             match std::io::Read::read(&mut stdout, &mut chunk) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => buf.push_str(&String::from_utf8_lossy(&chunk[..n])),

@@ -39,6 +39,11 @@ impl Admitter {
         Self::new(None, None, Vec::new())
     }
 
+    /// Whether any route takes the API's writes.
+    pub fn active(&self) -> bool {
+        self.router.is_some()
+    }
+
     fn state(&self) -> Option<Arc<AppState>> {
         self.router.as_ref().and_then(Weak::upgrade)
     }

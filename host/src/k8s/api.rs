@@ -104,14 +104,20 @@ pub fn discovery_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 
 /// Hands a stored change on to the routes.
 async fn forward(api: &EventsApi, caller: &Caller, change: &str, stored: &Stored) {
+    if !api.admitter.active() {
+        return;
+    }
+    // Serialized for the routes alone: the stored event's JSON cache is for watchers (it
+    // would otherwise hold a second copy of every event written).
+    let json = match serde_json::to_vec(&convert::Versioned(&stored.object, ApiVersion::Core)) {
+        Ok(json) => Bytes::from(json),
+        Err(e) => {
+            tracing::error!("cannot serialize a stored event for the routes: {e}");
+            return;
+        }
+    };
     api.admitter
-        .stored(
-            caller,
-            change,
-            &stored.object,
-            stored.rv,
-            stored.json(ApiVersion::Core).clone(),
-        )
+        .stored(caller, change, &stored.object, stored.rv, json)
         .await;
 }
 
@@ -137,13 +143,11 @@ pub(crate) fn json_response(code: StatusCode, v: &Value) -> Response {
         .into_response()
 }
 
-/// An event as `version` shows it, serialized straight from the stored object.
-fn versioned_response(
-    code: StatusCode,
-    core: &Map<String, Value>,
-    version: ApiVersion,
-) -> Response {
-    match serde_json::to_vec(&convert::Versioned(core, version)) {
+/// An event as `version` shows it. Serialized here rather than through the stored
+/// event's JSON cache: caching every written event's JSON would double the store's memory
+/// (and slow every list scan) for a body that is usually sent once.
+fn versioned_response(code: StatusCode, stored: &Stored, version: ApiVersion) -> Response {
+    match serde_json::to_vec(&convert::Versioned(&stored.object, version)) {
         Ok(body) => (code, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => ApiError::internal(e.to_string()).into_response(),
     }
@@ -451,7 +455,7 @@ async fn get_one(
             &table::table(vec![row], stored.rv, "", true),
         ));
     }
-    Ok(versioned_response(StatusCode::OK, &stored.object, version))
+    Ok(versioned_response(StatusCode::OK, &stored, version))
 }
 
 /// Parses a JSON object body; YAML and protobuf bodies are refused.
@@ -606,7 +610,7 @@ async fn create(
     let stored = api.store.create(core).await?;
     forward(&api, &caller, "ADDED", &stored).await;
     Ok(with_warnings(
-        versioned_response(StatusCode::CREATED, &stored.object, version),
+        versioned_response(StatusCode::CREATED, &stored, version),
         &warnings,
     ))
 }
@@ -658,7 +662,7 @@ async fn put(
         let stored = api.store.create(fresh).await?;
         forward(&api, &caller, "ADDED", &stored).await;
         return Ok(with_warnings(
-            versioned_response(StatusCode::CREATED, &stored.object, version),
+            versioned_response(StatusCode::CREATED, &stored, version),
             &warnings,
         ));
     };
@@ -670,7 +674,7 @@ async fn put(
     let stored = api.store.update(core, expected).await?;
     forward(&api, &caller, "MODIFIED", &stored).await;
     Ok(with_warnings(
-        versioned_response(StatusCode::OK, &stored.object, version),
+        versioned_response(StatusCode::OK, &stored, version),
         &warnings,
     ))
 }
@@ -768,7 +772,7 @@ async fn patch(
         match api.store.update(core, Some(old.rv)).await {
             Ok(stored) => {
                 forward(&api, &caller, "MODIFIED", &stored).await;
-                return Ok(versioned_response(StatusCode::OK, &stored.object, version));
+                return Ok(versioned_response(StatusCode::OK, &stored, version));
             }
             Err(super::store::StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),

@@ -23,7 +23,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot};
 
-const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
+/// Events by resourceVersion: a group of writes appends at the end of the tree instead of
+/// dirtying a page per event across it. Values are [`Record`]s without `rv`.
+const EVENTS_BY_RV: TableDefinition<u64, &[u8]> = TableDefinition::new("events_by_rv");
+/// The first layout (by "namespace/name"), migrated to [`EVENTS_BY_RV`] when opened.
+const EVENTS_BY_NAME: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Why a store operation failed.
@@ -141,18 +145,26 @@ type Key = (String, String);
 /// object's events are, `kubectl describe`, `kubectl events --for`).
 pub const INDEXED_FIELDS: [&str; 3] = ["involvedObject.name", "involvedObject.uid", "reason"];
 
-/// Keys of events by (indexed field label, value).
+/// Keys of events by (indexed field label, value). Hash sets, not ordered sets: a write
+/// costs a hash per field instead of a dozen key comparisons in a set that may hold most
+/// events (`reason=Started`); a list sorts the keys it matched.
 #[derive(Default)]
-struct FieldIndex(HashMap<(&'static str, String), std::collections::BTreeSet<Key>>);
+struct FieldIndex(HashMap<(&'static str, String), std::collections::HashSet<Arc<Key>>>);
 
 impl FieldIndex {
     fn add(&mut self, key: &Key, stored: &Stored) {
+        let shared = Arc::new(key.clone());
         for label in INDEXED_FIELDS {
             let value = super::convert::field(&stored.object, label);
-            self.0
-                .entry((label, value.to_owned()))
-                .or_default()
-                .insert(key.clone());
+            match self.0.get_mut(&(label, value.to_owned())) {
+                Some(keys) => {
+                    keys.insert(shared.clone());
+                }
+                None => {
+                    self.0
+                        .insert((label, value.to_owned()), [shared.clone()].into());
+                }
+            }
         }
     }
 
@@ -168,6 +180,22 @@ impl FieldIndex {
             }
         }
     }
+
+    /// The keys with this field value after `start`, in order.
+    fn sorted(&self, label: &'static str, value: &str, start: &std::ops::Bound<Key>) -> Vec<&Key> {
+        use std::ops::{Bound, RangeBounds};
+        let Some(keys) = self.0.get(&(label, value.to_owned())) else {
+            return Vec::new();
+        };
+        let range = (start.clone(), Bound::Unbounded);
+        let mut out: Vec<&Key> = keys
+            .iter()
+            .map(|k| &**k)
+            .filter(|k| range.contains(*k))
+            .collect();
+        out.sort_unstable();
+        out
+    }
 }
 
 struct Inner {
@@ -181,11 +209,28 @@ struct Inner {
     history_floor: u64,
 }
 
+/// An object to write and its JSON without `resourceVersion`, encoded by the caller's task
+/// (in parallel, off the writer thread).
+struct Prepared {
+    object: Map<String, Value>,
+    json: Vec<u8>,
+}
+
+impl Prepared {
+    fn new(mut object: Map<String, Value>) -> Result<Self, StoreError> {
+        if let Some(Value::Object(meta)) = object.get_mut("metadata") {
+            meta.remove("resourceVersion");
+        }
+        let json = serde_json::to_vec(&object).map_err(|e| StoreError::Storage(e.to_string()))?;
+        Ok(Self { object, json })
+    }
+}
+
 /// A change requested of the writer.
 enum Op {
-    Create(Map<String, Value>),
+    Create(Prepared),
     Update {
-        object: Map<String, Value>,
+        object: Prepared,
         expected_rv: Option<u64>,
     },
     Delete {
@@ -206,10 +251,6 @@ pub struct EventStore {
     changes: broadcast::Sender<Change>,
 }
 
-fn key_of(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
-}
-
 impl EventStore {
     /// Opens (creating) the store at `path` and starts its writer thread.
     pub fn open(path: &Path, settings: StoreSettings) -> Result<Arc<Self>, StoreError> {
@@ -220,9 +261,10 @@ impl EventStore {
         let mut index = FieldIndex::default();
         let mut by_rv = BTreeMap::new();
         let mut rv = 0;
+        migrate_by_name(&db).map_err(|e| storage(&e))?;
         {
             let txn = db.begin_write().map_err(|e| storage(&e))?;
-            txn.open_table(EVENTS).map_err(|e| storage(&e))?;
+            txn.open_table(EVENTS_BY_RV).map_err(|e| storage(&e))?;
             txn.open_table(META).map_err(|e| storage(&e))?;
             txn.commit().map_err(|e| storage(&e))?;
             let read = db.begin_read().map_err(|e| storage(&e))?;
@@ -230,14 +272,16 @@ impl EventStore {
             if let Some(v) = meta.get("rv").map_err(|e| storage(&e))? {
                 rv = v.value();
             }
-            let table = read.open_table(EVENTS).map_err(|e| storage(&e))?;
+            let table = read.open_table(EVENTS_BY_RV).map_err(|e| storage(&e))?;
             for entry in table.iter().map_err(|e| storage(&e))? {
-                let (_, value) = entry.map_err(|e| storage(&e))?;
-                let Ok(record) = serde_json::from_slice::<Record>(value.value()) else {
+                let (key, value) = entry.map_err(|e| storage(&e))?;
+                let Ok(mut record) = serde_json::from_slice::<Record>(value.value()) else {
                     tracing::error!("event store: skipping an unreadable record");
                     continue;
                 };
-                let stored = Arc::new(Stored::new(record.rv, record.object, record.written_ms));
+                let event_rv = key.value();
+                set_rv(&mut record.object, event_rv);
+                let stored = Arc::new(Stored::new(event_rv, record.object, record.written_ms));
                 let k = (stored.namespace().to_owned(), stored.name().to_owned());
                 by_rv.insert(stored.rv, k.clone());
                 index.add(&k, &stored);
@@ -301,7 +345,7 @@ impl EventStore {
 
     /// Stores a new event (core/v1 form with namespace and name set).
     pub async fn create(&self, object: Map<String, Value>) -> Result<Arc<Stored>, StoreError> {
-        self.submit(Op::Create(object)).await
+        self.submit(Op::Create(Prepared::new(object)?)).await
     }
 
     /// Replaces an event; with `expected_rv`, only if that is its current version.
@@ -311,7 +355,7 @@ impl EventStore {
         expected_rv: Option<u64>,
     ) -> Result<Arc<Stored>, StoreError> {
         self.submit(Op::Update {
-            object,
+            object: Prepared::new(object)?,
             expected_rv,
         })
         .await
@@ -378,12 +422,10 @@ impl EventStore {
             Some((*label, value))
         }) {
             Some((label, value)) => {
-                if let Some(keys) = inner.index.0.get(&(label, value.to_owned())) {
-                    for k in keys.range((start, Bound::Unbounded)) {
-                        if let Some(stored) = inner.events.get(k) {
-                            if !visit(&k.0, stored) {
-                                break;
-                            }
+                for k in inner.index.sorted(label, value, &start) {
+                    if let Some(stored) = inner.events.get(k) {
+                        if !visit(&k.0, stored) {
+                            break;
                         }
                     }
                 }
@@ -428,12 +470,62 @@ impl EventStore {
     }
 }
 
-/// An event as written to disk.
-#[derive(serde::Serialize, serde::Deserialize)]
+/// An event as written to disk (in [`EVENTS_BY_RV`] its rv is the key, `rv` is absent).
+#[derive(serde::Deserialize)]
 struct Record {
+    #[serde(default)]
     rv: u64,
     written_ms: i64,
     object: Map<String, Value>,
+}
+
+/// Moves records of the first layout (keyed by name) into [`EVENTS_BY_RV`], once.
+fn migrate_by_name(db: &redb::Database) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let txn = db.begin_write().map_err(|x| e(&x))?;
+    let moved = {
+        let old = match txn.open_table(EVENTS_BY_NAME) {
+            Ok(t) => t,
+            Err(x) => return Err(e(&x)),
+        };
+        let mut new = txn.open_table(EVENTS_BY_RV).map_err(|x| e(&x))?;
+        let mut moved = 0usize;
+        for entry in old.iter().map_err(|x| e(&x))? {
+            let (_, value) = entry.map_err(|x| e(&x))?;
+            let Ok(mut record) = serde_json::from_slice::<Record>(value.value()) else {
+                tracing::error!("event store: skipping an unreadable record while migrating");
+                continue;
+            };
+            if let Some(Value::Object(meta)) = record.object.get_mut("metadata") {
+                meta.remove("resourceVersion");
+            }
+            let json = serde_json::to_vec(&record.object).map_err(|x| e(&x))?;
+            new.insert(record.rv, record_bytes(record.written_ms, &json).as_slice())
+                .map_err(|x| e(&x))?;
+            moved += 1;
+        }
+        moved
+    };
+    txn.delete_table(EVENTS_BY_NAME).map_err(|x| e(&x))?;
+    txn.commit().map_err(|x| e(&x))?;
+    if moved > 0 {
+        tracing::info!(
+            events = moved,
+            "event store: migrated to the by-resourceVersion layout"
+        );
+    }
+    Ok(())
+}
+
+/// A record's bytes around an object's JSON.
+fn record_bytes(written_ms: i64, object_json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(object_json.len() + 40);
+    out.extend_from_slice(b"{\"written_ms\":");
+    out.extend_from_slice(written_ms.to_string().as_bytes());
+    out.extend_from_slice(b",\"object\":");
+    out.extend_from_slice(object_json);
+    out.push(b'}');
+    out
 }
 
 struct Writer {
@@ -477,6 +569,7 @@ impl Writer {
             rv: self.inner.read().unwrap_or_else(|e| e.into_inner()).rv,
             staged: HashMap::new(),
             changes: Vec::new(),
+            bodies: HashMap::new(),
         };
         let mut replies: Vec<(Option<Reply>, Outcome)> = Vec::new();
         let now = now_ms();
@@ -501,7 +594,7 @@ impl Writer {
                     continue;
                 }
                 Op::Create(object) => {
-                    let k = key_of_object(&object);
+                    let k = key_of_object(&object.object);
                     if current(&group.staged, &k).is_some() {
                         Err(StoreError::AlreadyExists(k.1))
                     } else {
@@ -512,7 +605,7 @@ impl Writer {
                     object,
                     expected_rv,
                 } => {
-                    let k = key_of_object(&object);
+                    let k = key_of_object(&object.object);
                     match current(&group.staged, &k) {
                         None => Err(StoreError::NotFound(k.1)),
                         Some(old) if expected_rv.is_some_and(|e| e != old.rv) => {
@@ -582,6 +675,7 @@ impl Writer {
             rv,
             staged,
             changes,
+            bodies,
         } = group;
         if staged.is_empty() {
             for (reply, result) in replies {
@@ -591,7 +685,7 @@ impl Writer {
             }
             return;
         }
-        if let Err(e) = self.persist(&staged, rv) {
+        if let Err(e) = self.persist(&staged, bodies, rv) {
             tracing::error!("event store: {e}");
             for (reply, result) in replies {
                 if let Some(r) = reply {
@@ -632,32 +726,31 @@ impl Writer {
         }
     }
 
+    /// Writes a group in one transaction: each changed event's old record goes, its new
+    /// one is appended under its new resourceVersion.
     fn persist(
         &self,
         staged: &HashMap<Key, Option<Arc<Stored>>>,
+        mut bodies: HashMap<u64, Vec<u8>>,
         rv: u64,
     ) -> Result<(), StoreError> {
         let err = |e: &dyn std::fmt::Display| StoreError::Storage(e.to_string());
         let txn = self.db.begin_write().map_err(|e| err(&e))?;
         {
-            let mut table = txn.open_table(EVENTS).map_err(|e| err(&e))?;
-            for ((ns, name), state) in staged {
-                let key = key_of(ns, name);
-                match state {
-                    Some(s) => {
-                        let bytes = serde_json::to_vec(&RecordRef {
-                            rv: s.rv,
-                            written_ms: s.written_ms,
-                            object: &s.object,
-                        })
+            let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+            let mut table = txn.open_table(EVENTS_BY_RV).map_err(|e| err(&e))?;
+            for (k, state) in staged {
+                if let Some(old) = inner.events.get(k) {
+                    table.remove(old.rv).map_err(|e| err(&e))?;
+                }
+                if let Some(s) = state {
+                    let json = match bodies.remove(&s.rv) {
+                        Some(json) => json,
+                        None => Prepared::new(s.object.clone())?.json,
+                    };
+                    table
+                        .insert(s.rv, record_bytes(s.written_ms, &json).as_slice())
                         .map_err(|e| err(&e))?;
-                        table
-                            .insert(key.as_str(), bytes.as_slice())
-                            .map_err(|e| err(&e))?;
-                    }
-                    None => {
-                        table.remove(key.as_str()).map_err(|e| err(&e))?;
-                    }
                 }
             }
             let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
@@ -673,18 +766,16 @@ struct Staging {
     rv: u64,
     staged: HashMap<Key, Option<Arc<Stored>>>,
     changes: Vec<Change>,
+    /// The JSON (without resourceVersion) of staged objects, by their new rv.
+    bodies: HashMap<u64, Vec<u8>>,
 }
 
 impl Staging {
     /// Stages `object` as the new state of `k`.
-    fn write(
-        &mut self,
-        k: Key,
-        mut object: Map<String, Value>,
-        kind: ChangeKind,
-        now: i64,
-    ) -> Arc<Stored> {
+    fn write(&mut self, k: Key, prepared: Prepared, kind: ChangeKind, now: i64) -> Arc<Stored> {
+        let Prepared { mut object, json } = prepared;
         self.rv += 1;
+        self.bodies.insert(self.rv, json);
         set_rv(&mut object, self.rv);
         let stored = Arc::new(Stored::new(self.rv, object, now));
         self.staged.insert(k, Some(stored.clone()));
@@ -708,13 +799,6 @@ impl Staging {
             event: Arc::new(Stored::new(self.rv, object, old.written_ms)),
         });
     }
-}
-
-#[derive(serde::Serialize)]
-struct RecordRef<'a> {
-    rv: u64,
-    written_ms: i64,
-    object: &'a Map<String, Value>,
 }
 
 /// (namespace, name) of an object.
@@ -749,6 +833,44 @@ mod tests {
             max_events: 1000,
             watch_history: 100,
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_first_layout_is_migrated_with_its_resource_versions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.redb");
+        {
+            let db = redb::Database::create(&path).expect("db");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut t = txn.open_table(EVENTS_BY_NAME).expect("table");
+                for (rv, name) in [(7u64, "a"), (9, "b")] {
+                    let mut object = event("ns", name);
+                    set_rv(&mut object, rv);
+                    let record = json!({"rv": rv, "written_ms": now_ms(), "object": object});
+                    let bytes = serde_json::to_vec(&record).expect("json");
+                    t.insert(format!("ns/{name}").as_str(), bytes.as_slice())
+                        .expect("insert");
+                }
+                let mut meta = txn.open_table(META).expect("meta");
+                meta.insert("rv", 9).expect("rv");
+            }
+            txn.commit().expect("commit");
+        }
+        let store = EventStore::open(&path, settings()).expect("open");
+        assert_eq!(store.get("ns", "a").expect("a").rv, 7);
+        assert_eq!(
+            meta_str(&store.get("ns", "b").expect("b").object, "resourceVersion"),
+            "9"
+        );
+        let c = store.create(event("ns", "c")).await.expect("create");
+        assert_eq!(c.rv, 10);
+        drop(store);
+        // The writer thread lets go of the file when it sees the queue closed.
+        std::thread::sleep(Duration::from_millis(100));
+        let store = EventStore::open(&path, settings()).expect("reopen");
+        assert_eq!(store.resource_version(), 10);
+        assert_eq!(store.get("ns", "c").expect("c").rv, 10);
     }
 
     #[tokio::test(flavor = "multi_thread")]
