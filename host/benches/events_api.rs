@@ -5,7 +5,8 @@
 //! Run: `cargo bench -p weir --bench events_api` (`WEIR_BENCH_EVENTS`, default 100,000;
 //! `WEIR_BENCH_WATCHERS`, default 1,000; `WEIR_BENCH_CREATES_ONLY=1` stops after the
 //! creates, for profiling them; `WEIR_TRANSPARENT_HUGE_PAGES=on` leaves transparent huge pages
-//! on, as for `weir serve`).
+//! on, as for `weir serve`; `WEIR_BENCH_ADMISSION=path/to/scope_inject.wasm` makes every
+//! create pass the scope-inject filter first).
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -101,10 +102,18 @@ async fn run() {
     let total = env("WEIR_BENCH_EVENTS", 100_000);
     let watchers = env("WEIR_BENCH_WATCHERS", 1_000);
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
+    let mut yaml = format!(
         "listen: 127.0.0.1:0\ndata_dir: {}\nevents_api: {{ enabled: true }}\nroutes:\n  - {{ name: r, to: [tail] }}\n",
         dir.path().display()
     );
+    // With WEIR_BENCH_ADMISSION=<scope_inject.wasm>, every create first passes the
+    // scope-inject filter on a `from: [k8s]` route (and the stored change goes on to a
+    // null sink), as in a multi-tenant deployment.
+    if let Ok(wasm) = std::env::var("WEIR_BENCH_ADMISSION") {
+        yaml.push_str(&format!(
+            "  - {{ name: scoped, from: [k8s], filters: [scope-inject], to: [void] }}\nsinks:\n  void: {{ type: null }}\nfilters:\n  scope-inject: {{ path: {wasm} }}\n"
+        ));
+    }
     let config = weir::config::Config::parse("bench", &yaml, &[]).unwrap();
     let running = weir::serve::start(config).await.unwrap();
     let base = format!("http://{}", running.addr);
