@@ -786,3 +786,108 @@ async fn embedded_api_answers_filter_refusals_with_403_and_422() {
         .collect();
     assert_eq!(names, ["by-alice"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn feature_gate_and_provider_flags_select_proxy_mode_from_the_command_line() {
+    let b_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new(b_dir.path());
+    let b = Weir::start_in(b_dir, &b_config(&certs));
+    // A's file says nothing about proxying: the source system's flags switch it on.
+    let a_dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certs.server("weir-a");
+    let (ccert, ckey) = certs.pair("weir-proxy", certs.proxies.issue("weir-proxy", &[]));
+    let config = [
+        "listen: 127.0.0.1:0".to_owned(),
+        format!("data_dir: {}", a_dir.path().join("data").display()),
+        format!("tls: {{ cert: {cert}, key: {key} }}"),
+        "authentication:".to_owned(),
+        format!(
+            "  request_header: {{ client_ca: {}, allowed_names: [front-proxy] }}",
+            certs.path("proxies-ca.pem")
+        ),
+        "routes:".to_owned(),
+        "  - { name: r, to: [tail] }".to_owned(),
+    ]
+    .join("\n");
+    let config_path = a_dir.path().join("weir.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let config_arg = config_path.display().to_string();
+    let provider = format!("--events-provider-url={}", localhost(&b.url));
+    let ca = format!("--events-provider-ca-file={}", certs.path("servers-ca.pem"));
+    let client_cert = format!("--events-provider-client-cert={ccert}");
+    let client_key = format!("--events-provider-client-key={ckey}");
+    let args = [
+        "serve",
+        "--config",
+        &config_arg,
+        "--feature-gates=EventsProxy=true",
+        &provider,
+        &ca,
+        &client_cert,
+        &client_key,
+        "--events-provider-timeout=10",
+        "--events-provider-retries=1",
+        "--events-forward-extras=iam.miloapis.com/parent-type",
+        "--events-forward-extras=iam.miloapis.com/parent-name",
+    ];
+    let a = Weir::spawn(a_dir, &args);
+    let front = Front {
+        http: client(&certs, Some(&certs.proxies.issue("front-proxy", &[]))),
+        url: localhost(&a.url),
+    };
+    let events = "/api/v1/namespaces/default/events";
+    let (code, created) = front
+        .send(
+            P1,
+            reqwest::Method::POST,
+            events,
+            Some(core_event("via-flags", json!({}))),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    // B stored it with the scope B derived from the forwarded extras.
+    let direct = Front {
+        http: client(&certs, Some(&certs.proxies.issue("weir-proxy", &[]))),
+        url: localhost(&b.url),
+    };
+    let (code, stored) = direct
+        .send(
+            PLATFORM,
+            reqwest::Method::GET,
+            &format!("{events}/via-flags"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{stored}");
+    assert_eq!(stored["metadata"]["annotations"][SCOPE_NAME], "p1");
+
+    // A misspelt gate is refused before anything starts, naming the known ones.
+    let out = std::process::Command::new(weir_bin())
+        .args([
+            "serve",
+            "--config",
+            &config_arg,
+            "--feature-gates=EventProxy=true",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown feature gate `EventProxy` (known: EventsProxy)"),
+        "{err}"
+    );
+    // The gate without a provider: a configuration error naming the field.
+    let out = std::process::Command::new(weir_bin())
+        .args([
+            "serve",
+            "--config",
+            &config_arg,
+            "--feature-gates=EventsProxy=true",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("events_api.provider"), "{err}");
+}
