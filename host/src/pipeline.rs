@@ -349,7 +349,7 @@ impl Router {
         origin: Origin<'_>,
         events: Vec<Event>,
     ) -> Result<Outcome, RouterError> {
-        self.dispatch(origin, events, || JobMode::Full).await
+        self.dispatch(origin, events, true, || JobMode::Full).await
     }
 
     /// Runs one event through the filters of the route `origin.route` (its condition
@@ -361,7 +361,7 @@ impl Router {
         };
         let (tx, rx) = oneshot::channel();
         let mut slot = Some(tx);
-        self.dispatch(origin, vec![event], || match slot.take() {
+        self.dispatch(origin, vec![event], true, || match slot.take() {
             Some(tx) => JobMode::Admit(tx),
             None => JobMode::Full,
         })
@@ -379,13 +379,28 @@ impl Router {
         origin: Origin<'_>,
         events: Vec<Event>,
     ) -> Result<Outcome, RouterError> {
-        self.dispatch(origin, events, || JobMode::SinksOnly).await
+        // Taken (rate limit, intake metric) when they were admitted: not counted twice.
+        self.dispatch(origin, events, false, || JobMode::SinksOnly)
+            .await
     }
 
+    /// Runs events already charged at admission through another route's whole chain (a
+    /// stored change going on to the other `k8s` routes): not charged or counted again.
+    pub async fn run_admitted(
+        &self,
+        origin: Origin<'_>,
+        events: Vec<Event>,
+    ) -> Result<Outcome, RouterError> {
+        self.dispatch(origin, events, false, || JobMode::Full).await
+    }
+
+    /// Splits events by tenant and hands them to the lanes of the routes fed by the
+    /// source; `intake` charges the tenants' rate limits and counts them as received.
     async fn dispatch(
         &self,
         origin: Origin<'_>,
         events: Vec<Event>,
+        intake: bool,
         mut mode: impl FnMut() -> JobMode,
     ) -> Result<Outcome, RouterError> {
         let Origin {
@@ -427,12 +442,14 @@ impl Router {
                 }
             }
         }
-        self.take_tokens(&by_tenant)?;
-        self.shared
-            .metrics
-            .received
-            .with_label_values(&[source_kind])
-            .inc_by(received);
+        if intake {
+            self.take_tokens(&by_tenant)?;
+            self.shared
+                .metrics
+                .received
+                .with_label_values(&[source_kind])
+                .inc_by(received);
+        }
         let mut waits = Vec::new();
         for (i, route) in targets.iter().enumerate() {
             let last_route = i + 1 == targets.len();

@@ -891,3 +891,35 @@ async fn feature_gate_and_provider_flags_select_proxy_mode_from_the_command_line
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("events_api.provider"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_is_charged_once_against_its_tenants_rate_limit() {
+    // Two routes take the API's writes: `scoped` admits them, `audit` runs its own chain
+    // on each stored change. The default tenant may take 3 events/s (a burst of 3).
+    let config = [
+        "tenants:".to_owned(),
+        "  default: { limits: { events_per_sec: 3 } }".to_owned(),
+        "events_api: { enabled: true, route: scoped }".to_owned(),
+        "filters:".to_owned(),
+        format!("  scope-inject: {{ path: {} }}", wasm::SCOPE_INJECT),
+        "routes:".to_owned(),
+        "  - { name: scoped, from: [k8s], filters: [scope-inject], to: [tail] }".to_owned(),
+        "  - { name: audit, from: [k8s], to: [tail] }".to_owned(),
+    ]
+    .join("\n");
+    let weir = Weir::start(&config);
+    let url = format!("{}/api/v1/namespaces/default/events", weir.url);
+    let http = reqwest::Client::new();
+    let mut codes = Vec::new();
+    for i in 0..4 {
+        let resp = http
+            .post(&url)
+            .json(&core_event(&format!("e{i}"), json!({})))
+            .send()
+            .await
+            .unwrap();
+        codes.push(resp.status().as_u16());
+    }
+    // Three writes fit the burst (one token each, not one per route); the fourth waits.
+    assert_eq!(codes, [201, 201, 201, 429]);
+}

@@ -156,7 +156,7 @@ impl Admitter {
                 for other in &self.others {
                     let ran = state
                         .router
-                        .submit_to(origin(Some(other)), vec![event.clone()])
+                        .run_admitted(origin(Some(other)), vec![event.clone()])
                         .await;
                     results.push((other.as_str(), ran));
                 }
