@@ -366,10 +366,16 @@ impl Router {
             None => JobMode::Full,
         })
         .await?;
-        rx.await
-            .ok()
-            .and_then(|mut a| a.pop())
-            .ok_or(RouterError::Stopped(route))
+        // A refusal or failure of any copy refuses the write.
+        let answers = rx.await.map_err(|_| RouterError::Stopped(route.clone()))?;
+        let refusal = answers
+            .iter()
+            .position(|a| matches!(a, Admission::Failed { .. } | Admission::Refused(_)));
+        let mut answers = answers;
+        match refusal {
+            Some(i) => Ok(answers.swap_remove(i)),
+            None => answers.pop().ok_or(RouterError::Stopped(route)),
+        }
     }
 
     /// Delivers events to the sinks of the route `origin.route` without running its

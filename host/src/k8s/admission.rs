@@ -57,8 +57,12 @@ impl Admitter {
         change: &str,
         core: Map<String, Value>,
     ) -> Result<Map<String, Value>, ApiError> {
-        let (Some(route), Some(state)) = (&self.route, self.state()) else {
+        let Some(route) = &self.route else {
             return Ok(core);
+        };
+        let Some(state) = self.state() else {
+            // Never store a write its filters did not see.
+            return Err(ApiError::unavailable("the router is shutting down", 1));
         };
         let name = convert::meta_str(&core, "name").to_owned();
         let body = serde_json::to_vec(&core).map_err(|e| ApiError::internal(e.to_string()))?;

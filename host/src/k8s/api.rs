@@ -121,6 +121,23 @@ async fn forward(api: &EventsApi, caller: &Caller, change: &str, stored: &Stored
         .await;
 }
 
+/// A scoped caller may only write events it can see afterwards: whatever the filters did
+/// (or did not do), a write never lands in another tenant's scope.
+fn within_scope(
+    api: &EventsApi,
+    caller: &Caller,
+    core: &Map<String, Value>,
+) -> Result<(), ApiError> {
+    if api.auth.visible(caller, core) {
+        return Ok(());
+    }
+    let name = convert::meta_str(core, "name");
+    Err(ApiError::forbidden(
+        name,
+        format!("events \"{name}\" is forbidden: its scope annotations are not the caller's scope"),
+    ))
+}
+
 /// The scope annotations a caller is limited to (none for platform callers).
 fn scope_of(caller: &Caller) -> Option<(&str, &str)> {
     match &caller.scope {
@@ -598,6 +615,7 @@ async fn create(
     );
     meta.remove("resourceVersion");
     let core = api.admitter.admit(&caller, "ADDED", core).await?;
+    within_scope(&api, &caller, &core)?;
     if q.get("dryRun").is_some_and(|d| d == "All") {
         return Ok(with_warnings(
             json_response(
@@ -659,6 +677,7 @@ async fn put(
         );
         meta.remove("resourceVersion");
         let fresh = api.admitter.admit(&caller, "ADDED", fresh).await?;
+        within_scope(&api, &caller, &fresh)?;
         let stored = api.store.create(fresh).await?;
         forward(&api, &caller, "ADDED", &stored).await;
         return Ok(with_warnings(
@@ -689,6 +708,7 @@ async fn admit_update(
 ) -> Result<Map<String, Value>, ApiError> {
     meta_mut(&mut core).remove("resourceVersion");
     let mut core = api.admitter.admit(caller, "MODIFIED", core).await?;
+    within_scope(api, caller, &core)?;
     if let Some(rv) = expected {
         meta_mut(&mut core).insert("resourceVersion".into(), rv.to_string().into());
     }

@@ -108,14 +108,16 @@ impl Authenticator {
     }
 
     fn caller(&self, principal: Option<Principal>) -> Caller {
+        // Present at all means scoped (an empty or missing value sees nothing): a caller
+        // never becomes a platform caller by sending an empty parent type.
         let extra = |key: &str| {
             principal.as_ref().and_then(|p| {
-                p.extra
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .and_then(|(_, v)| v.first())
-                    .filter(|v| !v.is_empty())
-                    .cloned()
+                p.extra.iter().find(|(k, _)| k == key).map(|(_, v)| {
+                    v.iter()
+                        .find(|x| !x.is_empty())
+                        .cloned()
+                        .unwrap_or_default()
+                })
             })
         };
         let scope = match extra(&self.scope.parent_type_extra) {
@@ -358,6 +360,22 @@ mod tests {
         assert!(auth.visible(&caller, &event("Project", "p1")));
         assert!(!auth.visible(&caller, &event("Project", "p2")));
         assert!(!auth.visible(&caller, &event("Organization", "p1")));
+        assert!(!auth.visible(&caller, &Map::new()));
+    }
+
+    #[test]
+    fn an_empty_parent_type_is_scoped_and_sees_nothing() {
+        let auth = Authenticator::new(false, Some(rh()), ScopeConfig::default());
+        let mut h = HeaderMap::new();
+        h.insert("X-Remote-User", "eve".parse().expect("valid"));
+        h.insert(
+            "X-Remote-Extra-iam.miloapis.com%2Fparent-type",
+            "".parse().expect("valid"),
+        );
+        let caller = auth
+            .authenticate(&h, Some(&peer(true, false)))
+            .expect("authenticated");
+        assert_ne!(caller.scope, Scope::Platform);
         assert!(!auth.visible(&caller, &Map::new()));
     }
 

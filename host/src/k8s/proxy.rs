@@ -296,7 +296,9 @@ impl EventsProxy {
             (_, reqwest::StatusCode::CREATED) | (true, _) => "ADDED",
             _ => "MODIFIED",
         };
-        self.relay_stored(caller, change, response, version).await
+        let dry_run = query_param(uri, "dryRun").is_some();
+        self.relay_stored(caller, change, response, version, dry_run)
+            .await
     }
 
     /// Relays the provider's answer to a write and, when it accepted the write, hands the
@@ -307,8 +309,9 @@ impl EventsProxy {
         change: &str,
         response: reqwest::Response,
         version: ApiVersion,
+        dry_run: bool,
     ) -> Result<Response, ApiError> {
-        if !response.status().is_success() {
+        if !response.status().is_success() || dry_run {
             return Ok(self.relay(response));
         }
         let status =
@@ -437,7 +440,7 @@ impl EventsProxy {
                 continue;
             }
             return self
-                .relay_stored(caller, "MODIFIED", response, version)
+                .relay_stored(caller, "MODIFIED", response, version, false)
                 .await;
         }
         Err(ApiError::conflict(
