@@ -218,6 +218,9 @@ pub async fn serve_tls(
     trust: Option<Arc<PeerTrust>>,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(config);
+    // Open connections finish their requests at shutdown (and let go of the router's
+    // state) before this returns, as the plain-HTTP listener's graceful shutdown does.
+    let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer_addr) = tokio::select! {
@@ -228,11 +231,12 @@ pub async fn serve_tls(
                     continue;
                 }
             },
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => break,
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
         let trust = trust.clone();
+        let graceful = graceful.clone();
         tokio::spawn(async move {
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -262,13 +266,36 @@ pub async fn serve_tls(
             });
             let service = hyper_util::service::TowerToHyperService::new(service);
             let io = hyper_util::rt::TokioIo::new(tls);
-            if let Err(e) =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(io, service)
-                    .await
-            {
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
+            drop(graceful);
+            if let Err(e) = connection.await {
                 tracing::debug!(%peer_addr, "connection ended: {e}");
             }
         });
     }
+    drop(listener);
+    // Handshakes in flight still hold a handle (at most their 10 s timeout).
+    let mut graceful = graceful;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(11);
+    let graceful = loop {
+        match Arc::try_unwrap(graceful) {
+            Ok(g) => break Some(g),
+            Err(g) if tokio::time::Instant::now() < deadline => {
+                graceful = g;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => break None,
+        }
+    };
+    if let Some(graceful) = graceful {
+        if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("TLS connections still open 30 s after shutdown began");
+        }
+    }
+    Ok(())
 }

@@ -785,6 +785,15 @@ async fn embedded_api_answers_filter_refusals_with_403_and_422() {
         .map(|e| e["metadata"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["by-alice"]);
+
+    // SIGTERM with keep-alive TLS connections open: they are closed gracefully, the routes
+    // drain and the router stops cleanly.
+    let logs = weir.logs.clone();
+    let (clean, _dir) = weir.terminate();
+    let logs = logs.lock().unwrap().join("\n");
+    assert!(clean, "{logs}");
+    assert!(logs.contains("stopped"), "{logs}");
+    assert!(!logs.contains("still referenced"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
