@@ -173,7 +173,7 @@ fn versioned_response(code: StatusCode, stored: &Stored, version: ApiVersion) ->
 use convert::now_ms;
 
 /// The API version a handler serves: `EVENTS` is events.k8s.io/v1, else core/v1.
-const fn version<const EVENTS: bool>() -> ApiVersion {
+pub(crate) const fn version<const EVENTS: bool>() -> ApiVersion {
     if EVENTS {
         ApiVersion::Events
     } else {

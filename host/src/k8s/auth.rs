@@ -139,13 +139,7 @@ impl Authenticator {
         match &caller.scope {
             Scope::Platform => true,
             Scope::Parent { kind, name } => {
-                let annotation = |key: &str| {
-                    super::convert::metadata(event)
-                        .and_then(|m| m.get("annotations"))
-                        .and_then(Value::as_object)
-                        .and_then(|a| a.get(key))
-                        .and_then(Value::as_str)
-                };
+                let annotation = |key: &str| super::convert::annotation(event, key);
                 annotation(&self.scope.type_annotation) == Some(kind.as_str())
                     && annotation(&self.scope.name_annotation) == Some(name.as_str())
             }

@@ -550,14 +550,7 @@ impl Writer {
         } else {
             day(now_ms())
         };
-        let annotation = |key: &str| {
-            convert::metadata(o)
-                .and_then(|m| m.get("annotations"))
-                .and_then(Value::as_object)
-                .and_then(|a| a.get(key))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-        };
+        let annotation = |key: &str| convert::annotation(o, key).unwrap_or("");
         let mut row = Map::new();
         row.insert("namespace".into(), stored.namespace().into());
         row.insert("name".into(), stored.name().into());

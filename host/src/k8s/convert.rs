@@ -275,6 +275,15 @@ pub fn meta_str<'a>(obj: &'a Map<String, Value>, key: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// One annotation's value.
+pub fn annotation<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    metadata(obj)?
+        .get("annotations")?
+        .as_object()?
+        .get(key)?
+        .as_str()
+}
+
 /// One label's value.
 pub fn label<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     metadata(obj)?

@@ -10,6 +10,7 @@
 //! answered at once with the provider's own `Status`.
 
 use super::admission::Admitter;
+use super::api::version;
 use super::auth::{remote_headers, Authenticator, Caller};
 use super::convert::{self, to_core, to_version, ApiVersion};
 use super::settings::ProviderConfig;
@@ -551,14 +552,6 @@ async fn patch_h<const EV: bool>(
     b: Bytes,
 ) -> Response {
     answer(s.patch(&c, &uri, &h, &b, version::<EV>()).await)
-}
-
-const fn version<const EVENTS: bool>() -> ApiVersion {
-    if EVENTS {
-        ApiVersion::Events
-    } else {
-        ApiVersion::Core
-    }
 }
 
 fn event_routes<const EV: bool>(
