@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const GUESTS: [(&str, &str); 8] = [
+const GUESTS: [(&str, &str); 9] = [
+    ("trigger-route", "trigger_route"),
     ("dedup", "dedup"),
     ("rate-limit", "rate_limit"),
     ("severity", "severity"),

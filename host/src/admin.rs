@@ -185,10 +185,29 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/v1/filters/{name}/rollback", post(rollback))
         .route("/v1/filters/{name}/test", post(dry_run))
         .route("/v1/tenants", get(list_tenants))
+        .route("/v1/replay/{route}", post(replay))
         .route(
             "/v1/tenants/{tenant}",
             put(put_tenant).get(get_tenant).delete(delete_tenant),
         )
+}
+
+/// `POST /v1/replay/{route}`: CloudEvents resent by an operator (`weir replay`) through
+/// one route, whichever sources feed it. Admins only.
+async fn replay(
+    State(state): State<Arc<AppState>>,
+    Caller(_, role): Caller,
+    Path(route): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    if !matches!(role, Role::Admin) {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "forbidden", "reason": "replay is for admins"})),
+        )
+            .into_response();
+    }
+    crate::server::ingest(state, "replay", Some(route), request).await
 }
 
 /// Which routes and tenants run a filter (`default` stands for the route's default chain).

@@ -59,6 +59,9 @@ pub struct Config {
     /// How callers of the main listener are authenticated.
     #[serde(default)]
     pub authentication: crate::k8s::settings::AuthenticationConfig,
+    /// Kafka: the cluster, and consumer groups feeding the routes with `from: [kafka]`.
+    #[serde(default)]
+    pub kafka: crate::kafka::settings::KafkaConfig,
     /// Feature gates by name: `EventsProxy: true` makes the Events API forward every
     /// request to `events_api.provider` (as `--feature-gates=EventsProxy=true` does).
     #[serde(default)]
@@ -393,6 +396,8 @@ pub enum SinkConfig {
     Null,
     /// The upstream Toggle service over gRPC, with a memory buffer spilling to disk.
     Toggle(Box<crate::toggle::settings::ToggleSinkConfig>),
+    /// A Kafka topic (CloudEvents Kafka binding), behind retries and a circuit breaker.
+    Kafka(Box<crate::kafka::settings::KafkaSinkConfig>),
 }
 
 /// What happens to a batch whose filter failed (trap, timeout, memory, bad output), and
@@ -488,7 +493,7 @@ fn default_batch_bytes() -> usize {
 }
 
 /// Source kinds a route may name.
-pub const SOURCE_KINDS: [&str; 3] = ["http", "grpc", "k8s"];
+pub const SOURCE_KINDS: [&str; 4] = ["http", "grpc", "k8s", "kafka"];
 
 /// A configuration error, naming where it is.
 #[derive(Debug, thiserror::Error)]
@@ -581,6 +586,7 @@ impl Config {
             events_api: EventsApiConfig::default(),
             tls: None,
             authentication: Default::default(),
+            kafka: Default::default(),
             feature_gates: BTreeMap::new(),
         }
     }
@@ -763,6 +769,27 @@ impl Config {
                     return Err(err(format!("sinks.{name}"), name, message));
                 }
             }
+            if let SinkConfig::Kafka(kafka) = sink {
+                if let Err(e) = kafka.check() {
+                    return Err(err(format!("sinks.{name}"), name, e.0));
+                }
+                match kafka.cluster.as_ref().or(self.kafka.cluster.as_ref()) {
+                    Some(cluster) => {
+                        if let Err(e) = cluster.check() {
+                            return Err(err(format!("sinks.{name}.cluster"), name, e.0));
+                        }
+                    }
+                    None => return Err(err(
+                        format!("sinks.{name}"),
+                        name,
+                        "a Kafka sink needs a cluster: set `kafka.cluster` or the sink's `cluster`"
+                            .into(),
+                    )),
+                }
+            }
+        }
+        if let Err((field, needle, message)) = self.validate_kafka() {
+            return Err(err(field, &needle, message));
         }
         for (i, route) in self.routes.iter().enumerate() {
             if let Some(SinkConfig::Toggle(_)) = self.sinks.get(&route.dead_letter) {
@@ -880,6 +907,73 @@ impl Config {
         }
         if let Err((field, needle, message)) = self.validate_events_api() {
             return Err(err(field, needle, message));
+        }
+        Ok(())
+    }
+
+    /// Checks the Kafka section: the cluster, each source's settings, its route and its
+    /// dead-letter sink, and that `from: [kafka]` has a source.
+    fn validate_kafka(&self) -> Result<(), (String, String, String)> {
+        let k = &self.kafka;
+        if let Some(cluster) = &k.cluster {
+            cluster
+                .check()
+                .map_err(|e| ("kafka.cluster".into(), "cluster".into(), e.0))?;
+        }
+        for (name, source) in &k.sources {
+            let field = format!("kafka.sources.{name}");
+            source
+                .check()
+                .map_err(|e| (field.clone(), name.clone(), e.0))?;
+            match source.cluster.as_ref().or(k.cluster.as_ref()) {
+                Some(c) => c
+                    .check()
+                    .map_err(|e| (format!("{field}.cluster"), name.clone(), e.0))?,
+                None => return Err((
+                    field,
+                    name.clone(),
+                    "a Kafka source needs a cluster: set `kafka.cluster` or the source's `cluster`"
+                        .into(),
+                )),
+            }
+            if !self.sinks.contains_key(&source.dead_letter) {
+                return Err((
+                    format!("{field}.dead_letter"),
+                    source.dead_letter.clone(),
+                    format!("unknown sink `{}`", source.dead_letter),
+                ));
+            }
+            if let Some(SinkConfig::Toggle(_)) = self.sinks.get(&source.dead_letter) {
+                return Err((
+                    format!("{field}.dead_letter"),
+                    source.dead_letter.clone(),
+                    "a Toggle sink cannot hold dead letters; name a file or kafka sink".into(),
+                ));
+            }
+            if let Some(route) = &source.route {
+                let fed = self
+                    .routes
+                    .iter()
+                    .any(|r| &r.name == route && r.from.iter().any(|f| f == "kafka"));
+                if !fed {
+                    return Err((
+                        format!("{field}.route"),
+                        route.clone(),
+                        format!("no route `{route}` with `from: [kafka]`"),
+                    ));
+                }
+            }
+        }
+        let wants_kafka = self
+            .routes
+            .iter()
+            .position(|r| r.from.iter().any(|f| f == "kafka"));
+        if let (Some(i), true) = (wants_kafka, k.sources.is_empty()) {
+            return Err((
+                format!("routes[{i}].from"),
+                "kafka".into(),
+                "source `kafka` needs a consumer under `kafka.sources`".into(),
+            ));
         }
         Ok(())
     }

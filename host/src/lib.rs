@@ -11,6 +11,7 @@ pub mod cloudevents;
 pub mod config;
 pub mod event;
 pub mod k8s;
+pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
 pub mod process;

@@ -33,13 +33,20 @@ pub struct Metrics {
     pub sink_errors: IntCounterVec,
     /// Toggle sink buffer, spill and replay figures (`weir_toggle_*`), by sink.
     pub toggle: ToggleMetrics,
+    /// Kafka source and sink figures (`weir_kafka_*`) and sink circuit breakers.
+    pub kafka: crate::kafka::metrics::KafkaMetrics,
     recycled: IntCounterVec,
     guest_counters: IntCounterVec,
     guest_histograms: HistogramVec,
     guest_series: Mutex<HashSet<(String, String, String)>>,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| panic!("metric {name} is well-formed: {e}"));
     registry
@@ -231,7 +238,7 @@ impl ToggleMetrics {
     }
 }
 
-fn histogram(registry: &Registry, opts: HistogramOpts, labels: &[&str]) -> HistogramVec {
+pub(crate) fn histogram(registry: &Registry, opts: HistogramOpts, labels: &[&str]) -> HistogramVec {
     let name = opts.common_opts.name.clone();
     let h = HistogramVec::new(opts, labels)
         .unwrap_or_else(|e| panic!("metric {name} is well-formed: {e}"));
@@ -248,6 +255,37 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts dead letters written to a dead-letter sink, by failing stage.
+    pub fn dead_lettered<'a>(&self, sink: &str, stages: impl Iterator<Item = &'a str>) {
+        let mut n = 0i64;
+        let mut last: Option<(&str, u64)> = None;
+        for stage in stages {
+            n += 1;
+            match &mut last {
+                Some((s, c)) if *s == stage => *c += 1,
+                _ => {
+                    if let Some((s, c)) = last.take() {
+                        self.kafka
+                            .dead_letters
+                            .with_label_values(&[sink, s])
+                            .inc_by(c);
+                    }
+                    last = Some((stage, 1));
+                }
+            }
+        }
+        if let Some((s, c)) = last {
+            self.kafka
+                .dead_letters
+                .with_label_values(&[sink, s])
+                .inc_by(c);
+        }
+        self.kafka
+            .dead_letter_size
+            .with_label_values(&[sink])
+            .add(n);
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let r = Registry::new();
@@ -307,6 +345,7 @@ impl Metrics {
                 &["sink"],
             ),
             toggle: ToggleMetrics::new(&r),
+            kafka: crate::kafka::metrics::KafkaMetrics::new(&r),
             recycled: counter(
                 &r,
                 "weir_filter_instances_recycled_total",

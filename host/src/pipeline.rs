@@ -419,7 +419,11 @@ impl Router {
         let targets: Vec<&RouteHandle> = self
             .routes
             .iter()
-            .filter(|r| r.spec.from.iter().any(|f| f == source_kind))
+            // A replay names its route and goes there whatever feeds it.
+            .filter(|r| {
+                (source_kind == "replay" && route.is_some())
+                    || r.spec.from.iter().any(|f| f == source_kind)
+            })
             .filter(|r| route.is_none_or(|name| &*r.spec.name == name))
             .collect();
         if let (Some(name), true) = (route, targets.is_empty()) {
@@ -1014,35 +1018,53 @@ impl RouteWorker {
             count(outcomes, *job, |o| o.dropped += 1);
         }
         let (mut delivered, mut routed_n, mut dead_n) = (0u64, 0u64, 0u64);
-        // Route sinks: every sink must take the batch, or the events are dead-lettered.
+        // Route sinks: every sink must take each event, or that event is dead-lettered
+        // (a sink may fail part of a batch and say which events).
         if !kept.is_empty() {
             let events: Vec<&Event> = kept.iter().map(|i| &i.event).collect();
-            let mut failed = None;
+            let mut failed: Vec<Option<(String, String)>> = Vec::new();
             for name in &self.spec.to {
                 if let Some(sink) = self.shared.sinks.get(name) {
-                    match sink.write(&events) {
-                        Ok(()) => metrics
+                    let (written, failure) = match sink.write(&events) {
+                        Ok(()) => (events.len(), None),
+                        Err(crate::sinks::SinkError::Partial {
+                            failed: which,
+                            reason,
+                            ..
+                        }) => (
+                            events.len().saturating_sub(which.len()),
+                            Some((which, reason)),
+                        ),
+                        Err(e) => (0, Some(((0..events.len()).collect(), e.to_string()))),
+                    };
+                    if written > 0 {
+                        metrics
                             .sink_events
                             .with_label_values(&[name])
-                            .inc_by(events.len() as u64),
-                        Err(e) => {
-                            metrics.sink_errors.with_label_values(&[name]).inc();
-                            failed = Some((name.clone(), e.to_string()));
+                            .inc_by(written as u64);
+                    }
+                    if let Some((which, reason)) = failure {
+                        metrics.sink_errors.with_label_values(&[name]).inc();
+                        if failed.is_empty() {
+                            failed.resize(events.len(), None);
+                        }
+                        for i in which {
+                            if let Some(slot) = failed.get_mut(i).filter(|s| s.is_none()) {
+                                *slot = Some((name.clone(), reason.clone()));
+                            }
                         }
                     }
                 }
             }
-            match failed {
-                None => {
-                    delivered = kept.len() as u64;
-                    for item in &kept {
+            drop(events);
+            for (i, item) in kept.into_iter().enumerate() {
+                match failed.get_mut(i).and_then(Option::take) {
+                    None => {
+                        delivered += 1;
                         count(outcomes, item.job, |o| o.delivered += 1);
                     }
+                    Some((sink, reason)) => dead.push((item, sink, reason)),
                 }
-                Some((sink, reason)) => dead.extend(
-                    kept.into_iter()
-                        .map(|item| (item, sink.clone(), reason.clone())),
-                ),
             }
         }
         for (sink_name, item) in routed {
@@ -1073,7 +1095,8 @@ impl RouteWorker {
                     tenant,
                     stage,
                     reason,
-                    event: &item.event,
+                    event: Some(&item.event),
+                    original: None,
                 })
                 .collect();
             let written = self
@@ -1084,6 +1107,10 @@ impl RouteWorker {
             match written {
                 Some(Ok(())) => {
                     dead_n = dead.len() as u64;
+                    metrics.dead_lettered(
+                        &self.spec.dead_letter,
+                        dead.iter().map(|(_, stage, _)| stage.as_str()),
+                    );
                     for (item, _, _) in &dead {
                         count(outcomes, item.job, |o| o.dead_lettered += 1);
                     }

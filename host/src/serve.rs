@@ -179,6 +179,44 @@ async fn events_api(
     Ok(crate::k8s::api::routes(store, shutdown, auth, admitter))
 }
 
+/// Starts the consumers of every Kafka source; they stop reading when `shutdown` turns.
+fn start_kafka_sources(
+    config: &Config,
+    app_state: &Arc<AppState>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, ServeError> {
+    let mut tasks = Vec::new();
+    for (name, source) in &config.kafka.sources {
+        let cluster = source
+            .cluster
+            .as_ref()
+            .or(config.kafka.cluster.as_ref())
+            .ok_or_else(|| ServeError::State(format!("kafka source `{name}` has no cluster")))?;
+        let dead_letter = app_state
+            .sinks
+            .get(&source.dead_letter)
+            .cloned()
+            .ok_or_else(|| {
+                ServeError::State(format!(
+                    "kafka source `{name}`: no sink `{}`",
+                    source.dead_letter
+                ))
+            })?;
+        tasks.extend(
+            crate::kafka::source::start(
+                name,
+                source,
+                cluster,
+                app_state.clone(),
+                dead_letter,
+                shutdown.clone(),
+            )
+            .map_err(|e| ServeError::State(e.to_string()))?,
+        );
+    }
+    Ok(tasks)
+}
+
 /// A started router.
 pub struct Running {
     /// The address the HTTP listener is bound to.
@@ -232,8 +270,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })?);
     let metrics = Arc::new(Metrics::new());
     let tail = TailHub::new();
-    let sinks =
-        open_all(&config.sinks, &config.data_dir, &tail, &metrics).map_err(RouterError::from)?;
+    let sinks = open_all(
+        &config.sinks,
+        config.kafka.cluster.as_ref(),
+        &config.data_dir,
+        &tail,
+        &metrics,
+    )
+    .map_err(RouterError::from)?;
     let open_sinks = sinks.clone();
     let state_path = config.data_dir.join("state.redb");
     let state = Arc::new(
@@ -281,6 +325,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let (stop, stopped) = oneshot::channel::<()>();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let watches_end = shutdown_rx.clone();
+    let shutdown_rx_kafka = shutdown_rx.clone();
     let shutdown_signal = move || {
         let mut rx = shutdown_rx.clone();
         async move {
@@ -332,6 +377,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
         None => (None, None),
     };
+    let kafka_tasks = start_kafka_sources(&config, &app_state, shutdown_rx_kafka)?;
     let mut main_app = crate::server::app(app_state.clone(), config.admin.listen.is_none());
     if config.events_api_served() {
         main_app = main_app.merge(events_api(&config, &app_state, watches_end).await?);
@@ -363,6 +409,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             None => serve(listener, main_app, main_done).await,
         };
         for task in [admin_task, grpc_task].into_iter().flatten() {
+            let _ = task.await;
+        }
+        // Kafka consumers finish their batches in flight and commit before the routes go.
+        for task in kafka_tasks {
             let _ = task.await;
         }
         ticker.abort();

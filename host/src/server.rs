@@ -97,7 +97,7 @@ fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response 
 }
 
 async fn ingest_all(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    ingest(state, None, request).await
+    ingest(state, "http", None, request).await
 }
 
 /// `GET /v1/stats`: figures of the sinks that have any (the Toggle sink's buffer, spill
@@ -116,15 +116,22 @@ async fn ingest_route(
     Path(route): Path<String>,
     request: Request,
 ) -> Response {
-    ingest(state, Some(route), request).await
+    ingest(state, "http", Some(route), request).await
 }
 
-async fn ingest(state: Arc<AppState>, route: Option<String>, request: Request) -> Response {
+/// Reads a CloudEvents request and hands its events to the routes fed by `source_kind`
+/// (`http`), or with `replay` to the named route whatever feeds it (`weir replay`).
+pub async fn ingest(
+    state: Arc<AppState>,
+    source_kind: &'static str,
+    route: Option<String>,
+    request: Request,
+) -> Response {
     let reject = |reason: &str| {
         state
             .metrics
             .rejected
-            .with_label_values(&["http", reason])
+            .with_label_values(&[source_kind, reason])
             .inc();
     };
     let (parts, body) = request.into_parts();
@@ -180,7 +187,7 @@ async fn ingest(state: Arc<AppState>, route: Option<String>, request: Request) -
         .and_then(|h| parts.headers.get(h))
         .and_then(|v| v.to_str().ok());
     let origin = Origin {
-        source_kind: "http",
+        source_kind,
         route: route.as_deref(),
         principal: None,
         tenant_hint,
@@ -208,7 +215,7 @@ async fn ingest(state: Arc<AppState>, route: Option<String>, request: Request) -
             state
                 .metrics
                 .rejected
-                .with_label_values(&["http", "rate_limited"])
+                .with_label_values(&[source_kind, "rate_limited"])
                 .inc();
             let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string());
             response

@@ -31,6 +31,16 @@ pub enum SinkError {
         /// Why.
         reason: String,
     },
+    /// Some events of the batch were not written (the others were).
+    #[error("sink `{sink}`: {} events not written: {reason}", failed.len())]
+    Partial {
+        /// The sink.
+        sink: String,
+        /// Indices (in the batch given) of the events not written, ascending.
+        failed: Vec<usize>,
+        /// Why.
+        reason: String,
+    },
     /// The sink could not be set up.
     #[error("sink `{sink}`: {reason}")]
     Setup {
@@ -44,21 +54,95 @@ pub enum SinkError {
 /// An event that could not be delivered, with why and where it failed.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter<'a> {
-    /// The route it travelled.
+    /// The route it travelled (`kafka:<source>` for records that never became events).
     pub route: &'a str,
     /// Its tenant.
     pub tenant: &'a str,
-    /// The stage that failed (a filter's name, or `route`).
+    /// The stage that failed (a filter's name, a sink's name, `route`, or `decode`).
     pub stage: &'a str,
     /// What went wrong.
     pub reason: &'a str,
-    /// The event as it was when it failed.
-    #[serde(serialize_with = "structured")]
-    pub event: &'a Event,
+    /// The event as it was when it failed; none when the input was not an event.
+    #[serde(serialize_with = "structured", skip_serializing_if = "Option::is_none")]
+    pub event: Option<&'a Event>,
+    /// The input record as it arrived, for input that never became an event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original: Option<&'a RawRecord>,
 }
 
-fn structured<S: serde::Serializer>(e: &&Event, s: S) -> Result<S::Ok, S::Error> {
-    Structured(e).serialize(s)
+fn structured<S: serde::Serializer>(e: &Option<&Event>, s: S) -> Result<S::Ok, S::Error> {
+    match e {
+        Some(e) => Structured(e).serialize(s),
+        None => s.serialize_none(),
+    }
+}
+
+/// An input record kept byte for byte (a Kafka record that is not a valid CloudEvent),
+/// so a dead letter loses nothing. In JSON, text stays text and other bytes are base64.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    /// The topic it was read from.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its timestamp, milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
+    /// Its key.
+    pub key: Option<Bytes>,
+    /// Its headers in order (a header may have no value).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Its value.
+    pub payload: Option<Bytes>,
+}
+
+impl Serialize for RawRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        fn bytes_entry<M: SerializeMap>(
+            m: &mut M,
+            name: &str,
+            bytes: Option<&[u8]>,
+        ) -> Result<(), M::Error> {
+            use base64::Engine as _;
+            match bytes {
+                None => Ok(()),
+                Some(b) => match std::str::from_utf8(b) {
+                    Ok(text) => m.serialize_entry(name, text),
+                    Err(_) => m.serialize_entry(
+                        &format!("{name}_base64"),
+                        &base64::engine::general_purpose::STANDARD.encode(b),
+                    ),
+                },
+            }
+        }
+        struct Header<'a>(&'a str, Option<&'a [u8]>);
+        impl Serialize for Header<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(None)?;
+                m.serialize_entry("key", self.0)?;
+                bytes_entry(&mut m, "value", self.1)?;
+                m.end()
+            }
+        }
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("topic", &self.topic)?;
+        m.serialize_entry("partition", &self.partition)?;
+        m.serialize_entry("offset", &self.offset)?;
+        if let Some(t) = self.timestamp_ms {
+            m.serialize_entry("timestamp_ms", &t)?;
+        }
+        bytes_entry(&mut m, "key", self.key.as_deref())?;
+        let headers: Vec<Header<'_>> = self
+            .headers
+            .iter()
+            .map(|(k, v)| Header(k, v.as_deref()))
+            .collect();
+        m.serialize_entry("headers", &headers)?;
+        bytes_entry(&mut m, "payload", self.payload.as_deref())?;
+        m.end()
+    }
 }
 
 /// A destination for events.
@@ -233,6 +317,7 @@ impl Sink for NullSink {
 /// Opens every configured sink (sinks with background tasks need a tokio runtime).
 pub fn open_all(
     configs: &BTreeMap<String, SinkConfig>,
+    kafka: Option<&crate::kafka::settings::ClusterConfig>,
     data_dir: &Path,
     tail: &TailHub,
     metrics: &crate::metrics::Metrics,
@@ -248,6 +333,21 @@ pub fn open_all(
                 SinkConfig::Null => Arc::new(NullSink),
                 SinkConfig::Toggle(toggle) => {
                     Arc::new(open_toggle(name, toggle, data_dir, metrics)?)
+                }
+                SinkConfig::Kafka(sink) => {
+                    let cluster =
+                        sink.cluster
+                            .as_ref()
+                            .or(kafka)
+                            .ok_or_else(|| SinkError::Setup {
+                                sink: name.clone(),
+                                reason:
+                                    "no Kafka cluster: set `kafka.cluster` or the sink's `cluster`"
+                                        .into(),
+                            })?;
+                    Arc::new(crate::kafka::sink::KafkaSink::open(
+                        name, sink, cluster, metrics,
+                    )?)
                 }
             };
             Ok((name.clone(), sink))

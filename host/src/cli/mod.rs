@@ -3,6 +3,7 @@
 mod bench;
 mod filter;
 mod replay;
+mod replay_events;
 mod send;
 mod spill;
 mod tail;
@@ -47,8 +48,9 @@ enum Command {
     /// Inspect Toggle spill files.
     #[command(subcommand)]
     Spill(spill::SpillCommand),
-    /// Resend events left on disk: `--spill DIR` replays a Toggle sink's spill files to a
-    /// ToggleEvents endpoint (Toggle, or a weir gRPC source), with progress and a summary.
+    /// Resend events left aside, with progress and a summary: `--spill DIR` replays a
+    /// Toggle sink's spill files to a ToggleEvents endpoint; `--dlq FILE`, `--dlq-topic T`
+    /// and `--topic T` (an offset or time range) resend events through a router's route.
     Replay(replay::ReplayArgs),
     /// Send CloudEvents to a router (from a JSON-lines file or from flags).
     Send(send::SendArgs),

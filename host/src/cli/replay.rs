@@ -1,6 +1,10 @@
-//! `weir replay --spill DIR --to URL`: resends the spill files a Toggle sink left on disk
-//! to Toggle (or to any `ToggleEvents` endpoint, such as another weir's gRPC source),
-//! oldest first, deleting each file once every event in it was acknowledged.
+//! `weir replay`: resends what was left aside.
+//!
+//! `--spill DIR --to URL` resends the spill files a Toggle sink left on disk to Toggle (or
+//! to any `ToggleEvents` endpoint, such as another weir's gRPC source), oldest first,
+//! deleting each file once every event in it was acknowledged. `--dlq FILE`,
+//! `--dlq-topic TOPIC` and `--topic TOPIC` resend dead-lettered or consumed events through
+//! a route of a running router (see [`super::replay_events`]).
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
@@ -14,14 +18,19 @@ use weir::toggle::spill::{SpillDir, SpillError, WhenFull};
 
 /// Arguments of `weir replay`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["spill", "dlq", "dlq_topic", "topic"])))]
 pub struct ReplayArgs {
-    /// A spill directory (`<data dir>/spill/<sink>`): its `.pb` files are sent oldest
-    /// first; corrupt ones are moved to its `quarantine/`.
+    /// A Toggle spill directory (`<data dir>/spill/<sink>`): its `.pb` files are sent
+    /// oldest first to the ToggleEvents endpoint --to; corrupt ones are moved to its
+    /// `quarantine/`.
     #[arg(long, value_name = "DIR")]
-    spill: PathBuf,
-    /// The ToggleEvents endpoint, `http://host:port` or `https://host:port`.
+    spill: Option<PathBuf>,
+    /// With --spill: the ToggleEvents endpoint, `http://host:port` or `https://host:port`.
+    /// Otherwise: the router's base URL (default http://127.0.0.1:8080).
     #[arg(long, value_name = "URL")]
-    to: String,
+    to: Option<String>,
+    #[command(flatten)]
+    events: super::replay_events::EventReplayArgs,
     /// PEM CA bundle the endpoint's certificate must chain to (turns TLS on).
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
@@ -50,8 +59,14 @@ pub struct ReplayArgs {
 
 /// Runs the replay.
 pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
-    if !args.spill.is_dir() {
-        bail!("{} is not a directory", args.spill.display());
+    let Some(spill_dir) = args.spill.clone() else {
+        return super::replay_events::run(&args.events, args.to.as_deref()).await;
+    };
+    let Some(to) = args.to.clone() else {
+        bail!("--spill needs --to, the ToggleEvents endpoint");
+    };
+    if !spill_dir.is_dir() {
+        bail!("{} is not a directory", spill_dir.display());
     }
     if args.ca.is_none() && (args.cert.is_some() || args.domain.is_some()) {
         bail!("--cert and --domain need --ca");
@@ -68,22 +83,22 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
         (None, None) => None,
     };
     let mut client = connect_lazy(&Target {
-        url: &args.to,
+        url: &to,
         tls: tls.as_ref(),
         token,
         max_message_bytes: 64 << 20,
     })?;
-    let spill = SpillDir::open(&args.spill, u64::MAX, WhenFull::DropOldest)?;
+    let spill = SpillDir::open(&spill_dir, u64::MAX, WhenFull::DropOldest)?;
     let (files, bytes, events) = spill.totals();
     if files == 0 {
-        eprintln!("{}: no spill files to replay", args.spill.display());
+        eprintln!("{}: no spill files to replay", spill_dir.display());
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!(
         "replaying {files} files ({events} events, {:.1} MiB) from {} to {}",
         bytes as f64 / (1 << 20) as f64,
-        args.spill.display(),
-        args.to
+        spill_dir.display(),
+        to
     );
     let bar = ProgressBar::new(events.max(files as u64)).with_style(
         ProgressStyle::with_template(

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod clickhouse;
+pub mod kafka;
 pub mod pki;
 pub mod toggle;
 
@@ -24,6 +25,7 @@ pub mod wasm {
     pub const DEDUP: &str = env!("WEIR_WASM_DEDUP");
     pub const RATE_LIMIT: &str = env!("WEIR_WASM_RATE_LIMIT");
     pub const OTHER_WORLD: &str = env!("WEIR_WASM_OTHER_WORLD");
+    pub const TRIGGER_ROUTE: &str = env!("WEIR_WASM_TRIGGER_ROUTE");
 }
 
 /// The workspace root (from the runtime environment cargo and nextest set, so a test

@@ -1,0 +1,365 @@
+//! `weir replay --dlq FILE | --dlq-topic TOPIC | --topic TOPIC`: resends events through a
+//! route of a running router (`POST /v1/replay/{route}`, admin token), in batches, with a
+//! progress bar and a summary. Every resent event carries the extension `weirreplay`
+//! naming where it came from. Dead letters that never were events (Kafka records that
+//! were not CloudEvents) cannot be replayed and are counted apart.
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use weir::cloudevents::http::BATCH_JSON;
+use weir::cloudevents::json::{parse_event, Structured};
+use weir::event::Event;
+use weir::kafka::binding::{decode, RecordView};
+use weir::kafka::settings::ClusterConfig;
+
+/// The event-replay half of `weir replay`'s arguments.
+#[derive(Debug, Args)]
+pub struct EventReplayArgs {
+    /// A dead-letter file (JSON lines, as a `file` sink used as `dead_letter` writes).
+    #[arg(long, value_name = "FILE")]
+    dlq: Option<PathBuf>,
+    /// A dead-letter topic (as a `kafka` sink used as `dead_letter` writes), read from the
+    /// start to its end when the replay began.
+    #[arg(long, value_name = "TOPIC")]
+    dlq_topic: Option<String>,
+    /// A topic to re-read, from --from-offset (default: the start) to --to-offset
+    /// (default: its end when the replay began), keeping records within --from-time and
+    /// --to-time.
+    #[arg(long, value_name = "TOPIC")]
+    topic: Option<String>,
+    /// Only this partition of the topic (default: all).
+    #[arg(long)]
+    partition: Option<i32>,
+    /// First offset to read (inclusive), in every partition read.
+    #[arg(long, value_name = "N")]
+    from_offset: Option<i64>,
+    /// Last offset to read (inclusive), in every partition read.
+    #[arg(long, value_name = "N")]
+    to_offset: Option<i64>,
+    /// Keep records with a timestamp at or after this RFC 3339 time.
+    #[arg(long, value_name = "TIME")]
+    from_time: Option<String>,
+    /// Keep records with a timestamp at or before this RFC 3339 time.
+    #[arg(long, value_name = "TIME")]
+    to_time: Option<String>,
+    /// The route to send the events through (required for these modes).
+    #[arg(long)]
+    route: Option<String>,
+    /// Kafka brokers, `host:port,...` (or take `kafka.cluster` from --config).
+    #[arg(long, value_name = "LIST")]
+    brokers: Option<String>,
+    /// The router's configuration file, for its `kafka.cluster` (TLS, SASL).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Events per request to the router.
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// Admin bearer token of the router.
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// File holding the admin token, when --admin-token is not given.
+    #[arg(long, default_value = "weir-data/admin-token")]
+    admin_token_file: PathBuf,
+}
+
+/// What was read: events to resend, and inputs that cannot be.
+struct Input {
+    events: Vec<Event>,
+    not_events: u64,
+    label: String,
+}
+
+fn tagged(mut event: Event, origin: &str) -> Event {
+    event.set_extension("weirreplay", origin);
+    event
+}
+
+fn read_dlq_file(path: &PathBuf) -> Result<Input> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let origin = format!("file:{}", path.display());
+    let mut input = Input {
+        events: Vec::new(),
+        not_events: 0,
+        label: path.display().to_string(),
+    };
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let letter: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a JSON dead letter", path.display(), n + 1))?;
+        match letter.get("event") {
+            Some(event) if !event.is_null() => {
+                let bytes = serde_json::to_vec(event)?;
+                let event = parse_event(&bytes).with_context(|| {
+                    format!("{}:{}: the dead letter's event", path.display(), n + 1)
+                })?;
+                input.events.push(tagged(event, &origin));
+            }
+            _ => input.not_events += 1,
+        }
+    }
+    Ok(input)
+}
+
+fn cluster(args: &EventReplayArgs) -> Result<ClusterConfig> {
+    if let Some(brokers) = &args.brokers {
+        return Ok(ClusterConfig {
+            brokers: brokers.split(',').map(str::to_owned).collect(),
+            security: Default::default(),
+            client: Default::default(),
+        });
+    }
+    if let Some(path) = &args.config {
+        let config = weir::config::Config::load(path)?;
+        if let Some(c) = config.kafka.cluster {
+            return Ok(c);
+        }
+        bail!("{} has no kafka.cluster", path.display());
+    }
+    bail!("Kafka modes need --brokers or --config")
+}
+
+fn parse_time(t: &Option<String>) -> Result<Option<i64>> {
+    t.as_ref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|d| d.timestamp_millis())
+                .with_context(|| format!("`{t}` is not an RFC 3339 time"))
+        })
+        .transpose()
+}
+
+/// Reads a topic range. Timestamps filter while reading (brokers' time-to-offset lookup
+/// is not relied on: the test broker answers it wrongly).
+fn read_topic(args: &EventReplayArgs, topic: &str, dlq: bool) -> Result<Input> {
+    let mut props = cluster(args)?.client_config()?;
+    props
+        .set("group.id", "weir-replay")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = props.create().context("cannot create a Kafka consumer")?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .with_context(|| format!("cannot read metadata of `{topic}`"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .filter(|p| args.partition.is_none_or(|want| want == *p))
+        .collect();
+    if partitions.is_empty() {
+        bail!("topic `{topic}` has no such partitions (does it exist?)");
+    }
+    let (from_ms, to_ms) = (parse_time(&args.from_time)?, parse_time(&args.to_time)?);
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for &p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .with_context(|| format!("cannot read the offsets of {topic}/{p}"))?;
+        let start = args.from_offset.unwrap_or(low).max(low);
+        let end = args.to_offset.map_or(high, |o| (o + 1).min(high));
+        if start < end {
+            tpl.add_partition_offset(topic, p, Offset::Offset(start))?;
+            ends.push((p, end));
+        }
+    }
+    let origin = if dlq {
+        format!("kafka-dlq:{topic}")
+    } else {
+        format!("kafka:{topic}")
+    };
+    let mut input = Input {
+        events: Vec::new(),
+        not_events: 0,
+        label: format!("topic {topic}"),
+    };
+    if ends.is_empty() {
+        return Ok(input);
+    }
+    consumer.assign(&tpl)?;
+    let total: i64 = ends
+        .iter()
+        .map(|(p, end)| {
+            let start = tpl
+                .find_partition(topic, *p)
+                .and_then(|e| e.offset().to_raw())
+                .unwrap_or(0);
+            end - start
+        })
+        .sum();
+    let bar = ProgressBar::new(total.max(0) as u64).with_style(
+        ProgressStyle::with_template("{spinner} reading {pos}/{len} records ({per_sec})")
+            .context("progress template")?,
+    );
+    let mut open = ends.clone();
+    let mut idle = Instant::now();
+    while !open.is_empty() {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                idle = Instant::now();
+                bar.inc(1);
+                let p = m.partition();
+                let Some(&(_, end)) = open.iter().find(|(q, _)| *q == p) else {
+                    continue;
+                };
+                if m.offset() >= end {
+                    open.retain(|(q, _)| *q != p);
+                    continue;
+                }
+                if m.offset() + 1 >= end {
+                    open.retain(|(q, _)| *q != p);
+                }
+                let ts = m.timestamp().to_millis();
+                let in_time = ts.is_none_or(|ts| {
+                    from_ms.is_none_or(|f| ts >= f) && to_ms.is_none_or(|t| ts <= t)
+                });
+                if !in_time {
+                    continue;
+                }
+                match decode(&RecordView {
+                    headers: m.headers(),
+                    key: m.key(),
+                    payload: m.payload(),
+                }) {
+                    Ok(event) => input.events.push(tagged(event, &origin)),
+                    Err(_) => input.not_events += 1,
+                }
+            }
+            Some(Err(e)) => bail!("reading `{topic}`: {e}"),
+            None if idle.elapsed() > Duration::from_secs(30) => {
+                bar.finish_and_clear();
+                bail!("no records from `{topic}` for 30 s before its end offsets were reached");
+            }
+            None => {}
+        }
+    }
+    bar.finish_and_clear();
+    Ok(input)
+}
+
+/// Runs an event replay.
+pub async fn run(args: &EventReplayArgs, to: Option<&str>) -> Result<ExitCode> {
+    let Some(route) = &args.route else {
+        bail!("--route is needed: the route to send the events through");
+    };
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let base = to.unwrap_or("http://127.0.0.1:8080").trim_end_matches('/');
+    let token = match &args.admin_token {
+        Some(t) => t.clone(),
+        None => std::fs::read_to_string(&args.admin_token_file)
+            .map(|t| t.trim().to_owned())
+            .with_context(|| {
+                format!(
+                    "no --admin-token or WEIR_TOKEN, and cannot read {}",
+                    args.admin_token_file.display()
+                )
+            })?,
+    };
+    let input = match (&args.dlq, &args.dlq_topic, &args.topic) {
+        (Some(file), _, _) => read_dlq_file(file)?,
+        (None, Some(topic), _) => {
+            let (a, t) = (args, topic.clone());
+            tokio::task::block_in_place(|| read_topic(a, &t, true))?
+        }
+        (None, None, Some(topic)) => {
+            let (a, t) = (args, topic.clone());
+            tokio::task::block_in_place(|| read_topic(a, &t, false))?
+        }
+        _ => bail!("one of --spill, --dlq, --dlq-topic or --topic is needed"),
+    };
+    let total = input.events.len() as u64;
+    eprintln!(
+        "replaying {total} events from {} through route `{route}` of {base}{}",
+        input.label,
+        if input.not_events > 0 {
+            format!(
+                " ({} dead letters are not CloudEvents and cannot be replayed)",
+                input.not_events
+            )
+        } else {
+            String::new()
+        }
+    );
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .context("progress template")?,
+    );
+    let client = reqwest::Client::new();
+    let url = format!("{base}/v1/replay/{route}");
+    let started = Instant::now();
+    let mut counts = [0u64; 5];
+    let names = ["delivered", "routed", "dropped", "dead_lettered", "skipped"];
+    let mut sent = 0u64;
+    for chunk in input.events.chunks(args.batch_size) {
+        let body: Vec<Structured<'_>> = chunk.iter().map(Structured).collect();
+        let body = serde_json::to_vec(&body)?;
+        let mut attempt = 0;
+        let answer = loop {
+            let response = client
+                .post(&url)
+                .bearer_auth(&token)
+                .header("content-type", BATCH_JSON)
+                .body(body.clone())
+                .send()
+                .await;
+            match response {
+                Ok(r) if r.status().is_success() => {
+                    break r.json::<serde_json::Value>().await.unwrap_or_default()
+                }
+                Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
+                    attempt += 1;
+                    if attempt > 5 {
+                        bar.finish_and_clear();
+                        bail!(
+                            "stopped after {sent} of {total} events: the router answered {}",
+                            r.status()
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    let text = r.text().await.unwrap_or_default();
+                    bar.finish_and_clear();
+                    bail!("stopped after {sent} of {total} events: {status} {text}");
+                }
+                Err(e) => {
+                    bar.finish_and_clear();
+                    bail!("stopped after {sent} of {total} events: cannot reach {url}: {e}");
+                }
+            }
+        };
+        for (i, name) in names.iter().enumerate() {
+            counts[i] += answer.get(*name).and_then(|v| v.as_u64()).unwrap_or(0);
+        }
+        sent += chunk.len() as u64;
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "replayed {sent} events in {secs:.2} s ({:.0} events/s): {} delivered, {} routed, {} dropped, {} dead-lettered, {} skipped by the route's condition; {} not replayable",
+        sent as f64 / secs.max(1e-9),
+        counts[0],
+        counts[1],
+        counts[2],
+        counts[3],
+        counts[4],
+        input.not_events
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,476 @@
+//! The Kafka source: consumers of one group reading CloudEvents into the routes, at least
+//! once.
+//!
+//! Each consumer reads a batch (up to `max_batch` records or `batch_linger_ms`), decodes
+//! it, and hands the events to the routes; records that are not CloudEvents go to the
+//! source's dead-letter sink with the reason and their original key, headers and value.
+//! A batch's offsets are stored for commit only after every route wrote its events (or
+//! dead-lettered them) and its poison records are written to the dead-letter sink.
+//! Several batches may be in flight; their offsets are stored in the order they were
+//! read, so a committed offset never passes an unfinished record. librdkafka commits the
+//! stored offsets every second, on rebalance and at shutdown. Offsets of partitions
+//! revoked while their batch was in flight are not stored: the partition's new owner
+//! reads those records again.
+
+use super::binding::{decode, RecordView};
+use super::breaker::backoff;
+use super::settings::{ClusterConfig, KafkaSourceConfig};
+use crate::event::Event;
+use crate::pipeline::{Origin, RouterError};
+use crate::server::AppState;
+use crate::sinks::{DeadLetter, RawRecord, Sink};
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use prometheus::IntGaugeVec;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The consumer's context: rebalances and client errors are logged, statistics feed the
+/// lag gauge.
+struct SourceContext {
+    group: String,
+    lag: IntGaugeVec,
+}
+
+impl ClientContext for SourceContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        let Ok(stats) = serde_json::from_slice::<serde_json::Value>(statistics) else {
+            return;
+        };
+        let Some(topics) = stats.get("topics").and_then(|t| t.as_object()) else {
+            return;
+        };
+        for (topic, t) in topics {
+            let Some(parts) = t.get("partitions").and_then(|p| p.as_object()) else {
+                continue;
+            };
+            for (partition, p) in parts {
+                if partition == "-1" {
+                    continue;
+                }
+                let lag = p.get("consumer_lag").and_then(|l| l.as_i64());
+                if let Some(lag) = lag.filter(|l| *l >= 0) {
+                    self.lag
+                        .with_label_values(&[self.group.as_str(), topic, partition])
+                        .set(lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(group = %self.group, "kafka client: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let list = |tpl: &TopicPartitionList| {
+            tpl.elements()
+                .iter()
+                .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(group = %self.group, partitions = %list(tpl), "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                for e in tpl.elements() {
+                    let _ = self.lag.remove_label_values(&[
+                        self.group.as_str(),
+                        e.topic(),
+                        &e.partition().to_string(),
+                    ]);
+                }
+                tracing::info!(group = %self.group, partitions = %list(tpl), "partitions revoked: their unfinished batches will not be committed")
+            }
+            Rebalance::Error(e) => tracing::warn!(group = %self.group, "rebalance failed: {e}"),
+        }
+    }
+}
+
+type GroupConsumer = StreamConsumer<SourceContext>;
+
+/// Completes once the shutdown flag is set.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Why a source could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("kafka source `{source_name}`: {reason}")]
+pub struct SourceError {
+    /// The source.
+    pub source_name: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Starts the consumers of a source; they run until `shutdown` turns true, then finish
+/// their batches in flight, store and commit what finished, and leave the group.
+pub fn start(
+    name: &str,
+    config: &KafkaSourceConfig,
+    cluster: &ClusterConfig,
+    app: Arc<AppState>,
+    dead_letter: Arc<dyn Sink>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, SourceError> {
+    let err = |reason: String| SourceError {
+        source_name: name.to_owned(),
+        reason,
+    };
+    config.check().map_err(|e| err(e.0))?;
+    let mut tasks = Vec::with_capacity(config.instances);
+    for instance in 0..config.instances {
+        let props = config
+            .consumer_config(cluster, instance)
+            .map_err(|e| err(e.0))?;
+        let context = SourceContext {
+            group: config.group_id.clone(),
+            lag: app.metrics.kafka.consumer_lag.clone(),
+        };
+        let consumer: GroupConsumer = props
+            .create_with_context(context)
+            .map_err(|e| err(format!("cannot create consumer: {e}")))?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| err(format!("cannot subscribe to {topics:?}: {e}")))?;
+        let worker = Worker {
+            name: Arc::from(name),
+            config: config.clone(),
+            consumer,
+            app: app.clone(),
+            dead_letter: dead_letter.clone(),
+            shutdown: shutdown.clone(),
+            max_bytes: config.max_message_bytes.unwrap_or(app.max_event_bytes),
+        };
+        tasks.push(tokio::spawn(worker.run()));
+    }
+    tracing::info!(source = name, group = %config.group_id, topics = ?config.topics, instances = config.instances, "kafka source started");
+    Ok(tasks)
+}
+
+/// One batch read from the consumer, owned, ready to be handed on.
+struct ReadBatch {
+    events: Vec<Event>,
+    poison: Vec<(RawRecord, String)>,
+    /// Next offset to commit per partition.
+    offsets: HashMap<(Arc<str>, i32), i64>,
+}
+
+struct Worker {
+    name: Arc<str>,
+    config: KafkaSourceConfig,
+    consumer: GroupConsumer,
+    app: Arc<AppState>,
+    dead_letter: Arc<dyn Sink>,
+    shutdown: watch::Receiver<bool>,
+    max_bytes: usize,
+}
+
+/// What happened to a batch handed on.
+enum Handled {
+    /// Every event and poison record is taken care of: store the offsets.
+    Done(HashMap<(Arc<str>, i32), i64>),
+    /// Abandoned at shutdown: its records will be read again.
+    Abandoned,
+}
+
+impl Worker {
+    async fn run(self) {
+        let mut in_flight = FuturesOrdered::new();
+        let mut stopping = self.shutdown.clone();
+        let mut committed: HashMap<(Arc<str>, i32), i64> = HashMap::new();
+        let mut topic_names: HashMap<String, Arc<str>> = HashMap::new();
+        loop {
+            let room = in_flight.len() < self.config.max_in_flight;
+            tokio::select! {
+                biased;
+                () = stopped(&mut stopping) => break,
+                Some(handled) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.store(handled, &mut committed);
+                }
+                first = self.consumer.recv(), if room => {
+                    match first {
+                        Ok(message) => {
+                            let batch = self.read_batch(message, &mut topic_names).await;
+                            in_flight.push_back(self.hand_on(batch));
+                        }
+                        Err(e) => {
+                            tracing::warn!(source = %self.name, "kafka consumer: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            }
+        }
+        // Shutdown: finish what was handed on (routes still run), then commit.
+        while let Some(handled) = in_flight.next().await {
+            self.store(handled, &mut committed);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &committed {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        }
+        if tpl.count() > 0 {
+            match self.consumer.commit(&tpl, CommitMode::Sync) {
+                Ok(()) => {
+                    tracing::info!(source = %self.name, partitions = tpl.count(), "offsets committed at shutdown")
+                }
+                Err(e) => {
+                    tracing::warn!(source = %self.name, "final commit failed (the group re-reads from the last commit): {e}")
+                }
+            }
+        }
+        self.consumer.unsubscribe();
+    }
+
+    /// Stores a finished batch's offsets for the next commit.
+    fn store(&self, handled: Handled, committed: &mut HashMap<(Arc<str>, i32), i64>) {
+        let Handled::Done(offsets) = handled else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for ((topic, partition), offset) in &offsets {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        }
+        match self.consumer.store_offsets(&tpl) {
+            Ok(()) => {
+                for ((topic, partition), offset) in offsets {
+                    let n = committed
+                        .get(&(topic.clone(), partition))
+                        .map_or(0, |o| offset - o);
+                    self.app
+                        .metrics
+                        .kafka
+                        .committed
+                        .with_label_values(&[self.config.group_id.as_str(), &topic])
+                        .inc_by(n.max(0) as u64);
+                    committed.insert((topic, partition), offset);
+                }
+            }
+            // A partition revoked meanwhile: its new owner reads the batch again.
+            Err(e) => {
+                tracing::info!(source = %self.name, "offsets not stored (partition revoked?): {e}")
+            }
+        }
+    }
+
+    /// Reads up to `max_batch` records, starting with `first`, waiting at most the
+    /// linger time for more.
+    async fn read_batch(
+        &self,
+        first: BorrowedMessage<'_>,
+        topic_names: &mut HashMap<String, Arc<str>>,
+    ) -> ReadBatch {
+        let mut batch = ReadBatch {
+            events: Vec::with_capacity(self.config.max_batch.min(4096)),
+            poison: Vec::new(),
+            offsets: HashMap::new(),
+        };
+        let mut consumed: HashMap<(Arc<str>, String), u64> = HashMap::new();
+        self.take(first, &mut batch, &mut consumed, topic_names);
+        let deadline = tokio::time::Instant::now() + self.config.linger();
+        while batch.events.len() + batch.poison.len() < self.config.max_batch {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(m)) => self.take(m, &mut batch, &mut consumed, topic_names),
+                Ok(Err(e)) => {
+                    tracing::warn!(source = %self.name, "kafka consumer: {e}");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        for ((topic, ty), n) in consumed {
+            self.app
+                .metrics
+                .kafka
+                .consumed
+                .with_label_values(&[&*topic, ty.as_str()])
+                .inc_by(n);
+        }
+        batch
+    }
+
+    fn take(
+        &self,
+        m: BorrowedMessage<'_>,
+        batch: &mut ReadBatch,
+        consumed: &mut HashMap<(Arc<str>, String), u64>,
+        topic_names: &mut HashMap<String, Arc<str>>,
+    ) {
+        let topic = match topic_names.get(m.topic()) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<str> = Arc::from(m.topic());
+                topic_names.insert(m.topic().to_owned(), t.clone());
+                t
+            }
+        };
+        batch
+            .offsets
+            .insert((topic.clone(), m.partition()), m.offset() + 1);
+        let headers = m.headers();
+        let size = m.payload_len()
+            + m.key().map_or(0, <[u8]>::len)
+            + headers.map_or(0, |h| {
+                h.iter()
+                    .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+                    .sum()
+            });
+        let decoded = if size > self.max_bytes {
+            Err(format!(
+                "record of {size} bytes is larger than the source's limit of {} bytes",
+                self.max_bytes
+            ))
+        } else {
+            decode(&RecordView {
+                headers,
+                key: m.key(),
+                payload: m.payload(),
+            })
+            .map_err(|e| e.to_string())
+        };
+        match decoded {
+            Ok(event) => {
+                match consumed.get_mut(&(topic.clone(), event.ty.clone())) {
+                    Some(n) => *n += 1,
+                    None => {
+                        consumed.insert((topic.clone(), event.ty.clone()), 1);
+                    }
+                }
+                batch.events.push(event);
+            }
+            Err(reason) => {
+                *consumed
+                    .entry((topic.clone(), "undecodable".to_owned()))
+                    .or_default() += 1;
+                tracing::warn!(source = %self.name, topic = %topic, partition = m.partition(), offset = m.offset(), "record is not a valid CloudEvent, dead-lettering it: {reason}");
+                batch.poison.push((
+                    RawRecord {
+                        topic: topic.to_string(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        timestamp_ms: m.timestamp().to_millis(),
+                        key: m.key().map(bytes::Bytes::copy_from_slice),
+                        headers: headers
+                            .map(|h| {
+                                h.iter()
+                                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        payload: m.payload().map(bytes::Bytes::copy_from_slice),
+                    },
+                    reason,
+                ));
+            }
+        }
+    }
+
+    /// Hands a batch to the routes and its poison records to the dead-letter sink,
+    /// retrying until both are done or the router shuts down.
+    fn hand_on(&self, batch: ReadBatch) -> impl std::future::Future<Output = Handled> + 'static {
+        let app = self.app.clone();
+        let dead_letter = self.dead_letter.clone();
+        let name = self.name.clone();
+        let route = self.config.route.clone();
+        let shutdown = self.shutdown.clone();
+        let dlq_name = self.config.dead_letter.clone();
+        async move {
+            let ReadBatch {
+                events,
+                poison,
+                offsets,
+            } = batch;
+            let stopping = || *shutdown.borrow();
+            if !poison.is_empty() {
+                let poison = Arc::new(poison);
+                let mut attempt = 0;
+                loop {
+                    let (sink, letters, source) =
+                        (dead_letter.clone(), poison.clone(), name.clone());
+                    let written = tokio::task::spawn_blocking(move || {
+                        let route = format!("kafka:{source}");
+                        let letters: Vec<DeadLetter<'_>> = letters
+                            .iter()
+                            .map(|(raw, reason)| DeadLetter {
+                                route: &route,
+                                tenant: "default",
+                                stage: "decode",
+                                reason,
+                                event: None,
+                                original: Some(raw),
+                            })
+                            .collect();
+                        sink.write_dead_letters(&letters)
+                    })
+                    .await;
+                    match written {
+                        Ok(Ok(())) => {
+                            app.metrics.dead_lettered(
+                                &dlq_name,
+                                std::iter::repeat_n("decode", poison.len()),
+                            );
+                            break;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::error!(source = %name, "cannot dead-letter undecodable records (retrying, offsets held): {e}")
+                        }
+                        Err(e) => tracing::error!(source = %name, "dead-letter task failed: {e}"),
+                    }
+                    if stopping() {
+                        return Handled::Abandoned;
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(backoff(
+                        attempt,
+                        Duration::from_millis(100),
+                        Duration::from_secs(10),
+                    ))
+                    .await;
+                }
+            }
+            if events.is_empty() {
+                return Handled::Done(offsets);
+            }
+            let mut attempt = 0;
+            let started = Instant::now();
+            loop {
+                let origin = Origin {
+                    source_kind: "kafka",
+                    route: route.as_deref(),
+                    principal: None,
+                    tenant_hint: None,
+                };
+                // A copy for a retry: the router consumes what it is given.
+                let result = app.router.submit_to(origin, events.clone()).await;
+                let pause = match result {
+                    Ok(_) => return Handled::Done(offsets),
+                    Err(RouterError::Stopped(_)) => return Handled::Abandoned,
+                    Err(RouterError::RateLimited {
+                        retry_after_secs, ..
+                    }) => Duration::from_secs(retry_after_secs),
+                    Err(e) => {
+                        attempt += 1;
+                        tracing::error!(source = %name, attempt, waited_ms = started.elapsed().as_millis() as u64, "batch not taken (offsets held, retrying): {e}");
+                        backoff(attempt, Duration::from_millis(100), Duration::from_secs(10))
+                    }
+                };
+                if stopping() {
+                    return Handled::Abandoned;
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
