@@ -7,15 +7,13 @@
 
 mod common;
 
-use common::kafka::{binary_event, produce, read_all, Broker, Record};
+use common::kafka::{binary_event, produce, read_all, Broker, Input, Record};
 use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedHeaders;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use weir::kafka::binding::{decode, RecordView};
-
-type Input = (Option<Vec<u8>>, Vec<(String, Vec<u8>)>, Option<Vec<u8>>);
 
 const SEVERITIES: [&str; 4] = ["debug", "info", "warning", "error"];
 
@@ -29,7 +27,7 @@ fn input(i: usize) -> Input {
     let id = format!("e-{i:06}");
     let key = format!("k{}", i % 97);
     let severity = SEVERITIES[i % 4];
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         return binary_event(
             &id,
             "io.roost-keeper.roost.lifecycle.created",
@@ -118,7 +116,7 @@ async fn kafka_filter_kafka_100k_in_both_binding_modes() {
         "  out-bin:\n    type: kafka\n    topic: out-bin\n    mode: binary\n    compression: lz4\n  out-struct:\n    type: kafka\n    topic: out-struct\n    mode: structured\n    compression: zstd\n",
         "  - name: kafka\n    from: [kafka]\n    filters: [severity]\n    to: [out-bin, out-struct]\n",
     ));
-    let expected: BTreeSet<usize> = (0..N).filter(|i| i % 4 != 0).collect();
+    let expected: BTreeSet<usize> = (0..N).filter(|i| !i.is_multiple_of(4)).collect();
     for (topic, structured) in [("out-bin", false), ("out-struct", true)] {
         let out = tokio::task::block_in_place(|| {
             read_all(&broker, topic, 3, expected.len(), Duration::from_secs(90))
@@ -412,6 +410,8 @@ async fn a_failing_sink_opens_the_circuit_dead_letters_and_replay_delivers() {
         saw_open |= metric(&m, "weir_sink_circuit_state{sink=\"out\"}") == Some(1.0);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let (_, m) = get_text(&metrics_url).await;
+    saw_open |= metric(&m, "weir_sink_circuit_state{sink=\"out\"}") == Some(1.0);
     let letters = weir.jsonl("dlq.jsonl");
     assert!(saw_open, "the circuit opened");
     assert!(
@@ -453,7 +453,16 @@ async fn a_failing_sink_opens_the_circuit_dead_letters_and_replay_delivers() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "the circuit did not close");
+        assert!(
+            Instant::now() < deadline,
+            "the circuit did not close; last dead letter: {}",
+            weir.jsonl("dlq.jsonl")
+                .iter()
+                .rev()
+                .map(|l| l["reason"].to_string())
+                .find(|r| !r.contains("circuit open"))
+                .unwrap_or_default()
+        );
     }
 
     // Replay the dead letters through the route: they reach the topic, marked as replayed.

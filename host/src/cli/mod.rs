@@ -51,7 +51,7 @@ enum Command {
     /// Resend events left aside, with progress and a summary: `--spill DIR` replays a
     /// Toggle sink's spill files to a ToggleEvents endpoint; `--dlq FILE`, `--dlq-topic T`
     /// and `--topic T` (an offset or time range) resend events through a router's route.
-    Replay(replay::ReplayArgs),
+    Replay(Box<replay::ReplayArgs>),
     /// Send CloudEvents to a router (from a JSON-lines file or from flags).
     Send(send::SendArgs),
     /// Print events as they leave the router's `tail` sinks.
@@ -204,7 +204,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Filter(cmd) => filter::run(cmd),
         Command::Tenant(cmd) => tenant::run(cmd),
         Command::Spill(cmd) => spill::run(cmd),
-        Command::Replay(args) => runtime()?.block_on(replay::run(args)),
+        Command::Replay(args) => runtime()?.block_on(replay::run(*args)),
         Command::Send(args) => runtime()?.block_on(send::run(args)),
         Command::Tail(args) => runtime()?.block_on(tail::run(args)),
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),

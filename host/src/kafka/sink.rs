@@ -17,7 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// What one write waits for: the records still unacknowledged and those that failed.
@@ -39,6 +39,7 @@ struct BatchState {
 type Ticket = Box<(Arc<Batch>, usize)>;
 
 /// The producer's context: delivery reports settle tickets; client errors are logged.
+#[derive(Clone)]
 struct SinkContext {
     sink: String,
     latency: Histogram,
@@ -123,7 +124,10 @@ pub struct KafkaSink {
     topic: String,
     mode: BindingMode,
     publish: Publish,
-    producer: ThreadedProducer<SinkContext>,
+    /// Replaced by a fresh client for each half-open probe (see [`KafkaSink::renew`]).
+    producer: RwLock<Arc<ThreadedProducer<SinkContext>>>,
+    props: rdkafka::ClientConfig,
+    context: SinkContext,
     breaker: Option<CircuitBreaker>,
     config: KafkaSinkConfig,
     metrics: SinkMetrics,
@@ -153,7 +157,7 @@ impl KafkaSink {
             async_failed: k.failed.with_label_values(&l),
         };
         let producer: ThreadedProducer<SinkContext> = props
-            .create_with_context(context)
+            .create_with_context(context.clone())
             .map_err(|e| setup(format!("cannot create the producer: {e}")))?;
         let breaker = config.circuit_breaker.enabled.then(|| {
             let gauge = k.circuit_state.with_label_values(&[name]);
@@ -176,7 +180,9 @@ impl KafkaSink {
             topic: config.topic.clone(),
             mode: config.mode,
             publish: config.publish,
-            producer,
+            producer: RwLock::new(Arc::new(producer)),
+            props,
+            context,
             breaker,
             config: config.clone(),
             metrics: SinkMetrics {
@@ -187,6 +193,36 @@ impl KafkaSink {
                 failed_by_type: k.failed.clone(),
             },
         })
+    }
+
+    fn producer(&self) -> Arc<ThreadedProducer<SinkContext>> {
+        self.producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the client before a half-open probe. Whatever state the failures left in
+    /// the old one goes with it: an idempotent producer whose broker lost its producer
+    /// id can loop bumping its epoch, and a fatal idempotence error is never cleared.
+    /// Nothing is lost: sync writes of the old client have all been settled.
+    fn renew(&self) {
+        match self
+            .props
+            .create_with_context::<_, ThreadedProducer<SinkContext>>(self.context.clone())
+        {
+            Ok(fresh) => {
+                let old = std::mem::replace(
+                    &mut *self.producer.write().unwrap_or_else(|e| e.into_inner()),
+                    Arc::new(fresh),
+                );
+                tracing::info!(sink = %self.name, "probing with a fresh Kafka client");
+                drop(old);
+            }
+            Err(e) => {
+                tracing::warn!(sink = %self.name, "cannot create a fresh Kafka client, probing with the old one: {e}")
+            }
+        }
     }
 
     /// The breaker's state (closed when there is none).
@@ -221,6 +257,7 @@ impl KafkaSink {
         });
         let mut refused = Vec::new();
         let deadline = Instant::now() + Duration::from_millis(self.config.message_timeout_ms);
+        let producer = self.producer();
         for (index, record) in records {
             let mut base = BaseRecord::<str, [u8], Ticket>::with_opaque_to(
                 &self.topic,
@@ -234,7 +271,7 @@ impl KafkaSink {
                 base = base.payload(payload.as_slice());
             }
             loop {
-                match self.producer.send(base) {
+                match producer.send(base) {
                     Ok(()) => break,
                     Err((e, back))
                         if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull)
@@ -279,7 +316,11 @@ impl KafkaSink {
     /// still failed and why.
     fn send_all(&self, records: &[EncodedRecord]) -> Result<(), (Vec<usize>, String)> {
         if let Some(breaker) = &self.breaker {
-            if let Permit::Refused(wait) = breaker.permit() {
+            let permit = breaker.permit();
+            if permit == Permit::Probe {
+                self.renew();
+            }
+            if let Permit::Refused(wait) = permit {
                 self.metrics.refused.inc();
                 return Err((
                     (0..records.len()).collect(),
@@ -496,7 +537,7 @@ impl Sink for KafkaSink {
 
     fn close(&self) {
         if let Err(e) = self
-            .producer
+            .producer()
             .flush(Duration::from_millis(self.config.message_timeout_ms))
         {
             tracing::warn!(sink = %self.name, "records still unacknowledged at shutdown: {e}");
@@ -512,7 +553,7 @@ impl Sink for KafkaSink {
                 CircuitState::Open => "open",
                 CircuitState::HalfOpen => "half-open",
             },
-            "in_flight": self.producer.in_flight_count(),
+            "in_flight": self.producer().in_flight_count(),
         }))
     }
 }

@@ -189,14 +189,11 @@ impl Record {
     }
 }
 
+/// A record to produce: `(key, headers, value)`.
+pub type Input = (Option<Vec<u8>>, Vec<(String, Vec<u8>)>, Option<Vec<u8>>);
+
 /// A binary-mode CloudEvent record: `(key, headers, payload)`.
-pub fn binary_event(
-    id: &str,
-    ty: &str,
-    severity: &str,
-    key: Option<&str>,
-    data: &[u8],
-) -> (Option<Vec<u8>>, Vec<(String, Vec<u8>)>, Option<Vec<u8>>) {
+pub fn binary_event(id: &str, ty: &str, severity: &str, key: Option<&str>, data: &[u8]) -> Input {
     let h = |k: &str, v: &str| (k.to_owned(), v.as_bytes().to_vec());
     (
         key.map(|k| k.as_bytes().to_vec()),
@@ -214,11 +211,7 @@ pub fn binary_event(
 }
 
 /// Produces records and waits for every acknowledgement.
-pub async fn produce(
-    producer: &FutureProducer,
-    topic: &str,
-    records: Vec<(Option<Vec<u8>>, Vec<(String, Vec<u8>)>, Option<Vec<u8>>)>,
-) {
+pub async fn produce(producer: &FutureProducer, topic: &str, records: Vec<Input>) {
     let mut pending = Vec::with_capacity(records.len());
     for (key, headers, payload) in &records {
         let mut owned = OwnedHeaders::new_with_capacity(headers.len());

@@ -96,7 +96,10 @@ impl Weir {
     pub fn spawn(dir: tempfile::TempDir, args: &[&str]) -> Weir {
         let mut child = Command::new(weir_bin())
             .args(args)
-            .env("WEIR_LOG", "info")
+            .env(
+                "WEIR_LOG",
+                std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
