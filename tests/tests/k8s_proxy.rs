@@ -714,6 +714,45 @@ async fn proxy_repeats_creates_and_deletes_only_when_the_provider_did_not_act() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn proxy_names_anonymous_callers_as_the_apiserver_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new(dir.path());
+    let peer = scripted(&certs, vec![(200, None)]).await;
+    let config = a_config(&certs, &peer.url, 0)
+        .replace("authentication:\n", "authentication:\n  anonymous: true\n");
+    assert!(config.contains("anonymous: true"));
+    let a = Weir::start_in(dir, &config);
+    // No client certificate, no identity headers of any standing.
+    let resp = client(&certs, None)
+        .get(format!(
+            "{}/api/v1/namespaces/default/events",
+            localhost(&a.url)
+        ))
+        .header("X-Remote-User", "mallory")
+        .header(format!("X-Remote-Extra-{PARENT_TYPE}"), "Project")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let headers = peer.seen.lock().unwrap()[0].clone();
+    let all = |name: &str| -> Vec<&str> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    };
+    assert_eq!(all("x-remote-user"), ["system:anonymous"]);
+    assert_eq!(all("x-remote-group"), ["system:unauthenticated"]);
+    assert!(
+        !headers
+            .keys()
+            .any(|k| k.as_str().starts_with("x-remote-extra-")),
+        "{headers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn proxy_rides_out_a_provider_restart() {
     let b_dir = tempfile::tempdir().unwrap();
     let certs = Certs::new(b_dir.path());

@@ -1,6 +1,7 @@
 //! Proxy mode (`EventsProxy=true`): every Events API request is forwarded over HTTPS with
 //! mutual TLS to a remote provider (an Activity server, or another weir in embedded mode),
-//! with the caller named in `X-Remote-User`, `X-Remote-Group` and `X-Remote-Extra-*`.
+//! with the caller named in `X-Remote-User`, `X-Remote-Group` and `X-Remote-Extra-*`
+//! (an anonymous caller as `system:anonymous` in `system:unauthenticated`).
 //!
 //! Creates and updates pass the admission filters here first (so `scope-inject` stamps the
 //! caller's scope before the provider sees the event); a patch is applied here to the
@@ -14,7 +15,7 @@
 
 use super::admission::Admitter;
 use super::api::version;
-use super::auth::{remote_headers, Authenticator, Caller};
+use super::auth::{anonymous_principal, remote_headers, Authenticator, Caller};
 use super::convert::{self, to_core, to_version, ApiVersion};
 use super::settings::ProviderConfig;
 use super::status::ApiError;
@@ -172,11 +173,18 @@ impl EventsProxy {
                 header::HeaderValue::from_static("application/json"),
             );
         }
-        // The caller's identity, never whatever X-Remote-* headers the client sent.
-        if let Some(principal) = &caller.principal {
-            for (name, value) in remote_headers(principal, &self.forward_extras) {
-                headers.append(name, value);
+        // The caller's identity, never whatever X-Remote-* headers the client sent; an
+        // anonymous caller as the apiserver names one.
+        let anonymous;
+        let principal = match &caller.principal {
+            Some(principal) => principal.as_ref(),
+            None => {
+                anonymous = anonymous_principal();
+                &anonymous
             }
+        };
+        for (name, value) in remote_headers(principal, &self.forward_extras) {
+            headers.append(name, value);
         }
         let timeout = self.timeout + long.unwrap_or_default();
         let mut attempt = 0u32;

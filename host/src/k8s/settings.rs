@@ -124,7 +124,8 @@ pub struct ProviderConfig {
     /// deletes only those the provider did not act on: unreachable, 429, 503).
     #[serde(default = "default_retries")]
     pub retries: u32,
-    /// The caller's extra attributes forwarded as `X-Remote-Extra-*` headers.
+    /// The caller's extra attributes forwarded as `X-Remote-Extra-*` headers; must include
+    /// the `scope` parent type and name extras (checked at load).
     #[serde(default = "default_forward_extras")]
     pub forward_extras: Vec<String>,
 }
