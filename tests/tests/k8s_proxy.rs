@@ -1048,3 +1048,68 @@ async fn a_write_is_charged_once_against_its_tenants_rate_limit() {
     // Three writes fit the burst (one token each, not one per route); the fourth waits.
     assert_eq!(codes, [201, 201, 201, 429]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admission_route_gets_only_the_changes_its_condition_takes() {
+    // The route that admits writes takes only `default/keep-*` events; its chain stamps.
+    let config = [
+        "events_api: { enabled: true }".to_owned(),
+        "filters:".to_owned(),
+        format!(
+            "  stamp: {{ path: {}, config: {{ stamp: s }} }}",
+            wasm::STAMP
+        ),
+        "sinks:".to_owned(),
+        "  taken: { type: file, path: taken.jsonl }".to_owned(),
+        "routes:".to_owned(),
+        "  - name: events".to_owned(),
+        "    from: [k8s]".to_owned(),
+        "    when: [ { prefix: { subject: default/keep- } } ]".to_owned(),
+        "    filters: [stamp]".to_owned(),
+        "    to: [taken]".to_owned(),
+    ]
+    .join("\n");
+    let weir = Weir::start(&config);
+    let url = format!("{}/api/v1/namespaces/default/events", weir.url);
+    let http = reqwest::Client::new();
+    for name in ["keep-1", "skip-1"] {
+        let resp = http
+            .post(&url)
+            .json(&core_event(name, json!({})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{name}");
+    }
+    // Stored whether the route takes them or not; updated and deleted alike.
+    let resp = http
+        .patch(format!("{url}/skip-1"))
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"message":"changed"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    for name in ["keep-1", "skip-1"] {
+        let resp = http.delete(format!("{url}/{name}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{name}");
+    }
+    let taken = weir.jsonl("taken.jsonl");
+    let seen: Vec<(&str, &str)> = taken
+        .iter()
+        .map(|e| {
+            (
+                e["subject"].as_str().unwrap(),
+                e["k8schange"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // The create went to the sinks once (admission ran the chain); nothing of skip-1
+    // arrived; the deletion, never admitted, ran the chain on its way (stamped).
+    assert_eq!(
+        seen,
+        [("default/keep-1", "ADDED"), ("default/keep-1", "DELETED")],
+        "{taken:?}"
+    );
+    assert_eq!(taken[1]["stamps"], "s", "{taken:?}");
+}

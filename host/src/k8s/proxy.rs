@@ -13,7 +13,7 @@
 //! or a delete that may have happened. Everything else is answered at once with the
 //! provider's own `Status`.
 
-use super::admission::Admitter;
+use super::admission::{Admitted, Admitter, Passage};
 use super::api::version;
 use super::auth::{anonymous_principal, remote_headers, Authenticator, Caller};
 use super::convert::{self, to_core, to_version, ApiVersion};
@@ -306,7 +306,7 @@ impl EventsProxy {
             }
         };
         let create = method == Method::POST;
-        let admitted = self.admit(caller, create, obj, version).await?;
+        let (admitted, passage) = self.admit(caller, create, obj, version).await?;
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let response = self
             .send(caller, method, path, headers, Some(admitted), None)
@@ -316,12 +316,13 @@ impl EventsProxy {
             _ => "MODIFIED",
         };
         let dry_run = query_param(uri, "dryRun").is_some();
-        self.relay_stored(caller, change, response, version, dry_run)
+        self.relay_stored(caller, change, response, version, dry_run, passage)
             .await
     }
 
     /// Relays the provider's answer to a write and, when it accepted the write, hands the
-    /// stored object on to the `k8s` routes (as the embedded store does).
+    /// stored object on to the `k8s` routes (as the embedded store does; `passage` is how
+    /// admission saw the write).
     async fn relay_stored(
         &self,
         caller: &Caller,
@@ -329,6 +330,7 @@ impl EventsProxy {
         response: reqwest::Response,
         version: ApiVersion,
         dry_run: bool,
+        passage: Passage,
     ) -> Result<Response, ApiError> {
         if !response.status().is_success() || dry_run {
             return Ok(self.relay(response));
@@ -353,7 +355,7 @@ impl EventsProxy {
                     .unwrap_or(0);
                 if let Ok(json) = serde_json::to_vec(&core) {
                     self.admitter
-                        .stored(caller, change, &core, rv, Bytes::from(json))
+                        .stored(caller, change, &core, rv, Bytes::from(json), passage)
                         .await;
                 }
             }
@@ -363,14 +365,14 @@ impl EventsProxy {
     }
 
     /// Validates a body as the API would and runs it through the admission filters;
-    /// the admitted body in the request's API version.
+    /// the admitted body in the request's API version, and how admission saw it.
     async fn admit(
         &self,
         caller: &Caller,
         create: bool,
         obj: Map<String, Value>,
         version: ApiVersion,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<(Bytes, Passage), ApiError> {
         let name = convert::meta_str(&obj, "name").to_owned();
         if let Err((field, message)) = convert::validate(&obj, version) {
             return Err(if field == "kind" || field == "apiVersion" {
@@ -386,14 +388,16 @@ impl EventsProxy {
             _ => None,
         };
         let change = if create { "ADDED" } else { "MODIFIED" };
-        let mut core = self.admitter.admit(caller, change, core).await?;
+        let Admitted {
+            object: mut core,
+            passage,
+        } = self.admitter.admit(caller, change, core).await?;
         if let (Some(rv), Some(Value::Object(meta))) = (rv, core.get_mut("metadata")) {
             meta.insert("resourceVersion".into(), rv);
         }
         let out = to_version(&core, version);
-        serde_json::to_vec(&out)
-            .map(Bytes::from)
-            .map_err(|e| ApiError::internal(e.to_string()))
+        let body = serde_json::to_vec(&out).map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok((Bytes::from(body), passage))
     }
 
     /// A merge patch: read the provider's object, patch and admit it here, and update it
@@ -444,7 +448,7 @@ impl EventsProxy {
             let Value::Object(obj) = object else {
                 return Err(ApiError::bad_request("the patch must leave an object"));
             };
-            let admitted = self.admit(caller, false, obj, version).await?;
+            let (admitted, passage) = self.admit(caller, false, obj, version).await?;
             let response = self
                 .send(
                     caller,
@@ -459,7 +463,7 @@ impl EventsProxy {
                 continue;
             }
             return self
-                .relay_stored(caller, "MODIFIED", response, version, false)
+                .relay_stored(caller, "MODIFIED", response, version, false, passage)
                 .await;
         }
         Err(ApiError::conflict(
