@@ -11,7 +11,7 @@ use super::convert::{self, to_core, to_version, ApiVersion};
 use super::discovery;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::store::{Change, Stored};
+use super::store::{Change, Precondition, StoreError, Stored};
 use super::table;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -809,7 +809,7 @@ async fn patch(
                 forward(&api, &caller, "MODIFIED", &stored, passage).await;
                 return Ok(versioned_response(StatusCode::OK, &stored, version));
             }
-            Err(super::store::StoreError::Conflict(_)) => continue,
+            Err(StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
         }
     }
@@ -826,21 +826,61 @@ fn success(name: &str, uid: &str) -> Value {
     })
 }
 
+/// Deletes `checked` (an event the caller may see that `wanted` takes) as it was when
+/// checked: the store deletes it only if its uid and resourceVersion are unchanged. When
+/// it changed meanwhile (updated, or deleted and created again), what is there now is
+/// checked again, so a delete never removes an event the caller was not allowed to.
+/// `None`: nothing of that name the caller may delete is left.
+async fn delete_checked(
+    api: &EventsApi,
+    caller: &Caller,
+    checked: Arc<Stored>,
+    wanted: impl Fn(&Stored) -> bool,
+) -> Result<Option<Arc<Stored>>, ApiError> {
+    let (ns, name) = (checked.namespace().to_owned(), checked.name().to_owned());
+    let mut checked = checked;
+    for _attempt in 0..5 {
+        match api
+            .store
+            .delete(&ns, &name, &Precondition::unchanged(&checked))
+            .await
+        {
+            Ok(old) => return Ok(Some(old)),
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match api
+            .store
+            .get(&ns, &name)
+            .await?
+            .filter(|s| visible(api, caller, s) && wanted(s))
+        {
+            Some(now) => checked = now,
+            None => return Ok(None),
+        }
+    }
+    Err(ApiError::conflict(
+        "the event kept changing while it was deleted; try again".into(),
+        &name,
+    ))
+}
+
 async fn delete(
     State(api): Shared,
     caller: Caller,
     ns: String,
     name: String,
 ) -> Result<Response, ApiError> {
-    if !api
+    let checked = api
         .store
         .get(&ns, &name)
         .await?
-        .is_some_and(|s| visible(&api, &caller, &s))
-    {
-        return Err(ApiError::not_found(&name));
-    }
-    let old = api.store.delete(&ns, &name).await?;
+        .filter(|s| visible(&api, &caller, s))
+        .ok_or_else(|| ApiError::not_found(&name))?;
+    let old = delete_checked(&api, &caller, checked, |_| true)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&name))?;
     forward(&api, &caller, "DELETED", &old, Passage::Unseen).await;
     Ok(json_response(
         StatusCode::OK,
@@ -861,21 +901,18 @@ async fn delete_collection(
         fields: &query.fields,
         scope: scope_of(&caller),
     };
+    let matches = |s: &Stored| query.matches(Some(&ns), s);
     let (_, items, _) = api
         .store
         .list(&narrow, None, usize::MAX, |s| {
-            query.matches(Some(&ns), s) && visible(&api, &caller, s)
+            matches(s) && visible(&api, &caller, s)
         })
         .await?;
     let mut deleted = Vec::new();
     for s in items {
-        match api.store.delete(s.namespace(), s.name()).await {
-            Ok(old) => {
-                forward(&api, &caller, "DELETED", &old, Passage::Unseen).await;
-                deleted.push(Value::Object(to_version(&old.object, version)));
-            }
-            Err(super::store::StoreError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
+        if let Some(old) = delete_checked(&api, &caller, s, matches).await? {
+            forward(&api, &caller, "DELETED", &old, Passage::Unseen).await;
+            deleted.push(Value::Object(to_version(&old.object, version)));
         }
     }
     let rv = api.store.resource_version();

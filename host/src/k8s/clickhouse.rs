@@ -17,7 +17,7 @@
 use super::convert::{self, meta_str, now_ms};
 use super::selector::FieldSelector;
 use super::settings::{ClickHouseConfig, ScopeConfig};
-use super::store::{Change, ChangeKind, StoreError, Stored};
+use super::store::{Change, ChangeKind, Precondition, StoreError, Stored};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -151,6 +151,7 @@ enum Op {
     Delete {
         namespace: String,
         name: String,
+        precondition: Precondition,
     },
 }
 
@@ -161,7 +162,9 @@ impl Op {
                 meta_str(o, "namespace").to_owned(),
                 meta_str(o, "name").to_owned(),
             ),
-            Op::Delete { namespace, name } => (namespace.clone(), name.clone()),
+            Op::Delete {
+                namespace, name, ..
+            } => (namespace.clone(), name.clone()),
         }
     }
 }
@@ -310,11 +313,18 @@ impl ClickHouseStore {
         .await
     }
 
-    /// Deletes an event; answers it as it was.
-    pub async fn delete(&self, namespace: &str, name: &str) -> Result<Arc<Stored>, StoreError> {
+    /// Deletes an event if it meets `precondition` (else [`StoreError::Conflict`]);
+    /// answers it as it was.
+    pub async fn delete(
+        &self,
+        namespace: &str,
+        name: &str,
+        precondition: &Precondition,
+    ) -> Result<Arc<Stored>, StoreError> {
         self.submit(Op::Delete {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
+            precondition: precondition.clone(),
         })
         .await
     }
@@ -609,9 +619,16 @@ impl Writer {
                     }
                     Some(_) => Ok((ChangeKind::Modified, object)),
                 },
-                Op::Delete { .. } => match current.remove(&key) {
+                Op::Delete { precondition, .. } => match current.get(&key) {
                     None => Err(StoreError::NotFound(key.1.clone())),
-                    Some(old) => Ok((ChangeKind::Deleted, old.object.clone())),
+                    Some(old) if !precondition.holds(old) => {
+                        Err(StoreError::Conflict(key.1.clone()))
+                    }
+                    Some(old) => {
+                        let object = old.object.clone();
+                        current.remove(&key);
+                        Ok((ChangeKind::Deleted, object))
+                    }
                 },
             };
             let change = result.map(|(kind, mut object)| {
