@@ -1059,6 +1059,28 @@ impl Config {
                     "must be at least 1".into(),
                 ));
             }
+            // The provider scopes callers by the extras it is sent: a caller forwarded
+            // without its parent type would be a platform caller there and see every
+            // tenant's events, so this is an error, not a warning.
+            let scope = &self.events_api.scope;
+            for (setting, key) in [
+                ("parent_type_extra", &scope.parent_type_extra),
+                ("parent_name_extra", &scope.parent_name_extra),
+            ] {
+                if !provider
+                    .forward_extras
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(key))
+                {
+                    return Err((
+                        "events_api.provider.forward_extras".into(),
+                        "forward_extras",
+                        format!(
+                            "must include `{key}` (events_api.scope.{setting}): without it the provider cannot scope callers and would serve a scoped caller as a platform caller"
+                        ),
+                    ));
+                }
+            }
         }
         if let Some(ch) = &self.events_api.clickhouse {
             let ident_ok = |s: &str| {
@@ -1258,6 +1280,34 @@ routes:
         let text = GOOD.replace("listen: 127.0.0.1:9000", "listen: nowhere");
         let e = Config::parse("weir.yaml", &text, &[]).expect_err("bad address");
         assert_eq!((e.line, e.field.as_str()), (Some(1), "listen"), "{e}");
+    }
+
+    #[test]
+    fn k8s_proxy_forward_extras_must_carry_the_scope_extras() {
+        let proxy = |extras: &str, scope: &str| {
+            format!(
+                "{GOOD}feature_gates: {{ EventsProxy: true }}\nevents_api:\n{scope}  provider:\n    url: https://provider:443\n    ca_file: ca.pem\n    client_cert: c.pem\n    client_key: c.key\n{extras}"
+            )
+        };
+        // The defaults forward both scope extras.
+        Config::parse("weir.yaml", &proxy("", ""), &[]).expect("defaults");
+        let only_type = "    forward_extras: [iam.miloapis.com/parent-type]\n";
+        let e = Config::parse("weir.yaml", &proxy(only_type, ""), &[]).expect_err("no name");
+        assert_eq!(e.field, "events_api.provider.forward_extras", "{e}");
+        assert!(e.message.contains("`iam.miloapis.com/parent-name`"), "{e}");
+        assert!(
+            e.message.contains("events_api.scope.parent_name_extra"),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(17), "{e}");
+        // Keys are compared as header names are: case-insensitively.
+        let both =
+            "    forward_extras: [Iam.miloapis.com/Parent-Type, iam.miloapis.com/parent-name]\n";
+        Config::parse("weir.yaml", &proxy(both, ""), &[]).expect("both, any case");
+        // The scope settings say which extras are needed.
+        let scope = "  scope: { parent_type_extra: example.com/tenant-type }\n";
+        let e = Config::parse("weir.yaml", &proxy(both, scope), &[]).expect_err("custom");
+        assert!(e.message.contains("`example.com/tenant-type`"), "{e}");
     }
 
     #[test]

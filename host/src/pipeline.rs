@@ -130,8 +130,11 @@ enum JobMode {
 /// What a route's filters made of one event submitted with [`Router::admit`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
-    /// Kept, perhaps changed by the filters (or not taken by the route's condition).
+    /// Kept, perhaps changed by the filters.
     Admitted(Event),
+    /// Not taken by the route's condition: no filter ran, the event is admitted as it
+    /// is, and the route's sinks are not its destination.
+    NotTaken(Event),
     /// A filter dropped it, for this reason.
     Refused(String),
     /// A filter failed on it or answered with an error.
@@ -379,7 +382,8 @@ impl Router {
     }
 
     /// Delivers events to the sinks of the route `origin.route` without running its
-    /// filters (they were admitted through [`Router::admit`] already).
+    /// condition or filters: they were admitted through [`Router::admit`] already, and
+    /// the route took them ([`Admission::Admitted`], not [`Admission::NotTaken`]).
     pub async fn deliver_admitted(
         &self,
         origin: Origin<'_>,
@@ -699,7 +703,7 @@ impl RouteWorker {
                 job.events = taken;
                 if self.strict[j] {
                     // Not this route's business: admitted as it is.
-                    admissions[j].extend(skipped.into_iter().map(Admission::Admitted));
+                    admissions[j].extend(skipped.into_iter().map(Admission::NotTaken));
                 }
                 outcome.skipped = (before - job.events.len()) as u64;
                 skipped_total += outcome.skipped;

@@ -494,15 +494,30 @@ async fn proxy_forwards_every_verb_to_an_embedded_weir_with_scope_isolation() {
         .all(|e| e["type"] == "io.k8s.core.v1.Event"));
 }
 
+/// What a scripted peer answers, attempt by attempt: a status and a `Retry-After`.
+/// Status 0 answers nothing for longer than an attempt may take (a provider that
+/// received the request and stalls).
+type Script = Vec<(u16, Option<&'static str>)>;
+
 /// A scripted HTTPS peer standing in for a failing provider (B cannot be made to answer
 /// 503 or 429 on demand): it answers each path from a script and records what arrived.
 struct Scripted {
     url: String,
     hits: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<axum::http::HeaderMap>>>,
+    script: Arc<Mutex<Script>>,
 }
 
-async fn scripted(certs: &Certs, script: Vec<(u16, Option<&'static str>)>) -> Scripted {
+impl Scripted {
+    /// Answers from `script` from now on, counting attempts from zero.
+    fn play(&self, script: Script) {
+        *self.script.lock().unwrap() = script;
+        self.hits.store(0, Ordering::SeqCst);
+        self.seen.lock().unwrap().clear();
+    }
+}
+
+async fn scripted(certs: &Certs, script: Script) -> Scripted {
     let (cert, key) = certs.server("scripted");
     let tls = weir::tls::server_config(
         &weir::tls::TlsSettings {
@@ -516,13 +531,21 @@ async fn scripted(certs: &Certs, script: Vec<(u16, Option<&'static str>)>) -> Sc
     let hits = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (h, s) = (hits.clone(), seen.clone());
-    let script = Arc::new(script);
+    let script = Arc::new(Mutex::new(script));
+    let played = script.clone();
     let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
-        let (h, s, script) = (h.clone(), s.clone(), script.clone());
+        let (h, s, script) = (h.clone(), s.clone(), played.clone());
         async move {
             let n = h.fetch_add(1, Ordering::SeqCst);
             s.lock().unwrap().push(headers);
-            let (code, retry_after) = script[n.min(script.len() - 1)];
+            let (code, retry_after) = {
+                let script = script.lock().unwrap();
+                script[n.min(script.len() - 1)]
+            };
+            if code == 0 {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            let code = code.max(200);
             let status = json!({"kind": "Status", "apiVersion": "v1", "status": if code < 300 {"Success"} else {"Failure"}, "code": code});
             let mut r = axum::response::Response::builder()
                 .status(code)
@@ -545,7 +568,12 @@ async fn scripted(certs: &Certs, script: Vec<(u16, Option<&'static str>)>) -> Sc
         std::future::pending(),
         None,
     ));
-    Scripted { url, hits, seen }
+    Scripted {
+        url,
+        hits,
+        seen,
+        script,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -633,6 +661,94 @@ async fn proxy_retries_transient_failures_only_and_sends_the_callers_identity() 
         down.hits.load(Ordering::SeqCst),
         3,
         "one attempt and two retries"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_repeats_creates_and_deletes_only_when_the_provider_did_not_act() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new(dir.path());
+    let front_id = certs.proxies.issue("front-proxy", &[]);
+    let peer = scripted(&certs, vec![(200, None)]).await;
+    // One attempt may take 5 s (a_config's timeout_seconds).
+    let a = Weir::start_in(dir, &a_config(&certs, &peer.url, 3));
+    let front = Front {
+        http: client(&certs, Some(&front_id)),
+        url: localhost(&a.url),
+    };
+    let events = "/api/v1/namespaces/default/events";
+    let one = format!("{events}/x");
+    let cases: [(Method, &str, Script, u16, usize); 8] = [
+        // Refused before processing (429, 503): repeated, the create goes through.
+        (
+            Method::POST,
+            events,
+            vec![(503, None), (429, Some("0")), (201, None)],
+            201,
+            3,
+        ),
+        // The provider may have stored it (a 500, a 502 from a gateway, a stalled
+        // answer): answered at once, never sent twice.
+        (Method::POST, events, vec![(500, None), (201, None)], 500, 1),
+        (Method::POST, events, vec![(502, None), (201, None)], 502, 1),
+        (Method::POST, events, vec![(0, None), (201, None)], 504, 1),
+        // Deletes alike.
+        (Method::DELETE, &one, vec![(503, None), (200, None)], 200, 2),
+        (Method::DELETE, &one, vec![(500, None), (200, None)], 500, 1),
+        (Method::DELETE, events, vec![(0, None), (200, None)], 504, 1),
+        // A read is repeated after a stall.
+        (Method::GET, &one, vec![(0, None), (200, None)], 200, 2),
+    ];
+    for (method, path, script, want, attempts) in cases {
+        peer.play(script.clone());
+        let body = (method == Method::POST).then(|| core_event("x", json!({})));
+        let (code, answer) = front.send(PLATFORM, method.clone(), path, body).await;
+        assert_eq!(code, want, "{method} {path} {script:?}: {answer}");
+        assert_eq!(
+            peer.hits.load(Ordering::SeqCst),
+            attempts,
+            "{method} {path} {script:?}: attempts"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_names_anonymous_callers_as_the_apiserver_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new(dir.path());
+    let peer = scripted(&certs, vec![(200, None)]).await;
+    let config = a_config(&certs, &peer.url, 0)
+        .replace("authentication:\n", "authentication:\n  anonymous: true\n");
+    assert!(config.contains("anonymous: true"));
+    let a = Weir::start_in(dir, &config);
+    // No client certificate, no identity headers of any standing.
+    let resp = client(&certs, None)
+        .get(format!(
+            "{}/api/v1/namespaces/default/events",
+            localhost(&a.url)
+        ))
+        .header("X-Remote-User", "mallory")
+        .header(format!("X-Remote-Extra-{PARENT_TYPE}"), "Project")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let headers = peer.seen.lock().unwrap()[0].clone();
+    let all = |name: &str| -> Vec<&str> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    };
+    assert_eq!(all("x-remote-user"), ["system:anonymous"]);
+    assert_eq!(all("x-remote-group"), ["system:unauthenticated"]);
+    assert!(
+        !headers
+            .keys()
+            .any(|k| k.as_str().starts_with("x-remote-extra-")),
+        "{headers:?}"
     );
 }
 
@@ -931,4 +1047,69 @@ async fn a_write_is_charged_once_against_its_tenants_rate_limit() {
     }
     // Three writes fit the burst (one token each, not one per route); the fourth waits.
     assert_eq!(codes, [201, 201, 201, 429]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admission_route_gets_only_the_changes_its_condition_takes() {
+    // The route that admits writes takes only `default/keep-*` events; its chain stamps.
+    let config = [
+        "events_api: { enabled: true }".to_owned(),
+        "filters:".to_owned(),
+        format!(
+            "  stamp: {{ path: {}, config: {{ stamp: s }} }}",
+            wasm::STAMP
+        ),
+        "sinks:".to_owned(),
+        "  taken: { type: file, path: taken.jsonl }".to_owned(),
+        "routes:".to_owned(),
+        "  - name: events".to_owned(),
+        "    from: [k8s]".to_owned(),
+        "    when: [ { prefix: { subject: default/keep- } } ]".to_owned(),
+        "    filters: [stamp]".to_owned(),
+        "    to: [taken]".to_owned(),
+    ]
+    .join("\n");
+    let weir = Weir::start(&config);
+    let url = format!("{}/api/v1/namespaces/default/events", weir.url);
+    let http = reqwest::Client::new();
+    for name in ["keep-1", "skip-1"] {
+        let resp = http
+            .post(&url)
+            .json(&core_event(name, json!({})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{name}");
+    }
+    // Stored whether the route takes them or not; updated and deleted alike.
+    let resp = http
+        .patch(format!("{url}/skip-1"))
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"message":"changed"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    for name in ["keep-1", "skip-1"] {
+        let resp = http.delete(format!("{url}/{name}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{name}");
+    }
+    let taken = weir.jsonl("taken.jsonl");
+    let seen: Vec<(&str, &str)> = taken
+        .iter()
+        .map(|e| {
+            (
+                e["subject"].as_str().unwrap(),
+                e["k8schange"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // The create went to the sinks once (admission ran the chain); nothing of skip-1
+    // arrived; the deletion, never admitted, ran the chain on its way (stamped).
+    assert_eq!(
+        seen,
+        [("default/keep-1", "ADDED"), ("default/keep-1", "DELETED")],
+        "{taken:?}"
+    );
+    assert_eq!(taken[1]["stamps"], "s", "{taken:?}");
 }

@@ -2,7 +2,9 @@
 //! forwarded to the provider), the admission route's filter chain runs on it with the
 //! caller as principal (`scope-inject` stamps the caller's scope there, overwriting what
 //! the client sent; any filter may refuse the write). After it is stored, the change
-//! flows on to the admission route's sinks and through the other routes fed by `k8s`.
+//! flows on to the admission route's sinks (when the route took it: a change its `when`
+//! condition does not match never reaches them; a deletion, which was not admitted, runs
+//! the route's whole chain) and through the other routes fed by `k8s`.
 
 use super::auth::Caller;
 use super::convert::{self, ApiVersion};
@@ -13,6 +15,28 @@ use crate::server::AppState;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use std::sync::{Arc, Weak};
+
+/// What the admission route made of a change, and so how the stored change reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passage {
+    /// The route's filters admitted it: the stored change goes to the route's sinks
+    /// (the filters ran already).
+    Filtered,
+    /// The route's condition does not take it: the stored change does not reach the route.
+    NotTaken,
+    /// The route has not seen it (a deletion, or no admission route): the stored change
+    /// runs the route's condition and chain like any event.
+    Unseen,
+}
+
+/// A write as admission leaves it.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The object to store.
+    pub object: Map<String, Value>,
+    /// How its stored change reaches the admission route.
+    pub passage: Passage,
+}
 
 /// The routes Events API writes pass through.
 pub struct Admitter {
@@ -56,9 +80,12 @@ impl Admitter {
         caller: &Caller,
         change: &str,
         core: Map<String, Value>,
-    ) -> Result<Map<String, Value>, ApiError> {
+    ) -> Result<Admitted, ApiError> {
         let Some(route) = &self.route else {
-            return Ok(core);
+            return Ok(Admitted {
+                object: core,
+                passage: Passage::Unseen,
+            });
         };
         let Some(state) = self.state() else {
             // Never store a write its filters did not see.
@@ -70,6 +97,12 @@ impl Admitter {
         let event = cloud_event(&core, format!("{uid}-admission"), change, Bytes::from(body));
         let admitted = match state.router.admit(origin(caller, Some(route)), event).await {
             Ok(Admission::Admitted(event)) => event,
+            Ok(Admission::NotTaken(_)) => {
+                return Ok(Admitted {
+                    object: core,
+                    passage: Passage::NotTaken,
+                })
+            }
             Ok(Admission::Refused(reason)) => {
                 return Err(ApiError::forbidden(
                     &name,
@@ -122,12 +155,17 @@ impl Admitter {
                 };
             }
         }
-        Ok(object)
+        Ok(Admitted {
+            object,
+            passage: Passage::Filtered,
+        })
     }
 
-    /// Hands a stored change on: to the admission route's sinks (its filters ran at
-    /// admission) and through the other `k8s` routes. The change is already durable; a
-    /// route that fails is logged, not reported to the writer.
+    /// Hands a stored change on: to the admission route as `passage` says (its sinks
+    /// when its filters admitted the change, its whole chain when it has not seen it,
+    /// nothing when its condition does not take it) and through the other `k8s` routes.
+    /// The change is already durable; a route that fails is logged, not reported to the
+    /// writer.
     pub async fn stored(
         &self,
         caller: &Caller,
@@ -135,6 +173,7 @@ impl Admitter {
         core: &Map<String, Value>,
         rv: u64,
         json: Bytes,
+        passage: Passage,
     ) {
         let Some(state) = self.state() else { return };
         let uid = convert::meta_str(core, "uid");
@@ -152,11 +191,26 @@ impl Admitter {
         let mut results = Vec::new();
         match &self.route {
             Some(route) => {
-                let delivered = state
-                    .router
-                    .deliver_admitted(origin(Some(route)), vec![event.clone()])
-                    .await;
-                results.push((route.as_str(), delivered));
+                let to_route = match passage {
+                    Passage::Filtered => Some(
+                        state
+                            .router
+                            .deliver_admitted(origin(Some(route)), vec![event.clone()])
+                            .await,
+                    ),
+                    // Uncharged, as every stored change handed on is (a write was
+                    // charged once, at admission).
+                    Passage::Unseen => Some(
+                        state
+                            .router
+                            .run_admitted(origin(Some(route)), vec![event.clone()])
+                            .await,
+                    ),
+                    Passage::NotTaken => None,
+                };
+                if let Some(result) = to_route {
+                    results.push((route.as_str(), result));
+                }
                 for other in &self.others {
                     let ran = state
                         .router

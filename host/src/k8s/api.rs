@@ -3,7 +3,7 @@
 //! (merge and strategic merge), delete, deletecollection and watch, with discovery,
 //! OpenAPI, `Status` errors and `kubectl get` tables.
 
-use super::admission::Admitter;
+use super::admission::{Admitted, Admitter, Passage};
 use super::auth::{Authenticator, Caller};
 use super::backend::Backend;
 use super::clickhouse::Narrowing;
@@ -11,7 +11,7 @@ use super::convert::{self, to_core, to_version, ApiVersion};
 use super::discovery;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::store::{Change, Stored};
+use super::store::{Change, Precondition, StoreError, Stored};
 use super::table;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -102,8 +102,14 @@ pub fn discovery_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
 }
 
-/// Hands a stored change on to the routes.
-async fn forward(api: &EventsApi, caller: &Caller, change: &str, stored: &Stored) {
+/// Hands a stored change on to the routes; `passage` tells how admission saw it.
+async fn forward(
+    api: &EventsApi,
+    caller: &Caller,
+    change: &str,
+    stored: &Stored,
+    passage: Passage,
+) {
     if !api.admitter.active() {
         return;
     }
@@ -117,7 +123,7 @@ async fn forward(api: &EventsApi, caller: &Caller, change: &str, stored: &Stored
         }
     };
     api.admitter
-        .stored(caller, change, &stored.object, stored.rv, json)
+        .stored(caller, change, &stored.object, stored.rv, json, passage)
         .await;
 }
 
@@ -614,7 +620,10 @@ async fn create(
         convert::rfc3339_seconds(now_ms()).into(),
     );
     meta.remove("resourceVersion");
-    let core = api.admitter.admit(&caller, "ADDED", core).await?;
+    let Admitted {
+        object: core,
+        passage,
+    } = api.admitter.admit(&caller, "ADDED", core).await?;
     within_scope(&api, &caller, &core)?;
     if q.get("dryRun").is_some_and(|d| d == "All") {
         return Ok(with_warnings(
@@ -626,7 +635,7 @@ async fn create(
         ));
     }
     let stored = api.store.create(core).await?;
-    forward(&api, &caller, "ADDED", &stored).await;
+    forward(&api, &caller, "ADDED", &stored, passage).await;
     Ok(with_warnings(
         versioned_response(StatusCode::CREATED, &stored, version),
         &warnings,
@@ -676,10 +685,13 @@ async fn put(
             convert::rfc3339_seconds(now_ms()).into(),
         );
         meta.remove("resourceVersion");
-        let fresh = api.admitter.admit(&caller, "ADDED", fresh).await?;
+        let Admitted {
+            object: fresh,
+            passage,
+        } = api.admitter.admit(&caller, "ADDED", fresh).await?;
         within_scope(&api, &caller, &fresh)?;
         let stored = api.store.create(fresh).await?;
-        forward(&api, &caller, "ADDED", &stored).await;
+        forward(&api, &caller, "ADDED", &stored, passage).await;
         return Ok(with_warnings(
             versioned_response(StatusCode::CREATED, &stored, version),
             &warnings,
@@ -689,9 +701,9 @@ async fn put(
         return Err(ApiError::not_found(&name));
     }
     keep_immutable(&mut core, &old);
-    let core = admit_update(&api, &caller, core, expected).await?;
+    let (core, passage) = admit_update(&api, &caller, core, expected).await?;
     let stored = api.store.update(core, expected).await?;
-    forward(&api, &caller, "MODIFIED", &stored).await;
+    forward(&api, &caller, "MODIFIED", &stored, passage).await;
     Ok(with_warnings(
         versioned_response(StatusCode::OK, &stored, version),
         &warnings,
@@ -705,14 +717,17 @@ async fn admit_update(
     caller: &Caller,
     mut core: Map<String, Value>,
     expected: Option<u64>,
-) -> Result<Map<String, Value>, ApiError> {
+) -> Result<(Map<String, Value>, Passage), ApiError> {
     meta_mut(&mut core).remove("resourceVersion");
-    let mut core = api.admitter.admit(caller, "MODIFIED", core).await?;
+    let Admitted {
+        object: mut core,
+        passage,
+    } = api.admitter.admit(caller, "MODIFIED", core).await?;
     within_scope(api, caller, &core)?;
     if let Some(rv) = expected {
         meta_mut(&mut core).insert("resourceVersion".into(), rv.to_string().into());
     }
-    Ok(core)
+    Ok((core, passage))
 }
 
 /// uid and creationTimestamp never change.
@@ -788,13 +803,13 @@ async fn patch(
             meta.insert("namespace".into(), ns.clone().into());
         }
         keep_immutable(&mut core, &old);
-        let core = admit_update(&api, &caller, core, Some(old.rv)).await?;
+        let (core, passage) = admit_update(&api, &caller, core, Some(old.rv)).await?;
         match api.store.update(core, Some(old.rv)).await {
             Ok(stored) => {
-                forward(&api, &caller, "MODIFIED", &stored).await;
+                forward(&api, &caller, "MODIFIED", &stored, passage).await;
                 return Ok(versioned_response(StatusCode::OK, &stored, version));
             }
-            Err(super::store::StoreError::Conflict(_)) => continue,
+            Err(StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
         }
     }
@@ -811,22 +826,62 @@ fn success(name: &str, uid: &str) -> Value {
     })
 }
 
+/// Deletes `checked` (an event the caller may see that `wanted` takes) as it was when
+/// checked: the store deletes it only if its uid and resourceVersion are unchanged. When
+/// it changed meanwhile (updated, or deleted and created again), what is there now is
+/// checked again, so a delete never removes an event the caller was not allowed to.
+/// `None`: nothing of that name the caller may delete is left.
+async fn delete_checked(
+    api: &EventsApi,
+    caller: &Caller,
+    checked: Arc<Stored>,
+    wanted: impl Fn(&Stored) -> bool,
+) -> Result<Option<Arc<Stored>>, ApiError> {
+    let (ns, name) = (checked.namespace().to_owned(), checked.name().to_owned());
+    let mut checked = checked;
+    for _attempt in 0..5 {
+        match api
+            .store
+            .delete(&ns, &name, &Precondition::unchanged(&checked))
+            .await
+        {
+            Ok(old) => return Ok(Some(old)),
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match api
+            .store
+            .get(&ns, &name)
+            .await?
+            .filter(|s| visible(api, caller, s) && wanted(s))
+        {
+            Some(now) => checked = now,
+            None => return Ok(None),
+        }
+    }
+    Err(ApiError::conflict(
+        "the event kept changing while it was deleted; try again".into(),
+        &name,
+    ))
+}
+
 async fn delete(
     State(api): Shared,
     caller: Caller,
     ns: String,
     name: String,
 ) -> Result<Response, ApiError> {
-    if !api
+    let checked = api
         .store
         .get(&ns, &name)
         .await?
-        .is_some_and(|s| visible(&api, &caller, &s))
-    {
-        return Err(ApiError::not_found(&name));
-    }
-    let old = api.store.delete(&ns, &name).await?;
-    forward(&api, &caller, "DELETED", &old).await;
+        .filter(|s| visible(&api, &caller, s))
+        .ok_or_else(|| ApiError::not_found(&name))?;
+    let old = delete_checked(&api, &caller, checked, |_| true)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&name))?;
+    forward(&api, &caller, "DELETED", &old, Passage::Unseen).await;
     Ok(json_response(
         StatusCode::OK,
         &success(&name, convert::meta_str(&old.object, "uid")),
@@ -846,21 +901,18 @@ async fn delete_collection(
         fields: &query.fields,
         scope: scope_of(&caller),
     };
+    let matches = |s: &Stored| query.matches(Some(&ns), s);
     let (_, items, _) = api
         .store
         .list(&narrow, None, usize::MAX, |s| {
-            query.matches(Some(&ns), s) && visible(&api, &caller, s)
+            matches(s) && visible(&api, &caller, s)
         })
         .await?;
     let mut deleted = Vec::new();
     for s in items {
-        match api.store.delete(s.namespace(), s.name()).await {
-            Ok(old) => {
-                forward(&api, &caller, "DELETED", &old).await;
-                deleted.push(Value::Object(to_version(&old.object, version)));
-            }
-            Err(super::store::StoreError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
+        if let Some(old) = delete_checked(&api, &caller, s, matches).await? {
+            forward(&api, &caller, "DELETED", &old, Passage::Unseen).await;
+            deleted.push(Value::Object(to_version(&old.object, version)));
         }
     }
     let rv = api.store.resource_version();

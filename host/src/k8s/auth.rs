@@ -18,6 +18,22 @@ use std::sync::Arc;
 /// The extra attribute holding a certificate's credential id, as Kubernetes sets it.
 const CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
 
+/// The user Kubernetes names an anonymous caller.
+pub const ANONYMOUS_USER: &str = "system:anonymous";
+
+/// The group Kubernetes puts anonymous callers in.
+pub const UNAUTHENTICATED_GROUP: &str = "system:unauthenticated";
+
+/// An anonymous caller as the apiserver names it to others (`system:anonymous` in
+/// `system:unauthenticated`, no extras).
+pub fn anonymous_principal() -> Principal {
+    Principal {
+        user: ANONYMOUS_USER.to_owned(),
+        groups: vec![UNAUTHENTICATED_GROUP.to_owned()],
+        extra: Vec::new(),
+    }
+}
+
 /// What a caller may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {

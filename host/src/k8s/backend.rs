@@ -2,7 +2,7 @@
 //! one set of calls.
 
 use super::clickhouse::{ClickHouseStore, Narrowing};
-use super::store::{Change, EventStore, StoreError, Stored, INDEXED_FIELDS};
+use super::store::{Change, EventStore, Precondition, StoreError, Stored, INDEXED_FIELDS};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -43,11 +43,17 @@ impl Backend {
         }
     }
 
-    /// Deletes an event; answers it as it was.
-    pub async fn delete(&self, namespace: &str, name: &str) -> Result<Arc<Stored>, StoreError> {
+    /// Deletes an event if it meets `precondition` (else a conflict); answers it as it
+    /// was.
+    pub async fn delete(
+        &self,
+        namespace: &str,
+        name: &str,
+        precondition: &Precondition,
+    ) -> Result<Arc<Stored>, StoreError> {
         match self {
-            Backend::Embedded(s) => s.delete(namespace, name).await,
-            Backend::ClickHouse(s) => s.delete(namespace, name).await,
+            Backend::Embedded(s) => s.delete(namespace, name, precondition).await,
+            Backend::ClickHouse(s) => s.delete(namespace, name, precondition).await,
         }
     }
 

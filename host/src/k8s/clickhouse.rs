@@ -17,7 +17,7 @@
 use super::convert::{self, meta_str, now_ms};
 use super::selector::FieldSelector;
 use super::settings::{ClickHouseConfig, ScopeConfig};
-use super::store::{Change, ChangeKind, StoreError, Stored};
+use super::store::{Change, ChangeKind, Precondition, StoreError, Stored};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -48,6 +48,9 @@ const MAX_GROUP: usize = 2000;
 
 /// Rows fetched per query when label selectors or other checks thin them out.
 const CHUNK: usize = 1000;
+
+/// The start of every query for events: the columns a [`Row`] reads.
+const SELECT: &str = "SELECT namespace, name, toString(rv) AS rv, object FROM";
 
 /// A ClickHouse string literal.
 fn quote(s: &str) -> String {
@@ -80,8 +83,94 @@ struct Client {
 
 #[derive(serde::Deserialize)]
 struct Row {
+    namespace: String,
+    name: String,
     rv: String,
     object: String,
+}
+
+/// What one query for events answered.
+struct Rows {
+    /// The events that could be read.
+    events: Vec<Arc<Stored>>,
+    /// How many rows came, readable or not.
+    count: usize,
+    /// The (namespace, name) of the last row, readable or not.
+    last: Option<(String, String)>,
+}
+
+/// Reads a `JSONEachRow` answer to a [`SELECT`]. An event that cannot be read is skipped
+/// (and logged) but still counted: paging goes by the rows the query returned.
+fn decode(text: &str) -> Result<Rows, StoreError> {
+    let mut rows = Rows {
+        events: Vec::new(),
+        count: 0,
+        last: None,
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let row: Row = serde_json::from_str(line)
+            .map_err(|e| StoreError::Storage(format!("unreadable ClickHouse row: {e}")))?;
+        rows.count += 1;
+        match (
+            row.rv.parse::<u64>(),
+            serde_json::from_str::<Value>(&row.object),
+        ) {
+            (Ok(rv), Ok(Value::Object(object))) => {
+                rows.events
+                    .push(Arc::new(Stored::new(rv, object, now_ms())));
+            }
+            _ => tracing::error!(
+                namespace = %row.namespace,
+                name = %row.name,
+                "ClickHouse event store: skipping an unreadable event"
+            ),
+        }
+        rows.last = Some((row.namespace, row.name));
+    }
+    Ok(rows)
+}
+
+/// Pages through events in (namespace, name) order after `after`: `fetch(cursor, n)`
+/// answers at most `n` rows after `cursor` (all of them for `None`). The events `keep`
+/// accepts, at most `limit`, and whether more matched. A short page (fewer rows than
+/// asked for) ends the paging; rows are counted whether they could be read or not, so an
+/// unreadable row neither ends it early nor holds the cursor back.
+async fn page<F, Fut>(
+    mut fetch: F,
+    after: Option<&(String, String)>,
+    limit: usize,
+    keep: impl Fn(&Stored) -> bool,
+) -> Result<(Vec<Arc<Stored>>, bool), StoreError>
+where
+    F: FnMut(Option<(String, String)>, Option<usize>) -> Fut,
+    Fut: std::future::Future<Output = Result<Rows, StoreError>>,
+{
+    let mut out = Vec::new();
+    let mut cursor = after.cloned();
+    let want = limit.saturating_add(1);
+    let chunk = (want != usize::MAX).then(|| want.max(CHUNK));
+    loop {
+        let Rows {
+            events,
+            count,
+            last,
+        } = fetch(cursor.clone(), chunk).await?;
+        let exhausted = chunk.is_none_or(|n| count < n);
+        if last.is_some() {
+            cursor = last;
+        }
+        for stored in events {
+            if keep(&stored) {
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                out.push(stored);
+            }
+        }
+        if exhausted {
+            return Ok((out, false));
+        }
+    }
 }
 
 impl Client {
@@ -118,23 +207,14 @@ impl Client {
         self.post(None, sql.as_bytes().to_vec()).await
     }
 
-    /// Stored events from a query selecting `rv` (as a string) and `object`.
+    /// The answer to a [`SELECT`] query.
+    async fn rows(&self, sql: &str) -> Result<Rows, StoreError> {
+        decode(&self.execute(&format!("{sql} FORMAT JSONEachRow")).await?)
+    }
+
+    /// The events a [`SELECT`] query answers (unreadable ones skipped).
     async fn events(&self, sql: &str) -> Result<Vec<Arc<Stored>>, StoreError> {
-        let text = self.execute(&format!("{sql} FORMAT JSONEachRow")).await?;
-        let mut out = Vec::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let row: Row = serde_json::from_str(line)
-                .map_err(|e| StoreError::Storage(format!("unreadable ClickHouse row: {e}")))?;
-            let (Ok(rv), Ok(Value::Object(object))) = (
-                row.rv.parse::<u64>(),
-                serde_json::from_str::<Value>(&row.object),
-            ) else {
-                tracing::error!("ClickHouse event store: skipping an unreadable event");
-                continue;
-            };
-            out.push(Arc::new(Stored::new(rv, object, now_ms())));
-        }
-        Ok(out)
+        Ok(self.rows(sql).await?.events)
     }
 
     fn table(&self) -> String {
@@ -151,6 +231,7 @@ enum Op {
     Delete {
         namespace: String,
         name: String,
+        precondition: Precondition,
     },
 }
 
@@ -161,7 +242,9 @@ impl Op {
                 meta_str(o, "namespace").to_owned(),
                 meta_str(o, "name").to_owned(),
             ),
-            Op::Delete { namespace, name } => (namespace.clone(), name.clone()),
+            Op::Delete {
+                namespace, name, ..
+            } => (namespace.clone(), name.clone()),
         }
     }
 }
@@ -310,11 +393,18 @@ impl ClickHouseStore {
         .await
     }
 
-    /// Deletes an event; answers it as it was.
-    pub async fn delete(&self, namespace: &str, name: &str) -> Result<Arc<Stored>, StoreError> {
+    /// Deletes an event if it meets `precondition` (else [`StoreError::Conflict`]);
+    /// answers it as it was.
+    pub async fn delete(
+        &self,
+        namespace: &str,
+        name: &str,
+        precondition: &Precondition,
+    ) -> Result<Arc<Stored>, StoreError> {
         self.submit(Op::Delete {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
+            precondition: precondition.clone(),
         })
         .await
     }
@@ -326,7 +416,7 @@ impl ClickHouseStore {
         name: &str,
     ) -> Result<Option<Arc<Stored>>, StoreError> {
         let sql = format!(
-            "SELECT toString(rv) AS rv, object FROM {} FINAL WHERE namespace = {} AND name = {} AND deleted = 0 LIMIT 1",
+            "{SELECT} {} FINAL WHERE namespace = {} AND name = {} AND deleted = 0 LIMIT 1",
             self.client.table(),
             quote(namespace),
             quote(name)
@@ -349,41 +439,17 @@ impl ClickHouseStore {
         keep: impl Fn(&Stored) -> bool,
     ) -> Result<(u64, Vec<Arc<Stored>>, bool), StoreError> {
         let rv = self.resource_version();
-        let mut out = Vec::new();
-        let mut cursor = after.cloned();
-        loop {
-            let want = limit.saturating_add(1);
-            let chunk = if want == usize::MAX {
-                None
-            } else {
-                Some(want.max(CHUNK))
-            };
-            let mut sql = format!(
-                "SELECT toString(rv) AS rv, object FROM {} FINAL WHERE deleted = 0",
-                self.client.table()
-            );
+        let fetch = |cursor: Option<(String, String)>, chunk: Option<usize>| {
+            let mut sql = format!("{SELECT} {} FINAL WHERE deleted = 0", self.client.table());
             where_clause(&mut sql, narrow, cursor.as_ref());
             sql.push_str(" ORDER BY namespace, name");
             if let Some(n) = chunk {
                 let _ = write!(sql, " LIMIT {n}");
             }
-            let rows = self.client.events(&sql).await?;
-            let exhausted = chunk.is_none_or(|n| rows.len() < n);
-            if let Some(last) = rows.last() {
-                cursor = Some((last.namespace().to_owned(), last.name().to_owned()));
-            }
-            for stored in rows {
-                if keep(&stored) {
-                    if out.len() == limit {
-                        return Ok((rv, out, true));
-                    }
-                    out.push(stored);
-                }
-            }
-            if exhausted {
-                return Ok((rv, out, false));
-            }
-        }
+            async move { self.client.rows(&sql).await }
+        };
+        let (out, more) = page(fetch, after, limit, keep).await?;
+        Ok((rv, out, more))
     }
 
     /// Changes after `rv` and a receiver of the ones to come, or `Err(oldest)` when `rv`
@@ -530,7 +596,7 @@ impl Writer {
             let _ = write!(list, "({}, {})", quote(ns), quote(name));
         }
         let sql = format!(
-            "SELECT toString(rv) AS rv, object FROM {} FINAL WHERE deleted = 0 AND (namespace, name) IN ({list})",
+            "{SELECT} {} FINAL WHERE deleted = 0 AND (namespace, name) IN ({list})",
             self.client.table()
         );
         Ok(self
@@ -609,9 +675,16 @@ impl Writer {
                     }
                     Some(_) => Ok((ChangeKind::Modified, object)),
                 },
-                Op::Delete { .. } => match current.remove(&key) {
+                Op::Delete { precondition, .. } => match current.get(&key) {
                     None => Err(StoreError::NotFound(key.1.clone())),
-                    Some(old) => Ok((ChangeKind::Deleted, old.object.clone())),
+                    Some(old) if !precondition.holds(old) => {
+                        Err(StoreError::Conflict(key.1.clone()))
+                    }
+                    Some(old) => {
+                        let object = old.object.clone();
+                        current.remove(&key);
+                        Ok((ChangeKind::Deleted, object))
+                    }
                 },
             };
             let change = result.map(|(kind, mut object)| {
@@ -688,6 +761,70 @@ mod tests {
             " AND namespace = 'default' AND (namespace > 'default' OR (namespace = 'default' AND name > 'b')) \
              AND io_name = 'my-pod' AND ev_type != 'Normal' AND reason = 'it\\'s' \
              AND scope_type = 'Project' AND scope_name = 'p1'"
+        );
+    }
+
+    /// A JSONEachRow answer of `SELECT` for rows `ns/e0000`... `unreadable` rows hold
+    /// an object that is not JSON.
+    fn answer(names: &[String], unreadable: &[&str]) -> String {
+        let mut text = String::new();
+        for name in names {
+            let object = if unreadable.contains(&name.as_str()) {
+                "{not json".to_owned()
+            } else {
+                serde_json::json!({"metadata": {"namespace": "ns", "name": name}}).to_string()
+            };
+            let row =
+                serde_json::json!({"namespace": "ns", "name": name, "rv": "1", "object": object});
+            text.push_str(&row.to_string());
+            text.push('\n');
+        }
+        text
+    }
+
+    #[test]
+    fn unreadable_events_are_skipped_but_counted() {
+        let names: Vec<String> = ["a", "b", "c"].iter().map(|n| (*n).to_owned()).collect();
+        let rows = decode(&answer(&names, &["c"])).expect("rows");
+        assert_eq!(rows.events.len(), 2);
+        assert_eq!(rows.count, 3);
+        assert_eq!(rows.last, Some(("ns".into(), "c".into())));
+        assert!(decode("{\"rv\": 1}").is_err(), "not a row at all");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_row_neither_ends_paging_nor_holds_the_cursor_back() {
+        let table: Vec<String> = (0..2500).map(|i| format!("e{i:04}")).collect();
+        // The last row of the first page cannot be read.
+        let unreadable = ["e0999"];
+        let cursors = std::sync::Mutex::new(Vec::new());
+        let fetch = |cursor: Option<(String, String)>, chunk: Option<usize>| {
+            cursors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(cursor.clone());
+            let after: Vec<String> = table
+                .iter()
+                .filter(|n| cursor.as_ref().is_none_or(|(_, c)| n.as_str() > c.as_str()))
+                .take(chunk.unwrap_or(usize::MAX))
+                .cloned()
+                .collect();
+            let text = answer(&after, &unreadable);
+            async move { decode(&text) }
+        };
+        // Ten events from e1500 on: they are on the second page.
+        let (out, more) = page(fetch, None, 10, |s| s.name() >= "e1500")
+            .await
+            .expect("paged");
+        let names: Vec<&str> = out.iter().map(|s| s.name()).collect();
+        let want: Vec<String> = (1500..1510).map(|i| format!("e{i:04}")).collect();
+        assert_eq!(names, want);
+        assert!(more);
+        let cursors = cursors.into_inner().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(
+            cursors,
+            [None, Some(("ns".to_owned(), "e0999".to_owned()))],
+            "the second page starts after the unreadable row"
         );
     }
 

@@ -1,17 +1,21 @@
 //! Proxy mode (`EventsProxy=true`): every Events API request is forwarded over HTTPS with
 //! mutual TLS to a remote provider (an Activity server, or another weir in embedded mode),
-//! with the caller named in `X-Remote-User`, `X-Remote-Group` and `X-Remote-Extra-*`.
+//! with the caller named in `X-Remote-User`, `X-Remote-Group` and `X-Remote-Extra-*`
+//! (an anonymous caller as `system:anonymous` in `system:unauthenticated`).
 //!
 //! Creates and updates pass the admission filters here first (so `scope-inject` stamps the
 //! caller's scope before the provider sees the event); a patch is applied here to the
 //! provider's current object, admitted, and sent as an update with a resourceVersion
-//! precondition. Transient failures (network errors, timeouts, 5xx, 429 honouring
-//! `Retry-After`) are retried with jittered exponential backoff; everything else is
-//! answered at once with the provider's own `Status`.
+//! precondition. Transient failures are retried with jittered exponential backoff (a
+//! `Retry-After` honoured): reads and updates on network errors, timeouts, 5xx and 429;
+//! creates and deletes only where the provider certainly did not act on the request (it
+//! could not be connected to, or answered 429 or 503), so a retry never repeats a create
+//! or a delete that may have happened. Everything else is answered at once with the
+//! provider's own `Status`.
 
-use super::admission::Admitter;
+use super::admission::{Admitted, Admitter, Passage};
 use super::api::version;
-use super::auth::{remote_headers, Authenticator, Caller};
+use super::auth::{anonymous_principal, remote_headers, Authenticator, Caller};
 use super::convert::{self, to_core, to_version, ApiVersion};
 use super::settings::ProviderConfig;
 use super::status::ApiError;
@@ -169,11 +173,18 @@ impl EventsProxy {
                 header::HeaderValue::from_static("application/json"),
             );
         }
-        // The caller's identity, never whatever X-Remote-* headers the client sent.
-        if let Some(principal) = &caller.principal {
-            for (name, value) in remote_headers(principal, &self.forward_extras) {
-                headers.append(name, value);
+        // The caller's identity, never whatever X-Remote-* headers the client sent; an
+        // anonymous caller as the apiserver names one.
+        let anonymous;
+        let principal = match &caller.principal {
+            Some(principal) => principal.as_ref(),
+            None => {
+                anonymous = anonymous_principal();
+                &anonymous
             }
+        };
+        for (name, value) in remote_headers(principal, &self.forward_extras) {
+            headers.append(name, value);
         }
         let timeout = self.timeout + long.unwrap_or_default();
         let mut attempt = 0u32;
@@ -188,7 +199,7 @@ impl EventsProxy {
             }
             let last = attempt >= self.retries;
             match request.send().await {
-                Ok(response) if !last && transient(response.status()) => {
+                Ok(response) if !last && may_retry(&method, Failure::Status(response.status())) => {
                     let wait = retry_after(response.headers())
                         .unwrap_or_default()
                         .max(backoff(attempt));
@@ -196,28 +207,35 @@ impl EventsProxy {
                     tokio::time::sleep(wait).await;
                 }
                 Ok(response) => return Ok(response),
-                Err(e) if !last && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                Err(e) if !last && may_retry(&method, Failure::of(&e)) => {
                     let wait = backoff(attempt);
                     tracing::info!(attempt, ?wait, %method, path = path_and_query, "events provider unreachable ({e}); retrying");
                     tokio::time::sleep(wait).await;
                 }
-                Err(e) if e.is_timeout() => {
-                    return Err(ApiError::timeout(format!(
-                        "the events provider did not answer within {} s ({} attempts)",
-                        timeout.as_secs(),
-                        attempt + 1
-                    )))
+                // Never sent, or safe to send again: the client may retry (Retry-After).
+                Err(e) if Failure::of(&e) == Failure::Unsent || repeatable(&method) => {
+                    return Err(unanswered(&e, timeout, attempt + 1, || {
+                        ApiError::unavailable(
+                            format!(
+                                "the events provider {} is unreachable after {} attempts: {}",
+                                self.base,
+                                attempt + 1,
+                                error_chain(&e)
+                            ),
+                            1,
+                        )
+                    }))
                 }
+                // A create or delete the provider may have carried out: no Retry-After, so
+                // clients do not repeat it blindly.
                 Err(e) => {
-                    return Err(ApiError::unavailable(
-                        format!(
-                            "the events provider {} is unreachable after {} attempts: {}",
+                    return Err(unanswered(&e, timeout, attempt + 1, || {
+                        ApiError::internal(format!(
+                            "the connection to the events provider {} broke after the request was sent; it may have been carried out: {}",
                             self.base,
-                            attempt + 1,
                             error_chain(&e)
-                        ),
-                        1,
-                    ))
+                        ))
+                    }))
                 }
             }
             attempt += 1;
@@ -288,7 +306,7 @@ impl EventsProxy {
             }
         };
         let create = method == Method::POST;
-        let admitted = self.admit(caller, create, obj, version).await?;
+        let (admitted, passage) = self.admit(caller, create, obj, version).await?;
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let response = self
             .send(caller, method, path, headers, Some(admitted), None)
@@ -298,12 +316,13 @@ impl EventsProxy {
             _ => "MODIFIED",
         };
         let dry_run = query_param(uri, "dryRun").is_some();
-        self.relay_stored(caller, change, response, version, dry_run)
+        self.relay_stored(caller, change, response, version, dry_run, passage)
             .await
     }
 
     /// Relays the provider's answer to a write and, when it accepted the write, hands the
-    /// stored object on to the `k8s` routes (as the embedded store does).
+    /// stored object on to the `k8s` routes (as the embedded store does; `passage` is how
+    /// admission saw the write).
     async fn relay_stored(
         &self,
         caller: &Caller,
@@ -311,6 +330,7 @@ impl EventsProxy {
         response: reqwest::Response,
         version: ApiVersion,
         dry_run: bool,
+        passage: Passage,
     ) -> Result<Response, ApiError> {
         if !response.status().is_success() || dry_run {
             return Ok(self.relay(response));
@@ -335,7 +355,7 @@ impl EventsProxy {
                     .unwrap_or(0);
                 if let Ok(json) = serde_json::to_vec(&core) {
                     self.admitter
-                        .stored(caller, change, &core, rv, Bytes::from(json))
+                        .stored(caller, change, &core, rv, Bytes::from(json), passage)
                         .await;
                 }
             }
@@ -345,14 +365,14 @@ impl EventsProxy {
     }
 
     /// Validates a body as the API would and runs it through the admission filters;
-    /// the admitted body in the request's API version.
+    /// the admitted body in the request's API version, and how admission saw it.
     async fn admit(
         &self,
         caller: &Caller,
         create: bool,
         obj: Map<String, Value>,
         version: ApiVersion,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<(Bytes, Passage), ApiError> {
         let name = convert::meta_str(&obj, "name").to_owned();
         if let Err((field, message)) = convert::validate(&obj, version) {
             return Err(if field == "kind" || field == "apiVersion" {
@@ -368,14 +388,16 @@ impl EventsProxy {
             _ => None,
         };
         let change = if create { "ADDED" } else { "MODIFIED" };
-        let mut core = self.admitter.admit(caller, change, core).await?;
+        let Admitted {
+            object: mut core,
+            passage,
+        } = self.admitter.admit(caller, change, core).await?;
         if let (Some(rv), Some(Value::Object(meta))) = (rv, core.get_mut("metadata")) {
             meta.insert("resourceVersion".into(), rv);
         }
         let out = to_version(&core, version);
-        serde_json::to_vec(&out)
-            .map(Bytes::from)
-            .map_err(|e| ApiError::internal(e.to_string()))
+        let body = serde_json::to_vec(&out).map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok((Bytes::from(body), passage))
     }
 
     /// A merge patch: read the provider's object, patch and admit it here, and update it
@@ -426,7 +448,7 @@ impl EventsProxy {
             let Value::Object(obj) = object else {
                 return Err(ApiError::bad_request("the patch must leave an object"));
             };
-            let admitted = self.admit(caller, false, obj, version).await?;
+            let (admitted, passage) = self.admit(caller, false, obj, version).await?;
             let response = self
                 .send(
                     caller,
@@ -441,7 +463,7 @@ impl EventsProxy {
                 continue;
             }
             return self
-                .relay_stored(caller, "MODIFIED", response, version, false)
+                .relay_stored(caller, "MODIFIED", response, version, false, passage)
                 .await;
         }
         Err(ApiError::conflict(
@@ -451,9 +473,74 @@ impl EventsProxy {
     }
 }
 
-/// Whether a provider status is worth another attempt.
-fn transient(status: reqwest::StatusCode) -> bool {
-    status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+/// How an attempt failed, as far as retrying it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The provider answered with this status.
+    Status(reqwest::StatusCode),
+    /// The provider could not be connected to: the request never left.
+    Unsent,
+    /// The request may have reached the provider (a timeout, or the connection broke
+    /// after it was sent): whether the provider acted on it is unknown.
+    Unknown,
+    /// Anything else (the request could not be built, a redirect loop...): not retried.
+    Other,
+}
+
+impl Failure {
+    fn of(e: &reqwest::Error) -> Self {
+        if e.is_connect() {
+            Failure::Unsent
+        } else if e.is_timeout() || e.is_request() {
+            Failure::Unknown
+        } else {
+            Failure::Other
+        }
+    }
+}
+
+/// Whether a request may be sent again after `failure`. Reads and updates (GET, PUT,
+/// whose repeat leaves the provider as one attempt would) are retried on any transient
+/// failure: network errors, timeouts, 5xx and 429. Creates and deletes (POST, DELETE)
+/// only where the provider did not act on the first attempt: it could not be connected
+/// to, or answered 429 or 503 (refused before processing). After a timeout, a broken
+/// connection or another 5xx a create may have been stored or a delete done, and a
+/// repeat could fail on its own success (409, 404) or delete an event created since.
+fn may_retry(method: &Method, failure: Failure) -> bool {
+    match failure {
+        Failure::Unsent => true,
+        Failure::Unknown => repeatable(method),
+        Failure::Other => false,
+        Failure::Status(status) if repeatable(method) => {
+            status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        }
+        Failure::Status(status) => matches!(
+            status,
+            reqwest::StatusCode::TOO_MANY_REQUESTS | reqwest::StatusCode::SERVICE_UNAVAILABLE
+        ),
+    }
+}
+
+/// Whether sending a request twice leaves the provider as sending it once would.
+fn repeatable(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::PUT)
+}
+
+/// The answer to a request that got none: 504 after a timeout, else `otherwise`.
+fn unanswered(
+    e: &reqwest::Error,
+    timeout: Duration,
+    attempts: u32,
+    otherwise: impl FnOnce() -> ApiError,
+) -> ApiError {
+    if e.is_timeout() && !e.is_connect() {
+        ApiError::timeout(format!(
+            "the events provider did not answer within {} s ({attempts} attempts)",
+            timeout.as_secs()
+        ))
+    } else {
+        otherwise()
+    }
 }
 
 /// The provider's `Retry-After` in seconds (capped at a minute).
@@ -587,17 +674,38 @@ pub fn routes(proxy: Arc<EventsProxy>) -> Router {
 mod tests {
     use super::*;
 
+    fn status(code: u16) -> Failure {
+        Failure::Status(reqwest::StatusCode::from_u16(code).expect("code"))
+    }
+
     #[test]
-    fn only_server_errors_and_429_are_transient() {
-        for code in [500u16, 502, 503, 504, 429] {
-            assert!(transient(
-                reqwest::StatusCode::from_u16(code).expect("code")
-            ));
+    fn reads_and_updates_retry_every_transient_failure() {
+        for method in [Method::GET, Method::PUT] {
+            for code in [500u16, 502, 503, 504, 429] {
+                assert!(may_retry(&method, status(code)), "{method} {code}");
+            }
+            for code in [400u16, 401, 403, 404, 409, 422, 200] {
+                assert!(!may_retry(&method, status(code)), "{method} {code}");
+            }
+            assert!(may_retry(&method, Failure::Unsent));
+            assert!(may_retry(&method, Failure::Unknown));
+            assert!(!may_retry(&method, Failure::Other));
         }
-        for code in [400u16, 401, 403, 404, 409, 422, 200] {
-            assert!(!transient(
-                reqwest::StatusCode::from_u16(code).expect("code")
-            ));
+    }
+
+    #[test]
+    fn creates_and_deletes_retry_only_what_the_provider_did_not_act_on() {
+        for method in [Method::POST, Method::DELETE] {
+            assert!(
+                may_retry(&method, Failure::Unsent),
+                "{method}: not connected"
+            );
+            assert!(may_retry(&method, status(429)), "{method} 429");
+            assert!(may_retry(&method, status(503)), "{method} 503");
+            assert!(!may_retry(&method, Failure::Unknown), "{method}: timeout");
+            for code in [500u16, 502, 504, 400, 404, 409, 422, 200] {
+                assert!(!may_retry(&method, status(code)), "{method} {code}");
+            }
         }
     }
 

@@ -120,10 +120,12 @@ pub struct ProviderConfig {
     /// Timeout of one attempt, in seconds (watches: their own `timeoutSeconds` plus this).
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
-    /// Retries of transient failures (network errors, timeouts, 5xx, 429).
+    /// Retries of transient failures (network errors, timeouts, 5xx, 429; for creates and
+    /// deletes only those the provider did not act on: unreachable, 429, 503).
     #[serde(default = "default_retries")]
     pub retries: u32,
-    /// The caller's extra attributes forwarded as `X-Remote-Extra-*` headers.
+    /// The caller's extra attributes forwarded as `X-Remote-Extra-*` headers; must include
+    /// the `scope` parent type and name extras (checked at load).
     #[serde(default = "default_forward_extras")]
     pub forward_extras: Vec<String>,
 }

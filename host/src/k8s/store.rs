@@ -95,6 +95,40 @@ impl Stored {
     }
 }
 
+/// What a delete requires of the event it deletes (Kubernetes' delete preconditions):
+/// an event that no longer meets it is not deleted, and the delete answers
+/// [`StoreError::Conflict`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Precondition {
+    /// The uid it must have (another uid is another event of the same name).
+    pub uid: Option<String>,
+    /// The resourceVersion it must have.
+    pub rv: Option<u64>,
+}
+
+impl Precondition {
+    /// None: whatever event has the name.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// `stored` as it is: its uid and resourceVersion.
+    pub fn unchanged(stored: &Stored) -> Self {
+        Self {
+            uid: Some(meta_str(&stored.object, "uid").to_owned()),
+            rv: Some(stored.rv),
+        }
+    }
+
+    /// Whether `stored` meets it.
+    pub fn holds(&self, stored: &Stored) -> bool {
+        self.uid
+            .as_deref()
+            .is_none_or(|uid| uid == meta_str(&stored.object, "uid"))
+            && self.rv.is_none_or(|rv| rv == stored.rv)
+    }
+}
+
 /// What a change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
@@ -236,6 +270,7 @@ enum Op {
     Delete {
         namespace: String,
         name: String,
+        precondition: Precondition,
     },
     Expire,
 }
@@ -361,11 +396,18 @@ impl EventStore {
         .await
     }
 
-    /// Deletes an event; answers it as it was.
-    pub async fn delete(&self, namespace: &str, name: &str) -> Result<Arc<Stored>, StoreError> {
+    /// Deletes an event if it meets `precondition` (else [`StoreError::Conflict`]);
+    /// answers it as it was.
+    pub async fn delete(
+        &self,
+        namespace: &str,
+        name: &str,
+        precondition: &Precondition,
+    ) -> Result<Arc<Stored>, StoreError> {
         self.submit(Op::Delete {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
+            precondition: precondition.clone(),
         })
         .await
     }
@@ -614,10 +656,15 @@ impl Writer {
                         Some(_) => Ok(group.write(k, object, ChangeKind::Modified, now)),
                     }
                 }
-                Op::Delete { namespace, name } => {
+                Op::Delete {
+                    namespace,
+                    name,
+                    precondition,
+                } => {
                     let k = (namespace, name);
                     match current(&group.staged, &k) {
                         None => Err(StoreError::NotFound(k.1)),
+                        Some(old) if !precondition.holds(&old) => Err(StoreError::Conflict(k.1)),
                         Some(old) => {
                             group.delete(k, &old);
                             Ok(old)
@@ -906,7 +953,10 @@ mod tests {
         assert_eq!((rv, items.len(), more), (3, 1, false));
         let (backlog, _rx) = store.watch_from(1).expect("in history");
         assert_eq!(backlog.iter().map(|c| c.rv).collect::<Vec<_>>(), vec![2, 3]);
-        store.delete("other", "b").await.expect("delete");
+        store
+            .delete("other", "b", &Precondition::none())
+            .await
+            .expect("delete");
         drop(store);
         // Reopened: objects and the counter survive; history starts at the current rv.
         std::thread::sleep(Duration::from_millis(100));
@@ -915,6 +965,65 @@ mod tests {
         assert_eq!(store.get("ns", "a").expect("kept").rv, 3);
         assert!(store.get("other", "b").is_none());
         assert_eq!(store.watch_from(2).err(), Some(4));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_delete_checked_against_one_event_never_deletes_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EventStore::open(&dir.path().join("e.redb"), settings()).expect("open");
+        let with_uid = |uid: &str| {
+            let mut e = event("ns", "a");
+            if let Some(Value::Object(meta)) = e.get_mut("metadata") {
+                meta.insert("uid".into(), uid.into());
+            }
+            e
+        };
+        // The API checks the event it sees (visible to the caller), then deletes it...
+        let checked = store.create(with_uid("u1")).await.expect("create");
+        let precondition = Precondition::unchanged(&checked);
+        // ...but meanwhile another caller deletes it and creates another of that name.
+        store
+            .delete("ns", "a", &Precondition::none())
+            .await
+            .expect("concurrent delete");
+        let other = store.create(with_uid("u2")).await.expect("recreate");
+        assert_eq!(
+            store
+                .delete("ns", "a", &precondition)
+                .await
+                .expect_err("stale"),
+            StoreError::Conflict("a".into())
+        );
+        assert_eq!(store.get("ns", "a").expect("kept").rv, other.rv);
+        // An update of the same event changes its resourceVersion: a conflict too.
+        let updated = store.update(with_uid("u2"), None).await.expect("update");
+        let before_update = Precondition::unchanged(&other);
+        assert_eq!(
+            store
+                .delete("ns", "a", &before_update)
+                .await
+                .expect_err("changed"),
+            StoreError::Conflict("a".into())
+        );
+        // A uid alone holds across updates; the current version deletes.
+        let same_uid = Precondition {
+            uid: Some("u2".into()),
+            rv: None,
+        };
+        assert!(same_uid.holds(&updated));
+        let gone = store
+            .delete("ns", "a", &Precondition::unchanged(&updated))
+            .await
+            .expect("delete");
+        assert_eq!(meta_str(&gone.object, "uid"), "u2");
+        assert!(store.get("ns", "a").is_none());
+        assert_eq!(
+            store
+                .delete("ns", "a", &precondition)
+                .await
+                .expect_err("gone"),
+            StoreError::NotFound("a".into())
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
