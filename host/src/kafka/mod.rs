@@ -4,6 +4,7 @@
 
 pub mod binding;
 pub mod breaker;
+pub mod ledger;
 pub mod metrics;
 pub mod settings;
 pub mod sink;

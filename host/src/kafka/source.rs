@@ -14,17 +14,17 @@
 
 use super::binding::{decode, RecordView};
 use super::breaker::backoff;
+use super::ledger::{Ledger, Partition};
 use super::settings::{ClusterConfig, KafkaSourceConfig};
 use crate::event::Event;
 use crate::pipeline::{Origin, RouterError};
 use crate::server::AppState;
 use crate::sinks::{DeadLetter, RawRecord, Sink};
-use futures_util::stream::{FuturesOrdered, StreamExt};
 use prometheus::IntGaugeVec;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -35,6 +35,43 @@ use tokio::task::JoinHandle;
 struct SourceContext {
     group: String,
     lag: IntGaugeVec,
+    ledger: Arc<Ledger>,
+    /// Longest a rebalance waits for the batches of the partitions given up.
+    drain_limit: Duration,
+}
+
+fn partitions(tpl: &TopicPartitionList) -> HashSet<Partition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::from(e.topic()), e.partition()))
+        .collect()
+}
+
+/// Stores offsets for the next commit; partitions no longer assigned are skipped by the
+/// client (their new owner reads those records again).
+fn store_offsets<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    offsets: &[(Partition, i64)],
+) -> Result<(), rdkafka::error::KafkaError> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+    for ((topic, partition), offset) in offsets {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    consumer.store_offsets(&tpl)
+}
+
+/// Runs a blocking wait from async code: on a multi-threaded runtime's worker the other
+/// tasks move to another thread meanwhile.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 impl ClientContext for SourceContext {
@@ -69,6 +106,41 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
+    /// Before partitions are given up, their batches in flight finish and their offsets
+    /// are committed, so the next owner starts after them (no repeats on rebalance).
+    fn pre_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let gone = partitions(tpl);
+        if gone.is_empty() {
+            return;
+        }
+        let finished = blocking(|| self.ledger.wait_for(&gone, self.drain_limit));
+        if !finished {
+            tracing::warn!(group = %self.group, "batches of revoked partitions still running after {:?}: their records will be read again by the new owner", self.drain_limit);
+        }
+        let ready = self.ledger.ready();
+        if let Err(e) = store_offsets(consumer, &ready) {
+            tracing::info!(group = %self.group, "offsets not stored at rebalance: {e}");
+        }
+        let commit = self.ledger.stored(&gone);
+        if !commit.is_empty() {
+            let mut tpl = TopicPartitionList::with_capacity(commit.len());
+            for ((topic, partition), offset) in &commit {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+            }
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(group = %self.group, "commit at rebalance failed (the new owner repeats from the last commit): {e}");
+            }
+        }
+        self.ledger.revoke(&gone);
+    }
+
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let list = |tpl: &TopicPartitionList| {
             tpl.elements()
@@ -79,6 +151,7 @@ impl ConsumerContext for SourceContext {
         };
         match rebalance {
             Rebalance::Assign(tpl) => {
+                self.ledger.assign(&partitions(tpl));
                 tracing::info!(group = %self.group, partitions = %list(tpl), "partitions assigned")
             }
             Rebalance::Revoke(tpl) => {
@@ -89,7 +162,7 @@ impl ConsumerContext for SourceContext {
                         &e.partition().to_string(),
                     ]);
                 }
-                tracing::info!(group = %self.group, partitions = %list(tpl), "partitions revoked: their unfinished batches will not be committed")
+                tracing::info!(group = %self.group, partitions = %list(tpl), "partitions revoked")
             }
             Rebalance::Error(e) => tracing::warn!(group = %self.group, "rebalance failed: {e}"),
         }
@@ -133,9 +206,12 @@ pub fn start(
         let props = config
             .consumer_config(cluster, instance)
             .map_err(|e| err(e.0))?;
+        let ledger = Arc::new(Ledger::default());
         let context = SourceContext {
             group: config.group_id.clone(),
             lag: app.metrics.kafka.consumer_lag.clone(),
+            ledger: ledger.clone(),
+            drain_limit: Duration::from_secs(30),
         };
         let consumer: GroupConsumer = props
             .create_with_context(context)
@@ -152,6 +228,7 @@ pub fn start(
             dead_letter: dead_letter.clone(),
             shutdown: shutdown.clone(),
             max_bytes: config.max_message_bytes.unwrap_or(app.max_event_bytes),
+            ledger,
         };
         tasks.push(tokio::spawn(worker.run()));
     }
@@ -164,7 +241,10 @@ struct ReadBatch {
     events: Vec<Event>,
     poison: Vec<(RawRecord, String)>,
     /// Next offset to commit per partition.
-    offsets: HashMap<(Arc<str>, i32), i64>,
+    offsets: HashMap<Partition, i64>,
+    /// The partition of each event, in order (to drop records of partitions revoked
+    /// while the batch was read).
+    parts: Vec<Partition>,
 }
 
 struct Worker {
@@ -175,35 +255,41 @@ struct Worker {
     dead_letter: Arc<dyn Sink>,
     shutdown: watch::Receiver<bool>,
     max_bytes: usize,
+    ledger: Arc<Ledger>,
 }
 
 /// What happened to a batch handed on.
 enum Handled {
-    /// Every event and poison record is taken care of: store the offsets.
-    Done(HashMap<(Arc<str>, i32), i64>),
+    /// Every event and poison record is taken care of: its offsets may be stored.
+    Done,
     /// Abandoned at shutdown: its records will be read again.
     Abandoned,
 }
 
 impl Worker {
     async fn run(self) {
-        let mut in_flight = FuturesOrdered::new();
         let mut stopping = self.shutdown.clone();
-        let mut committed: HashMap<(Arc<str>, i32), i64> = HashMap::new();
         let mut topic_names: HashMap<String, Arc<str>> = HashMap::new();
         loop {
-            let room = in_flight.len() < self.config.max_in_flight;
+            let room = self.ledger.in_flight() < self.config.max_in_flight;
             tokio::select! {
                 biased;
                 () = stopped(&mut stopping) => break,
-                Some(handled) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.store(handled, &mut committed);
-                }
+                () = self.ledger.wake.notified() => self.store_ready(),
                 first = self.consumer.recv(), if room => {
                     match first {
                         Ok(message) => {
                             let batch = self.read_batch(message, &mut topic_names).await;
-                            in_flight.push_back(self.hand_on(batch));
+                            if batch.offsets.is_empty() {
+                                continue;
+                            }
+                            let id = self.ledger.begin(&batch.offsets);
+                            let ledger = self.ledger.clone();
+                            let handling = self.hand_on(batch);
+                            tokio::spawn(async move {
+                                let handled = handling.await;
+                                ledger.finish(id, matches!(handled, Handled::Done));
+                            });
                         }
                         Err(e) => {
                             tracing::warn!(source = %self.name, "kafka consumer: {e}");
@@ -214,14 +300,22 @@ impl Worker {
             }
         }
         // Shutdown: finish what was handed on (routes still run), then commit.
-        while let Some(handled) = in_flight.next().await {
-            self.store(handled, &mut committed);
+        while self.ledger.in_flight() > 0 {
+            self.ledger.wake.notified().await;
+            self.store_ready();
         }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in &committed {
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
-        }
-        if tpl.count() > 0 {
+        self.store_ready();
+        let assigned: HashSet<Partition> = self
+            .consumer
+            .assignment()
+            .map(|tpl| partitions(&tpl))
+            .unwrap_or_default();
+        let commit = self.ledger.stored(&assigned);
+        if !commit.is_empty() {
+            let mut tpl = TopicPartitionList::with_capacity(commit.len());
+            for ((topic, partition), offset) in &commit {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+            }
             match self.consumer.commit(&tpl, CommitMode::Sync) {
                 Ok(()) => {
                     tracing::info!(source = %self.name, partitions = tpl.count(), "offsets committed at shutdown")
@@ -234,28 +328,21 @@ impl Worker {
         self.consumer.unsubscribe();
     }
 
-    /// Stores a finished batch's offsets for the next commit.
-    fn store(&self, handled: Handled, committed: &mut HashMap<(Arc<str>, i32), i64>) {
-        let Handled::Done(offsets) = handled else {
+    /// Stores the offsets of finished batches for the next commit.
+    fn store_ready(&self) {
+        let ready = self.ledger.ready();
+        if ready.is_empty() {
             return;
-        };
-        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
-        for ((topic, partition), offset) in &offsets {
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
         }
-        match self.consumer.store_offsets(&tpl) {
+        match store_offsets(&self.consumer, &ready) {
             Ok(()) => {
-                for ((topic, partition), offset) in offsets {
-                    let n = committed
-                        .get(&(topic.clone(), partition))
-                        .map_or(0, |o| offset - o);
+                for ((topic, _), _) in &ready {
                     self.app
                         .metrics
                         .kafka
                         .committed
-                        .with_label_values(&[self.config.group_id.as_str(), &topic])
-                        .inc_by(n.max(0) as u64);
-                    committed.insert((topic, partition), offset);
+                        .with_label_values(&[self.config.group_id.as_str(), topic])
+                        .inc();
                 }
             }
             // A partition revoked meanwhile: its new owner reads the batch again.
@@ -272,17 +359,18 @@ impl Worker {
         first: BorrowedMessage<'_>,
         topic_names: &mut HashMap<String, Arc<str>>,
     ) -> ReadBatch {
+        let mark = self.ledger.mark();
         let mut batch = ReadBatch {
             events: Vec::with_capacity(self.config.max_batch.min(4096)),
             poison: Vec::new(),
             offsets: HashMap::new(),
+            parts: Vec::with_capacity(self.config.max_batch.min(4096)),
         };
-        let mut consumed: HashMap<(Arc<str>, String), u64> = HashMap::new();
-        self.take(first, &mut batch, &mut consumed, topic_names);
+        self.take(first, &mut batch, topic_names);
         let deadline = tokio::time::Instant::now() + self.config.linger();
         while batch.events.len() + batch.poison.len() < self.config.max_batch {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(m)) => self.take(m, &mut batch, &mut consumed, topic_names),
+                Ok(Ok(m)) => self.take(m, &mut batch, topic_names),
                 Ok(Err(e)) => {
                     tracing::warn!(source = %self.name, "kafka consumer: {e}");
                     break;
@@ -290,12 +378,43 @@ impl Worker {
                 Err(_) => break,
             }
         }
+        if self.ledger.mark() != mark {
+            // Partitions were given up while this batch was read: their records belong to
+            // the new owner, which starts at the committed offset.
+            let gone = |p: &Partition| self.ledger.revoked_since(mark, p);
+            let parts = std::mem::take(&mut batch.parts);
+            let events = std::mem::take(&mut batch.events);
+            let before = events.len() + batch.poison.len();
+            for (event, part) in events.into_iter().zip(parts) {
+                if !gone(&part) {
+                    batch.events.push(event);
+                    batch.parts.push(part);
+                }
+            }
+            batch
+                .poison
+                .retain(|(raw, _)| !gone(&(Arc::from(raw.topic.as_str()), raw.partition)));
+            batch.offsets.retain(|p, _| !gone(p));
+            let dropped = before - batch.events.len() - batch.poison.len();
+            if dropped > 0 {
+                tracing::info!(source = %self.name, dropped, "records of partitions revoked while read are left to their new owner");
+            }
+        }
+        let mut consumed: HashMap<(&str, &str), u64> = HashMap::new();
+        for (event, (topic, _)) in batch.events.iter().zip(&batch.parts) {
+            *consumed.entry((topic, event.ty.as_str())).or_default() += 1;
+        }
+        for (raw, _) in &batch.poison {
+            *consumed
+                .entry((raw.topic.as_str(), "undecodable"))
+                .or_default() += 1;
+        }
         for ((topic, ty), n) in consumed {
             self.app
                 .metrics
                 .kafka
                 .consumed
-                .with_label_values(&[&*topic, ty.as_str()])
+                .with_label_values(&[topic, ty])
                 .inc_by(n);
         }
         batch
@@ -305,7 +424,6 @@ impl Worker {
         &self,
         m: BorrowedMessage<'_>,
         batch: &mut ReadBatch,
-        consumed: &mut HashMap<(Arc<str>, String), u64>,
         topic_names: &mut HashMap<String, Arc<str>>,
     ) {
         let topic = match topic_names.get(m.topic()) {
@@ -342,18 +460,10 @@ impl Worker {
         };
         match decoded {
             Ok(event) => {
-                match consumed.get_mut(&(topic.clone(), event.ty.clone())) {
-                    Some(n) => *n += 1,
-                    None => {
-                        consumed.insert((topic.clone(), event.ty.clone()), 1);
-                    }
-                }
                 batch.events.push(event);
+                batch.parts.push((topic.clone(), m.partition()));
             }
             Err(reason) => {
-                *consumed
-                    .entry((topic.clone(), "undecodable".to_owned()))
-                    .or_default() += 1;
                 tracing::warn!(source = %self.name, topic = %topic, partition = m.partition(), offset = m.offset(), "record is not a valid CloudEvent, dead-lettering it: {reason}");
                 batch.poison.push((
                     RawRecord {
@@ -387,11 +497,7 @@ impl Worker {
         let shutdown = self.shutdown.clone();
         let dlq_name = self.config.dead_letter.clone();
         async move {
-            let ReadBatch {
-                events,
-                poison,
-                offsets,
-            } = batch;
+            let ReadBatch { events, poison, .. } = batch;
             let stopping = || *shutdown.borrow();
             if !poison.is_empty() {
                 let poison = Arc::new(poison);
@@ -441,7 +547,7 @@ impl Worker {
                 }
             }
             if events.is_empty() {
-                return Handled::Done(offsets);
+                return Handled::Done;
             }
             let mut attempt = 0;
             let started = Instant::now();
@@ -455,7 +561,7 @@ impl Worker {
                 // A copy for a retry: the router consumes what it is given.
                 let result = app.router.submit_to(origin, events.clone()).await;
                 let pause = match result {
-                    Ok(_) => return Handled::Done(offsets),
+                    Ok(_) => return Handled::Done,
                     Err(RouterError::Stopped(_)) => return Handled::Abandoned,
                     Err(RouterError::RateLimited {
                         retry_after_secs, ..
