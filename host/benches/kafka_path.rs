@@ -132,8 +132,19 @@ fn consumer_config(addr: &str, group: &str) -> ClientConfig {
         .set("enable.partition.eof", "false")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("auto.offset.reset", "earliest");
+    for (k, v) in FETCH {
+        c.set(k, v);
+    }
     c
 }
+
+/// Fetch sizes above any batch the producers here make: the test broker, asked for a
+/// fetch that starts inside a batch (one cut by the fetch size), skips the rest of that
+/// batch — records would vanish in the broker. Both systems get the same settings.
+const FETCH: [(&str, &str); 2] = [
+    ("max.partition.fetch.bytes", "67108864"),
+    ("fetch.max.bytes", "134217728"),
+];
 
 async fn create_topics(addr: &str, names: &[&str]) {
     let admin: AdminClient<DefaultClientContext> = client(addr).create().unwrap();
@@ -228,22 +239,39 @@ fn topic_len(consumer: &BaseConsumer, topic: &str) -> i64 {
         .sum()
 }
 
-/// Rate between the first and the N-th output record.
-async fn drain_rate(addr: &str, topic: &str, n: u64) -> f64 {
+/// Throughput between the first output record and 95 % of N (the rate, records/s),
+/// then how many arrived in all once nothing more came for 5 s.
+async fn drain_rate(addr: &str, topic: &str, n: u64) -> (f64, i64) {
     let consumer: BaseConsumer = client(addr).create().unwrap();
+    let len = || tokio::task::block_in_place(|| topic_len(&consumer, topic));
     let (mut first, mut first_at) = (None::<i64>, Instant::now());
-    loop {
-        let len = tokio::task::block_in_place(|| topic_len(&consumer, topic));
-        if first.is_none() && len > 0 {
-            first = Some(len);
+    let mut last_report = Instant::now();
+    let goal = (n as f64 * 0.95) as i64;
+    let rate = loop {
+        let now = len();
+        if first.is_none() && now > 0 {
+            first = Some(now);
             first_at = Instant::now();
         }
-        if len as u64 >= n {
-            let moved = (len - first.unwrap_or(0)) as f64;
-            return moved / first_at.elapsed().as_secs_f64().max(1e-9);
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!("  {topic}: {now} of {n}");
+            last_report = Instant::now();
+        }
+        if now >= goal {
+            let moved = (now - first.unwrap_or(0)) as f64;
+            break moved / first_at.elapsed().as_secs_f64().max(1e-9);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (mut last, mut since) = (len(), Instant::now());
+    while since.elapsed() < Duration::from_secs(5) && (last as u64) < n {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = len();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
     }
+    (rate, last)
 }
 
 /// The bare ceiling: consume, copy key/headers/value into a produce, store the offsets
@@ -255,7 +283,14 @@ async fn bare_loop(addr: String, input: String, output: String, stop: Arc<Atomic
     consumer.subscribe(&[&input]).unwrap();
     let producer: FutureProducer = producer_config(&addr).create().unwrap();
     let mut pending = Vec::with_capacity(1000);
-    let mut offsets = TopicPartitionList::new();
+    let mut next: std::collections::HashMap<i32, i64> = Default::default();
+    let store = |next: &std::collections::HashMap<i32, i64>| {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in next {
+            let _ = tpl.add_partition_offset(&input, *p, Offset::Offset(*o));
+        }
+        let _ = consumer.store_offsets(&tpl);
+    };
     while !stop.load(Ordering::Relaxed) {
         let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(5), consumer.recv()).await
         else {
@@ -263,7 +298,7 @@ async fn bare_loop(addr: String, input: String, output: String, stop: Arc<Atomic
                 for f in pending.drain(..) {
                     let _ = f.await;
                 }
-                consumer.store_offsets(&offsets).unwrap();
+                store(&next);
             }
             continue;
         };
@@ -284,13 +319,14 @@ async fn bare_loop(addr: String, input: String, output: String, stop: Arc<Atomic
             rec = rec.payload(p);
         }
         pending.push(producer.send_result(rec).map_err(|(e, _)| e).unwrap());
-        let _ =
-            offsets.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset() + 1));
+        next.insert(m.partition(), m.offset() + 1);
         if pending.len() == 1000 {
             for f in pending.drain(..) {
-                let _ = f.await;
+                if let Ok(Err((e, _))) = f.await {
+                    eprintln!("  bare loop: delivery failed: {e}");
+                }
             }
-            consumer.store_offsets(&offsets).unwrap();
+            store(&next);
         }
     }
 }
@@ -399,9 +435,21 @@ async fn main() {
     )
     .await;
     eprintln!("kafka path: {n} records (backlog), then {rate}/s for {secs} s (latency); {PARTITIONS} partitions, tansu on {addr}");
-    let seed: FutureProducer = producer_config(&addr).create().unwrap();
+    // Input batches of at most 500 records (~130 KB): the test broker, asked for a fetch
+    // that starts inside a batch (a fetch cut by max.partition.fetch.bytes), skips the
+    // rest of that batch — records would vanish in the broker, for both systems alike.
+    let seed: FutureProducer = {
+        let mut c = producer_config(&addr);
+        c.set("batch.num.messages", "500");
+        c.create().unwrap()
+    };
+    let t = Instant::now();
     produce(&seed, "bare-in", n).await;
     produce(&seed, "weir-in", n).await;
+    eprintln!(
+        "  seeded 2 × {n} records in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // (1) The ceiling: the bare loop.
     let stop = Arc::new(AtomicBool::new(false));
@@ -411,7 +459,8 @@ async fn main() {
         "bare-out".into(),
         stop.clone(),
     ));
-    let bare_rate = drain_rate(&addr, "bare-out", n).await;
+    let (bare_rate, bare_all) = drain_rate(&addr, "bare-out", n).await;
+    eprintln!("  bare loop: {bare_all} of {n} records arrived");
     let lat_bare = tokio::spawn(bare_loop(
         addr.clone(),
         "bare-lat-in".into(),
@@ -427,13 +476,14 @@ async fn main() {
     // (2) weir: Kafka source -> severity -> Kafka sink.
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "listen: 127.0.0.1:0\ndata_dir: {}\nfilters:\n  severity: {{ path: {}, config: {{ min: info }} }}\nkafka:\n  cluster: {{ brokers: [\"{addr}\"] }}\n  sources:\n    bulk: {{ topics: [weir-in], group_id: weir-bulk, auto_offset_reset: earliest, route: bulk }}\n    lat: {{ topics: [weir-lat-in], group_id: weir-lat, auto_offset_reset: earliest, route: lat }}\nsinks:\n  out: {{ type: kafka, topic: weir-out }}\n  lat-out: {{ type: kafka, topic: weir-lat-out }}\nroutes:\n  - {{ name: bulk, from: [kafka], filters: [severity], to: [out] }}\n  - {{ name: lat, from: [kafka], filters: [severity], to: [lat-out] }}\n",
+        "listen: 127.0.0.1:0\ndata_dir: {}\nfilters:\n  severity: {{ path: {}, config: {{ min: info }} }}\nkafka:\n  cluster: {{ brokers: [\"{addr}\"], client: {{ max.partition.fetch.bytes: \"67108864\", fetch.max.bytes: \"134217728\" }} }}\n  sources:\n    bulk: {{ topics: [weir-in], group_id: weir-bulk, auto_offset_reset: earliest, route: bulk }}\n    lat: {{ topics: [weir-lat-in], group_id: weir-lat, auto_offset_reset: earliest, route: lat }}\nsinks:\n  out: {{ type: kafka, topic: weir-out }}\n  lat-out: {{ type: kafka, topic: weir-lat-out }}\nroutes:\n  - {{ name: bulk, from: [kafka], filters: [severity], to: [out] }}\n  - {{ name: lat, from: [kafka], filters: [severity], to: [lat-out] }}\n",
         dir.path().display(),
         wasm.display()
     );
     let config = weir::config::Config::parse("bench", &yaml, &[]).unwrap();
     let running = weir::serve::start(config).await.unwrap();
-    let weir_rate = drain_rate(&addr, "weir-out", n).await;
+    let (weir_rate, weir_all) = drain_rate(&addr, "weir-out", n).await;
+    eprintln!("  weir: {weir_all} of {n} records arrived");
     let (w50, w99, wmax, wn) = latency(&addr, "weir-lat-in", "weir-lat-out", rate, secs).await;
     eprintln!("weir kafka -> severity -> kafka: {weir_rate:.0} records/s; latency p50 {w50:.1} ms, p99 {w99:.1} ms, max {wmax:.1} ms ({wn} samples)");
     eprintln!(

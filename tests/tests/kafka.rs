@@ -359,6 +359,47 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_flows() {
         ),
         Some(4.0)
     );
+    // Replay a range of the input topic by offset: records 0..=2 are ok-1, the garbage
+    // record (not replayable, counted) and ok-2.
+    let out = std::process::Command::new(weir_bin())
+        .args([
+            "replay",
+            "--topic",
+            "in",
+            "--from-offset",
+            "0",
+            "--to-offset",
+            "2",
+        ])
+        .args([
+            "--brokers",
+            &broker.addr(),
+            "--route",
+            "kafka",
+            "--to",
+            &weir.url,
+        ])
+        .arg("--admin-token-file")
+        .arg(weir.data("admin-token"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("replayed 2 events"), "{stderr}");
+    assert!(stderr.contains("1 not replayable"), "{stderr}");
+    let again =
+        tokio::task::block_in_place(|| read_all(&broker, "out", 1, 7, Duration::from_secs(30)));
+    let replayed: Vec<(String, String)> = again
+        .iter()
+        .filter_map(|r| Some((r.header("ce_id")?, r.header("ce_weirreplay")?)))
+        .collect();
+    assert_eq!(
+        replayed,
+        [
+            ("ok-1".to_owned(), "kafka:in".to_owned()),
+            ("ok-2".to_owned(), "kafka:in".to_owned())
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,7 +553,7 @@ async fn roost_keeper_lifecycle_publishing_and_trigger_routing() {
         .create_topics(&["triggers", "lifecycle", "teardown", "scale", "audit"], 1)
         .await;
     let config = format!(
-        "filters:\n{}kafka:\n  cluster:\n    brokers: [\"{}\"]\n  sources:\n    triggers:\n      topics: [triggers]\n      group_id: roost\n      auto_offset_reset: earliest\n      route: triggers\nsinks:\n  lifecycle: {{type: kafka, topic: lifecycle}}\n  teardown-handler: {{type: kafka, topic: teardown}}\n  scale-handler: {{type: kafka, topic: scale}}\n  audit: {{type: kafka, topic: audit, mode: structured}}\nroutes:\n  - name: lifecycle\n    from: [http]\n    to: [lifecycle]\n  - name: triggers\n    from: [kafka]\n    filters: [trigger-route]\n    to: [audit]\n",
+        "filters:\n{}kafka:\n  cluster:\n    brokers: [\"{}\"]\n  sources:\n    triggers:\n      topics: [triggers]\n      group_id: roost\n      auto_offset_reset: earliest\n      route: triggers\nsinks:\n  lifecycle: {{type: kafka, topic: lifecycle}}\n  teardown-handler: {{type: kafka, topic: teardown, compression: gzip}}\n  scale-handler: {{type: kafka, topic: scale, compression: snappy}}\n  audit: {{type: kafka, topic: audit, mode: structured}}\nroutes:\n  - name: lifecycle\n    from: [http]\n    to: [lifecycle]\n  - name: triggers\n    from: [kafka]\n    filters: [trigger-route]\n    to: [audit]\n",
         filter_yaml(
             "trigger-route",
             wasm::TRIGGER_ROUTE,
