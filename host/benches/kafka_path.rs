@@ -476,9 +476,10 @@ async fn main() {
     // (2) weir: Kafka source -> severity -> Kafka sink.
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "listen: 127.0.0.1:0\ndata_dir: {}\nfilters:\n  severity: {{ path: {}, config: {{ min: info }} }}\nkafka:\n  cluster: {{ brokers: [\"{addr}\"], client: {{ max.partition.fetch.bytes: \"67108864\", fetch.max.bytes: \"134217728\" }} }}\n  sources:\n    bulk: {{ topics: [weir-in], group_id: weir-bulk, auto_offset_reset: earliest, route: bulk }}\n    lat: {{ topics: [weir-lat-in], group_id: weir-lat, auto_offset_reset: earliest, route: lat }}\nsinks:\n  out: {{ type: kafka, topic: weir-out }}\n  lat-out: {{ type: kafka, topic: weir-lat-out }}\nroutes:\n  - {{ name: bulk, from: [kafka], filters: [severity], to: [out] }}\n  - {{ name: lat, from: [kafka], filters: [severity], to: [lat-out] }}\n",
+        "listen: 127.0.0.1:0\ndata_dir: {}\nfilters:\n  severity: {{ path: {}, config: {{ min: info }} }}\nkafka:\n  cluster: {{ brokers: [\"{addr}\"], client: {{ max.partition.fetch.bytes: \"67108864\", fetch.max.bytes: \"134217728\" }} }}\n  sources:\n    bulk: {{ topics: [weir-in], group_id: weir-bulk, auto_offset_reset: earliest, route: bulk, max_batch: {batch} }}\n    lat: {{ topics: [weir-lat-in], group_id: weir-lat, auto_offset_reset: earliest, route: lat }}\nsinks:\n  out: {{ type: kafka, topic: weir-out }}\n  lat-out: {{ type: kafka, topic: weir-lat-out }}\nroutes:\n  - {{ name: bulk, from: [kafka], filters: [severity], to: [out], batch: {{ max_events: {batch} }} }}\n  - {{ name: lat, from: [kafka], filters: [severity], to: [lat-out] }}\n",
         dir.path().display(),
-        wasm.display()
+        wasm.display(),
+        batch = env_or("WEIR_BENCH_BATCH", 1000),
     );
     let config = weir::config::Config::parse("bench", &yaml, &[]).unwrap();
     let running = weir::serve::start(config).await.unwrap();

@@ -166,31 +166,34 @@ pub struct EncodedRecord {
     pub headers: OwnedHeaders,
     /// The key: the `partitionkey` extension.
     pub key: Option<String>,
-    /// The value; `None` is a tombstone (a binary event without data).
-    pub payload: Option<Vec<u8>>,
+    /// The value; `None` is a tombstone (a binary event without data). Shares the
+    /// event's data bytes in binary mode.
+    pub payload: Option<bytes::Bytes>,
+}
+
+/// Adds a text header.
+pub fn put(headers: OwnedHeaders, key: &str, value: &str) -> OwnedHeaders {
+    headers.insert(Header {
+        key,
+        value: Some(value.as_bytes()),
+    })
 }
 
 /// Writes an event as a binary-mode record.
 pub fn encode_binary(event: &Event) -> EncodedRecord {
     let attrs = 4 + event.extensions.len() + 4;
     let mut headers = OwnedHeaders::new_with_capacity(attrs);
-    let mut add = |key: &str, value: &str| {
-        headers = std::mem::take(&mut headers).insert(Header {
-            key,
-            value: Some(value.as_bytes()),
-        });
-    };
-    add("ce_specversion", "1.0");
-    add("ce_id", &event.id);
-    add("ce_source", &event.source);
-    add("ce_type", &event.ty);
+    headers = put(headers, "ce_specversion", "1.0");
+    headers = put(headers, "ce_id", &event.id);
+    headers = put(headers, "ce_source", &event.source);
+    headers = put(headers, "ce_type", &event.ty);
     for (name, value) in [
         ("ce_subject", &event.subject),
         ("ce_time", &event.time),
         ("ce_dataschema", &event.dataschema),
     ] {
         if let Some(v) = value {
-            add(name, v);
+            headers = put(headers, name, v);
         }
     }
     let mut name = String::with_capacity(24);
@@ -198,15 +201,15 @@ pub fn encode_binary(event: &Event) -> EncodedRecord {
         name.clear();
         name.push_str("ce_");
         name.push_str(&ext.name);
-        add(&name, &ext.value);
+        headers = put(headers, &name, &ext.value);
     }
     if let Some(ct) = &event.datacontenttype {
-        add("content-type", ct);
+        headers = put(headers, "content-type", ct);
     }
     EncodedRecord {
         headers,
         key: event.extension("partitionkey").map(str::to_owned),
-        payload: event.data.as_ref().map(|d| d.to_vec()),
+        payload: event.data.clone(),
     }
 }
 
@@ -221,7 +224,7 @@ pub fn encode_structured(event: &Event) -> EncodedRecord {
     EncodedRecord {
         headers,
         key: event.extension("partitionkey").map(str::to_owned),
-        payload: Some(payload),
+        payload: Some(payload.into()),
     }
 }
 

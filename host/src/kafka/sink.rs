@@ -243,7 +243,7 @@ impl KafkaSink {
     /// refused at once (a full queue is waited out, up to the message timeout).
     fn enqueue(
         &self,
-        records: &[(usize, &EncodedRecord)],
+        records: Vec<(usize, EncodedRecord)>,
         types: Option<Vec<String>>,
     ) -> (Arc<Batch>, Vec<(usize, KafkaError)>) {
         let batch = Arc::new(Batch {
@@ -261,14 +261,14 @@ impl KafkaSink {
         for (index, record) in records {
             let mut base = BaseRecord::<str, [u8], Ticket>::with_opaque_to(
                 &self.topic,
-                Box::new((batch.clone(), *index)),
+                Box::new((batch.clone(), index)),
             )
-            .headers(record.headers.clone());
+            .headers(record.headers);
             if let Some(key) = &record.key {
                 base = base.key(key.as_str());
             }
             if let Some(payload) = &record.payload {
-                base = base.payload(payload.as_slice());
+                base = base.payload(payload.as_ref());
             }
             loop {
                 match producer.send(base) {
@@ -281,7 +281,7 @@ impl KafkaSink {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     Err((e, _)) => {
-                        refused.push((*index, e));
+                        refused.push((index, e));
                         let mut state = batch.state.lock().unwrap_or_else(|e| e.into_inner());
                         state.remaining = state.remaining.saturating_sub(1);
                         break;
@@ -314,7 +314,11 @@ impl KafkaSink {
 
     /// Sends records, retrying transient failures with backoff; answers the indices that
     /// still failed and why.
-    fn send_all(&self, records: &[EncodedRecord]) -> Result<(), (Vec<usize>, String)> {
+    fn send_all(
+        &self,
+        count: usize,
+        encode: impl Fn(usize) -> EncodedRecord,
+    ) -> Result<(), (Vec<usize>, String)> {
         if let Some(breaker) = &self.breaker {
             let permit = breaker.permit();
             if permit == Permit::Probe {
@@ -323,7 +327,7 @@ impl KafkaSink {
             if let Permit::Refused(wait) = permit {
                 self.metrics.refused.inc();
                 return Err((
-                    (0..records.len()).collect(),
+                    (0..count).collect(),
                     format!(
                         "circuit open after repeated failures; next probe in {} ms",
                         wait.as_millis()
@@ -331,14 +335,16 @@ impl KafkaSink {
                 ));
             }
         }
-        let mut pending: Vec<usize> = (0..records.len()).collect();
+        let mut pending: Vec<usize> = (0..count).collect();
         let mut failed_for_good: Vec<usize> = Vec::new();
         let mut last_reason = String::new();
         let mut attempt = 0;
         loop {
-            let batch_records: Vec<(usize, &EncodedRecord)> =
-                pending.iter().map(|&i| (i, &records[i])).collect();
-            let (batch, mut failed) = self.enqueue(&batch_records, None);
+            // Records are encoded when sent (again for a retry): the client takes the
+            // headers, nothing is copied to keep them.
+            let batch_records: Vec<(usize, EncodedRecord)> =
+                pending.iter().map(|&i| (i, encode(i))).collect();
+            let (batch, mut failed) = self.enqueue(batch_records, None);
             failed.extend(self.wait(&batch));
             let settled = batch
                 .state
@@ -425,7 +431,7 @@ impl KafkaSink {
     }
 
     fn dead_letter_record(&self, letter: &DeadLetter<'_>) -> EncodedRecord {
-        let mut record = match (letter.original, letter.event) {
+        let record = match (letter.original, letter.event) {
             (Some(raw), _) => {
                 let mut headers = OwnedHeaders::new_with_capacity(raw.headers.len() + 8);
                 for (k, v) in &raw.headers {
@@ -453,7 +459,7 @@ impl KafkaSink {
                         .key
                         .as_ref()
                         .map(|k| String::from_utf8_lossy(k).into_owned()),
-                    payload: raw.payload.as_ref().map(|p| p.to_vec()),
+                    payload: raw.payload.clone(),
                 }
             }
             (None, Some(event)) => self.encode(event),
@@ -463,18 +469,24 @@ impl KafkaSink {
                 payload: None,
             },
         };
-        for (key, value) in [
+        let EncodedRecord {
+            mut headers,
+            key,
+            payload,
+        } = record;
+        for (name, value) in [
             ("weir_dlq_route", letter.route),
             ("weir_dlq_tenant", letter.tenant),
             ("weir_dlq_stage", letter.stage),
             ("weir_dlq_reason", letter.reason),
         ] {
-            record.headers = std::mem::take(&mut record.headers).insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            });
+            headers = super::binding::put(headers, name, value);
         }
-        record
+        EncodedRecord {
+            headers,
+            key,
+            payload,
+        }
     }
 }
 
@@ -483,11 +495,14 @@ impl Sink for KafkaSink {
         if events.is_empty() {
             return Ok(());
         }
-        let records: Vec<EncodedRecord> = events.iter().map(|e| self.encode(e)).collect();
         if self.publish == Publish::Async {
-            let indexed: Vec<(usize, &EncodedRecord)> = records.iter().enumerate().collect();
+            let indexed: Vec<(usize, EncodedRecord)> = events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (i, self.encode(e)))
+                .collect();
             let types = events.iter().map(|e| e.ty.clone()).collect();
-            let (_, refused) = self.enqueue(&indexed, Some(types));
+            let (_, refused) = self.enqueue(indexed, Some(types));
             if refused.is_empty() {
                 return Ok(());
             }
@@ -498,7 +513,7 @@ impl Sink for KafkaSink {
                 failed: refused.into_iter().map(|(i, _)| i).collect(),
             });
         }
-        match self.send_all(&records) {
+        match self.send_all(events.len(), |i| self.encode(events[i])) {
             Ok(()) => {
                 self.count(events, &[]);
                 Ok(())
@@ -518,11 +533,9 @@ impl Sink for KafkaSink {
         if letters.is_empty() {
             return Ok(());
         }
-        let records: Vec<EncodedRecord> =
-            letters.iter().map(|l| self.dead_letter_record(l)).collect();
         // Dead letters always wait for the brokers: they must be durable before the
         // source is told the events are taken care of.
-        match self.send_all(&records) {
+        match self.send_all(letters.len(), |i| self.dead_letter_record(&letters[i])) {
             Ok(()) => Ok(()),
             Err((failed, reason)) => Err(SinkError::Refused {
                 sink: self.name.clone(),
