@@ -384,8 +384,9 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_flows() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("replayed 2 events"), "{stderr}");
+    assert!(stderr.contains("replayed 2 events"), "{stderr}\n{stdout}");
     assert!(stderr.contains("1 not replayable"), "{stderr}");
     let again =
         tokio::task::block_in_place(|| read_all(&broker, "out", 1, 7, Duration::from_secs(30)));

@@ -25,12 +25,11 @@ pub struct EventReplayArgs {
     #[arg(long, value_name = "FILE")]
     dlq: Option<PathBuf>,
     /// A dead-letter topic (as a `kafka` sink used as `dead_letter` writes), read from the
-    /// start to its end when the replay began.
+    /// start to its end.
     #[arg(long, value_name = "TOPIC")]
     dlq_topic: Option<String>,
     /// A topic to re-read, from --from-offset (default: the start) to --to-offset
-    /// (default: its end when the replay began), keeping records within --from-time and
-    /// --to-time.
+    /// (default: its end), keeping records within --from-time and --to-time.
     #[arg(long, value_name = "TOPIC")]
     topic: Option<String>,
     /// Only this partition of the topic (default: all).
@@ -57,6 +56,10 @@ pub struct EventReplayArgs {
     /// The router's configuration file, for its `kafka.cluster` (TLS, SASL).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// With a topic: the read ends when no record has come for this many seconds (the
+    /// end of the log, or of --to-offset, whichever comes first).
+    #[arg(long, default_value_t = 5)]
+    idle_secs: u64,
     /// Events per request to the router.
     #[arg(long, default_value_t = 500)]
     batch_size: usize,
@@ -161,17 +164,25 @@ fn read_topic(args: &EventReplayArgs, topic: &str, dlq: bool) -> Result<Input> {
     }
     let (from_ms, to_ms) = (parse_time(&args.from_time)?, parse_time(&args.to_time)?);
     let mut tpl = TopicPartitionList::new();
-    let mut ends = Vec::new();
+    // Per partition: first offset, and the offset past the last one (None: to the end of
+    // the log, known when no record comes for a while — the test broker's high
+    // watermark is not the log's end, so it is not relied on).
+    let mut open: Vec<(i32, i64, Option<i64>)> = Vec::new();
     for &p in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .with_context(|| format!("cannot read the offsets of {topic}/{p}"))?;
-        let start = args.from_offset.unwrap_or(low).max(low);
-        let end = args.to_offset.map_or(high, |o| (o + 1).min(high));
-        if start < end {
-            tpl.add_partition_offset(topic, p, Offset::Offset(start))?;
-            ends.push((p, end));
+        let start = args.from_offset.unwrap_or(0).max(0);
+        let end = args.to_offset.map(|o| o + 1);
+        if end.is_some_and(|e| e <= start) {
+            continue;
         }
+        // From the log's start, ask for the beginning rather than offset 0 (an offset
+        // below the log's start would be reset to its end).
+        let from = if start == 0 {
+            Offset::Beginning
+        } else {
+            Offset::Offset(start)
+        };
+        tpl.add_partition_offset(topic, p, from)?;
+        open.push((p, start, end));
     }
     let origin = if dlq {
         format!("kafka-dlq:{topic}")
@@ -183,41 +194,34 @@ fn read_topic(args: &EventReplayArgs, topic: &str, dlq: bool) -> Result<Input> {
         not_events: 0,
         label: format!("topic {topic}"),
     };
-    if ends.is_empty() {
+    if open.is_empty() {
         return Ok(input);
     }
     consumer.assign(&tpl)?;
-    let total: i64 = ends
-        .iter()
-        .map(|(p, end)| {
-            let start = tpl
-                .find_partition(topic, *p)
-                .and_then(|e| e.offset().to_raw())
-                .unwrap_or(0);
-            end - start
-        })
-        .sum();
-    let bar = ProgressBar::new(total.max(0) as u64).with_style(
-        ProgressStyle::with_template("{spinner} reading {pos}/{len} records ({per_sec})")
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} reading {pos} records ({per_sec})")
             .context("progress template")?,
     );
-    let mut open = ends.clone();
+    let quiet = Duration::from_secs(args.idle_secs.max(1));
     let mut idle = Instant::now();
-    while !open.is_empty() {
+    while !open.is_empty() && idle.elapsed() < quiet {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 idle = Instant::now();
                 bar.inc(1);
                 let p = m.partition();
-                let Some(&(_, end)) = open.iter().find(|(q, _)| *q == p) else {
+                let Some(&(_, start, end)) = open.iter().find(|(q, _, _)| *q == p) else {
                     continue;
                 };
-                if m.offset() >= end {
-                    open.retain(|(q, _)| *q != p);
+                if m.offset() < start {
                     continue;
                 }
-                if m.offset() + 1 >= end {
-                    open.retain(|(q, _)| *q != p);
+                if end.is_some_and(|e| m.offset() >= e) {
+                    open.retain(|(q, _, _)| *q != p);
+                    continue;
+                }
+                if end.is_some_and(|e| m.offset() + 1 >= e) {
+                    open.retain(|(q, _, _)| *q != p);
                 }
                 let ts = m.timestamp().to_millis();
                 let in_time = ts.is_none_or(|ts| {
@@ -236,10 +240,6 @@ fn read_topic(args: &EventReplayArgs, topic: &str, dlq: bool) -> Result<Input> {
                 }
             }
             Some(Err(e)) => bail!("reading `{topic}`: {e}"),
-            None if idle.elapsed() > Duration::from_secs(30) => {
-                bar.finish_and_clear();
-                bail!("no records from `{topic}` for 30 s before its end offsets were reached");
-            }
             None => {}
         }
     }
