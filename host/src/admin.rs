@@ -198,16 +198,12 @@ async fn replay(
     State(state): State<Arc<AppState>>,
     Caller(_, role): Caller,
     Path(route): Path<String>,
-    request: axum::extract::Request,
+    request: Request,
 ) -> Response {
     if !matches!(role, Role::Admin) {
-        return (
-            StatusCode::FORBIDDEN,
-            Json(json!({"error": "forbidden", "reason": "replay is for admins"})),
-        )
-            .into_response();
+        return error(StatusCode::FORBIDDEN, "forbidden", "replay is for admins");
     }
-    crate::server::ingest(state, "replay", Some(route), request).await
+    crate::server::ingest(state, crate::pipeline::REPLAY_SOURCE, Some(route), request).await
 }
 
 /// Which routes and tenants run a filter (`default` stands for the route's default chain).

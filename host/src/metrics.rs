@@ -257,33 +257,25 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts dead letters written to a dead-letter sink, by failing stage.
     pub fn dead_lettered<'a>(&self, sink: &str, stages: impl Iterator<Item = &'a str>) {
-        let mut n = 0i64;
-        let mut last: Option<(&str, u64)> = None;
+        let mut counts: Vec<(&str, u64)> = Vec::new();
         for stage in stages {
-            n += 1;
-            match &mut last {
-                Some((s, c)) if *s == stage => *c += 1,
-                _ => {
-                    if let Some((s, c)) = last.take() {
-                        self.kafka
-                            .dead_letters
-                            .with_label_values(&[sink, s])
-                            .inc_by(c);
-                    }
-                    last = Some((stage, 1));
-                }
+            match counts.iter_mut().find(|(s, _)| *s == stage) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((stage, 1)),
             }
         }
-        if let Some((s, c)) = last {
+        let mut total = 0;
+        for (stage, n) in counts {
             self.kafka
                 .dead_letters
-                .with_label_values(&[sink, s])
-                .inc_by(c);
+                .with_label_values(&[sink, stage])
+                .inc_by(n);
+            total += n;
         }
         self.kafka
             .dead_letter_size
             .with_label_values(&[sink])
-            .add(n);
+            .add(i64::try_from(total).unwrap_or(i64::MAX));
     }
 
     /// Creates and registers every metric.

@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use weir_abi::BatchWriter;
 
+/// The source kind of events an operator resends (`weir replay`): they go to the route
+/// the origin names, whichever sources feed it.
+pub const REPLAY_SOURCE: &str = "replay";
+
 /// How often filters' `tick` is called.
 pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -425,7 +429,7 @@ impl Router {
             .iter()
             // A replay names its route and goes there whatever feeds it.
             .filter(|r| {
-                (source_kind == "replay" && route.is_some())
+                (source_kind == REPLAY_SOURCE && route.is_some())
                     || r.spec.from.iter().any(|f| f == source_kind)
             })
             .filter(|r| route.is_none_or(|name| &*r.spec.name == name))

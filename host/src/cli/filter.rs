@@ -26,19 +26,25 @@ pub struct AdminArgs {
     token_file: PathBuf,
 }
 
+/// The admin token: the one given (flag or WEIR_TOKEN), else the contents of `file`
+/// (the token the router generated).
+pub fn admin_token(given: Option<&str>, file: &std::path::Path) -> Result<String> {
+    match given {
+        Some(t) => Ok(t.to_owned()),
+        None => std::fs::read_to_string(file)
+            .map(|t| t.trim().to_owned())
+            .with_context(|| {
+                format!(
+                    "no admin token given (flag or WEIR_TOKEN), and cannot read {}",
+                    file.display()
+                )
+            }),
+    }
+}
+
 impl AdminArgs {
     pub fn token(&self) -> Result<String> {
-        match &self.token {
-            Some(t) => Ok(t.clone()),
-            None => std::fs::read_to_string(&self.token_file)
-                .map(|t| t.trim().to_owned())
-                .with_context(|| {
-                    format!(
-                        "no --token or WEIR_TOKEN, and cannot read {}",
-                        self.token_file.display()
-                    )
-                }),
-        }
+        admin_token(self.token.as_deref(), &self.token_file)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -83,6 +83,13 @@ fn tagged(mut event: Event, origin: &str) -> Event {
     event
 }
 
+/// The part of a dead letter a replay needs: its event, kept as raw JSON.
+#[derive(serde::Deserialize)]
+struct Letter<'a> {
+    #[serde(borrow, default)]
+    event: Option<&'a serde_json::value::RawValue>,
+}
+
 fn read_dlq_file(path: &PathBuf) -> Result<Input> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -96,17 +103,16 @@ fn read_dlq_file(path: &PathBuf) -> Result<Input> {
         if line.trim().is_empty() {
             continue;
         }
-        let letter: serde_json::Value = serde_json::from_str(line)
+        let letter: Letter<'_> = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: not a JSON dead letter", path.display(), n + 1))?;
-        match letter.get("event") {
-            Some(event) if !event.is_null() => {
-                let bytes = serde_json::to_vec(event)?;
-                let event = parse_event(&bytes).with_context(|| {
+        match letter.event {
+            Some(event) => {
+                let event = parse_event(event.get().as_bytes()).with_context(|| {
                     format!("{}:{}: the dead letter's event", path.display(), n + 1)
                 })?;
                 input.events.push(tagged(event, &origin));
             }
-            _ => input.not_events += 1,
+            None => input.not_events += 1,
         }
     }
     Ok(input)
@@ -256,17 +262,7 @@ pub async fn run(args: &EventReplayArgs, to: Option<&str>) -> Result<ExitCode> {
         bail!("--batch-size must be at least 1");
     }
     let base = to.unwrap_or("http://127.0.0.1:8080").trim_end_matches('/');
-    let token = match &args.admin_token {
-        Some(t) => t.clone(),
-        None => std::fs::read_to_string(&args.admin_token_file)
-            .map(|t| t.trim().to_owned())
-            .with_context(|| {
-                format!(
-                    "no --admin-token or WEIR_TOKEN, and cannot read {}",
-                    args.admin_token_file.display()
-                )
-            })?,
-    };
+    let token = super::filter::admin_token(args.admin_token.as_deref(), &args.admin_token_file)?;
     let input = match (&args.dlq, &args.dlq_topic, &args.topic) {
         (Some(file), _, _) => read_dlq_file(file)?,
         (None, Some(topic), _) => {
@@ -306,7 +302,7 @@ pub async fn run(args: &EventReplayArgs, to: Option<&str>) -> Result<ExitCode> {
     let mut sent = 0u64;
     for chunk in input.events.chunks(args.batch_size) {
         let body: Vec<Structured<'_>> = chunk.iter().map(Structured).collect();
-        let body = serde_json::to_vec(&body)?;
+        let body = bytes::Bytes::from(serde_json::to_vec(&body)?);
         let mut attempt = 0;
         let answer = loop {
             let response = client

@@ -15,6 +15,19 @@ use std::time::{Duration, Instant};
 /// A partition: topic and number.
 pub type Partition = (Arc<str>, i32);
 
+/// What a batch holds of one partition: the offset to commit once it is done (its last
+/// record's offset + 1) and how many records that is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// The next offset to read after the batch.
+    pub next: i64,
+    /// Records of the partition in the batch.
+    pub records: u64,
+}
+
+/// Offsets that may be stored: per partition, the offset and the records it moves past.
+pub type Ready = Vec<(Partition, Span)>;
+
 /// How a batch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -27,9 +40,9 @@ enum State {
 struct Inner {
     next_id: u64,
     states: HashMap<u64, State>,
-    /// Per partition: the batches holding its records, oldest first, with the offset
-    /// to commit once that batch is done.
-    queues: HashMap<Partition, VecDeque<(u64, i64)>>,
+    /// Per partition: the batches holding its records, oldest first, with what each
+    /// holds of it.
+    queues: HashMap<Partition, VecDeque<(u64, Span)>>,
     /// Partitions given up since a batch began reading (see [`Ledger::revoked_since`]).
     revoked: HashSet<Partition>,
     revocations: u64,
@@ -53,18 +66,18 @@ impl Ledger {
     }
 
     /// Records a batch handed on, with the next offset of each of its partitions.
-    pub fn begin(&self, offsets: &HashMap<Partition, i64>) -> u64 {
+    pub fn begin(&self, spans: &HashMap<Partition, Span>) -> u64 {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
         inner.states.insert(id, State::Pending);
         inner.in_flight += 1;
-        for (partition, offset) in offsets {
+        for (partition, span) in spans {
             inner
                 .queues
                 .entry(partition.clone())
                 .or_default()
-                .push_back((id, *offset));
+                .push_back((id, *span));
         }
         id
     }
@@ -88,7 +101,7 @@ impl Ledger {
 
     /// The offsets that may be stored now: per partition, past every finished batch at
     /// the front of its queue. Those batches leave the ledger.
-    pub fn ready(&self) -> Vec<(Partition, i64)> {
+    pub fn ready(&self) -> Ready {
         let mut inner = self.lock();
         let Inner {
             states,
@@ -98,17 +111,21 @@ impl Ledger {
         } = &mut *inner;
         let mut out = Vec::new();
         for (partition, queue) in queues.iter_mut() {
-            let mut last = None;
-            while let Some(&(id, offset)) = queue.front() {
+            let mut moved: Option<Span> = None;
+            while let Some(&(id, span)) = queue.front() {
                 if states.get(&id) != Some(&State::Done) {
                     break;
                 }
                 queue.pop_front();
-                last = Some(offset);
+                let records = moved.map_or(0, |m| m.records) + span.records;
+                moved = Some(Span {
+                    next: span.next,
+                    records,
+                });
             }
-            if let Some(offset) = last {
-                stored.insert(partition.clone(), offset);
-                out.push((partition.clone(), offset));
+            if let Some(span) = moved {
+                stored.insert(partition.clone(), span.next);
+                out.push((partition.clone(), span));
             }
         }
         queues.retain(|_, q| !q.is_empty());
@@ -195,8 +212,25 @@ mod tests {
         (Arc::from("t"), n)
     }
 
-    fn offsets(pairs: &[(i32, i64)]) -> HashMap<Partition, i64> {
-        pairs.iter().map(|(n, o)| (p(*n), *o)).collect()
+    fn offsets(pairs: &[(i32, i64)]) -> HashMap<Partition, Span> {
+        pairs
+            .iter()
+            .map(|(n, o)| {
+                (
+                    p(*n),
+                    Span {
+                        next: *o,
+                        records: 2,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn next(ready: Ready) -> Vec<(Partition, i64)> {
+        let mut out: Vec<(Partition, i64)> = ready.into_iter().map(|(p, s)| (p, s.next)).collect();
+        out.sort();
+        out
     }
 
     #[test]
@@ -211,8 +245,13 @@ mod tests {
         assert!(l.ready().is_empty(), "c waits for a on partition 1");
         l.finish(a, true);
         let mut ready = l.ready();
-        ready.sort();
-        assert_eq!(ready, [(p(0), 20), (p(1), 9)]);
+        ready.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            ready.iter().map(|(_, s)| s.records).collect::<Vec<_>>(),
+            [4, 4],
+            "two batches of two records passed on each partition"
+        );
+        assert_eq!(next(ready), [(p(0), 20), (p(1), 9)]);
         assert_eq!(l.in_flight(), 0);
     }
 
@@ -224,7 +263,7 @@ mod tests {
         l.finish(a, false);
         l.finish(b, true);
         assert_eq!(
-            l.ready(),
+            next(l.ready()),
             [(p(1), 3)],
             "partition 0 stays before the abandoned batch"
         );
@@ -247,7 +286,7 @@ mod tests {
         });
         assert!(l.wait_for(&gone, Duration::from_secs(5)));
         t.join().expect("thread");
-        assert_eq!(l.ready(), [(p(0), 10)]);
+        assert_eq!(next(l.ready()), [(p(0), 10)]);
         let mark = l.mark();
         l.revoke(&gone);
         assert!(l.revoked_since(mark, &p(0)));

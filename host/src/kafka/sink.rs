@@ -25,8 +25,8 @@ struct Batch {
     state: Mutex<BatchState>,
     done: Condvar,
     started: Instant,
-    /// Async writes count their records here, as nobody waits for them.
-    types: Option<Vec<String>>,
+    /// Async writes are counted as they settle, as nobody waits for them.
+    counted_on_delivery: bool,
 }
 
 #[derive(Default)]
@@ -64,7 +64,7 @@ impl ProducerContext for SinkContext {
             state.failed.push((index, e.clone()));
         }
         state.remaining = state.remaining.saturating_sub(1);
-        if batch.types.is_some() {
+        if batch.counted_on_delivery {
             match result {
                 Ok(_) => self.async_published.inc(),
                 Err((e, m)) => {
@@ -244,7 +244,7 @@ impl KafkaSink {
     fn enqueue(
         &self,
         records: Vec<(usize, EncodedRecord)>,
-        types: Option<Vec<String>>,
+        counted_on_delivery: bool,
     ) -> (Arc<Batch>, Vec<(usize, KafkaError)>) {
         let batch = Arc::new(Batch {
             state: Mutex::new(BatchState {
@@ -253,7 +253,7 @@ impl KafkaSink {
             }),
             done: Condvar::new(),
             started: Instant::now(),
-            types,
+            counted_on_delivery,
         });
         let mut refused = Vec::new();
         let deadline = Instant::now() + Duration::from_millis(self.config.message_timeout_ms);
@@ -337,14 +337,14 @@ impl KafkaSink {
         }
         let mut pending: Vec<usize> = (0..count).collect();
         let mut failed_for_good: Vec<usize> = Vec::new();
-        let mut last_reason = String::new();
+        let mut last_error = None;
         let mut attempt = 0;
         loop {
             // Records are encoded when sent (again for a retry): the client takes the
             // headers, nothing is copied to keep them.
             let batch_records: Vec<(usize, EncodedRecord)> =
                 pending.iter().map(|&i| (i, encode(i))).collect();
-            let (batch, mut failed) = self.enqueue(batch_records, None);
+            let (batch, mut failed) = self.enqueue(batch_records, false);
             failed.extend(self.wait(&batch));
             let settled = batch
                 .state
@@ -354,9 +354,14 @@ impl KafkaSink {
             if !settled {
                 // Records not settled in time: treat as timed out (the client will still
                 // settle them later; a resend may duplicate, within at-least-once).
-                let known: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
+                let mut known = vec![false; count];
+                for (i, _) in &failed {
+                    if let Some(k) = known.get_mut(*i) {
+                        *k = true;
+                    }
+                }
                 for &i in &pending {
-                    if !known.contains(&i) {
+                    if !known[i] {
                         failed.push((
                             i,
                             KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
@@ -366,13 +371,17 @@ impl KafkaSink {
             }
             let mut retry = Vec::new();
             for (i, e) in failed {
-                last_reason = format!("kafka topic `{}`: {e}", self.topic);
                 if is_transient(&e) {
                     retry.push(i);
                 } else {
                     failed_for_good.push(i);
                 }
+                last_error = Some(e);
             }
+            let reason = || match &last_error {
+                Some(e) => format!("kafka topic `{}`: {e}", self.topic),
+                None => String::new(),
+            };
             if retry.is_empty() || attempt >= self.config.retry.max_retries {
                 let transient_left = !retry.is_empty();
                 failed_for_good.extend(retry);
@@ -387,7 +396,7 @@ impl KafkaSink {
                     return Ok(());
                 }
                 failed_for_good.sort_unstable();
-                return Err((failed_for_good, last_reason));
+                return Err((failed_for_good, reason()));
             }
             attempt += 1;
             self.metrics.retries.inc();
@@ -396,7 +405,7 @@ impl KafkaSink {
                 Duration::from_millis(self.config.retry.initial_backoff_ms),
                 Duration::from_millis(self.config.retry.max_backoff_ms),
             );
-            tracing::debug!(sink = %self.name, attempt, records = retry.len(), ?pause, "retrying: {last_reason}");
+            tracing::debug!(sink = %self.name, attempt, records = retry.len(), ?pause, "retrying: {}", reason());
             std::thread::sleep(pause);
             pending = retry;
         }
@@ -501,8 +510,7 @@ impl Sink for KafkaSink {
                 .enumerate()
                 .map(|(i, e)| (i, self.encode(e)))
                 .collect();
-            let types = events.iter().map(|e| e.ty.clone()).collect();
-            let (_, refused) = self.enqueue(indexed, Some(types));
+            let (_, refused) = self.enqueue(indexed, true);
             if refused.is_empty() {
                 return Ok(());
             }

@@ -14,7 +14,7 @@
 
 use super::binding::{decode, RecordView};
 use super::breaker::backoff;
-use super::ledger::{Ledger, Partition};
+use super::ledger::{Ledger, Partition, Ready, Span};
 use super::settings::{ClusterConfig, KafkaSourceConfig};
 use crate::event::Event;
 use crate::pipeline::{Origin, RouterError};
@@ -47,20 +47,41 @@ fn partitions(tpl: &TopicPartitionList) -> HashSet<Partition> {
         .collect()
 }
 
+/// A partition list holding these next offsets.
+fn offset_list<'a>(offsets: impl Iterator<Item = (&'a Partition, i64)>) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in offsets {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset));
+    }
+    tpl
+}
+
 /// Stores offsets for the next commit; partitions no longer assigned are skipped by the
 /// client (their new owner reads those records again).
 fn store_offsets<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
-    offsets: &[(Partition, i64)],
+    ready: &Ready,
 ) -> Result<(), rdkafka::error::KafkaError> {
-    if offsets.is_empty() {
+    if ready.is_empty() {
         return Ok(());
     }
-    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
-    for ((topic, partition), offset) in offsets {
-        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    consumer.store_offsets(&offset_list(ready.iter().map(|(p, s)| (p, s.next))))
+}
+
+/// Commits the offsets last stored for these partitions, waiting for the broker.
+fn commit_stored<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    ledger: &Ledger,
+    partitions: &HashSet<Partition>,
+) -> Result<usize, rdkafka::error::KafkaError> {
+    let stored = ledger.stored(partitions);
+    if stored.is_empty() {
+        return Ok(0);
     }
-    consumer.store_offsets(&tpl)
+    let tpl = offset_list(stored.iter().map(|(p, o)| (p, *o)));
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map(|()| stored.len())
 }
 
 /// Runs a blocking wait from async code: on a multi-threaded runtime's worker the other
@@ -128,15 +149,8 @@ impl ConsumerContext for SourceContext {
         if let Err(e) = store_offsets(consumer, &ready) {
             tracing::info!(group = %self.group, "offsets not stored at rebalance: {e}");
         }
-        let commit = self.ledger.stored(&gone);
-        if !commit.is_empty() {
-            let mut tpl = TopicPartitionList::with_capacity(commit.len());
-            for ((topic, partition), offset) in &commit {
-                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
-            }
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                tracing::warn!(group = %self.group, "commit at rebalance failed (the new owner repeats from the last commit): {e}");
-            }
+        if let Err(e) = commit_stored(consumer, &self.ledger, &gone) {
+            tracing::warn!(group = %self.group, "commit at rebalance failed (the new owner repeats from the last commit): {e}");
         }
         self.ledger.revoke(&gone);
     }
@@ -240,8 +254,8 @@ pub fn start(
 struct ReadBatch {
     events: Vec<Event>,
     poison: Vec<(RawRecord, String)>,
-    /// Next offset to commit per partition.
-    offsets: HashMap<Partition, i64>,
+    /// Per partition: the next offset to commit and how many records the batch has.
+    offsets: HashMap<Partition, Span>,
     /// The partition of each event, in order (to drop records of partitions revoked
     /// while the batch was read).
     parts: Vec<Partition>,
@@ -310,19 +324,13 @@ impl Worker {
             .assignment()
             .map(|tpl| partitions(&tpl))
             .unwrap_or_default();
-        let commit = self.ledger.stored(&assigned);
-        if !commit.is_empty() {
-            let mut tpl = TopicPartitionList::with_capacity(commit.len());
-            for ((topic, partition), offset) in &commit {
-                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        match commit_stored(&self.consumer, &self.ledger, &assigned) {
+            Ok(0) => {}
+            Ok(partitions) => {
+                tracing::info!(source = %self.name, partitions, "offsets committed at shutdown")
             }
-            match self.consumer.commit(&tpl, CommitMode::Sync) {
-                Ok(()) => {
-                    tracing::info!(source = %self.name, partitions = tpl.count(), "offsets committed at shutdown")
-                }
-                Err(e) => {
-                    tracing::warn!(source = %self.name, "final commit failed (the group re-reads from the last commit): {e}")
-                }
+            Err(e) => {
+                tracing::warn!(source = %self.name, "final commit failed (the group re-reads from the last commit): {e}")
             }
         }
         self.consumer.unsubscribe();
@@ -336,13 +344,13 @@ impl Worker {
         }
         match store_offsets(&self.consumer, &ready) {
             Ok(()) => {
-                for ((topic, _), _) in &ready {
+                for ((topic, _), span) in &ready {
                     self.app
                         .metrics
                         .kafka
                         .committed
                         .with_label_values(&[self.config.group_id.as_str(), topic])
-                        .inc();
+                        .inc_by(span.records);
                 }
             }
             // A partition revoked meanwhile: its new owner reads the batch again.
@@ -434,9 +442,15 @@ impl Worker {
                 t
             }
         };
-        batch
+        let span = batch
             .offsets
-            .insert((topic.clone(), m.partition()), m.offset() + 1);
+            .entry((topic.clone(), m.partition()))
+            .or_insert(Span {
+                next: 0,
+                records: 0,
+            });
+        span.next = m.offset() + 1;
+        span.records += 1;
         let headers = m.headers();
         let size = m.payload_len()
             + m.key().map_or(0, <[u8]>::len)
@@ -501,82 +515,119 @@ impl Worker {
             let stopping = || *shutdown.borrow();
             if !poison.is_empty() {
                 let poison = Arc::new(poison);
-                let mut attempt = 0;
-                loop {
+                let written = persist(stopping, || {
                     let (sink, letters, source) =
                         (dead_letter.clone(), poison.clone(), name.clone());
-                    let written = tokio::task::spawn_blocking(move || {
-                        let route = format!("kafka:{source}");
-                        let letters: Vec<DeadLetter<'_>> = letters
-                            .iter()
-                            .map(|(raw, reason)| DeadLetter {
-                                route: &route,
-                                tenant: "default",
-                                stage: "decode",
-                                reason,
-                                event: None,
-                                original: Some(raw),
-                            })
-                            .collect();
-                        sink.write_dead_letters(&letters)
-                    })
-                    .await;
-                    match written {
-                        Ok(Ok(())) => {
-                            app.metrics.dead_lettered(
-                                &dlq_name,
-                                std::iter::repeat_n("decode", poison.len()),
-                            );
-                            break;
+                    let (app, dlq_name) = (app.clone(), dlq_name.clone());
+                    async move {
+                        let n = letters.len();
+                        let written = tokio::task::spawn_blocking(move || {
+                            let route = format!("kafka:{source}");
+                            let letters: Vec<DeadLetter<'_>> = letters
+                                .iter()
+                                .map(|(raw, reason)| DeadLetter {
+                                    route: &route,
+                                    tenant: "default",
+                                    stage: "decode",
+                                    reason,
+                                    event: None,
+                                    original: Some(raw),
+                                })
+                                .collect();
+                            sink.write_dead_letters(&letters)
+                        })
+                        .await;
+                        match written {
+                            Ok(Ok(())) => {
+                                app.metrics
+                                    .dead_lettered(&dlq_name, std::iter::repeat_n("decode", n));
+                                Attempt::Done
+                            }
+                            Ok(Err(e)) => {
+                                tracing::error!("cannot dead-letter undecodable records (retrying, offsets held): {e}");
+                                Attempt::Again(None)
+                            }
+                            Err(e) => {
+                                tracing::error!("dead-letter task failed: {e}");
+                                Attempt::Again(None)
+                            }
                         }
-                        Ok(Err(e)) => {
-                            tracing::error!(source = %name, "cannot dead-letter undecodable records (retrying, offsets held): {e}")
-                        }
-                        Err(e) => tracing::error!(source = %name, "dead-letter task failed: {e}"),
                     }
-                    if stopping() {
-                        return Handled::Abandoned;
-                    }
-                    attempt += 1;
-                    tokio::time::sleep(backoff(
-                        attempt,
-                        Duration::from_millis(100),
-                        Duration::from_secs(10),
-                    ))
-                    .await;
+                })
+                .await;
+                if matches!(written, Handled::Abandoned) || events.is_empty() {
+                    return written;
                 }
             }
             if events.is_empty() {
                 return Handled::Done;
             }
-            let mut attempt = 0;
             let started = Instant::now();
-            loop {
+            persist(stopping, || {
                 let origin = Origin {
                     source_kind: "kafka",
                     route: route.as_deref(),
                     principal: None,
                     tenant_hint: None,
                 };
-                // A copy for a retry: the router consumes what it is given.
-                let result = app.router.submit_to(origin, events.clone()).await;
-                let pause = match result {
-                    Ok(_) => return Handled::Done,
-                    Err(RouterError::Stopped(_)) => return Handled::Abandoned,
-                    Err(RouterError::RateLimited {
-                        retry_after_secs, ..
-                    }) => Duration::from_secs(retry_after_secs),
-                    Err(e) => {
-                        attempt += 1;
-                        tracing::error!(source = %name, attempt, waited_ms = started.elapsed().as_millis() as u64, "batch not taken (offsets held, retrying): {e}");
-                        backoff(attempt, Duration::from_millis(100), Duration::from_secs(10))
+                // A copy per attempt: the router consumes what it is given.
+                let batch = events.clone();
+                let (app, name) = (app.clone(), name.clone());
+                async move {
+                    match app.router.submit_to(origin, batch).await {
+                        Ok(_) => Attempt::Done,
+                        Err(RouterError::Stopped(_)) => Attempt::Abandon,
+                        Err(RouterError::RateLimited {
+                            retry_after_secs, ..
+                        }) => Attempt::Again(Some(Duration::from_secs(retry_after_secs))),
+                        Err(e) => {
+                            tracing::error!(source = %name, waited_ms = started.elapsed().as_millis() as u64, "batch not taken (offsets held, retrying): {e}");
+                            Attempt::Again(None)
+                        }
                     }
-                };
-                if stopping() {
-                    return Handled::Abandoned;
                 }
-                tokio::time::sleep(pause).await;
-            }
+            })
+            .await
         }
+    }
+}
+
+/// What one attempt at handing a batch on came to.
+enum Attempt {
+    /// Taken care of.
+    Done,
+    /// Give up: the router is stopping.
+    Abandon,
+    /// Try again after this pause (default: the backoff).
+    Again(Option<Duration>),
+}
+
+/// Repeats `attempt` with jittered backoff (100 ms to 10 s) until it is done, gives up,
+/// or shutdown begins.
+async fn persist<F, Fut>(stopping: impl Fn() -> bool, mut attempt: F) -> Handled
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Attempt>,
+{
+    let mut failures = 0;
+    loop {
+        let pause = match attempt().await {
+            Attempt::Done => return Handled::Done,
+            Attempt::Abandon => return Handled::Abandoned,
+            Attempt::Again(pause) => {
+                failures += 1;
+                pause.unwrap_or_else(|| {
+                    backoff(
+                        failures,
+                        Duration::from_millis(100),
+                        Duration::from_secs(10),
+                    )
+                })
+            }
+        };
+        if stopping() {
+            return Handled::Abandoned;
+        }
+        tokio::time::sleep(pause).await;
     }
 }
