@@ -93,6 +93,27 @@ fn topic_len(broker: &Broker, topic: &str, partitions: i32) -> i64 {
         .sum()
 }
 
+/// Reads the whole topic again and again until it holds `n` distinct event ids (or two
+/// minutes passed); answers every record read, duplicates included.
+fn read_until_distinct(broker: &Broker, topic: &str, partitions: i32, n: usize) -> Vec<Record> {
+    tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = read_all(
+                broker,
+                topic,
+                partitions,
+                usize::MAX,
+                Duration::from_secs(3),
+            );
+            let ids: BTreeSet<String> = out.iter().filter_map(|r| r.header("ce_id")).collect();
+            if ids.len() >= n || Instant::now() > deadline {
+                return out;
+            }
+        }
+    })
+}
+
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -224,16 +245,7 @@ async fn sigkill_mid_stream_loses_nothing_and_duplicates_stay_within_the_bound()
         "killed mid-stream (got {after_kill} of {N} already)"
     );
     let _weir = Weir::start_in(dir, &config);
-    let out = tokio::task::block_in_place(|| {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let out = read_all(&broker, "out", 2, usize::MAX, Duration::from_secs(3));
-            let ids: BTreeSet<String> = out.iter().filter_map(|r| r.header("ce_id")).collect();
-            if ids.len() >= N || Instant::now() > deadline {
-                return out;
-            }
-        }
-    });
+    let out = read_until_distinct(&broker, "out", 2, N);
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for r in &out {
         *counts.entry(r.header("ce_id").unwrap()).or_default() += 1;
@@ -694,15 +706,7 @@ async fn sigterm_commits_what_was_delivered_and_a_restart_repeats_nothing() {
         assert!(Instant::now() < deadline, "no consumer lag gauge");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let out = tokio::task::block_in_place(|| {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let out = read_all(&broker, "out", 2, usize::MAX, Duration::from_secs(3));
-            if out.len() >= N || Instant::now() > deadline {
-                return out;
-            }
-        }
-    });
+    let out = read_until_distinct(&broker, "out", 2, N);
     let ids: BTreeSet<String> = out.iter().filter_map(|r| r.header("ce_id")).collect();
     assert_eq!(ids.len(), N, "every event arrived");
     assert_eq!(out.len(), N, "none twice across SIGTERM and restart");
