@@ -122,6 +122,10 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Input produced one record per batch, as in the crash tests: the two consumers' start-up
+/// rebalance moves partitions mid-stream, and the test broker, resuming a fetch from a
+/// committed offset inside a multi-record batch, skips to the next batch (a CI run lost 32
+/// events that way, in the broker: weir never consumed them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_filter_kafka_100k_in_both_binding_modes() {
     let broker = Broker::start();
@@ -130,7 +134,7 @@ async fn kafka_filter_kafka_100k_in_both_binding_modes() {
         .await;
     const N: usize = 100_000;
     let records: Vec<Input> = (0..N).map(input).collect();
-    produce(&broker.producer(false), "in", records).await;
+    produce(&broker.producer(true), "in", records).await;
     let weir = Weir::start(&weir_config(
         &broker,
         "    input:\n      topics: [in]\n      group_id: e2e\n      auto_offset_reset: earliest\n      instances: 2\n",
@@ -142,11 +146,14 @@ async fn kafka_filter_kafka_100k_in_both_binding_modes() {
         let out = tokio::task::block_in_place(|| {
             read_all(&broker, topic, 3, expected.len(), Duration::from_secs(90))
         });
-        assert_eq!(
-            out.len(),
-            expected.len(),
-            "{topic}: every kept event exactly once"
-        );
+        if out.len() != expected.len() {
+            let consumed = consumed_total(&weir).await;
+            panic!(
+                "{topic}: {} of {} kept events arrived; weir consumed {consumed} of {N} records",
+                out.len(),
+                expected.len()
+            );
+        }
         let mut seen = BTreeSet::new();
         for r in &out {
             let e = decode_record(r);
@@ -195,14 +202,19 @@ async fn kafka_filter_kafka_100k_in_both_binding_modes() {
         });
         assert_eq!(all.len(), expected.len(), "{topic}: nothing arrived twice");
     }
+    assert_eq!(consumed_total(&weir).await, N, "consumed counter");
     let (_, metrics) = get_text(&format!("{}/metrics", weir.url)).await;
-    let consumed: f64 = metrics
+    assert!(metrics.contains("weir_kafka_publish_seconds_bucket{sink=\"out-bin\""));
+}
+
+/// The sum of `weir_kafka_consumed_total` over its labels.
+async fn consumed_total(weir: &Weir) -> usize {
+    let (_, metrics) = get_text(&format!("{}/metrics", weir.url)).await;
+    metrics
         .lines()
         .filter(|l| l.starts_with("weir_kafka_consumed_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert_eq!(consumed as usize, N, "consumed counter");
-    assert!(metrics.contains("weir_kafka_publish_seconds_bucket{sink=\"out-bin\""));
+        .sum::<f64>() as usize
 }
 
 /// Input produced one record per batch: the test broker, resuming a fetch from an
