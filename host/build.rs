@@ -1,17 +1,28 @@
-//! Generates the Toggle protobuf types and gRPC service from `proto/` with `protox`, a
-//! protobuf compiler written in Rust, so building weir needs no `protoc` on the machine.
+//! Generates the protobuf types from `proto/` with `protox`, a protobuf compiler written in
+//! Rust, so building weir needs no `protoc` on the machine: the Toggle types and gRPC
+//! service, the CloudEvents Protobuf Event Format, and weir's dead letters.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Read at run time: a build script compiled in another checkout sharing the target
     // directory must not carry that checkout's path.
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
     let proto_dir = std::path::Path::new(&manifest_dir).join("../proto");
-    let file = proto_dir.join("toggle/v1/events.proto");
     println!("cargo:rerun-if-changed={}", proto_dir.display());
-    let fds = protox::compile([&file], [&proto_dir])?;
+    let files = [
+        "toggle/v1/events.proto",
+        "io/cloudevents/v1/cloudevents.proto",
+        "weir/v1/dead_letter.proto",
+    ]
+    .map(|f| proto_dir.join(f));
+    let fds = protox::compile(files, [&proto_dir])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Event data and raw record bytes are shared, not copied, when decoded.
+        .bytes(".io.cloudevents.v1")
+        .bytes(".weir.v1")
+        // Extensions come back in a stable order (by name).
+        .btree_map(".io.cloudevents.v1")
         .compile_fds(fds)?;
     Ok(())
 }

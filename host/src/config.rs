@@ -378,17 +378,33 @@ fn default_state_mb() -> u64 {
     16
 }
 
+/// How a `file` sink writes.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// One JSON object a line: structured CloudEvents, or dead letters with the event
+    /// or original record inside.
+    #[default]
+    Jsonl,
+    /// Length-delimited protobuf messages: `io.cloudevents.v1.CloudEvent` for events,
+    /// `weir.v1.DeadLetter` for dead letters (`proto/`).
+    Protobuf,
+}
+
 /// A sink.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum SinkConfig {
-    /// JSON lines (structured CloudEvents) appended to a file.
+    /// Events (or dead letters) appended to a file, as JSON lines or protobuf.
     File {
         /// The file (relative paths are inside the data directory).
         path: PathBuf,
         /// fsync after every batch (slower, survives power loss).
         #[serde(default)]
         fsync: bool,
+        /// `jsonl` (default) or `protobuf`.
+        #[serde(default)]
+        format: FileFormat,
     },
     /// The in-process stream that `weir tail` reads.
     Tail,
@@ -554,6 +570,7 @@ impl Config {
             SinkConfig::File {
                 path: "events.jsonl".into(),
                 fsync: false,
+                format: FileFormat::Jsonl,
             },
         );
         config.routes.push(RouteConfig {
@@ -600,6 +617,7 @@ impl Config {
             .or_insert(SinkConfig::File {
                 path: "dead-letter.jsonl".into(),
                 fsync: false,
+                format: FileFormat::Jsonl,
             });
         self
     }

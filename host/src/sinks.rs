@@ -1,7 +1,8 @@
 //! Sinks: where events leave the router. Written to from route workers, a batch at a time.
 
 use crate::cloudevents::json::{write_json_line, Structured};
-use crate::config::SinkConfig;
+use crate::cloudevents::protobuf::to_proto;
+use crate::config::{FileFormat, SinkConfig};
 use crate::event::Event;
 use bytes::Bytes;
 use serde::Serialize;
@@ -160,17 +161,23 @@ pub trait Sink: Send + Sync {
     }
 }
 
-/// Appends JSON lines to a file.
+/// Appends events or dead letters to a file, as JSON lines or length-delimited protobuf.
 pub struct FileSink {
     name: String,
     path: PathBuf,
     fsync: bool,
+    format: FileFormat,
     file: Mutex<(BufWriter<File>, Vec<u8>)>,
 }
 
 impl FileSink {
     /// Opens (creating) the file for appending.
-    pub fn open(name: &str, path: &Path, fsync: bool) -> Result<Self, SinkError> {
+    pub fn open(
+        name: &str,
+        path: &Path,
+        fsync: bool,
+        format: FileFormat,
+    ) -> Result<Self, SinkError> {
         let io = |source| SinkError::Io {
             sink: name.to_owned(),
             source,
@@ -187,6 +194,7 @@ impl FileSink {
             name: name.to_owned(),
             path: path.to_owned(),
             fsync,
+            format,
             file: Mutex::new((BufWriter::with_capacity(1 << 16, file), Vec::new())),
         })
     }
@@ -220,20 +228,31 @@ impl FileSink {
 
 impl Sink for FileSink {
     fn write(&self, events: &[&Event]) -> Result<(), SinkError> {
-        self.append(|buf| {
-            for e in events {
-                write_json_line(buf, e);
+        self.append(|buf| match self.format {
+            FileFormat::Jsonl => {
+                for e in events {
+                    write_json_line(buf, e);
+                }
+            }
+            FileFormat::Protobuf => {
+                for e in events {
+                    // Writing into a Vec cannot run out of space.
+                    let _ = prost::Message::encode_length_delimited(&to_proto(e), buf);
+                }
             }
         })
     }
 
     fn write_dead_letters(&self, letters: &[DeadLetter<'_>]) -> Result<(), SinkError> {
-        self.append(|buf| {
-            for letter in letters {
-                if serde_json::to_writer(&mut *buf, letter).is_ok() {
-                    buf.push(b'\n');
+        self.append(|buf| match self.format {
+            FileFormat::Jsonl => {
+                for letter in letters {
+                    if serde_json::to_writer(&mut *buf, letter).is_ok() {
+                        buf.push(b'\n');
+                    }
                 }
             }
+            FileFormat::Protobuf => crate::dead_letters::encode_delimited(letters, buf),
         })
     }
 }
@@ -326,9 +345,11 @@ pub fn open_all(
         .iter()
         .map(|(name, config)| {
             let sink: Arc<dyn Sink> = match config {
-                SinkConfig::File { path, fsync } => {
-                    Arc::new(FileSink::open(name, &data_dir.join(path), *fsync)?)
-                }
+                SinkConfig::File {
+                    path,
+                    fsync,
+                    format,
+                } => Arc::new(FileSink::open(name, &data_dir.join(path), *fsync, *format)?),
                 SinkConfig::Tail => Arc::new(TailSink(tail.clone())),
                 SinkConfig::Null => Arc::new(NullSink),
                 SinkConfig::Toggle(toggle) => {

@@ -244,3 +244,81 @@ routes:\n  - name: main\n    filters: [severity]\n    tenants:\n      noisy: {{ 
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0]["tenant"], "noisy");
 }
+
+/// A `file` dead-letter sink in `format: protobuf` writes length-delimited
+/// `weir.v1.DeadLetter` messages with the failing stage, the reason and the whole event;
+/// `weir replay --dlq` reads them back (recognising the format by itself), warns about a
+/// torn last write instead of failing, and delivers every complete dead letter.
+#[tokio::test(flavor = "multi_thread")]
+async fn protobuf_dead_letters_keep_the_event_and_weir_replay_delivers_them() {
+    let config = format!(
+        "filters:\n{}{}sinks:\n  good-out: {{ type: file, path: good.jsonl }}\n  dlq: {{ type: file, path: dlq.pb, format: protobuf }}\n\
+routes:\n  - name: good\n    filters: [severity]\n    to: [good-out]\n  - name: evil\n    filters: [hostile-trap]\n    to: [good-out]\n    dead_letter: dlq\n",
+        filter_yaml("severity", wasm::SEVERITY, "{ min: warning }"),
+        filter_yaml("hostile-trap", wasm::HOSTILE, "{ mode: trap }"),
+    );
+    let mut weir = Weir::start(&config);
+    let events = json!([
+        event("p-1", "t", json!({"severity": "error", "data": {"n": 1}})),
+        event("p-2", "t", json!({"severity": "info", "data": {"n": 2}})),
+        event(
+            "p-3",
+            "t",
+            json!({"severity": "critical", "data": {"n": 3}})
+        ),
+    ]);
+    let (status, answer) = post(
+        &format!("{}/v1/events", weir.url),
+        &[("content-type", "application/cloudevents-batch+json")],
+        events.to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["dead_lettered"], 3, "{answer}");
+
+    let file = std::fs::read(weir.data("dlq.pb")).unwrap();
+    let letters: Vec<_> = weir::dead_letters::read_delimited(file.clone().into())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(letters.len(), 3);
+    for (letter, n) in letters.iter().zip(1..) {
+        assert_eq!(letter.route, "evil");
+        assert_eq!(letter.stage, "hostile-trap");
+        assert!(letter.reason.contains("trapped"), "{}", letter.reason);
+        let e = weir::cloudevents::protobuf::from_proto(letter.event.clone().unwrap()).unwrap();
+        assert_eq!(e.id, format!("p-{n}"));
+        let data: serde_json::Value = serde_json::from_slice(e.data.as_deref().unwrap()).unwrap();
+        assert_eq!(data, json!({"n": n}));
+    }
+
+    // A torn last write (the start of a message, as a crash mid-append leaves it).
+    let mut torn = file.clone();
+    torn.extend_from_slice(&file[..file.len() / 6]);
+    std::fs::write(weir.data("dlq.pb"), &torn).unwrap();
+    let out = std::process::Command::new(weir_bin())
+        .args(["replay", "--dlq"])
+        .arg(weir.data("dlq.pb"))
+        .args(["--route", "good", "--to", &weir.url, "--admin-token-file"])
+        .arg(weir.data("admin-token"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "weir replay: {stderr}");
+    assert!(
+        stderr.contains("ends inside a dead letter"),
+        "the torn write is reported: {stderr}"
+    );
+    assert!(stderr.contains("replayed 3 events"), "{stderr}");
+    let replayed: Vec<String> = weir
+        .jsonl("good.jsonl")
+        .iter()
+        .filter(|e| e["weirreplay"].is_string())
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        replayed,
+        ["p-1", "p-3"],
+        "the good route's severity filter ran"
+    );
+    assert!(weir.alive());
+}

@@ -9,11 +9,13 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use weir::cloudevents::http::BATCH_JSON;
 use weir::cloudevents::json::{parse_event, Structured};
+use weir::cloudevents::protobuf::from_proto;
+use weir::dead_letters::{read_delimited, ReadError};
 use weir::event::Event;
 use weir::kafka::binding::{decode, RecordView};
 use weir::kafka::settings::ClusterConfig;
@@ -21,7 +23,8 @@ use weir::kafka::settings::ClusterConfig;
 /// The event-replay half of `weir replay`'s arguments.
 #[derive(Debug, Args)]
 pub struct EventReplayArgs {
-    /// A dead-letter file (JSON lines, as a `file` sink used as `dead_letter` writes).
+    /// A dead-letter file, as a `file` sink used as `dead_letter` writes it: JSON lines or
+    /// length-delimited protobuf (`weir.v1.DeadLetter`), told apart by its first bytes.
     #[arg(long, value_name = "FILE")]
     dlq: Option<PathBuf>,
     /// A dead-letter topic (as a `kafka` sink used as `dead_letter` writes), read from the
@@ -76,6 +79,19 @@ struct Input {
     events: Vec<Event>,
     not_events: u64,
     label: String,
+    /// The file ended inside a dead letter (a write cut short): where, for the summary.
+    torn: Option<String>,
+}
+
+impl Input {
+    fn new(label: String) -> Self {
+        Self {
+            events: Vec::new(),
+            not_events: 0,
+            label,
+            torn: None,
+        }
+    }
 }
 
 fn tagged(mut event: Event, origin: &str) -> Event {
@@ -91,31 +107,78 @@ struct Letter<'a> {
 }
 
 fn read_dlq_file(path: &PathBuf) -> Result<Input> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut input = Input::new(path.display().to_string());
     let origin = format!("file:{}", path.display());
-    let mut input = Input {
-        events: Vec::new(),
-        not_events: 0,
-        label: path.display().to_string(),
-    };
-    for (n, line) in text.lines().enumerate() {
+    // A JSON dead letter starts `{"`; a protobuf one with its length, then field 1's tag.
+    if bytes.is_empty() || bytes.starts_with(b"{\"") {
+        read_dlq_jsonl(path, &bytes, &origin, &mut input)?;
+    } else {
+        read_dlq_protobuf(path, bytes.into(), &origin, &mut input)?;
+    }
+    Ok(input)
+}
+
+fn read_dlq_jsonl(path: &Path, bytes: &[u8], origin: &str, input: &mut Input) -> Result<()> {
+    let text = std::str::from_utf8(bytes)
+        .with_context(|| format!("{}: neither JSON lines nor protobuf", path.display()))?;
+    let complete = text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
+    for (n, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let letter: Letter<'_> = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a JSON dead letter", path.display(), n + 1))?;
+        let letter: Letter<'_> = match serde_json::from_str(line) {
+            Ok(letter) => letter,
+            // The last line, cut short by an interrupted write.
+            Err(_) if n + 1 == lines.len() && !complete => {
+                input.torn = Some(format!("line {}", n + 1));
+                break;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("{}:{}: not a JSON dead letter", path.display(), n + 1)
+                })
+            }
+        };
         match letter.event {
             Some(event) => {
                 let event = parse_event(event.get().as_bytes()).with_context(|| {
                     format!("{}:{}: the dead letter's event", path.display(), n + 1)
                 })?;
-                input.events.push(tagged(event, &origin));
+                input.events.push(tagged(event, origin));
             }
             None => input.not_events += 1,
         }
     }
-    Ok(input)
+    Ok(())
+}
+
+fn read_dlq_protobuf(
+    path: &Path,
+    bytes: bytes::Bytes,
+    origin: &str,
+    input: &mut Input,
+) -> Result<()> {
+    for (n, letter) in read_delimited(bytes).enumerate() {
+        let letter = match letter {
+            Ok(letter) => letter,
+            Err(ReadError::Torn { offset, .. }) => {
+                input.torn = Some(format!("byte {offset}"));
+                break;
+            }
+            Err(e) => return Err(e).with_context(|| format!("{}", path.display())),
+        };
+        match letter.event {
+            Some(event) => {
+                let event = from_proto(event)
+                    .with_context(|| format!("{}: dead letter {n}'s event", path.display()))?;
+                input.events.push(tagged(event, origin));
+            }
+            None => input.not_events += 1,
+        }
+    }
+    Ok(())
 }
 
 fn cluster(args: &EventReplayArgs) -> Result<ClusterConfig> {
@@ -195,11 +258,7 @@ fn read_topic(args: &EventReplayArgs, topic: &str, dlq: bool) -> Result<Input> {
     } else {
         format!("kafka:{topic}")
     };
-    let mut input = Input {
-        events: Vec::new(),
-        not_events: 0,
-        label: format!("topic {topic}"),
-    };
+    let mut input = Input::new(format!("topic {topic}"));
     if open.is_empty() {
         return Ok(input);
     }
@@ -275,6 +334,12 @@ pub async fn run(args: &EventReplayArgs, to: Option<&str>) -> Result<ExitCode> {
         }
         _ => bail!("one of --spill, --dlq, --dlq-topic or --topic is needed"),
     };
+    if let Some(at) = &input.torn {
+        eprintln!(
+            "warning: {} ends inside a dead letter at {at} (a write cut short, e.g. by a crash); that one is not replayed",
+            input.label
+        );
+    }
     let total = input.events.len() as u64;
     eprintln!(
         "replaying {total} events from {} through route `{route}` of {base}{}",

@@ -1,0 +1,200 @@
+//! Dead letters in protobuf (`proto/weir/v1/dead_letter.proto`): how a `file` sink with
+//! `format: protobuf` writes them, and how `weir replay --dlq` reads them back. A file is a
+//! stream of length-delimited messages (varint size, then the message), so appending is
+//! cheap and a reader can tell a torn last write from a complete file.
+
+use crate::cloudevents::protobuf::to_proto as event_to_proto;
+use crate::pb::weir::v1 as pb;
+use crate::sinks::{DeadLetter, RawRecord};
+use bytes::{Buf as _, Bytes};
+use prost::Message as _;
+
+/// A dead letter as its protobuf message.
+pub fn to_proto(letter: &DeadLetter<'_>) -> pb::DeadLetter {
+    pb::DeadLetter {
+        route: letter.route.to_owned(),
+        tenant: letter.tenant.to_owned(),
+        stage: letter.stage.to_owned(),
+        reason: letter.reason.to_owned(),
+        event: letter.event.map(event_to_proto),
+        original: letter.original.map(record_to_proto),
+    }
+}
+
+fn record_to_proto(r: &RawRecord) -> pb::RawRecord {
+    pb::RawRecord {
+        topic: r.topic.clone(),
+        partition: r.partition,
+        offset: r.offset,
+        timestamp_ms: r.timestamp_ms,
+        key: r.key.clone(),
+        headers: r
+            .headers
+            .iter()
+            .map(|(key, value)| pb::Header {
+                key: key.clone(),
+                value: value.as_deref().map(Bytes::copy_from_slice),
+            })
+            .collect(),
+        payload: r.payload.clone(),
+    }
+}
+
+/// Appends dead letters to `buf`, each length-delimited.
+pub fn encode_delimited(letters: &[DeadLetter<'_>], buf: &mut Vec<u8>) {
+    for letter in letters {
+        // Writing into a Vec cannot run out of space.
+        let _ = to_proto(letter).encode_length_delimited(buf);
+    }
+}
+
+/// Why a dead-letter file cannot be read on.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file ends inside a message: its last write was cut short (a crash mid-write).
+    #[error("the file ends inside dead letter {index} (byte {offset}): an interrupted write")]
+    Torn {
+        /// Zero-based number of the message.
+        index: usize,
+        /// Byte offset where it starts.
+        offset: usize,
+    },
+    /// A message is not a dead letter.
+    #[error("dead letter {index} (byte {offset}) is corrupt: {source}")]
+    Corrupt {
+        /// Zero-based number of the message.
+        index: usize,
+        /// Byte offset where it starts.
+        offset: usize,
+        /// What the decoder said.
+        source: prost::DecodeError,
+    },
+}
+
+/// Reads a length-delimited dead-letter file's messages in order; the iterator ends after
+/// the first error (nothing after a bad length can be trusted).
+pub fn read_delimited(file: Bytes) -> impl Iterator<Item = Result<pb::DeadLetter, ReadError>> {
+    let total = file.len();
+    let mut rest = file;
+    let mut index = 0;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || rest.is_empty() {
+            return None;
+        }
+        let offset = total - rest.len();
+        let mut probe = &rest[..];
+        let item = match prost::encoding::decode_varint(&mut probe) {
+            Ok(len) if (len as usize) <= probe.len() => {
+                let header = rest.len() - probe.len();
+                rest.advance(header);
+                let body = rest.split_to(len as usize);
+                pb::DeadLetter::decode(body).map_err(|source| ReadError::Corrupt {
+                    index,
+                    offset,
+                    source,
+                })
+            }
+            Ok(_) => Err(ReadError::Torn { index, offset }),
+            // A varint cut off by the end of the file is a torn write too.
+            Err(_) if rest.len() < 10 && rest.iter().all(|b| b & 0x80 != 0) => {
+                Err(ReadError::Torn { index, offset })
+            }
+            Err(source) => Err(ReadError::Corrupt {
+                index,
+                offset,
+                source,
+            }),
+        };
+        failed = item.is_err();
+        index += 1;
+        Some(item)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+
+    fn letters() -> (Event, RawRecord) {
+        let mut e = Event::new("e-1", "/t", "io.weir.t");
+        e.data = Some(Bytes::from_static(b"{}"));
+        let raw = RawRecord {
+            topic: "in".into(),
+            partition: 2,
+            offset: 7,
+            timestamp_ms: Some(1),
+            key: Some(Bytes::from_static(&[0xff, 0])),
+            headers: vec![("h".into(), None), ("x".into(), Some(vec![1, 2]))],
+            payload: Some(Bytes::from_static(b"not json")),
+        };
+        (e, raw)
+    }
+
+    #[test]
+    fn writes_and_reads_back_events_and_raw_records() {
+        let (e, raw) = letters();
+        let mut buf = Vec::new();
+        encode_delimited(
+            &[
+                DeadLetter {
+                    route: "r",
+                    tenant: "t",
+                    stage: "sink",
+                    reason: "down",
+                    event: Some(&e),
+                    original: None,
+                },
+                DeadLetter {
+                    route: "kafka:in",
+                    tenant: "",
+                    stage: "decode",
+                    reason: "bad json",
+                    event: None,
+                    original: Some(&raw),
+                },
+            ],
+            &mut buf,
+        );
+        let read: Vec<_> = read_delimited(Bytes::from(buf))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[0].stage, "sink");
+        let back = crate::cloudevents::protobuf::from_proto(read[0].event.clone().unwrap());
+        assert_eq!(back.unwrap(), e);
+        let original = read[1].original.as_ref().unwrap();
+        assert_eq!(original.key.as_deref(), Some(&[0xff, 0][..]));
+        assert_eq!(original.headers[0].value, None);
+        assert_eq!(original.headers[1].value.as_deref(), Some(&[1, 2][..]));
+        assert_eq!(original.offset, 7);
+    }
+
+    #[test]
+    fn a_torn_tail_and_a_corrupt_message_are_told_apart() {
+        let (e, _) = letters();
+        let letter = DeadLetter {
+            route: "r",
+            tenant: "t",
+            stage: "s",
+            reason: "x",
+            event: Some(&e),
+            original: None,
+        };
+        let mut buf = Vec::new();
+        encode_delimited(&[letter.clone(), letter], &mut buf);
+        let whole = buf.len();
+        let torn = Bytes::copy_from_slice(&buf[..whole - 3]);
+        let read: Vec<_> = read_delimited(torn).collect();
+        assert_eq!(read.len(), 2);
+        assert!(read[0].is_ok());
+        assert!(matches!(read[1], Err(ReadError::Torn { index: 1, .. })));
+        // Garbage inside a message of the right length.
+        let mut bad = buf.clone();
+        bad[1..8].fill(0xff);
+        let read: Vec<_> = read_delimited(Bytes::from(bad)).collect();
+        assert!(matches!(read[0], Err(ReadError::Corrupt { index: 0, .. })));
+        assert_eq!(read.len(), 1, "nothing is read past a corrupt message");
+    }
+}
