@@ -598,7 +598,7 @@ async fn a_failing_sink_opens_the_circuit_dead_letters_and_replay_delivers() {
 
 /// The Roost Keeper example: lifecycle events published over HTTP land on the lifecycle
 /// topic; trigger events consumed from Kafka are routed by the `trigger-route` filter to
-/// their handler topics, everything else to the audit topic.
+/// their handler topics, everything else to the audit topic (published asynchronously).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roost_keeper_lifecycle_publishing_and_trigger_routing() {
     let broker = Broker::start();
@@ -606,7 +606,7 @@ async fn roost_keeper_lifecycle_publishing_and_trigger_routing() {
         .create_topics(&["triggers", "lifecycle", "teardown", "scale", "audit"], 1)
         .await;
     let config = format!(
-        "filters:\n{}kafka:\n  cluster:\n    brokers: [\"{}\"]\n  sources:\n    triggers:\n      topics: [triggers]\n      group_id: roost\n      auto_offset_reset: earliest\n      route: triggers\nsinks:\n  lifecycle: {{type: kafka, topic: lifecycle}}\n  teardown-handler: {{type: kafka, topic: teardown, compression: gzip}}\n  scale-handler: {{type: kafka, topic: scale, compression: snappy}}\n  audit: {{type: kafka, topic: audit, mode: structured}}\nroutes:\n  - name: lifecycle\n    from: [http]\n    to: [lifecycle]\n  - name: triggers\n    from: [kafka]\n    filters: [trigger-route]\n    to: [audit]\n",
+        "filters:\n{}kafka:\n  cluster:\n    brokers: [\"{}\"]\n  sources:\n    triggers:\n      topics: [triggers]\n      group_id: roost\n      auto_offset_reset: earliest\n      route: triggers\nsinks:\n  lifecycle: {{type: kafka, topic: lifecycle}}\n  teardown-handler: {{type: kafka, topic: teardown, compression: gzip}}\n  scale-handler: {{type: kafka, topic: scale, compression: snappy}}\n  audit: {{type: kafka, topic: audit, mode: structured, publish: async}}\nroutes:\n  - name: lifecycle\n    from: [http]\n    to: [lifecycle]\n  - name: triggers\n    from: [kafka]\n    filters: [trigger-route]\n    to: [audit]\n",
         filter_yaml(
             "trigger-route",
             wasm::TRIGGER_ROUTE,
@@ -663,6 +663,25 @@ async fn roost_keeper_lifecycle_publishing_and_trigger_routing() {
         ["t-3", "t-4"],
         "unrouted triggers and other events go on"
     );
+    // The audit sink publishes asynchronously: its records are counted as their
+    // acknowledgements come in (which may be just after a reader saw them).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, m) = get_text(&format!("{}/metrics", weir.url)).await;
+        let audit_published: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("weir_kafka_published_total{sink=\"audit\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if audit_published == 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "async acknowledgements counted: {audit_published}\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// SIGTERM stops reading, finishes the batches in flight and commits them: a restarted
