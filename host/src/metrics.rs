@@ -31,6 +31,10 @@ pub struct Metrics {
     pub sink_events: IntCounterVec,
     /// Sink write failures.
     pub sink_errors: IntCounterVec,
+    /// Dead letters written, by dead-letter sink and failing stage.
+    pub dead_letters: IntCounterVec,
+    /// Dead letters written to a dead-letter sink since start (its size), by sink.
+    pub dead_letter_size: IntGaugeVec,
     /// Toggle sink buffer, spill and replay figures (`weir_toggle_*`), by sink.
     pub toggle: ToggleMetrics,
     /// Kafka source and sink figures (`weir_kafka_*`) and sink circuit breakers.
@@ -266,14 +270,12 @@ impl Metrics {
         }
         let mut total = 0;
         for (stage, n) in counts {
-            self.kafka
-                .dead_letters
+            self.dead_letters
                 .with_label_values(&[sink, stage])
                 .inc_by(n);
             total += n;
         }
-        self.kafka
-            .dead_letter_size
+        self.dead_letter_size
             .with_label_values(&[sink])
             .add(i64::try_from(total).unwrap_or(i64::MAX));
     }
@@ -335,6 +337,17 @@ impl Metrics {
                 "weir_sink_errors_total",
                 "Sink write failures.",
                 &["sink"],
+            ),
+            dead_letters: counter(
+                &r,
+                "weir_dead_letters_total",
+                "Dead letters written, by sink and failing stage.",
+                &["sink", "stage"],
+            ),
+            dead_letter_size: gauge(
+                &r,
+                "weir_dead_letter_queue_size",
+                "Dead letters written to a dead-letter sink since start.",
             ),
             toggle: ToggleMetrics::new(&r),
             kafka: crate::kafka::metrics::KafkaMetrics::new(&r),

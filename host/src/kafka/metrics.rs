@@ -18,10 +18,6 @@ pub struct KafkaMetrics {
     /// Consumer lag per partition, from the client's statistics, by group, topic and
     /// partition.
     pub consumer_lag: IntGaugeVec,
-    /// Dead letters written, by sink and stage.
-    pub dead_letters: IntCounterVec,
-    /// Dead letters held by a dead-letter sink since start (its size), by sink.
-    pub dead_letter_size: IntGaugeVec,
     /// Circuit breaker state per sink: 0 closed, 1 open, 2 half-open.
     pub circuit_state: IntGaugeVec,
     /// Writes refused at once by an open circuit, by sink.
@@ -79,18 +75,6 @@ impl KafkaMetrics {
                 "weir_kafka_consumer_lag",
                 "Records behind the partition's end, by group, topic and partition.",
                 &["group", "topic", "partition"],
-            ),
-            dead_letters: counter(
-                r,
-                "weir_dead_letters_total",
-                "Dead letters written, by sink and failing stage.",
-                &["sink", "stage"],
-            ),
-            dead_letter_size: gauge(
-                r,
-                "weir_dead_letter_queue_size",
-                "Dead letters written to a dead-letter sink since start.",
-                &["sink"],
             ),
             circuit_state: gauge(
                 r,
