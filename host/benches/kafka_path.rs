@@ -16,7 +16,10 @@
 //! Run: `cargo bench -p weir --bench kafka_path` (needs `tansu` on the PATH or in
 //! `$TANSU_BIN`, and `severity.wasm`: `cargo build --release --target wasm32-wasip2 -p
 //! severity`, or `WEIR_BENCH_WASM`). `WEIR_BENCH_EVENTS` (default 200,000),
-//! `WEIR_BENCH_RATE` (default 5,000/s), `WEIR_BENCH_SECONDS` (default 5).
+//! `WEIR_BENCH_RATE` (default 5,000/s), `WEIR_BENCH_SECONDS` (default 5),
+//! `WEIR_BENCH_ROUNDS` (default 3: drain rounds per system, in alternating order; the
+//! medians are compared), `WEIR_BENCH_FETCH_WAIT` (`fetch.wait.max.ms` of both systems'
+//! consumers, default weir's 100).
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -122,6 +125,12 @@ fn producer_config(addr: &str) -> ClientConfig {
     c
 }
 
+/// `fetch.wait.max.ms` for both systems: weir's default (`fetch_wait_max_ms`, 100), or
+/// `WEIR_BENCH_FETCH_WAIT`.
+fn fetch_wait() -> u64 {
+    env_or("WEIR_BENCH_FETCH_WAIT", 100)
+}
+
 /// The consumer settings weir's Kafka source uses.
 fn consumer_config(addr: &str, group: &str) -> ClientConfig {
     let mut c = client(addr);
@@ -131,7 +140,8 @@ fn consumer_config(addr: &str, group: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", fetch_wait().to_string());
     for (k, v) in FETCH {
         c.set(k, v);
     }
@@ -406,12 +416,56 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// weir's configuration for one drain round (`bulk`) and the latency run (`lat`).
+fn weir_yaml(dir: &std::path::Path, wasm: &std::path::Path, addr: &str, round: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\ndata_dir: {}\nfilters:\n  severity: {{ path: {}, config: {{ min: info }} }}\nkafka:\n  cluster: {{ brokers: [\"{addr}\"], client: {{ max.partition.fetch.bytes: \"67108864\", fetch.max.bytes: \"134217728\" }} }}\n  sources:\n    bulk: {{ topics: [weir-in-{round}], group_id: weir-bulk-{round}, auto_offset_reset: earliest, route: bulk, max_batch: {batch}, fetch_wait_max_ms: {wait} }}\nsinks:\n  out: {{ type: kafka, topic: weir-out-{round} }}\nroutes:\n  - {{ name: bulk, from: [kafka], filters: [severity], to: [out], batch: {{ max_events: {batch} }} }}\n",
+        dir.display(),
+        wasm.display(),
+        batch = env_or("WEIR_BENCH_BATCH", 1000),
+        wait = fetch_wait(),
+    )
+}
+
+/// Drains `n` records through the bare loop from `bare-in-{round}`: (records/s, arrived).
+async fn bare_round(addr: &str, round: &str, n: u64) -> (f64, i64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let out = format!("bare-out-{round}");
+    let task = tokio::spawn(bare_loop(
+        addr.to_owned(),
+        format!("bare-in-{round}"),
+        out.clone(),
+        stop.clone(),
+    ));
+    let result = drain_rate(addr, &out, n).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = task.await;
+    result
+}
+
+/// Drains `n` records through a weir router from `weir-in-{round}`: (records/s, arrived).
+async fn weir_round(addr: &str, wasm: &std::path::Path, round: &str, n: u64) -> (f64, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = weir_yaml(dir.path(), wasm, addr, round);
+    let config = weir::config::Config::parse("bench", &yaml, &[]).unwrap();
+    let running = weir::serve::start(config).await.unwrap();
+    let result = drain_rate(addr, &format!("weir-out-{round}"), n).await;
+    running.stop().await.unwrap();
+    result
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
     let n = env_or("WEIR_BENCH_EVENTS", 200_000);
     let rate = env_or("WEIR_BENCH_RATE", 5_000);
     let secs = env_or("WEIR_BENCH_SECONDS", 5);
+    let rounds = env_or("WEIR_BENCH_ROUNDS", 3).max(1);
     let wasm = wasm_path();
     assert!(
         wasm.exists(),
@@ -420,21 +474,17 @@ async fn main() {
     );
     let broker = start_broker();
     let addr = broker.1.clone();
-    create_topics(
-        &addr,
-        &[
-            "bare-in",
-            "bare-out",
-            "weir-in",
-            "weir-out",
-            "bare-lat-in",
-            "bare-lat-out",
-            "weir-lat-in",
-            "weir-lat-out",
-        ],
-    )
-    .await;
-    eprintln!("kafka path: {n} records (backlog), then {rate}/s for {secs} s (latency); {PARTITIONS} partitions, tansu on {addr}");
+    let mut topics: Vec<String> = ["bare-lat-in", "bare-lat-out", "weir-lat-in", "weir-lat-out"]
+        .map(String::from)
+        .to_vec();
+    for r in 0..rounds {
+        for t in ["bare-in", "bare-out", "weir-in", "weir-out"] {
+            topics.push(format!("{t}-{r}"));
+        }
+    }
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    create_topics(&addr, &names).await;
+    eprintln!("kafka path: {rounds} rounds of a {n}-record backlog per system (the order alternating), then {rate}/s for {secs} s (latency); {PARTITIONS} partitions, tansu on {addr}");
     // Input batches of at most 500 records (~130 KB): the test broker, asked for a fetch
     // that starts inside a batch (a fetch cut by max.partition.fetch.bytes), skips the
     // rest of that batch — records would vanish in the broker, for both systems alike.
@@ -443,24 +493,44 @@ async fn main() {
         c.set("batch.num.messages", "500");
         c.create().unwrap()
     };
-    let t = Instant::now();
-    produce(&seed, "bare-in", n).await;
-    produce(&seed, "weir-in", n).await;
-    eprintln!(
-        "  seeded 2 × {n} records in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
 
-    // (1) The ceiling: the bare loop.
+    // Throughput, in rounds: each system drains its own fresh backlog, and the order
+    // alternates, so neither always meets a fuller broker (tansu's in-memory storage grows
+    // over the run) nor always runs first.
+    let (mut bare_rates, mut weir_rates) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let round = r.to_string();
+        let t = Instant::now();
+        produce(&seed, &format!("bare-in-{round}"), n).await;
+        produce(&seed, &format!("weir-in-{round}"), n).await;
+        eprintln!(
+            "round {}/{rounds}: seeded 2 × {n} records in {:.1} s",
+            r + 1,
+            t.elapsed().as_secs_f64()
+        );
+        let weir_first = r % 2 == 1;
+        let (mut bare, mut weir) = ((0.0, 0), (0.0, 0));
+        for turn in 0..2 {
+            if (turn == 0) == weir_first {
+                weir = weir_round(&addr, &wasm, &round, n).await;
+            } else {
+                bare = bare_round(&addr, &round, n).await;
+            }
+        }
+        eprintln!(
+            "  bare loop {:.0} records/s ({} of {n} arrived), weir {:.0} records/s ({} of {n} arrived): {:.0} %",
+            bare.0,
+            bare.1,
+            weir.0,
+            weir.1,
+            100.0 * weir.0 / bare.0
+        );
+        bare_rates.push(bare.0);
+        weir_rates.push(weir.0);
+    }
+
+    // Latency: a paced stream through each system.
     let stop = Arc::new(AtomicBool::new(false));
-    let bare = tokio::spawn(bare_loop(
-        addr.clone(),
-        "bare-in".into(),
-        "bare-out".into(),
-        stop.clone(),
-    ));
-    let (bare_rate, bare_all) = drain_rate(&addr, "bare-out", n).await;
-    eprintln!("  bare loop: {bare_all} of {n} records arrived");
     let lat_bare = tokio::spawn(bare_loop(
         addr.clone(),
         "bare-lat-in".into(),
@@ -469,29 +539,29 @@ async fn main() {
     ));
     let (b50, b99, bmax, bn) = latency(&addr, "bare-lat-in", "bare-lat-out", rate, secs).await;
     stop.store(true, Ordering::Relaxed);
-    let _ = bare.await;
     let _ = lat_bare.await;
-    eprintln!("bare rdkafka consume->produce: {bare_rate:.0} records/s; latency p50 {b50:.1} ms, p99 {b99:.1} ms, max {bmax:.1} ms ({bn} samples)");
-
-    // (2) weir: Kafka source -> severity -> Kafka sink.
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\ndata_dir: {}\nfilters:\n  severity: {{ path: {}, config: {{ min: info }} }}\nkafka:\n  cluster: {{ brokers: [\"{addr}\"], client: {{ max.partition.fetch.bytes: \"67108864\", fetch.max.bytes: \"134217728\" }} }}\n  sources:\n    bulk: {{ topics: [weir-in], group_id: weir-bulk, auto_offset_reset: earliest, route: bulk, max_batch: {batch} }}\n    lat: {{ topics: [weir-lat-in], group_id: weir-lat, auto_offset_reset: earliest, route: lat }}\nsinks:\n  out: {{ type: kafka, topic: weir-out }}\n  lat-out: {{ type: kafka, topic: weir-lat-out }}\nroutes:\n  - {{ name: bulk, from: [kafka], filters: [severity], to: [out], batch: {{ max_events: {batch} }} }}\n  - {{ name: lat, from: [kafka], filters: [severity], to: [lat-out] }}\n",
-        dir.path().display(),
-        wasm.display(),
-        batch = env_or("WEIR_BENCH_BATCH", 1000),
-    );
+    let yaml = weir_yaml(dir.path(), &wasm, &addr, "lat")
+        .replace("weir-in-lat", "weir-lat-in")
+        .replace("weir-out-lat", "weir-lat-out");
     let config = weir::config::Config::parse("bench", &yaml, &[]).unwrap();
     let running = weir::serve::start(config).await.unwrap();
-    let (weir_rate, weir_all) = drain_rate(&addr, "weir-out", n).await;
-    eprintln!("  weir: {weir_all} of {n} records arrived");
     let (w50, w99, wmax, wn) = latency(&addr, "weir-lat-in", "weir-lat-out", rate, secs).await;
-    eprintln!("weir kafka -> severity -> kafka: {weir_rate:.0} records/s; latency p50 {w50:.1} ms, p99 {w99:.1} ms, max {wmax:.1} ms ({wn} samples)");
+    running.stop().await.unwrap();
+
+    let ratios: Vec<String> = bare_rates
+        .iter()
+        .zip(&weir_rates)
+        .map(|(b, w)| format!("{:.0} %", 100.0 * w / b))
+        .collect();
+    let (bare_rate, weir_rate) = (median(bare_rates), median(weir_rates));
+    eprintln!("bare rdkafka consume->produce: median {bare_rate:.0} records/s; latency p50 {b50:.1} ms, p99 {b99:.1} ms, max {bmax:.1} ms ({bn} samples)");
+    eprintln!("weir kafka -> severity -> kafka: median {weir_rate:.0} records/s; latency p50 {w50:.1} ms, p99 {w99:.1} ms, max {wmax:.1} ms ({wn} samples)");
     eprintln!(
-        "weir / ceiling: {:.0} % of the bare loop's throughput; peak RSS of this process {:.0} MiB",
+        "weir / ceiling: {:.0} % of the bare loop's median throughput (per round: {}); peak RSS of this process {:.0} MiB",
         100.0 * weir_rate / bare_rate,
+        ratios.join(", "),
         peak_rss_mib()
     );
-    running.stop().await.unwrap();
     drop(broker);
 }
