@@ -700,9 +700,11 @@ mod tests {
 
     #[test]
     fn the_fetch_wait_is_the_sources_unless_the_cluster_client_sets_it() {
-        let source: KafkaSourceConfig =
-            serde_norway::from_str("topics: [in]
-fetch_wait_max_ms: 20").expect("parses");
+        let source: KafkaSourceConfig = serde_norway::from_str(
+            "topics: [in]
+fetch_wait_max_ms: 20",
+        )
+        .expect("parses");
         let props = source
             .consumer_config(&cluster("brokers: [a:1]"), 0)
             .expect("valid");
