@@ -257,12 +257,21 @@ async fn drain_rate(addr: &str, topic: &str, n: u64) -> (f64, i64) {
     let (mut first, mut first_at) = (None::<i64>, Instant::now());
     let mut last_report = Instant::now();
     let goal = (n as f64 * 0.95) as i64;
+    // Bounded: a run that stops making progress ends instead of waiting forever.
+    let (mut seen, mut moved_at) = (0, Instant::now());
     let rate = loop {
         let now = len();
         if first.is_none() && now > 0 {
             first = Some(now);
             first_at = Instant::now();
         }
+        if now != seen {
+            (seen, moved_at) = (now, Instant::now());
+        }
+        assert!(
+            moved_at.elapsed() < Duration::from_secs(60),
+            "{topic}: stuck at {now} of {n} records for 60 s (the rate is taken at {goal})"
+        );
         if last_report.elapsed() > Duration::from_secs(5) {
             eprintln!("  {topic}: {now} of {n}");
             last_report = Instant::now();
