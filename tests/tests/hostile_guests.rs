@@ -295,13 +295,7 @@ routes:\n  - name: good\n    filters: [severity]\n    to: [good-out]\n  - name: 
     let mut torn = file.clone();
     torn.extend_from_slice(&file[..file.len() / 6]);
     std::fs::write(weir.data("dlq.pb"), &torn).unwrap();
-    let out = std::process::Command::new(weir_bin())
-        .args(["replay", "--dlq"])
-        .arg(weir.data("dlq.pb"))
-        .args(["--route", "good", "--to", &weir.url, "--admin-token-file"])
-        .arg(weir.data("admin-token"))
-        .output()
-        .unwrap();
+    let out = weir.replay_dlq("dlq.pb", "good");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "weir replay: {stderr}");
     assert!(

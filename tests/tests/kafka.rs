@@ -566,14 +566,12 @@ async fn a_failing_sink_opens_the_circuit_dead_letters_and_replay_delivers() {
         .map(|l| l["event"]["id"].as_str().unwrap().to_owned())
         .collect();
     assert!(dead.len() >= sent);
-    let status = std::process::Command::new(weir_bin())
-        .args(["replay", "--dlq"])
-        .arg(weir.data("dlq.jsonl"))
-        .args(["--route", "kafka", "--to", &weir.url, "--admin-token-file"])
-        .arg(weir.data("admin-token"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "weir replay");
+    let replay = weir.replay_dlq("dlq.jsonl", "kafka");
+    assert!(
+        replay.status.success(),
+        "weir replay: {}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
     let out = tokio::task::block_in_place(|| {
         read_all(&output, "out", 1, usize::MAX, Duration::from_secs(5))
     });

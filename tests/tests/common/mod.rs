@@ -136,6 +136,18 @@ impl Weir {
         self.dir.path().join("data").join(file)
     }
 
+    /// Runs `weir replay --dlq` on a dead-letter file of the data directory, through
+    /// `route` of this router, with its admin token.
+    pub fn replay_dlq(&self, file: &str, route: &str) -> std::process::Output {
+        std::process::Command::new(weir_bin())
+            .args(["replay", "--dlq"])
+            .arg(self.data(file))
+            .args(["--route", route, "--to", &self.url, "--admin-token-file"])
+            .arg(self.data("admin-token"))
+            .output()
+            .unwrap()
+    }
+
     /// Lines of a JSON-lines file in the data directory (empty when missing).
     pub fn jsonl(&self, file: &str) -> Vec<Value> {
         read_jsonl(&self.data(file))
