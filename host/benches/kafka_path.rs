@@ -8,7 +8,8 @@
 //! - throughput: a backlog of N records is drained; the rate is taken between the first
 //!   and the last output record (start-up excluded for both);
 //! - latency: a paced producer sends R records/s for S seconds, each stamped with its
-//!   send time; a reader of the output topic reports p50/p99/max end to end.
+//!   send time; a reader of the output topic reports p50/p99/max end to end (weir with
+//!   the same source and route settings as the drain, `WEIR_BENCH_BATCH` included).
 //!
 //! Every event is `info` or above, so the filter runs on each and keeps each: both
 //! systems move the same records.
@@ -465,7 +466,12 @@ async fn weir_round(addr: &str, wasm: &std::path::Path, round: &str, n: u64) -> 
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]

@@ -48,16 +48,31 @@ pub fn encode_delimited(letters: &[DeadLetter<'_>], buf: &mut Vec<u8>) {
     }
 }
 
+/// The largest message a reader takes: far above any dead letter weir writes (events are
+/// bounded by the ingest limits), so a larger length is damage, not a cut-off write.
+pub const MAX_MESSAGE_BYTES: u64 = 64 << 20;
+
 /// Why a dead-letter file cannot be read on.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The file ends inside a message: its last write was cut short (a crash mid-write).
+    /// (A damaged length that still points past the end looks the same.)
     #[error("the file ends inside dead letter {index} (byte {offset}): an interrupted write")]
     Torn {
         /// Zero-based number of the message.
         index: usize,
         /// Byte offset where it starts.
         offset: usize,
+    },
+    /// A message's length is impossible (zero, or above [`MAX_MESSAGE_BYTES`]).
+    #[error("dead letter {index} (byte {offset}) has an impossible length of {len} bytes")]
+    BadLength {
+        /// Zero-based number of the message.
+        index: usize,
+        /// Byte offset where it starts.
+        offset: usize,
+        /// The length read.
+        len: u64,
     },
     /// A message is not a dead letter.
     #[error("dead letter {index} (byte {offset}) is corrupt: {source}")]
@@ -69,6 +84,30 @@ pub enum ReadError {
         /// What the decoder said.
         source: prost::DecodeError,
     },
+}
+
+/// Where the next message of a length-delimited stream lies: `Ok(Some((header, len)))`,
+/// `Ok(None)` when the stream ends inside the message (torn), `Err` for damage.
+fn frame(rest: &[u8]) -> Result<Option<(usize, usize)>, FrameError> {
+    let mut probe = rest;
+    match prost::encoding::decode_varint(&mut probe) {
+        Ok(0) => Err(FrameError::Length(0)),
+        Ok(len) if len > MAX_MESSAGE_BYTES => Err(FrameError::Length(len)),
+        Ok(len) => {
+            let header = rest.len() - probe.len();
+            // Bounded by MAX_MESSAGE_BYTES above, so this fits any usize weir runs on.
+            let len = usize::try_from(len).map_err(|_| FrameError::Length(len))?;
+            Ok((len <= probe.len()).then_some((header, len)))
+        }
+        // A varint cut off by the end of the stream is a torn write too.
+        Err(_) if rest.len() < 10 && rest.iter().all(|b| b & 0x80 != 0) => Ok(None),
+        Err(e) => Err(FrameError::Varint(e)),
+    }
+}
+
+enum FrameError {
+    Length(u64),
+    Varint(prost::DecodeError),
 }
 
 /// Reads a length-delimited dead-letter file's messages in order; the iterator ends after
@@ -83,24 +122,19 @@ pub fn read_delimited(file: Bytes) -> impl Iterator<Item = Result<pb::DeadLetter
             return None;
         }
         let offset = total - rest.len();
-        let mut probe = &rest[..];
-        let item = match prost::encoding::decode_varint(&mut probe) {
-            Ok(len) if (len as usize) <= probe.len() => {
-                let header = rest.len() - probe.len();
+        let item = match frame(&rest) {
+            Ok(Some((header, len))) => {
                 rest.advance(header);
-                let body = rest.split_to(len as usize);
+                let body = rest.split_to(len);
                 pb::DeadLetter::decode(body).map_err(|source| ReadError::Corrupt {
                     index,
                     offset,
                     source,
                 })
             }
-            Ok(_) => Err(ReadError::Torn { index, offset }),
-            // A varint cut off by the end of the file is a torn write too.
-            Err(_) if rest.len() < 10 && rest.iter().all(|b| b & 0x80 != 0) => {
-                Err(ReadError::Torn { index, offset })
-            }
-            Err(source) => Err(ReadError::Corrupt {
+            Ok(None) => Err(ReadError::Torn { index, offset }),
+            Err(FrameError::Length(len)) => Err(ReadError::BadLength { index, offset, len }),
+            Err(FrameError::Varint(source)) => Err(ReadError::Corrupt {
                 index,
                 offset,
                 source,
@@ -110,6 +144,32 @@ pub fn read_delimited(file: Bytes) -> impl Iterator<Item = Result<pb::DeadLetter
         index += 1;
         Some(item)
     })
+}
+
+/// The length of the whole messages at the start of a length-delimited file: where a
+/// torn last write begins, or the file's length when there is none. Damage before the
+/// end stops the scan there too (the reader reports it).
+pub fn complete_prefix(file: &mut (impl std::io::Read + std::io::Seek)) -> std::io::Result<u64> {
+    use std::io::SeekFrom;
+    let total = file.seek(SeekFrom::End(0))?;
+    let mut at = 0u64;
+    let mut header = [0u8; 10];
+    while at < total {
+        file.seek(SeekFrom::Start(at))?;
+        let want = usize::try_from((total - at).min(10)).unwrap_or(10);
+        file.read_exact(&mut header[..want])?;
+        let mut probe = &header[..want];
+        let len = match prost::encoding::decode_varint(&mut probe) {
+            Ok(len) if len > 0 && len <= MAX_MESSAGE_BYTES => len,
+            _ => return Ok(at),
+        };
+        let next = at + (want - probe.len()) as u64 + len;
+        if next > total {
+            return Ok(at);
+        }
+        at = next;
+    }
+    Ok(at)
 }
 
 #[cfg(test)]
@@ -196,5 +256,50 @@ mod tests {
         let read: Vec<_> = read_delimited(Bytes::from(bad)).collect();
         assert!(matches!(read[0], Err(ReadError::Corrupt { index: 0, .. })));
         assert_eq!(read.len(), 1, "nothing is read past a corrupt message");
+        // A zero length (zeros left by a power loss) and an impossible length are damage.
+        let mut zeros = buf.clone();
+        zeros.extend_from_slice(&[0, 0, 0]);
+        let read: Vec<_> = read_delimited(Bytes::from(zeros)).collect();
+        assert!(matches!(
+            read[2],
+            Err(ReadError::BadLength {
+                index: 2,
+                len: 0,
+                ..
+            })
+        ));
+        let mut huge = buf[..whole].to_vec();
+        huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        let read: Vec<_> = read_delimited(Bytes::from(huge)).collect();
+        assert!(matches!(read[2], Err(ReadError::BadLength { .. })));
+    }
+
+    #[test]
+    fn the_complete_prefix_ends_where_a_torn_write_begins() {
+        let (e, _) = letters();
+        let letter = DeadLetter {
+            route: "r",
+            tenant: "t",
+            stage: "s",
+            reason: "x",
+            event: Some(&e),
+            original: None,
+        };
+        let mut one = Vec::new();
+        encode_delimited(std::slice::from_ref(&letter), &mut one);
+        let mut buf = Vec::new();
+        encode_delimited(&[letter.clone(), letter], &mut buf);
+        let whole = buf.len() as u64;
+        let prefix = |bytes: &[u8]| complete_prefix(&mut std::io::Cursor::new(bytes)).unwrap();
+        assert_eq!(prefix(&buf), whole);
+        assert_eq!(prefix(&[]), 0);
+        for cut in [1, 3, buf.len() - one.len() - 1] {
+            assert_eq!(
+                prefix(&buf[..buf.len() - cut]),
+                one.len() as u64,
+                "cut {cut}"
+            );
+        }
+        assert_eq!(prefix(&buf[..1]), 0);
     }
 }

@@ -185,6 +185,7 @@ impl FileSink {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
+        set_aside_torn_tail(path, format).map_err(io)?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -224,6 +225,64 @@ impl FileSink {
             source,
         })
     }
+}
+
+/// Where the whole records of a file end: after the last complete length-delimited
+/// message, or after the last newline of JSON lines.
+fn complete_prefix(file: &mut File, format: FileFormat) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    match format {
+        FileFormat::Protobuf => crate::dead_letters::complete_prefix(file),
+        FileFormat::Jsonl => {
+            let total = file.seek(SeekFrom::End(0))?;
+            let mut end = total;
+            let mut chunk = vec![0u8; 1 << 16];
+            while end > 0 {
+                let start = end.saturating_sub(chunk.len() as u64);
+                let n = usize::try_from(end - start).unwrap_or(chunk.len());
+                file.seek(SeekFrom::Start(start))?;
+                file.read_exact(&mut chunk[..n])?;
+                if let Some(i) = chunk[..n].iter().rposition(|b| *b == b'\n') {
+                    return Ok(start + i as u64 + 1);
+                }
+                end = start;
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// A write cut short by a crash leaves a partial record at the end of the file; appending
+/// after it would merge it with the next record and make both unreadable. The partial
+/// bytes are moved to `<file>.torn-<offset>` (kept, not lost) and the file is cut back
+/// to its whole records.
+fn set_aside_torn_tail(path: &Path, format: FileFormat) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let total = file.seek(SeekFrom::End(0))?;
+    let whole = complete_prefix(&mut file, format)?;
+    if whole == total {
+        return Ok(());
+    }
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::Start(whole))?;
+    file.read_to_end(&mut tail)?;
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".torn-{whole}"));
+    std::fs::write(&aside, &tail)?;
+    file.set_len(whole)?;
+    file.sync_all()?;
+    tracing::warn!(
+        file = %path.display(),
+        bytes = tail.len(),
+        kept_in = %Path::new(&aside).display(),
+        "the file ended in a partial record (a write cut short); it was set aside and the file cut back to its whole records"
+    );
+    Ok(())
 }
 
 impl Sink for FileSink {
@@ -414,4 +473,49 @@ fn open_toggle(
         spill,
         metrics.toggle.for_sink(name),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_record_is_set_aside_before_appending() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dlq.jsonl");
+        std::fs::write(&path, b"{\"a\":1}\n{\"b\":").expect("write");
+        let sink = FileSink::open("dlq", &path, false, FileFormat::Jsonl).expect("opens");
+        sink.write(&[&Event::new("e", "/s", "t")]).expect("writes");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0], "{\"a\":1}");
+        assert!(lines[1].contains("\"id\":\"e\""), "{text}");
+        let aside = dir.path().join("dlq.jsonl.torn-8");
+        assert_eq!(std::fs::read(aside).expect("kept"), b"{\"b\":");
+
+        let path = dir.path().join("dlq.pb");
+        let e = Event::new("e", "/s", "t");
+        let letter = DeadLetter {
+            route: "r",
+            tenant: "t",
+            stage: "s",
+            reason: "x",
+            event: Some(&e),
+            original: None,
+        };
+        let mut buf = Vec::new();
+        crate::dead_letters::encode_delimited(std::slice::from_ref(&letter), &mut buf);
+        let whole = buf.len();
+        buf.extend_from_within(..whole / 2);
+        std::fs::write(&path, &buf).expect("write");
+        let sink = FileSink::open("dlq", &path, false, FileFormat::Protobuf).expect("opens");
+        sink.write_dead_letters(&[letter]).expect("writes");
+        let file = std::fs::read(&path).expect("read");
+        let read: Vec<_> = crate::dead_letters::read_delimited(file.into())
+            .collect::<Result<_, _>>()
+            .expect("every record whole");
+        assert_eq!(read.len(), 2);
+        assert!(dir.path().join(format!("dlq.pb.torn-{whole}")).exists());
+    }
 }

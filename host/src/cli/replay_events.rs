@@ -110,19 +110,35 @@ fn read_dlq_file(path: &PathBuf) -> Result<Input> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut input = Input::new(path.display().to_string());
     let origin = format!("file:{}", path.display());
-    // A JSON dead letter starts `{"`; a protobuf one with its length, then field 1's tag.
-    if bytes.is_empty() || bytes.starts_with(b"{\"") {
-        read_dlq_jsonl(path, &bytes, &origin, &mut input)?;
+    let bytes = bytes::Bytes::from(bytes);
+    // Protobuf when the first message is a whole dead letter naming its route and stage
+    // (which weir always writes); JSON lines otherwise.
+    let protobuf = matches!(
+        read_delimited(bytes.clone()).next(),
+        Some(Ok(letter)) if !letter.route.is_empty() && !letter.stage.is_empty()
+    );
+    if protobuf {
+        read_dlq_protobuf(path, bytes, &origin, &mut input)?;
     } else {
-        read_dlq_protobuf(path, bytes.into(), &origin, &mut input)?;
+        let text = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
+        read_dlq_jsonl(path, text, &origin, &mut input)?;
     }
     Ok(input)
 }
 
 fn read_dlq_jsonl(path: &Path, bytes: &[u8], origin: &str, input: &mut Input) -> Result<()> {
-    let text = std::str::from_utf8(bytes)
-        .with_context(|| format!("{}: neither JSON lines nor protobuf", path.display()))?;
-    let complete = text.ends_with('\n');
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        // Cut inside a character by an interrupted write: the whole lines before it.
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default()
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("{}: neither JSON lines nor protobuf", path.display()))
+        }
+    };
+    let complete = text.ends_with('\n') && text.len() == bytes.len();
     let lines: Vec<&str> = text.lines().collect();
     for (n, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
@@ -150,6 +166,9 @@ fn read_dlq_jsonl(path: &Path, bytes: &[u8], origin: &str, input: &mut Input) ->
             }
             None => input.not_events += 1,
         }
+    }
+    if input.torn.is_none() && text.len() < bytes.len() {
+        input.torn = Some(format!("byte {}", text.len()));
     }
     Ok(())
 }

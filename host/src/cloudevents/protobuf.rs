@@ -56,9 +56,12 @@ fn timestamp(time: &str) -> CloudEventAttributeValue {
     let attr = match chrono::DateTime::parse_from_rfc3339(time) {
         Ok(t) => Attr::CeTimestamp(prost_types::Timestamp {
             seconds: t.timestamp(),
-            nanos: t.timestamp_subsec_nanos() as i32,
+            // A leap second (`:60`) reads as 1e9 ns or more, which a protobuf Timestamp
+            // may not hold: it becomes the last instant of the second before.
+            nanos: i32::try_from(t.timestamp_subsec_nanos().min(999_999_999))
+                .unwrap_or(999_999_999),
         }),
-        // Validated at ingest; a form chrono refuses (a leap second) stays text.
+        // Validated at ingest by form; a date that does not exist (30 February) stays text.
         Err(_) => Attr::CeString(time.to_owned()),
     };
     CloudEventAttributeValue { attr: Some(attr) }
@@ -152,6 +155,20 @@ pub fn from_proto(p: CloudEvent) -> Result<Event, ProtobufFormatError> {
         let attr = value
             .attr
             .ok_or_else(|| ProtobufFormatError::Empty(name.clone()))?;
+        // The core attributes' types are the spec's (weir itself writes `time` as a
+        // string only for a date that does not exist).
+        let expected = match (name.as_str(), &attr) {
+            ("subject" | "datacontenttype", Attr::CeString(_))
+            | ("dataschema", Attr::CeUri(_) | Attr::CeString(_))
+            | ("time", Attr::CeTimestamp(_) | Attr::CeString(_)) => None,
+            ("subject" | "datacontenttype", _) => Some("string"),
+            ("dataschema", _) => Some("URI"),
+            ("time", _) => Some("timestamp"),
+            _ => None,
+        };
+        if let Some(expected) = expected {
+            return Err(ProtobufFormatError::Type { name, expected });
+        }
         let (value, kind) = canonical(&name, attr)?;
         let core = match name.as_str() {
             "subject" => Some(&mut e.subject),
@@ -161,12 +178,6 @@ pub fn from_proto(p: CloudEvent) -> Result<Event, ProtobufFormatError> {
             _ => None,
         };
         match core {
-            Some(_) if kind != ExtKind::String => {
-                return Err(ProtobufFormatError::Type {
-                    name,
-                    expected: "string, URI or timestamp",
-                })
-            }
             Some(slot) => *slot = Some(value),
             None => e.extensions.push(Extension { name, value, kind }),
         }
@@ -234,6 +245,16 @@ mod tests {
             from_proto(p).unwrap().time.as_deref(),
             Some("2026-12-01T10:00:00Z")
         );
+    }
+
+    #[test]
+    fn a_leap_second_becomes_a_valid_timestamp() {
+        let mut e = sample();
+        e.time = Some("2016-12-31T23:59:60Z".into());
+        match to_proto(&e).attributes["time"].attr {
+            Some(Attr::CeTimestamp(t)) => assert!((0..1_000_000_000).contains(&t.nanos)),
+            ref other => panic!("{other:?}"),
+        }
     }
 
     #[test]

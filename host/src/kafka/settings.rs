@@ -217,7 +217,8 @@ pub struct KafkaSourceConfig {
     /// as soon as data is there, so a shorter wait costs only idle requests (10 a second
     /// per broker at 100); a broker that holds a fetch to its wait time (the tests'
     /// `tansu` does, when a partition of the request has nothing new) stalls the source
-    /// that long: with 500 weir drained a backlog at 80k records/s, with 100 at 125k.
+    /// that long: with 500 weir drained a backlog at 78k records/s, with 100 at 110–126k.
+    /// `fetch.wait.max.ms` under the cluster's `client:` wins over this.
     #[serde(default = "default_fetch_wait")]
     pub fetch_wait_max_ms: u64,
     /// Largest message accepted, bytes (default: the HTTP ingest's `max_event_bytes`);
@@ -538,6 +539,12 @@ impl KafkaSourceConfig {
         }
         if self.group_id.is_empty() {
             return Err(KafkaSettingsError("group_id must not be empty".into()));
+        }
+        // librdkafka wants socket.timeout.ms (60 s) above fetch.wait.max.ms + 1 s.
+        if self.fetch_wait_max_ms > 59_000 {
+            return Err(KafkaSettingsError(
+                "fetch_wait_max_ms: at most 59000 (the client's socket timeout is 60 s)".into(),
+            ));
         }
         Ok(())
     }
