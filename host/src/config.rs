@@ -817,6 +817,25 @@ impl Config {
                     "a Toggle sink cannot hold dead letters; name a file sink".into(),
                 ));
             }
+            let protobuf_file = matches!(
+                self.sinks.get(&route.dead_letter),
+                Some(SinkConfig::File {
+                    format: FileFormat::Protobuf,
+                    ..
+                })
+            );
+            if protobuf_file
+                && self
+                    .routes
+                    .iter()
+                    .any(|r| r.to.contains(&route.dead_letter))
+            {
+                return Err(err(
+                    format!("routes[{i}].dead_letter"),
+                    &route.dead_letter,
+                    "a protobuf file sink cannot hold both events and dead letters (the two message types carry no tag); name another file".into(),
+                ));
+            }
         }
         for (name, tenant) in &self.tenants {
             let l = tenant.limits;
@@ -1281,6 +1300,20 @@ routes:
         assert!(c.sinks.contains_key("dead-letter"));
         assert!(c.tenants.contains_key("default"));
         assert_eq!(c.routes[0].on_failure, FailurePolicy::DeadLetter);
+    }
+
+    #[test]
+    fn a_protobuf_file_holds_either_events_or_dead_letters() {
+        let sinks = "sinks:\n  pb: { type: file, path: out.pb, format: protobuf }\n";
+        let text = format!(
+            "{sinks}{}",
+            GOOD.replace("    to: [tail]", "    to: [pb]\n    dead_letter: pb")
+        );
+        let e = Config::parse("weir.yaml", &text, &[]).expect_err("mixed");
+        assert_eq!(e.field, "routes[0].dead_letter", "{e}");
+        assert!(e.message.contains("cannot hold both"), "{e}");
+        let text = format!("{sinks}{}", GOOD.replace("    to: [tail]", "    to: [pb]"));
+        Config::parse("weir.yaml", &text, &[]).expect("events only");
     }
 
     #[test]
