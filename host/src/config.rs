@@ -378,6 +378,8 @@ fn default_state_mb() -> u64 {
     16
 }
 
+const MIXED_PROTOBUF_FILE: &str = "a protobuf file sink cannot hold both events and dead letters (the two message types carry no tag); name another file";
+
 /// How a `file` sink writes.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -817,23 +819,11 @@ impl Config {
                     "a Toggle sink cannot hold dead letters; name a file sink".into(),
                 ));
             }
-            let protobuf_file = matches!(
-                self.sinks.get(&route.dead_letter),
-                Some(SinkConfig::File {
-                    format: FileFormat::Protobuf,
-                    ..
-                })
-            );
-            if protobuf_file
-                && self
-                    .routes
-                    .iter()
-                    .any(|r| r.to.contains(&route.dead_letter))
-            {
+            if self.mixes_events_and_dead_letters(&route.dead_letter) {
                 return Err(err(
                     format!("routes[{i}].dead_letter"),
                     &route.dead_letter,
-                    "a protobuf file sink cannot hold both events and dead letters (the two message types carry no tag); name another file".into(),
+                    MIXED_PROTOBUF_FILE.into(),
                 ));
             }
         }
@@ -950,6 +940,23 @@ impl Config {
 
     /// Checks the Kafka section: the cluster, each source's settings, its route and its
     /// dead-letter sink, and that `from: [kafka]` has a source.
+    /// Whether `dead_letter` names a protobuf file sink that a route also writes events
+    /// to: the file would mix two message types that carry no tag.
+    fn mixes_events_and_dead_letters(&self, dead_letter: &str) -> bool {
+        let protobuf_file = matches!(
+            self.sinks.get(dead_letter),
+            Some(SinkConfig::File {
+                format: FileFormat::Protobuf,
+                ..
+            })
+        );
+        protobuf_file
+            && self
+                .routes
+                .iter()
+                .any(|r| r.to.iter().any(|sink| sink == dead_letter))
+    }
+
     fn validate_kafka(&self) -> Result<(), (String, String, String)> {
         let k = &self.kafka;
         if let Some(cluster) = &k.cluster {
@@ -985,6 +992,13 @@ impl Config {
                     format!("{field}.dead_letter"),
                     source.dead_letter.clone(),
                     "a Toggle sink cannot hold dead letters; name a file or kafka sink".into(),
+                ));
+            }
+            if self.mixes_events_and_dead_letters(&source.dead_letter) {
+                return Err((
+                    format!("{field}.dead_letter"),
+                    source.dead_letter.clone(),
+                    MIXED_PROTOBUF_FILE.into(),
                 ));
             }
             if let Some(route) = &source.route {
