@@ -172,6 +172,19 @@ pub fn complete_prefix(file: &mut (impl std::io::Read + std::io::Seek)) -> std::
     Ok(at)
 }
 
+/// A dead letter of `event` from a filter stage, for tests.
+#[cfg(test)]
+pub(crate) fn letter_for(event: &crate::event::Event) -> DeadLetter<'_> {
+    DeadLetter {
+        route: "r",
+        tenant: "t",
+        stage: "s",
+        reason: "x",
+        event: Some(event),
+        original: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,14 +247,7 @@ mod tests {
     #[test]
     fn a_torn_tail_and_a_corrupt_message_are_told_apart() {
         let (e, _) = letters();
-        let letter = DeadLetter {
-            route: "r",
-            tenant: "t",
-            stage: "s",
-            reason: "x",
-            event: Some(&e),
-            original: None,
-        };
+        let letter = letter_for(&e);
         let mut buf = Vec::new();
         encode_delimited(&[letter.clone(), letter], &mut buf);
         let whole = buf.len();
@@ -277,14 +283,7 @@ mod tests {
     #[test]
     fn the_complete_prefix_ends_where_a_torn_write_begins() {
         let (e, _) = letters();
-        let letter = DeadLetter {
-            route: "r",
-            tenant: "t",
-            stage: "s",
-            reason: "x",
-            event: Some(&e),
-            original: None,
-        };
+        let letter = letter_for(&e);
         let mut one = Vec::new();
         encode_delimited(std::slice::from_ref(&letter), &mut one);
         let mut buf = Vec::new();

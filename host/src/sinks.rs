@@ -496,14 +496,7 @@ mod tests {
 
         let path = dir.path().join("dlq.pb");
         let e = Event::new("e", "/s", "t");
-        let letter = DeadLetter {
-            route: "r",
-            tenant: "t",
-            stage: "s",
-            reason: "x",
-            event: Some(&e),
-            original: None,
-        };
+        let letter = crate::dead_letters::letter_for(&e);
         let mut buf = Vec::new();
         crate::dead_letters::encode_delimited(std::slice::from_ref(&letter), &mut buf);
         let whole = buf.len();
