@@ -740,3 +740,67 @@ async fn sigterm_commits_what_was_delivered_and_a_restart_repeats_nothing() {
     assert_eq!(ids.len(), N, "every event arrived");
     assert_eq!(out.len(), N, "none twice across SIGTERM and restart");
 }
+
+/// `publish: async` answers once the records are queued in the client; a record the
+/// brokers never take (here: a topic that does not exist, which the test broker does not
+/// create) is counted in `weir_kafka_publish_failed_total` when its timeout settles it,
+/// and the router goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_publishing_counts_records_the_brokers_never_take() {
+    let broker = Broker::start();
+    broker.create_topics(&["kept"], 1).await;
+    let config = format!(
+        "kafka:\n  cluster:\n    brokers: [\"{}\"]\nsinks:\n  lost: {{type: kafka, topic: no-such-topic, publish: async, message_timeout_ms: 1500}}\n  kept: {{type: kafka, topic: kept, publish: async}}\nroutes:\n  - name: fire\n    from: [http]\n    to: [lost]\n  - name: keep\n    from: [http]\n    to: [kept]\n",
+        broker.addr()
+    );
+    let mut weir = Weir::start(&config);
+    let batch = serde_json::json!([
+        event(
+            "a-1",
+            "io.roost-keeper.trigger.scale",
+            serde_json::json!({})
+        ),
+        event(
+            "a-2",
+            "io.roost-keeper.trigger.scale",
+            serde_json::json!({})
+        ),
+        event(
+            "a-3",
+            "io.roost-keeper.trigger.scale",
+            serde_json::json!({})
+        ),
+    ]);
+    let (status, answer) = post(
+        &format!("{}/v1/events", weir.url),
+        &[("content-type", "application/cloudevents-batch+json")],
+        batch.to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["delivered"], 6, "queued in the client: {answer}");
+    let sum = |m: &str, prefix: &str| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, m) = get_text(&format!("{}/metrics", weir.url)).await;
+        let failed = sum(&m, "weir_kafka_publish_failed_total{sink=\"lost\"");
+        let published = sum(&m, "weir_kafka_published_total{sink=\"kept\"");
+        if failed == 3.0 && published == 3.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "failed {failed}, published {published}\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let kept =
+        tokio::task::block_in_place(|| read_all(&broker, "kept", 1, 3, Duration::from_secs(20)));
+    assert_eq!(kept.len(), 3, "the other sink's records arrived");
+    assert!(weir.alive(), "the router goes on");
+}
