@@ -86,23 +86,27 @@ pub enum ReadError {
     },
 }
 
-/// Where the next message of a length-delimited stream lies: `Ok(Some((header, len)))`,
-/// `Ok(None)` when the stream ends inside the message (torn), `Err` for damage.
-fn frame(rest: &[u8]) -> Result<Option<(usize, usize)>, FrameError> {
+/// A message's length prefix: `Ok(Some((header bytes, body length)))`, `Ok(None)` when
+/// the stream ends inside the prefix (a torn write), `Err` for an impossible length.
+fn length_prefix(rest: &[u8]) -> Result<Option<(usize, usize)>, FrameError> {
     let mut probe = rest;
     match prost::encoding::decode_varint(&mut probe) {
         Ok(0) => Err(FrameError::Length(0)),
         Ok(len) if len > MAX_MESSAGE_BYTES => Err(FrameError::Length(len)),
-        Ok(len) => {
-            let header = rest.len() - probe.len();
-            // Bounded by MAX_MESSAGE_BYTES above, so this fits any usize weir runs on.
-            let len = usize::try_from(len).map_err(|_| FrameError::Length(len))?;
-            Ok((len <= probe.len()).then_some((header, len)))
-        }
+        // Bounded by MAX_MESSAGE_BYTES above, so this fits any usize weir runs on.
+        Ok(len) => usize::try_from(len)
+            .map(|len| Some((rest.len() - probe.len(), len)))
+            .map_err(|_| FrameError::Length(len)),
         // A varint cut off by the end of the stream is a torn write too.
         Err(_) if rest.len() < 10 && rest.iter().all(|b| b & 0x80 != 0) => Ok(None),
         Err(e) => Err(FrameError::Varint(e)),
     }
+}
+
+/// Where the next message of a length-delimited stream lies: `Ok(Some((header, len)))`,
+/// `Ok(None)` when the stream ends inside the message (torn), `Err` for damage.
+fn frame(rest: &[u8]) -> Result<Option<(usize, usize)>, FrameError> {
+    Ok(length_prefix(rest)?.filter(|(header, len)| header + len <= rest.len()))
 }
 
 enum FrameError {
@@ -158,12 +162,10 @@ pub fn complete_prefix(file: &mut (impl std::io::Read + std::io::Seek)) -> std::
         file.seek(SeekFrom::Start(at))?;
         let want = usize::try_from((total - at).min(10)).unwrap_or(10);
         file.read_exact(&mut header[..want])?;
-        let mut probe = &header[..want];
-        let len = match prost::encoding::decode_varint(&mut probe) {
-            Ok(len) if len > 0 && len <= MAX_MESSAGE_BYTES => len,
-            _ => return Ok(at),
+        let Ok(Some((header_len, len))) = length_prefix(&header[..want]) else {
+            return Ok(at);
         };
-        let next = at + (want - probe.len()) as u64 + len;
+        let next = at + (header_len + len) as u64;
         if next > total {
             return Ok(at);
         }
