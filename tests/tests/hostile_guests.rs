@@ -267,12 +267,7 @@ routes:\n  - name: good\n    filters: [severity]\n    to: [good-out]\n  - name: 
             json!({"severity": "critical", "data": {"n": 3}})
         ),
     ]);
-    let (status, answer) = post(
-        &format!("{}/v1/events", weir.url),
-        &[("content-type", "application/cloudevents-batch+json")],
-        events.to_string(),
-    )
-    .await;
+    let (status, answer) = post_batch(&weir.url, &events).await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["dead_lettered"], 3, "{answer}");
 

@@ -409,12 +409,7 @@ async fn route_conditions_select_events_natively_before_any_filter() {
     let mut test_error = event("t1", "com.example.app", json!({"severity": "error"}));
     test_error["source"] = json!("/test/x");
     let batch = json!([k8s_warning, pulled, app_error, test_error]);
-    let (status, answer) = post(
-        &format!("{}/v1/events", weir.url),
-        &[("content-type", "application/cloudevents-batch+json")],
-        batch.to_string(),
-    )
-    .await;
+    let (status, answer) = post_batch(&weir.url, &batch).await;
     assert_eq!(status, 202, "{answer}");
     // 4 events x 2 routes: warnings takes k1 and a1, kube takes k1.
     assert_eq!(

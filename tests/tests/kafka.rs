@@ -210,11 +210,7 @@ async fn kafka_filter_kafka_100k_in_both_binding_modes() {
 /// The sum of `weir_kafka_consumed_total` over its labels.
 async fn consumed_total(weir: &Weir) -> usize {
     let (_, metrics) = get_text(&format!("{}/metrics", weir.url)).await;
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("weir_kafka_consumed_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as usize
+    metric_sum(&metrics, "weir_kafka_consumed_total{") as usize
 }
 
 /// Input produced one record per batch: the test broker, resuming a fetch from an
@@ -666,11 +662,7 @@ async fn roost_keeper_lifecycle_publishing_and_trigger_routing() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, m) = get_text(&format!("{}/metrics", weir.url)).await;
-        let audit_published: f64 = m
-            .lines()
-            .filter(|l| l.starts_with("weir_kafka_published_total{sink=\"audit\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let audit_published = metric_sum(&m, "weir_kafka_published_total{sink=\"audit\"");
         if audit_published == 2.0 {
             break;
         }
@@ -771,25 +763,14 @@ async fn async_publishing_counts_records_the_brokers_never_take() {
             serde_json::json!({})
         ),
     ]);
-    let (status, answer) = post(
-        &format!("{}/v1/events", weir.url),
-        &[("content-type", "application/cloudevents-batch+json")],
-        batch.to_string(),
-    )
-    .await;
+    let (status, answer) = post_batch(&weir.url, &batch).await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["delivered"], 6, "queued in the client: {answer}");
-    let sum = |m: &str, prefix: &str| -> f64 {
-        m.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, m) = get_text(&format!("{}/metrics", weir.url)).await;
-        let failed = sum(&m, "weir_kafka_publish_failed_total{sink=\"lost\"");
-        let published = sum(&m, "weir_kafka_published_total{sink=\"kept\"");
+        let failed = metric_sum(&m, "weir_kafka_publish_failed_total{sink=\"lost\"");
+        let published = metric_sum(&m, "weir_kafka_published_total{sink=\"kept\"");
         if failed == 3.0 && published == 3.0 {
             break;
         }

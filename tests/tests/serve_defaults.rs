@@ -42,12 +42,7 @@ async fn embedded_defaults_filter_scope_and_redact_then_drain_on_sigterm() {
             json!({"severity": "info", "data": {"user": "bob", "password": "hunter2"}})
         ),
     ]);
-    let (status, answer) = post(
-        &format!("{}/v1/events", weir.url),
-        &[("content-type", "application/cloudevents-batch+json")],
-        batch.to_string(),
-    )
-    .await;
+    let (status, answer) = post_batch(&weir.url, &batch).await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(
         (answer["delivered"].as_u64(), answer["dropped"].as_u64()),

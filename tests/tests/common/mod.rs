@@ -264,6 +264,24 @@ pub fn metric(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The sum of every series whose line starts with `prefix` (a family over its labels).
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Posts events as one `application/cloudevents-batch+json` request to `{base}/v1/events`.
+pub async fn post_batch(base: &str, events: &Value) -> (u16, Value) {
+    post(
+        &format!("{base}/v1/events"),
+        &[("content-type", "application/cloudevents-batch+json")],
+        events.to_string(),
+    )
+    .await
+}
+
 pub async fn get_text(url: &str) -> (u16, String) {
     let resp = reqwest::get(url).await.expect("request");
     (
