@@ -8,7 +8,6 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use std::path::PathBuf;
 use std::sync::Arc;
 use weir::config::Limits;
 use weir::event::Event;
@@ -20,6 +19,9 @@ use weir::runtime::{
 use weir_abi::BatchWriter;
 
 /// The same allocator as the `weir` binary.
+mod support;
+use support::wasm_path;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -47,16 +49,6 @@ fn events(n: usize) -> Vec<Event> {
             e
         })
         .collect()
-}
-
-fn wasm_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("WEIR_BENCH_WASM") {
-        return p.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("wasm32-wasip2/release/severity.wasm")
 }
 
 fn context() -> wit::Context {

@@ -36,6 +36,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod support;
+use support::wasm_path;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -62,16 +65,6 @@ fn tansu_bin() -> PathBuf {
     } else {
         "tansu".into()
     }
-}
-
-fn wasm_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("WEIR_BENCH_WASM") {
-        return p.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("wasm32-wasip2/release/severity.wasm")
 }
 
 struct Broker(Child, String);
@@ -489,7 +482,7 @@ async fn main() {
     );
     let broker = start_broker();
     let addr = broker.1.clone();
-    let mut topics: Vec<String> = ["bare-lat-in", "bare-lat-out", "weir-lat-in", "weir-lat-out"]
+    let mut topics: Vec<String> = ["bare-lat-in", "bare-lat-out", "weir-in-lat", "weir-out-lat"]
         .map(String::from)
         .to_vec();
     for r in 0..rounds {
@@ -556,12 +549,11 @@ async fn main() {
     stop.store(true, Ordering::Relaxed);
     let _ = lat_bare.await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = weir_yaml(dir.path(), &wasm, &addr, "lat")
-        .replace("weir-in-lat", "weir-lat-in")
-        .replace("weir-out-lat", "weir-lat-out");
+    // The latency run is one more round, named `lat`, with its own topics.
+    let yaml = weir_yaml(dir.path(), &wasm, &addr, "lat");
     let config = weir::config::Config::parse("bench", &yaml, &[]).unwrap();
     let running = weir::serve::start(config).await.unwrap();
-    let (w50, w99, wmax, wn) = latency(&addr, "weir-lat-in", "weir-lat-out", rate, secs).await;
+    let (w50, w99, wmax, wn) = latency(&addr, "weir-in-lat", "weir-out-lat", rate, secs).await;
     running.stop().await.unwrap();
 
     let ratios: Vec<String> = bare_rates
