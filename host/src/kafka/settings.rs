@@ -214,8 +214,8 @@ pub struct KafkaSourceConfig {
     pub commit_interval_ms: u64,
     /// The longest a fetch may wait at the broker for data, milliseconds (librdkafka's
     /// `fetch.wait.max.ms`; default 100, librdkafka's own is 500). A Kafka broker answers
-    /// as soon as data is there, so a shorter wait costs only idle requests (10 a second
-    /// per broker at 100); a broker that holds a fetch to its wait time (the tests'
+    /// as soon as data is there, so a shorter wait costs only idle requests (up to 10 a
+    /// second per broker at 100); a broker that holds a fetch to its wait time (the tests'
     /// `tansu` does, when a partition of the request has nothing new) stalls the source
     /// that long: with 500 weir drained a backlog at 78k records/s, with 100 at 110–126k.
     /// `fetch.wait.max.ms` under the cluster's `client:` wins over this.
