@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
-use weir::admin::hash_token;
+use weir::tokens::hash_token;
 
 const ADMIN: &str = "admin-secret-token";
 const ACME: &str = "acme-secret-token";

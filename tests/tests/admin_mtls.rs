@@ -46,7 +46,7 @@ async fn client_certificates_map_to_roles_on_a_separate_tls_admin_listener() {
         "  tokens:".to_owned(),
         format!(
             "    - {{ name: ci, sha256: {}, role: admin }}",
-            weir::admin::hash_token(token)
+            weir::tokens::hash_token(token)
         ),
         "filters:".to_owned(),
         format!(

@@ -272,7 +272,7 @@ routes:\n  - name: good\n    filters: [severity]\n    to: [good-out]\n  - name: 
     assert_eq!(answer["dead_lettered"], 3, "{answer}");
 
     let file = std::fs::read(weir.data("dlq.pb")).unwrap();
-    let letters: Vec<_> = weir::dead_letters::read_delimited(file.clone().into())
+    let letters: Vec<_> = weir::dead_letter::read_delimited(file.clone().into())
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(letters.len(), 3);

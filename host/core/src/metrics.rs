@@ -1,0 +1,99 @@
+//! The metrics registry every part of the router registers its families in. Families are
+//! registered on first use and shared after that, so each connector declares its own
+//! metrics beside its code, and building a second sink of a kind reuses the family.
+//! Hot paths take a labelled handle once (per batch or per sink) and add counts.
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// A Prometheus registry whose families are registered once, by name.
+#[derive(Default)]
+pub struct MetricsRegistry {
+    registry: Registry,
+    families: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
+}
+
+impl MetricsRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The family called `name`, registering it with `make` the first time. Names and
+    /// labels are the program's own constants, so a malformed or clashing family is a
+    /// bug found by the first test that builds it.
+    fn family<C>(&self, name: &str, make: impl FnOnce() -> prometheus::Result<C>) -> C
+    where
+        C: Collector + Clone + Send + Sync + 'static,
+    {
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = families.get(name) {
+            return existing
+                .downcast_ref::<C>()
+                .unwrap_or_else(|| panic!("metric {name} registered twice with different kinds"))
+                .clone();
+        }
+        let family = make().unwrap_or_else(|e| panic!("metric {name} is well-formed: {e}"));
+        self.registry
+            .register(Box::new(family.clone()))
+            .unwrap_or_else(|e| panic!("metric {name} registered once: {e}"));
+        families.insert(name.to_owned(), Box::new(family.clone()));
+        family
+    }
+
+    /// A counter family.
+    pub fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.family(name, || IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    /// A gauge family.
+    pub fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.family(name, || IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    /// A histogram family.
+    pub fn histogram(&self, opts: HistogramOpts, labels: &[&str]) -> HistogramVec {
+        let name = opts.common_opts.name.clone();
+        self.family(&name, || HistogramVec::new(opts, labels))
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec only fails on invalid families, which registration excludes.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_family_is_registered_once_and_shared() {
+        let r = MetricsRegistry::new();
+        let a = r.counter("weir_test_total", "Test.", &["sink"]);
+        let b = r.counter("weir_test_total", "Test.", &["sink"]);
+        a.with_label_values(&["x"]).inc();
+        b.with_label_values(&["x"]).inc();
+        assert!(
+            r.render().contains("weir_test_total{sink=\"x\"} 2"),
+            "{}",
+            r.render()
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "different kinds")]
+    fn one_name_cannot_be_two_kinds() {
+        let r = MetricsRegistry::new();
+        r.counter("weir_test", "Test.", &["sink"]);
+        r.gauge("weir_test", "Test.", &["sink"]);
+    }
+}

@@ -1,0 +1,149 @@
+//! The sink side of the connector contract: what a sink is ([`Sink`]), what it can do
+//! ([`Capabilities`], declared by its configuration before anything starts), and how one
+//! is built from its configuration ([`BuildSink`] with a narrow [`SinkContext`]).
+//!
+//! A connector's configuration struct implements [`BuildSink`]; the router's
+//! configuration only names it in its sink enum. Validation, capabilities and building
+//! all live with the connector.
+
+use crate::dead_letter::DeadLetter;
+use crate::event::Event;
+use crate::metrics::MetricsRegistry;
+use crate::tail::TailHub;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Why a sink could not take a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Writing failed.
+    #[error("sink `{sink}`: {source}")]
+    Io {
+        /// The sink.
+        sink: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The sink refused the events, saying why.
+    #[error("sink `{sink}`: {reason}")]
+    Refused {
+        /// The sink.
+        sink: String,
+        /// Why.
+        reason: String,
+    },
+    /// Some events of the batch were not written (the others were).
+    #[error("sink `{sink}`: {} events not written: {reason}", failed.len())]
+    Partial {
+        /// The sink.
+        sink: String,
+        /// Indices (in the batch given) of the events not written, ascending.
+        failed: Vec<usize>,
+        /// Why.
+        reason: String,
+    },
+    /// The sink could not be set up.
+    #[error("sink `{sink}`: {reason}")]
+    Setup {
+        /// The sink.
+        sink: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A destination for events.
+pub trait Sink: Send + Sync {
+    /// Writes a batch of events; returns only when they are written (or failed).
+    fn write(&self, events: &[&Event]) -> Result<(), SinkError>;
+    /// Writes dead letters.
+    fn write_dead_letters(&self, letters: &[DeadLetter<'_>]) -> Result<(), SinkError>;
+    /// Delivers or persists what the sink still holds; called once after every route
+    /// has drained.
+    fn close(&self) {}
+    /// Figures for `GET /v1/stats`, for sinks that have any.
+    fn stats(&self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// What a sink can do, declared by its configuration so configuration checks refuse what
+/// it cannot do before anything starts (instead of the sink refusing at run time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// It can hold dead letters: a route's or a source's `dead_letter` may name it.
+    pub dead_letters: bool,
+    /// It cannot hold events and dead letters together (a protobuf file: the two message
+    /// types carry no tag), so a dead-letter sink of this kind must not also be a route's
+    /// destination.
+    pub dead_letters_apart: bool,
+}
+
+impl Capabilities {
+    /// Events only.
+    pub const EVENTS: Self = Self {
+        dead_letters: false,
+        dead_letters_apart: false,
+    };
+    /// Events and dead letters, in one stream.
+    pub const EVENTS_AND_DEAD_LETTERS: Self = Self {
+        dead_letters: true,
+        dead_letters_apart: false,
+    };
+}
+
+/// A problem in one connector's configuration: the field below the connector's own
+/// (empty for the connector as a whole) and what is wrong. The configuration loader adds
+/// the file, the line and the path down to the connector.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigProblem {
+    /// The field, relative to the connector's configuration (`cluster`, `tls.ca`, ...).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigProblem {
+    /// A problem with the whole connector configuration.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            field: String::new(),
+            message: message.into(),
+        }
+    }
+
+    /// A problem with one field.
+    pub fn at(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What a sink gets when it is built: its name, the router's data directory, the metrics
+/// registry it registers its families in, and the in-process tail stream. Nothing else of
+/// the router.
+pub struct SinkContext<'a> {
+    /// The sink's configured name (its metrics label and error prefix).
+    pub name: &'a str,
+    /// The router's data directory: relative paths of the sink live inside it.
+    pub data_dir: &'a Path,
+    /// Where the sink's metric families are registered.
+    pub metrics: &'a MetricsRegistry,
+    /// The stream behind `GET /v1/tail`.
+    pub tail: &'a TailHub,
+}
+
+/// A sink's configuration: it checks itself, says what the sink can do, and builds it.
+pub trait BuildSink {
+    /// What the sink can do.
+    fn capabilities(&self) -> Capabilities;
+    /// Every problem of the configuration (empty when it is valid).
+    fn problems(&self) -> Vec<ConfigProblem> {
+        Vec::new()
+    }
+    /// Opens the sink (sinks with background tasks need a tokio runtime).
+    fn build(&self, cx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError>;
+}

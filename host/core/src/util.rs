@@ -1,0 +1,82 @@
+//! Small helpers more than one part of the router needs, each written once.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch (0 before it, saturating far after it).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A file operation that failed, with the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct FileError {
+    /// The file.
+    pub path: PathBuf,
+    /// What failed.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the
+/// directory. A reader sees the old contents or the new, never a mix.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| FileError { path, source }
+    };
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut file = std::fs::File::create(&tmp).map_err(err(&tmp))?;
+    file.write_all(bytes).map_err(err(&tmp))?;
+    file.sync_all().map_err(err(&tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(err(path))?;
+    if let Some(dir) = path.parent() {
+        // Make the rename itself durable.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// The pause before retry `attempt` (1-based): `initial` doubling per attempt up to
+/// `max`, with ±25 % jitter so that many writers do not retry in step.
+pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let exp = initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let base = exp.min(max).as_secs_f64();
+    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+    Duration::from_secs_f64(base * jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_stops_at_the_maximum() {
+        let (i, m) = (Duration::from_millis(100), Duration::from_millis(1000));
+        for attempt in 1..=40u32 {
+            let expected = (100.0 * 2f64.powi(attempt.min(21) as i32 - 1)).min(1000.0);
+            let got = backoff(attempt, i, m).as_secs_f64() * 1000.0;
+            assert!(
+                got >= expected * 0.74 && got <= expected * 1.26,
+                "{attempt}: {got}"
+            );
+        }
+    }
+
+    #[test]
+    fn writing_atomically_replaces_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        write_atomically(&path, b"one").expect("write");
+        write_atomically(&path, b"two").expect("write");
+        assert_eq!(std::fs::read(&path).expect("read"), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+    }
+}

@@ -1,0 +1,21 @@
+//! The Kubernetes Events API: what `kubectl` and kube-rs talk to, served from weir's own
+//! embedded event store (durable, retained far longer than etcd's hour, queryable by field
+//! and label selectors, watchable with resume), from ClickHouse, or forwarded to a remote
+//! provider over mTLS (proxy mode). [`events_api`] builds its HTTP routes.
+
+mod admission;
+mod api;
+mod auth;
+mod backend;
+mod clickhouse;
+mod convert;
+mod discovery;
+mod proxy;
+mod selector;
+mod service;
+pub mod settings;
+mod status;
+mod store;
+mod table;
+
+pub use service::{events_api, EventsApiError, EventsApiSetup};

@@ -1,0 +1,731 @@
+//! Proxy mode (`EventsProxy=true`): every Events API request is forwarded over HTTPS with
+//! mutual TLS to a remote provider (an Activity server, or another weir in embedded mode),
+//! with the caller named in `X-Remote-User`, `X-Remote-Group` and `X-Remote-Extra-*`
+//! (an anonymous caller as `system:anonymous` in `system:unauthenticated`).
+//!
+//! Creates and updates pass the admission filters here first (so `scope-inject` stamps the
+//! caller's scope before the provider sees the event); a patch is applied here to the
+//! provider's current object, admitted, and sent as an update with a resourceVersion
+//! precondition. Transient failures are retried with jittered exponential backoff (a
+//! `Retry-After` honoured): reads and updates on network errors, timeouts, 5xx and 429;
+//! creates and deletes only where the provider certainly did not act on the request (it
+//! could not be connected to, or answered 429 or 503), so a retry never repeats a create
+//! or a delete that may have happened. Everything else is answered at once with the
+//! provider's own `Status`.
+
+use super::admission::{Admitted, Admitter, Passage};
+use super::api::version;
+use super::auth::{anonymous_principal, remote_headers, Authenticator, Caller};
+use super::convert::{self, to_core, to_version, ApiVersion};
+use super::settings::ProviderConfig;
+use super::status::ApiError;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::StreamExt as _;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the proxy could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("events provider {what} {path}: {reason}")]
+    Pem {
+        /// Which file (`ca_file`, `client_cert`, `client_key`).
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The TLS or HTTP client could not be built.
+    #[error("events provider client: {0}")]
+    Client(String),
+}
+
+/// The forwarding state.
+pub struct EventsProxy {
+    client: reqwest::Client,
+    base: String,
+    timeout: Duration,
+    retries: u32,
+    forward_extras: Vec<String>,
+    auth: Arc<Authenticator>,
+    admitter: Arc<Admitter>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl FromRequestParts<Arc<EventsProxy>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        proxy: &Arc<EventsProxy>,
+    ) -> Result<Self, ApiError> {
+        proxy.auth.authenticate(
+            &parts.headers,
+            parts.extensions.get::<weir_core::tls::PeerIdentity>(),
+        )
+    }
+}
+
+fn pem_err(what: &'static str, path: &std::path::Path, e: impl ToString) -> ProxyError {
+    ProxyError::Pem {
+        what,
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// The mTLS client configuration for a provider (ring, HTTP/1.1).
+fn tls_config(p: &ProviderConfig) -> Result<rustls::ClientConfig, ProxyError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    let cas = CertificateDer::pem_file_iter(&p.ca_file)
+        .map_err(|e| pem_err("ca_file", &p.ca_file, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_err("ca_file", &p.ca_file, e))?;
+    if cas.is_empty() {
+        return Err(pem_err("ca_file", &p.ca_file, "no certificate found"));
+    }
+    for ca in cas {
+        roots
+            .add(ca)
+            .map_err(|e| pem_err("ca_file", &p.ca_file, e))?;
+    }
+    let chain = CertificateDer::pem_file_iter(&p.client_cert)
+        .map_err(|e| pem_err("client_cert", &p.client_cert, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_err("client_cert", &p.client_cert, e))?;
+    if chain.is_empty() {
+        return Err(pem_err(
+            "client_cert",
+            &p.client_cert,
+            "no certificate found",
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&p.client_key)
+        .map_err(|e| pem_err("client_key", &p.client_key, e))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProxyError::Client(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| ProxyError::Client(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+impl EventsProxy {
+    /// A proxy to `provider`; `auth` authenticates callers, `admitter` admits writes.
+    pub fn new(
+        provider: &ProviderConfig,
+        auth: Arc<Authenticator>,
+        admitter: Arc<Admitter>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Self, ProxyError> {
+        let timeout = Duration::from_secs(provider.timeout_seconds.max(1));
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls_config(provider)?)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| ProxyError::Client(e.to_string()))?;
+        Ok(Self {
+            client,
+            base: provider.url.trim_end_matches('/').to_owned(),
+            timeout,
+            retries: provider.retries,
+            forward_extras: provider.forward_extras.clone(),
+            auth,
+            admitter,
+            shutdown,
+        })
+    }
+
+    /// Sends one request to the provider, retrying transient failures. `long` is the
+    /// time a watch may stream on top of the usual timeout.
+    async fn send(
+        &self,
+        caller: &Caller,
+        method: Method,
+        path_and_query: &str,
+        incoming: &HeaderMap,
+        body: Option<Bytes>,
+        long: Option<Duration>,
+    ) -> Result<reqwest::Response, ApiError> {
+        let url = format!("{}{path_and_query}", self.base);
+        let mut headers = reqwest::header::HeaderMap::new();
+        for name in [header::ACCEPT, header::CONTENT_TYPE, header::USER_AGENT] {
+            if let Some(v) = incoming.get(&name) {
+                headers.insert(name, v.clone());
+            }
+        }
+        if body.is_some() && !headers.contains_key(header::CONTENT_TYPE) {
+            headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+        }
+        // The caller's identity, never whatever X-Remote-* headers the client sent; an
+        // anonymous caller as the apiserver names one.
+        let anonymous;
+        let principal = match &caller.principal {
+            Some(principal) => principal.as_ref(),
+            None => {
+                anonymous = anonymous_principal();
+                &anonymous
+            }
+        };
+        for (name, value) in remote_headers(principal, &self.forward_extras) {
+            headers.append(name, value);
+        }
+        let timeout = self.timeout + long.unwrap_or_default();
+        let mut attempt = 0u32;
+        loop {
+            let mut request = self
+                .client
+                .request(method.clone(), &url)
+                .headers(headers.clone())
+                .timeout(timeout);
+            if let Some(body) = &body {
+                request = request.body(body.clone());
+            }
+            let last = attempt >= self.retries;
+            match request.send().await {
+                Ok(response) if !last && may_retry(&method, Failure::Status(response.status())) => {
+                    let wait = retry_after(response.headers())
+                        .unwrap_or_default()
+                        .max(backoff(attempt));
+                    tracing::info!(status = %response.status(), attempt, ?wait, %method, path = path_and_query, "events provider answered a transient error; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(response) => return Ok(response),
+                Err(e) if !last && may_retry(&method, Failure::of(&e)) => {
+                    let wait = backoff(attempt);
+                    tracing::info!(attempt, ?wait, %method, path = path_and_query, "events provider unreachable ({e}); retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                // Never sent, or safe to send again: the client may retry (Retry-After).
+                Err(e) if Failure::of(&e) == Failure::Unsent || repeatable(&method) => {
+                    return Err(unanswered(&e, timeout, attempt + 1, || {
+                        ApiError::unavailable(
+                            format!(
+                                "the events provider {} is unreachable after {} attempts: {}",
+                                self.base,
+                                attempt + 1,
+                                error_chain(&e)
+                            ),
+                            1,
+                        )
+                    }))
+                }
+                // A create or delete the provider may have carried out: no Retry-After, so
+                // clients do not repeat it blindly.
+                Err(e) => {
+                    return Err(unanswered(&e, timeout, attempt + 1, || {
+                        ApiError::internal(format!(
+                            "the connection to the events provider {} broke after the request was sent; it may have been carried out: {}",
+                            self.base,
+                            error_chain(&e)
+                        ))
+                    }))
+                }
+            }
+            attempt += 1;
+        }
+    }
+
+    /// A provider answer passed on to the client (status, content type, warnings,
+    /// Retry-After, and the body as it streams; a watch ends when the router shuts down).
+    fn relay(&self, response: reqwest::Response) -> Response {
+        let status =
+            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut out = Response::builder().status(status);
+        for name in [
+            header::CONTENT_TYPE,
+            header::RETRY_AFTER,
+            header::CACHE_CONTROL,
+            header::WARNING,
+        ] {
+            for v in response.headers().get_all(&name) {
+                out = out.header(&name, v.clone());
+            }
+        }
+        let mut shutdown = self.shutdown.clone();
+        let stop = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        let stream = response.bytes_stream().take_until(Box::pin(stop));
+        out.body(Body::from_stream(stream)).unwrap_or_else(|_| {
+            ApiError::internal("cannot relay the provider's answer").into_response()
+        })
+    }
+
+    /// Forwards a request as it is.
+    async fn pass(
+        &self,
+        caller: &Caller,
+        method: Method,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+    ) -> Result<Response, ApiError> {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let long = is_watch(uri).then(|| watch_timeout(uri));
+        let response = self.send(caller, method, path, headers, None, long).await?;
+        Ok(self.relay(response))
+    }
+
+    /// Forwards a create or update after admitting its body.
+    async fn write(
+        &self,
+        caller: &Caller,
+        method: Method,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+        version: ApiVersion,
+    ) -> Result<Response, ApiError> {
+        let obj = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => {
+                return Err(ApiError::bad_request(
+                    "the request body must be a JSON object",
+                ))
+            }
+            Err(e) => {
+                return Err(ApiError::bad_request(format!(
+                    "couldn't decode the request body: {e}"
+                )))
+            }
+        };
+        let create = method == Method::POST;
+        let (admitted, passage) = self.admit(caller, create, obj, version).await?;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let response = self
+            .send(caller, method, path, headers, Some(admitted), None)
+            .await?;
+        let change = match (create, response.status()) {
+            (_, reqwest::StatusCode::CREATED) | (true, _) => "ADDED",
+            _ => "MODIFIED",
+        };
+        let dry_run = query_param(uri, "dryRun").is_some();
+        self.relay_stored(caller, change, response, version, dry_run, passage)
+            .await
+    }
+
+    /// Relays the provider's answer to a write and, when it accepted the write, hands the
+    /// stored object on to the `k8s` routes (as the embedded store does; `passage` is how
+    /// admission saw the write).
+    async fn relay_stored(
+        &self,
+        caller: &Caller,
+        change: &str,
+        response: reqwest::Response,
+        version: ApiVersion,
+        dry_run: bool,
+        passage: Passage,
+    ) -> Result<Response, ApiError> {
+        if !response.status().is_success() || dry_run {
+            return Ok(self.relay(response));
+        }
+        let status =
+            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut out = Response::builder().status(status);
+        for name in [header::CONTENT_TYPE, header::WARNING] {
+            for v in response.headers().get_all(&name) {
+                out = out.header(&name, v.clone());
+            }
+        }
+        let body = response.bytes().await.map_err(|e| {
+            ApiError::unavailable(format!("the events provider's answer broke off: {e}"), 1)
+        })?;
+        if let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&body) {
+            let is_event = obj.get("kind").and_then(Value::as_str) == Some("Event");
+            if is_event {
+                let core = to_core(obj, version);
+                let rv = convert::meta_str(&core, "resourceVersion")
+                    .parse()
+                    .unwrap_or(0);
+                if let Ok(json) = serde_json::to_vec(&core) {
+                    self.admitter
+                        .stored(caller, change, &core, rv, Bytes::from(json), passage)
+                        .await;
+                }
+            }
+        }
+        out.body(Body::from(body))
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// Validates a body as the API would and runs it through the admission filters;
+    /// the admitted body in the request's API version, and how admission saw it.
+    async fn admit(
+        &self,
+        caller: &Caller,
+        create: bool,
+        obj: Map<String, Value>,
+        version: ApiVersion,
+    ) -> Result<(Bytes, Passage), ApiError> {
+        let name = convert::meta_str(&obj, "name").to_owned();
+        if let Err((field, message)) = convert::validate(&obj, version) {
+            return Err(if field == "kind" || field == "apiVersion" {
+                ApiError::bad_request(format!("{field}: {message}"))
+            } else {
+                ApiError::invalid(&name, &field, &message)
+            });
+        }
+        // The provider assigns identity and versions; admission sees the content.
+        let mut core = to_core(obj, version);
+        let rv = match core.get_mut("metadata") {
+            Some(Value::Object(meta)) => meta.remove("resourceVersion"),
+            _ => None,
+        };
+        let change = if create { "ADDED" } else { "MODIFIED" };
+        let Admitted {
+            object: mut core,
+            passage,
+        } = self.admitter.admit(caller, change, core).await?;
+        if let (Some(rv), Some(Value::Object(meta))) = (rv, core.get_mut("metadata")) {
+            meta.insert("resourceVersion".into(), rv);
+        }
+        let out = to_version(&core, version);
+        let body = serde_json::to_vec(&out).map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok((Bytes::from(body), passage))
+    }
+
+    /// A merge patch: read the provider's object, patch and admit it here, and update it
+    /// with its resourceVersion as precondition (again on a conflict).
+    async fn patch(
+        &self,
+        caller: &Caller,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+        version: ApiVersion,
+    ) -> Result<Response, ApiError> {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let base = content_type.split(';').next().unwrap_or("").trim();
+        if ![
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+        ]
+        .contains(&base)
+        {
+            return Err(ApiError::unsupported_media(content_type));
+        }
+        let patch: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("couldn't decode the patch: {e}")))?;
+        if !patch.is_object() {
+            return Err(ApiError::bad_request("the patch must be a JSON object"));
+        }
+        let path = uri.path();
+        let mut json_headers = HeaderMap::new();
+        json_headers.insert(
+            header::ACCEPT,
+            header::HeaderValue::from_static("application/json"),
+        );
+        for _ in 0..5 {
+            let current = self
+                .send(caller, Method::GET, path, &json_headers, None, None)
+                .await?;
+            if !current.status().is_success() {
+                return Ok(self.relay(current));
+            }
+            let mut object: Value = current.json().await.map_err(|e| {
+                ApiError::internal(format!("the events provider sent an unreadable Event: {e}"))
+            })?;
+            super::api::merge_patch(&mut object, &patch);
+            let Value::Object(obj) = object else {
+                return Err(ApiError::bad_request("the patch must leave an object"));
+            };
+            let (admitted, passage) = self.admit(caller, false, obj, version).await?;
+            let response = self
+                .send(
+                    caller,
+                    Method::PUT,
+                    path,
+                    &json_headers,
+                    Some(admitted),
+                    None,
+                )
+                .await?;
+            if response.status() == reqwest::StatusCode::CONFLICT {
+                continue;
+            }
+            return self
+                .relay_stored(caller, "MODIFIED", response, version, false, passage)
+                .await;
+        }
+        Err(ApiError::conflict(
+            "the event kept changing while it was patched; try again".into(),
+            path.rsplit('/').next().unwrap_or(""),
+        ))
+    }
+}
+
+/// How an attempt failed, as far as retrying it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The provider answered with this status.
+    Status(reqwest::StatusCode),
+    /// The provider could not be connected to: the request never left.
+    Unsent,
+    /// The request may have reached the provider (a timeout, or the connection broke
+    /// after it was sent): whether the provider acted on it is unknown.
+    Unknown,
+    /// Anything else (the request could not be built, a redirect loop...): not retried.
+    Other,
+}
+
+impl Failure {
+    fn of(e: &reqwest::Error) -> Self {
+        if e.is_connect() {
+            Failure::Unsent
+        } else if e.is_timeout() || e.is_request() {
+            Failure::Unknown
+        } else {
+            Failure::Other
+        }
+    }
+}
+
+/// Whether a request may be sent again after `failure`. Reads and updates (GET, PUT,
+/// whose repeat leaves the provider as one attempt would) are retried on any transient
+/// failure: network errors, timeouts, 5xx and 429. Creates and deletes (POST, DELETE)
+/// only where the provider did not act on the first attempt: it could not be connected
+/// to, or answered 429 or 503 (refused before processing). After a timeout, a broken
+/// connection or another 5xx a create may have been stored or a delete done, and a
+/// repeat could fail on its own success (409, 404) or delete an event created since.
+fn may_retry(method: &Method, failure: Failure) -> bool {
+    match failure {
+        Failure::Unsent => true,
+        Failure::Unknown => repeatable(method),
+        Failure::Other => false,
+        Failure::Status(status) if repeatable(method) => {
+            status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        }
+        Failure::Status(status) => matches!(
+            status,
+            reqwest::StatusCode::TOO_MANY_REQUESTS | reqwest::StatusCode::SERVICE_UNAVAILABLE
+        ),
+    }
+}
+
+/// Whether sending a request twice leaves the provider as sending it once would.
+fn repeatable(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::PUT)
+}
+
+/// The answer to a request that got none: 504 after a timeout, else `otherwise`.
+fn unanswered(
+    e: &reqwest::Error,
+    timeout: Duration,
+    attempts: u32,
+    otherwise: impl FnOnce() -> ApiError,
+) -> ApiError {
+    if e.is_timeout() && !e.is_connect() {
+        ApiError::timeout(format!(
+            "the events provider did not answer within {} s ({attempts} attempts)",
+            timeout.as_secs()
+        ))
+    } else {
+        otherwise()
+    }
+}
+
+/// The provider's `Retry-After` in seconds (capped at a minute).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(60)))
+}
+
+/// 200 ms doubling per attempt (0-based) up to 5 s, with ±25 % jitter.
+fn backoff(attempt: u32) -> Duration {
+    weir_core::util::backoff(
+        attempt.saturating_add(1),
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    )
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn query_param<'a>(uri: &'a axum::http::Uri, key: &str) -> Option<&'a str> {
+    uri.query()?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+fn is_watch(uri: &axum::http::Uri) -> bool {
+    matches!(query_param(uri, "watch"), Some("true" | "1"))
+}
+
+/// How long a forwarded watch may stream: its `timeoutSeconds`, else the provider's
+/// default of 30 minutes.
+fn watch_timeout(uri: &axum::http::Uri) -> Duration {
+    Duration::from_secs(
+        query_param(uri, "timeoutSeconds")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(1800),
+    )
+}
+
+type Shared = State<Arc<EventsProxy>>;
+
+fn answer(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn read_h(s: Shared, c: Caller, uri: axum::http::Uri, h: HeaderMap) -> Response {
+    answer(s.pass(&c, Method::GET, &uri, &h).await)
+}
+async fn delete_h(s: Shared, c: Caller, uri: axum::http::Uri, h: HeaderMap) -> Response {
+    answer(s.pass(&c, Method::DELETE, &uri, &h).await)
+}
+async fn create_h<const EV: bool>(
+    s: Shared,
+    c: Caller,
+    uri: axum::http::Uri,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    answer(
+        s.write(&c, Method::POST, &uri, &h, &b, version::<EV>())
+            .await,
+    )
+}
+async fn put_h<const EV: bool>(
+    s: Shared,
+    c: Caller,
+    uri: axum::http::Uri,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    answer(
+        s.write(&c, Method::PUT, &uri, &h, &b, version::<EV>())
+            .await,
+    )
+}
+async fn patch_h<const EV: bool>(
+    s: Shared,
+    c: Caller,
+    uri: axum::http::Uri,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    answer(s.patch(&c, &uri, &h, &b, version::<EV>()).await)
+}
+
+fn event_routes<const EV: bool>(
+    router: Router<Arc<EventsProxy>>,
+    prefix: &str,
+) -> Router<Arc<EventsProxy>> {
+    router
+        .route(&format!("{prefix}/events"), get(read_h))
+        .route(
+            &format!("{prefix}/namespaces/{{ns}}/events"),
+            get(read_h).post(create_h::<EV>).delete(delete_h),
+        )
+        .route(
+            &format!("{prefix}/namespaces/{{ns}}/events/{{name}}"),
+            get(read_h)
+                .put(put_h::<EV>)
+                .patch(patch_h::<EV>)
+                .delete(delete_h),
+        )
+}
+
+/// The proxy's routes: discovery answered here, every Events path forwarded.
+pub fn routes(proxy: Arc<EventsProxy>) -> Router {
+    super::api::discovery_routes()
+        .merge(event_routes::<true>(
+            event_routes::<false>(Router::new(), "/api/v1"),
+            "/apis/events.k8s.io/v1",
+        ))
+        .with_state(proxy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> Failure {
+        Failure::Status(reqwest::StatusCode::from_u16(code).expect("code"))
+    }
+
+    #[test]
+    fn reads_and_updates_retry_every_transient_failure() {
+        for method in [Method::GET, Method::PUT] {
+            for code in [500u16, 502, 503, 504, 429] {
+                assert!(may_retry(&method, status(code)), "{method} {code}");
+            }
+            for code in [400u16, 401, 403, 404, 409, 422, 200] {
+                assert!(!may_retry(&method, status(code)), "{method} {code}");
+            }
+            assert!(may_retry(&method, Failure::Unsent));
+            assert!(may_retry(&method, Failure::Unknown));
+            assert!(!may_retry(&method, Failure::Other));
+        }
+    }
+
+    #[test]
+    fn creates_and_deletes_retry_only_what_the_provider_did_not_act_on() {
+        for method in [Method::POST, Method::DELETE] {
+            assert!(
+                may_retry(&method, Failure::Unsent),
+                "{method}: not connected"
+            );
+            assert!(may_retry(&method, status(429)), "{method} 429");
+            assert!(may_retry(&method, status(503)), "{method} 503");
+            assert!(!may_retry(&method, Failure::Unknown), "{method}: timeout");
+            for code in [500u16, 502, 504, 400, 404, 409, 422, 200] {
+                assert!(!may_retry(&method, status(code)), "{method} {code}");
+            }
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(0) <= Duration::from_millis(250));
+        assert!(backoff(3) >= Duration::from_millis(1200));
+        assert!(backoff(30) <= Duration::from_millis(6250));
+    }
+
+    #[test]
+    fn watch_parameters_are_read_from_the_query() {
+        let uri: axum::http::Uri = "/api/v1/events?watch=1&timeoutSeconds=7"
+            .parse()
+            .expect("uri");
+        assert!(is_watch(&uri));
+        assert_eq!(watch_timeout(&uri), Duration::from_secs(7));
+        let uri: axum::http::Uri = "/api/v1/events?watch=false".parse().expect("uri");
+        assert!(!is_watch(&uri));
+    }
+}

@@ -1,0 +1,270 @@
+//! Settings of the Events API beyond its store: who callers are (client certificates and
+//! a trusted front proxy's request headers), how scope is read, and the remote provider
+//! that proxy mode (`EventsProxy`) forwards to.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// The feature gate that makes the Events API a proxy to a remote provider.
+pub const EVENTS_PROXY_GATE: &str = "EventsProxy";
+
+/// Feature gates weir knows.
+pub const KNOWN_GATES: [&str; 1] = [EVENTS_PROXY_GATE];
+
+pub use weir_core::auth::{AuthenticationConfig, RequestHeaderConfig};
+
+/// Where a caller's tenancy scope comes from and where events carry it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeConfig {
+    /// The caller's extra attribute naming its parent type (`Organization`, `Project`);
+    /// callers without it are platform callers and see every event.
+    #[serde(default = "default_parent_type")]
+    pub parent_type_extra: String,
+    /// The caller's extra attribute naming its parent.
+    #[serde(default = "default_parent_name")]
+    pub parent_name_extra: String,
+    /// The event annotation holding the scope type (set by the `scope-inject` filter).
+    #[serde(default = "default_type_annotation")]
+    pub type_annotation: String,
+    /// The event annotation holding the scope name.
+    #[serde(default = "default_name_annotation")]
+    pub name_annotation: String,
+}
+
+impl Default for ScopeConfig {
+    fn default() -> Self {
+        Self {
+            parent_type_extra: default_parent_type(),
+            parent_name_extra: default_parent_name(),
+            type_annotation: default_type_annotation(),
+            name_annotation: default_name_annotation(),
+        }
+    }
+}
+
+fn default_parent_type() -> String {
+    "iam.miloapis.com/parent-type".into()
+}
+
+fn default_parent_name() -> String {
+    "iam.miloapis.com/parent-name".into()
+}
+
+fn default_type_annotation() -> String {
+    "platform.miloapis.com/scope.type".into()
+}
+
+fn default_name_annotation() -> String {
+    "platform.miloapis.com/scope.name".into()
+}
+
+/// The remote Activity-style server every Events API request is forwarded to in proxy
+/// mode, over HTTPS with a client certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Base URL (`https://activity.example:443`); request paths are appended as they are.
+    pub url: String,
+    /// CA bundle (PEM) the provider's server certificate must chain to.
+    pub ca_file: PathBuf,
+    /// Client certificate chain (PEM) presented to the provider.
+    pub client_cert: PathBuf,
+    /// The client certificate's private key (PEM).
+    pub client_key: PathBuf,
+    /// Timeout of one attempt, in seconds (watches: their own `timeoutSeconds` plus this).
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// Retries of transient failures (network errors, timeouts, 5xx, 429; for creates and
+    /// deletes only those the provider did not act on: unreachable, 429, 503).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// The caller's extra attributes forwarded as `X-Remote-Extra-*` headers; must include
+    /// the `scope` parent type and name extras (checked at load).
+    #[serde(default = "default_forward_extras")]
+    pub forward_extras: Vec<String>,
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+/// The extras the source system forwards by default.
+pub fn default_forward_extras() -> Vec<String> {
+    vec![
+        "iam.miloapis.com/parent-type".into(),
+        "iam.miloapis.com/parent-name".into(),
+        "iam.miloapis.com/parent-api-group".into(),
+    ]
+}
+
+/// A ClickHouse server holding the events instead of the embedded store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// The HTTP interface (`http://127.0.0.1:8123`).
+    pub url: String,
+    /// The database (must exist).
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// The table, created when missing.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// The user (default `default`).
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// The environment variable holding the password (never written in the file).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Timeout of one request, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_database() -> String {
+    "default".into()
+}
+
+fn default_table() -> String {
+    "k8s_events".into()
+}
+
+fn default_user() -> String {
+    "default".into()
+}
+
+/// The Kubernetes-compatible Events API and its embedded store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsApiConfig {
+    /// Serve `/api/v1/.../events`, `/apis/events.k8s.io/v1/...` and discovery.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Events unchanged for this many hours are deleted (default 720: 30 days).
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: u64,
+    /// The most events kept; beyond it the least recently changed go (default 1,000,000).
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Recent changes kept for watches that resume from a resourceVersion (default 50,000).
+    #[serde(default = "default_watch_history")]
+    pub watch_history: usize,
+    /// The route whose filter chain admits every create and update (e.g. `scope-inject`)
+    /// before it is stored. Default: the route taking `from: [k8s]`, when there is one.
+    #[serde(default)]
+    pub route: Option<String>,
+    /// Where callers' scopes and events' scope annotations are.
+    #[serde(default)]
+    pub scope: ScopeConfig,
+    /// The remote provider that proxy mode forwards to.
+    #[serde(default)]
+    pub provider: Option<ProviderConfig>,
+    /// Keep events in ClickHouse instead of the embedded store (retention drops whole
+    /// days: `retention_hours` rounded up to days, counted from each event's creation).
+    #[serde(default)]
+    pub clickhouse: Option<ClickHouseConfig>,
+}
+
+impl Default for EventsApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            retention_hours: default_retention_hours(),
+            max_events: default_max_events(),
+            watch_history: default_watch_history(),
+            route: None,
+            scope: ScopeConfig::default(),
+            provider: None,
+            clickhouse: None,
+        }
+    }
+}
+
+fn default_retention_hours() -> u64 {
+    720
+}
+
+fn default_max_events() -> usize {
+    1_000_000
+}
+
+fn default_watch_history() -> usize {
+    50_000
+}
+
+impl EventsApiConfig {
+    /// Every problem of these settings; `proxy` says whether proxy mode is on. Fields are
+    /// relative to `events_api`.
+    pub fn problems(&self, proxy: bool) -> Vec<weir_core::sink::ConfigProblem> {
+        use weir_core::sink::ConfigProblem;
+        let mut problems = Vec::new();
+        if proxy {
+            match &self.provider {
+                None => problems.push(ConfigProblem::at(
+                    "provider",
+                    "EventsProxy=true needs events_api.provider (url, ca_file, client_cert, client_key) or --events-provider-url and friends",
+                )),
+                Some(provider) => {
+                    if !provider.url.starts_with("https://") {
+                        problems.push(ConfigProblem::at(
+                            "provider.url",
+                            format!("`{}`: the provider is reached over HTTPS with mutual TLS; use an https:// URL", provider.url),
+                        ));
+                    }
+                    if provider.timeout_seconds == 0 {
+                        problems.push(ConfigProblem::at(
+                            "provider.timeout_seconds",
+                            "must be at least 1",
+                        ));
+                    }
+                    // The provider scopes callers by the extras it is sent: a caller
+                    // forwarded without its parent type would be a platform caller there
+                    // and see every tenant's events, so this is an error, not a warning.
+                    let scope = &self.scope;
+                    for (setting, key) in [
+                        ("parent_type_extra", &scope.parent_type_extra),
+                        ("parent_name_extra", &scope.parent_name_extra),
+                    ] {
+                        if !provider
+                            .forward_extras
+                            .iter()
+                            .any(|f| f.eq_ignore_ascii_case(key))
+                        {
+                            problems.push(ConfigProblem::at(
+                                "provider.forward_extras",
+                                format!(
+                                    "must include `{key}` (events_api.scope.{setting}): without it the provider cannot scope callers and would serve a scoped caller as a platform caller"
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(ch) = &self.clickhouse {
+            let ident_ok = |s: &str| {
+                !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            };
+            if !ident_ok(&ch.database) || !ident_ok(&ch.table) {
+                problems.push(ConfigProblem::at(
+                    "clickhouse",
+                    "database and table must be plain identifiers (letters, digits, _)",
+                ));
+            }
+            if !(ch.url.starts_with("http://") || ch.url.starts_with("https://")) {
+                problems.push(ConfigProblem::at(
+                    "clickhouse.url",
+                    format!(
+                        "`{}`: the ClickHouse HTTP interface, http:// or https://",
+                        ch.url
+                    ),
+                ));
+            }
+        }
+        problems
+    }
+}

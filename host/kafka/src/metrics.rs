@@ -1,0 +1,88 @@
+//! The Kafka source's and sinks' metric families (`weir_kafka_*`) and the sink circuit
+//! breakers' state gauge.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec};
+use weir_core::metrics::MetricsRegistry;
+
+/// Kafka figures, labelled by topic and event type where they concern events.
+pub struct KafkaMetrics {
+    /// Records read by a source, by topic and event type (`undecodable` for poison).
+    pub consumed: IntCounterVec,
+    /// Records acknowledged by the brokers, by sink, topic and event type.
+    pub published: IntCounterVec,
+    /// Records the brokers did not take (after librdkafka's and weir's retries), by
+    /// sink, topic and event type.
+    pub failed: IntCounterVec,
+    /// Time from handing a record to the client to its acknowledgement, seconds, by sink.
+    pub publish_seconds: HistogramVec,
+    /// Consumer lag per partition, from the client's statistics, by group, topic and
+    /// partition.
+    pub consumer_lag: IntGaugeVec,
+    /// Circuit breaker state per sink: 0 closed, 1 open, 2 half-open.
+    pub circuit_state: IntGaugeVec,
+    /// Writes refused at once by an open circuit, by sink.
+    pub circuit_refused: IntCounterVec,
+    /// Retries of failed writes, by sink.
+    pub retries: IntCounterVec,
+    /// Offsets committed by a source's consumer group, by group and topic.
+    pub committed: IntCounterVec,
+}
+
+impl KafkaMetrics {
+    /// Registers (or finds) the families in `r`.
+    pub fn new(r: &MetricsRegistry) -> Self {
+        Self {
+            consumed: r.counter(
+                "weir_kafka_consumed_total",
+                "Records read from Kafka, by topic and event type.",
+                &["topic", "type"],
+            ),
+            published: r.counter(
+                "weir_kafka_published_total",
+                "Records acknowledged by Kafka, by sink, topic and event type.",
+                &["sink", "topic", "type"],
+            ),
+            failed: r.counter(
+                "weir_kafka_publish_failed_total",
+                "Records Kafka did not take, by sink, topic and event type.",
+                &["sink", "topic", "type"],
+            ),
+            publish_seconds: r.histogram(
+                HistogramOpts::new(
+                    "weir_kafka_publish_seconds",
+                    "Time from handing a record to the Kafka client to its acknowledgement.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
+                ]),
+                &["sink"],
+            ),
+            consumer_lag: r.gauge(
+                "weir_kafka_consumer_lag",
+                "Records behind the partition's end, by group, topic and partition.",
+                &["group", "topic", "partition"],
+            ),
+            circuit_state: r.gauge(
+                "weir_sink_circuit_state",
+                "Circuit breaker state of a sink: 0 closed, 1 open, 2 half-open.",
+                &["sink"],
+            ),
+            circuit_refused: r.counter(
+                "weir_sink_circuit_refused_total",
+                "Writes refused at once because the sink's circuit was open.",
+                &["sink"],
+            ),
+            retries: r.counter(
+                "weir_sink_retries_total",
+                "Retries of failed sink writes.",
+                &["sink"],
+            ),
+            committed: r.counter(
+                "weir_kafka_offsets_stored_total",
+                "Records whose offsets a Kafka source stored for commit, by group and topic.",
+                &["group", "topic"],
+            ),
+        }
+    }
+}

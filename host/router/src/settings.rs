@@ -1,0 +1,150 @@
+//! What routes and tenants are configured as: the router's part of the configuration
+//! file. The binary's configuration embeds these types; the router is built from them.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use weir_runtime::Limits;
+
+/// How an event's tenant is told, in order: a source mapping, the `tenant` extension, a
+/// request header; else `default`. Names that are not configured tenants are ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenancyConfig {
+    /// CloudEvents `source` prefixes mapped to tenants (first match wins; wins over the
+    /// extension, so a producer cannot claim another tenant by setting it).
+    #[serde(default)]
+    pub sources: Vec<SourceMapping>,
+    /// An HTTP request header naming the tenant of every event in the request, used when
+    /// no mapping and no `tenant` extension decide.
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+/// One source-prefix mapping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceMapping {
+    /// The prefix of `source`.
+    pub prefix: String,
+    /// The tenant.
+    pub tenant: String,
+}
+
+/// A tenant.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Per-call limits for this tenant's filters.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// What happens to a batch whose filter failed (trap, timeout, memory, bad output), and
+/// to events a filter answered with an error verdict.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Send them to the route's dead-letter sink with the reason (default).
+    #[default]
+    DeadLetter,
+    /// Let them continue as if the filter had kept them.
+    Pass,
+    /// Drop them (counted).
+    Drop,
+}
+
+/// A route: which sources feed it, which filters run, where events go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The route's name (metrics, logs, filter context).
+    pub name: String,
+    /// Source kinds feeding the route (`http`, `grpc`, `k8s`: events written through the
+    /// Kubernetes Events API, after they are stored).
+    #[serde(default = "default_from")]
+    pub from: Vec<String>,
+    /// Conditions an event must meet to enter the route (Knative trigger filter dialects,
+    /// ANDed; evaluated natively before any filter runs). Empty: every event.
+    #[serde(default)]
+    pub when: Vec<weir_core::cesql::Dialect>,
+    /// The default filter chain, run in order.
+    #[serde(default)]
+    pub filters: Vec<String>,
+    /// Per-tenant chains replacing the default chain for that tenant.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantRoute>,
+    /// Sinks receiving kept events.
+    pub to: Vec<String>,
+    /// The sink for dead letters.
+    #[serde(default = "default_dead_letter")]
+    pub dead_letter: String,
+    /// The failure policy.
+    #[serde(default)]
+    pub on_failure: FailurePolicy,
+    /// Batching limits for filter calls.
+    #[serde(default)]
+    pub batch: BatchConfig,
+}
+
+impl RouteConfig {
+    /// A route fed by `http` through `filters` to `to`, with every other setting at its
+    /// default.
+    pub fn new(name: &str, filters: Vec<String>, to: Vec<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            from: default_from(),
+            when: Vec::new(),
+            filters,
+            tenants: BTreeMap::new(),
+            to,
+            dead_letter: default_dead_letter(),
+            on_failure: FailurePolicy::default(),
+            batch: BatchConfig::default(),
+        }
+    }
+}
+
+fn default_from() -> Vec<String> {
+    vec!["http".to_owned()]
+}
+
+fn default_dead_letter() -> String {
+    "dead-letter".to_owned()
+}
+
+/// A tenant's chain on one route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRoute {
+    /// The chain for this tenant.
+    pub filters: Vec<String>,
+}
+
+/// Batching limits.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// The most events in one filter call.
+    #[serde(default = "default_batch_events")]
+    pub max_events: usize,
+    /// The most bytes of events in one filter call (guest memory grows to the largest batch).
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_events: default_batch_events(),
+            max_bytes: default_batch_bytes(),
+        }
+    }
+}
+
+fn default_batch_events() -> usize {
+    1000
+}
+
+fn default_batch_bytes() -> usize {
+    4 << 20
+}

@@ -1,0 +1,467 @@
+//! `weir filter new|build|test`.
+
+use anyhow::{bail, Context as _, Result};
+use clap::Subcommand;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use weir::runtime::{
+    apply_verdicts, wit, EngineOptions, FilterEngine, FilterInstance, FilterMetrics, InstanceIdent,
+    Limits, StateStore,
+};
+use weir_abi::BatchWriter;
+use weir_core::metrics::MetricsRegistry;
+
+/// How to reach a running router's admin API.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// The router's base URL.
+    #[arg(long, env = "WEIR_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Bearer token (default: the token file the router generated).
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the token, when --token is not given.
+    #[arg(long, default_value = "weir-data/admin-token")]
+    token_file: PathBuf,
+}
+
+/// The admin token: the one given (flag or WEIR_TOKEN), else the contents of `file`
+/// (the token the router generated).
+pub fn admin_token(given: Option<&str>, file: &std::path::Path) -> Result<String> {
+    match given {
+        Some(t) => Ok(t.to_owned()),
+        None => std::fs::read_to_string(file)
+            .map(|t| t.trim().to_owned())
+            .with_context(|| {
+                format!(
+                    "no admin token given (flag or WEIR_TOKEN), and cannot read {}",
+                    file.display()
+                )
+            }),
+    }
+}
+
+impl AdminArgs {
+    pub fn token(&self) -> Result<String> {
+        admin_token(self.token.as_deref(), &self.token_file)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url.trim_end_matches('/'))
+    }
+
+    /// Sends an admin request with the token and prints the router's answer.
+    pub fn call(&self, request: reqwest::RequestBuilder) -> Result<ExitCode> {
+        let request = request.bearer_auth(self.token()?);
+        super::runtime()?.block_on(async move {
+            let response = request.send().await.context("cannot reach the router")?;
+            answer(response).await
+        })
+    }
+}
+
+/// Prints the router's JSON answer; fails on an error status.
+async fn answer(response: reqwest::Response) -> Result<ExitCode> {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let pretty = serde_json::from_str::<serde_json::Value>(&text)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or(text);
+    if status.is_success() {
+        println!("{pretty}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{} {pretty}", status.as_u16());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Filter commands.
+#[derive(Debug, Subcommand)]
+pub enum FilterCommand {
+    /// Upload a component to a running router as the new active version of a filter.
+    Push {
+        /// The component (.wasm).
+        wasm: PathBuf,
+        /// The filter's name.
+        #[arg(long)]
+        name: String,
+        /// The filter's configuration (JSON).
+        #[arg(long, default_value = "{}")]
+        config: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the filters of a running router with their versions.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make an earlier version active again (the previous one, or --version).
+    Rollback {
+        /// The filter's name.
+        name: String,
+        /// The version to activate.
+        #[arg(long)]
+        version: Option<u32>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove a filter and all its versions (refused while a route uses it).
+    Rm {
+        /// The filter's name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Create a new filter crate that builds and tests out of the box.
+    New {
+        /// The filter's name (also the crate and directory name).
+        name: String,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Path of the weir-guest SDK (default: the one this weir was built from).
+        #[arg(long, env = "WEIR_GUEST_SDK")]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a filter crate into a component (`cargo build --target wasm32-wasip2 --release`)
+    /// and print the path of the `.wasm`.
+    Build {
+        /// The filter crate's directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
+    /// Run a component over events and print each verdict as a JSON line; nothing is
+    /// delivered anywhere.
+    Test {
+        /// The component.
+        wasm: PathBuf,
+        /// Structured CloudEvents, one JSON object per line ("-" for stdin).
+        #[arg(long, short)]
+        input: PathBuf,
+        /// The filter's configuration (JSON).
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// Tenant in the filter context.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Principal user in the filter context.
+        #[arg(long)]
+        user: Option<String>,
+        /// Principal extra attributes, `key=value` (repeatable).
+        #[arg(long = "extra")]
+        extra: Vec<String>,
+    },
+}
+
+/// Runs a filter command.
+pub fn run(cmd: FilterCommand) -> Result<ExitCode> {
+    match cmd {
+        FilterCommand::Push {
+            wasm,
+            name,
+            config,
+            admin,
+        } => {
+            let bytes =
+                std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+            serde_json::from_str::<serde_json::Value>(&config).context("--config must be JSON")?;
+            let client = reqwest::Client::new();
+            admin.call(
+                client
+                    .put(admin.url(&format!("/v1/filters/{name}")))
+                    .header("content-type", "application/wasm")
+                    .header(weir::admin::CONFIG_HEADER, config)
+                    .body(bytes),
+            )
+        }
+        FilterCommand::List { admin } => {
+            admin.call(reqwest::Client::new().get(admin.url("/v1/filters")))
+        }
+        FilterCommand::Rollback {
+            name,
+            version,
+            admin,
+        } => {
+            let body = match version {
+                Some(v) => serde_json::json!({ "version": v }).to_string(),
+                None => String::new(),
+            };
+            admin.call(
+                reqwest::Client::new()
+                    .post(admin.url(&format!("/v1/filters/{name}/rollback")))
+                    .body(body),
+            )
+        }
+        FilterCommand::Rm { name, admin } => {
+            admin.call(reqwest::Client::new().delete(admin.url(&format!("/v1/filters/{name}"))))
+        }
+        FilterCommand::New { name, dir, sdk } => new(&name, dir, sdk),
+        FilterCommand::Build { path } => {
+            let wasm = build(&path)?;
+            println!("{}", wasm.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        FilterCommand::Test {
+            wasm,
+            input,
+            config,
+            tenant,
+            user,
+            extra,
+        } => test(&wasm, &input, config, tenant, user, &extra),
+    }
+}
+
+fn new(name: &str, dir: Option<PathBuf>, sdk: Option<PathBuf>) -> Result<ExitCode> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_lowercase());
+    if !valid {
+        bail!(
+            "filter name `{name}`: use lower-case letters, digits, - and _, starting with a letter"
+        );
+    }
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+        bail!("{} exists and is not empty", dir.display());
+    }
+    let sdk = sdk.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guest-sdk"));
+    let sdk = sdk
+        .canonicalize()
+        .with_context(|| format!("weir-guest SDK not found at {} (use --sdk)", sdk.display()))?;
+    std::fs::create_dir_all(dir.join("src"))?;
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        TEMPLATE_MANIFEST
+            .replace("{name}", name)
+            .replace("{sdk}", &sdk.display().to_string().replace('\\', "/")),
+    )?;
+    std::fs::write(dir.join("src/lib.rs"), TEMPLATE_LIB)?;
+    std::fs::write(dir.join(".gitignore"), "/target\n")?;
+    println!("created filter `{name}` in {}", dir.display());
+    println!("  test:  cd {} && cargo test", dir.display());
+    println!("  build: weir filter build {}", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+const TEMPLATE_MANIFEST: &str = r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2021"
+publish = false
+
+[lib]
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+weir-guest = { path = "{sdk}" }
+serde = { version = "1", features = ["derive"] }
+
+[dev-dependencies]
+serde_json = "1"
+
+# A filter is its own workspace.
+[workspace]
+"#;
+
+const TEMPLATE_LIB: &str = r##"//! A weir filter. Config: `{"drop_types": ["com.example.noise"], "tag": "seen"}`.
+//! Drops events whose type is listed and tags every other event with an extension.
+
+use serde::Deserialize;
+use weir_guest::{Context, Event, Filter, Patch, Verdict};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    drop_types: Vec<String>,
+    #[serde(default = "default_tag")]
+    tag: String,
+}
+
+fn default_tag() -> String {
+    "filtered".into()
+}
+
+pub struct MyFilter {
+    config: Config,
+}
+
+impl Filter for MyFilter {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        Ok(Self { config })
+    }
+
+    fn process(&mut self, _ctx: &Context, event: &Event<'_>) -> Verdict {
+        if self.config.drop_types.iter().any(|t| t == event.ty()) {
+            return Verdict::drop("type is on the drop list");
+        }
+        Verdict::Patch(Patch::new().set(self.config.tag.as_str(), "true"))
+    }
+}
+
+weir_guest::export_filter!(MyFilter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_guest::testing::Harness;
+    use weir_guest::OwnedEvent;
+
+    #[test]
+    fn drops_listed_types_and_tags_the_rest() {
+        let mut h = Harness::<MyFilter>::new(r#"{"drop_types":["noise"]}"#).unwrap();
+        let out = h.run(&[
+            OwnedEvent::new("1", "/src", "noise"),
+            OwnedEvent::new("2", "/src", "signal"),
+        ]);
+        assert!(out[0].is_drop());
+        assert_eq!(out[1].kept().unwrap().extension("filtered"), Some("true"));
+    }
+}
+"##;
+
+/// Builds the crate at `path` for wasm32-wasip2 and returns the component's path.
+pub fn build(path: &Path) -> Result<PathBuf> {
+    let manifest = path.join("Cargo.toml");
+    if !manifest.exists() {
+        bail!("{} has no Cargo.toml", path.display());
+    }
+    let output = Command::new("cargo")
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .output()
+        .context("cannot run cargo")?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let manifest = manifest.canonicalize()?;
+    let package = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| {
+            p["manifest_path"]
+                .as_str()
+                .and_then(|m| Path::new(m).canonicalize().ok())
+                .is_some_and(|m| m == manifest)
+        })
+        .context("cargo metadata does not list this package")?;
+    let name = package["name"].as_str().context("package without name")?;
+    let lib = package["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| {
+            t["crate_types"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c == "cdylib"))
+        })
+        .context(
+            "the crate has no cdylib target: add `[lib] crate-type = [\"cdylib\", \"rlib\"]`",
+        )?;
+    let lib_name = lib["name"].as_str().unwrap_or(name).replace('-', "_");
+    let status = Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            name,
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo build failed (is the target installed? `rustup target add wasm32-wasip2`)");
+    }
+    let target_dir = meta["target_directory"]
+        .as_str()
+        .context("no target directory")?;
+    let wasm = Path::new(target_dir)
+        .join("wasm32-wasip2/release")
+        .join(format!("{lib_name}.wasm"));
+    if !wasm.exists() {
+        bail!("the build finished but {} is missing", wasm.display());
+    }
+    Ok(wasm)
+}
+
+fn test(
+    wasm: &Path,
+    input: &Path,
+    config: String,
+    tenant: String,
+    user: Option<String>,
+    extra: &[String],
+) -> Result<ExitCode> {
+    let events = super::read_events(input)?;
+    let engine = FilterEngine::new(EngineOptions::default())?;
+    let compiled = Arc::new(engine.load_file(wasm)?);
+    let metrics = Arc::new(FilterMetrics::new(&MetricsRegistry::new()));
+    let state = StateStore::in_memory().tenant(&tenant, 16 << 20);
+    let mut instance = FilterInstance::new(
+        &engine,
+        compiled,
+        config,
+        Limits::default(),
+        InstanceIdent {
+            tenant: Arc::from(tenant.as_str()),
+            filter: Arc::from("test"),
+        },
+        state,
+        metrics,
+    )?;
+    let mut extras: Vec<(String, Vec<String>)> = Vec::new();
+    for kv in extra {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--extra {kv}: expected key=value");
+        };
+        match extras.iter_mut().find(|(key, _)| key == k) {
+            Some((_, values)) => values.push(v.to_owned()),
+            None => extras.push((k.to_owned(), vec![v.to_owned()])),
+        }
+    }
+    let principal = (user.is_some() || !extras.is_empty()).then(|| wit::Principal {
+        user: user.unwrap_or_default(),
+        groups: Vec::new(),
+        extra: extras,
+    });
+    let ctx = wit::Context {
+        tenant,
+        route: "test".into(),
+        source_kind: "cli".into(),
+        principal,
+    };
+    let mut writer = BatchWriter::new();
+    for e in &events {
+        writer.push(&e.core(), e.extension_pairs(), e.data.as_deref());
+    }
+    let answer = instance.process(&ctx, writer.as_bytes())?;
+    let decisions = apply_verdicts(events, &answer).map_err(|(_, e)| e)?;
+    for (i, d) in decisions.iter().enumerate() {
+        let mut line = weir::admin::decision_json(d);
+        line["index"] = i.into();
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

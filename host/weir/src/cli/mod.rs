@@ -1,0 +1,338 @@
+//! Command-line interface (`anyhow` lives here, at the binary's edge).
+
+mod bench;
+mod filter;
+mod replay;
+mod replay_events;
+mod send;
+#[cfg(feature = "toggle")]
+mod spill;
+mod tail;
+mod tenant;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use weir::config::Config;
+
+/// weir — a WebAssembly-extensible event router.
+///
+/// A native host moves CloudEvents between sources and sinks; sandboxed WebAssembly
+/// filters decide what happens to each event (keep, drop, rewrite, fan out, route).
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (e.g. `info`, `weir=debug`); also read from WEIR_LOG.
+    #[arg(long, global = true, env = "WEIR_LOG", default_value = "info")]
+    log: String,
+    /// Write logs as JSON lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the router. Without --config: HTTP on 127.0.0.1:8080 (ingest at POST /v1/events,
+    /// GET /v1/tail, /healthz, /readyz, /metrics), data in ./weir-data, and the example
+    /// filters (scope-inject, severity >= info, redact) on the default route, writing to
+    /// ./weir-data/events.jsonl and the tail stream.
+    Serve(ServeArgs),
+    /// Create, build and test filters.
+    #[command(subcommand)]
+    Filter(filter::FilterCommand),
+    /// Set a tenant's limits and filter chains on a running router.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
+    /// Inspect Toggle spill files.
+    #[cfg(feature = "toggle")]
+    #[command(subcommand)]
+    Spill(spill::SpillCommand),
+    /// Resend events left aside, with progress and a summary: `--spill DIR` replays a
+    /// Toggle sink's spill files to a ToggleEvents endpoint; `--dlq FILE`, `--dlq-topic T`
+    /// and `--topic T` (an offset or time range) resend events through a router's route.
+    Replay(Box<replay::ReplayArgs>),
+    /// Send CloudEvents to a router (from a JSON-lines file or from flags).
+    Send(send::SendArgs),
+    /// Print events as they leave the router's `tail` sinks.
+    Tail(tail::TailArgs),
+    /// Load-test HTTP ingest → filters → file sink in one process on loopback (bounded:
+    /// stops after --events) and print events/s, latency percentiles and peak RSS.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// YAML configuration file (see examples/). Fields can be overridden with
+    /// WEIR__<FIELD>__<SUBFIELD>=value environment variables.
+    #[arg(long, short, env = "WEIR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, overriding the configuration.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory, overriding the configuration.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Where the example filter components are, for the embedded defaults.
+    #[arg(long, env = "WEIR_FILTERS_DIR")]
+    filters_dir: Option<PathBuf>,
+    /// Feature gates, `Name=true|false,...`: `EventsProxy=true` forwards every Events API
+    /// request to the provider over mTLS instead of storing events here.
+    #[arg(long, value_name = "GATES")]
+    feature_gates: Option<String>,
+    #[command(flatten)]
+    provider: ProviderArgs,
+}
+
+/// The Events API provider for proxy mode (names as in the Activity proxy they replace);
+/// each overrides `events_api.provider` in the configuration.
+#[derive(Debug, Args)]
+struct ProviderArgs {
+    /// Provider base URL (https://...).
+    #[arg(long)]
+    events_provider_url: Option<String>,
+    /// CA bundle (PEM) the provider's certificate must chain to.
+    #[arg(long)]
+    events_provider_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) presented to the provider.
+    #[arg(long)]
+    events_provider_client_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long)]
+    events_provider_client_key: Option<PathBuf>,
+    /// Seconds per attempt [default: 30].
+    #[arg(long)]
+    events_provider_timeout: Option<u64>,
+    /// Retries of transient failures [default: 3].
+    #[arg(long)]
+    events_provider_retries: Option<u32>,
+    /// Caller extra attributes forwarded as X-Remote-Extra-* (repeatable) [default: the
+    /// iam.miloapis.com parent-type, parent-name and parent-api-group].
+    #[arg(long)]
+    events_forward_extras: Vec<String>,
+}
+
+impl ProviderArgs {
+    /// Applies the flags to the configuration's provider settings.
+    fn apply(self, config: &mut Config) -> Result<()> {
+        let given = self.events_provider_url.is_some()
+            || self.events_provider_ca_file.is_some()
+            || self.events_provider_client_cert.is_some()
+            || self.events_provider_client_key.is_some()
+            || self.events_provider_timeout.is_some()
+            || self.events_provider_retries.is_some()
+            || !self.events_forward_extras.is_empty();
+        if !given {
+            return Ok(());
+        }
+        self.apply_provider(config)
+    }
+
+    #[cfg(not(feature = "k8s"))]
+    fn apply_provider(self, _: &mut Config) -> Result<()> {
+        anyhow::bail!("the --events-provider-* flags need weir built with the `k8s` feature")
+    }
+
+    #[cfg(feature = "k8s")]
+    fn apply_provider(self, config: &mut Config) -> Result<()> {
+        let provider = match config.events_api.provider.take() {
+            Some(p) => p,
+            None => {
+                let missing = |flag: &str| {
+                    anyhow::anyhow!(
+                        "--{flag} is required when the configuration has no events_api.provider"
+                    )
+                };
+                weir::k8s::settings::ProviderConfig {
+                    url: self
+                        .events_provider_url
+                        .clone()
+                        .ok_or_else(|| missing("events-provider-url"))?,
+                    ca_file: self
+                        .events_provider_ca_file
+                        .clone()
+                        .ok_or_else(|| missing("events-provider-ca-file"))?,
+                    client_cert: self
+                        .events_provider_client_cert
+                        .clone()
+                        .ok_or_else(|| missing("events-provider-client-cert"))?,
+                    client_key: self
+                        .events_provider_client_key
+                        .clone()
+                        .ok_or_else(|| missing("events-provider-client-key"))?,
+                    timeout_seconds: 30,
+                    retries: 3,
+                    forward_extras: weir::k8s::settings::default_forward_extras(),
+                }
+            }
+        };
+        let mut p = provider;
+        if let Some(v) = self.events_provider_url {
+            p.url = v;
+        }
+        if let Some(v) = self.events_provider_ca_file {
+            p.ca_file = v;
+        }
+        if let Some(v) = self.events_provider_client_cert {
+            p.client_cert = v;
+        }
+        if let Some(v) = self.events_provider_client_key {
+            p.client_key = v;
+        }
+        if let Some(v) = self.events_provider_timeout {
+            p.timeout_seconds = v;
+        }
+        if let Some(v) = self.events_provider_retries {
+            p.retries = v;
+        }
+        if !self.events_forward_extras.is_empty() {
+            p.forward_extras = self.events_forward_extras;
+        }
+        config.events_api.provider = Some(p);
+        Ok(())
+    }
+}
+
+/// Sets up `tracing` output on stderr.
+pub fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs the chosen command.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Filter(cmd) => filter::run(cmd),
+        Command::Tenant(cmd) => tenant::run(cmd),
+        #[cfg(feature = "toggle")]
+        Command::Spill(cmd) => spill::run(cmd),
+        Command::Replay(args) => runtime()?.block_on(replay::run(*args)),
+        Command::Send(args) => runtime()?.block_on(send::run(args)),
+        Command::Tail(args) => runtime()?.block_on(tail::run(args)),
+        Command::Bench(args) => runtime()?.block_on(bench::run(args)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The directory the example filters are built into by `scripts/serve`:
+/// `$CARGO_TARGET_DIR/wasm32-wasip2/release`, else `target/wasm32-wasip2/release`.
+fn default_filters_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+        .join("wasm32-wasip2/release")
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => {
+            let dir = args.filters_dir.clone().unwrap_or_else(default_filters_dir);
+            let config = Config::embedded(&dir);
+            for path in config.filters.values().filter_map(|f| f.path.as_ref()) {
+                if !path.exists() {
+                    anyhow::bail!(
+                        "example filter {} not found: build the filters first \
+                         (`scripts/serve` does, or `cargo build --target wasm32-wasip2 --release -p severity -p scope-inject -p redact`), \
+                         or point --filters-dir at them",
+                        path.display()
+                    );
+                }
+            }
+            config
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(gates) = &args.feature_gates {
+        let gates = weir::config::parse_feature_gates(gates)
+            .map_err(|e| anyhow::anyhow!("--feature-gates: {e}"))?;
+        config.feature_gates.extend(gates);
+    }
+    args.provider.apply(&mut config)?;
+    // Flags may have changed what the file said: check the result again.
+    config.validate("command line", "")?;
+    let admin_tls = config.admin.tls.is_some();
+    let main_tls = config.tls.is_some();
+    runtime()?.block_on(async move {
+        let running = weir::serve::start(config).await?;
+        if let Some(admin) = running.admin_addr {
+            let scheme = if admin_tls { "https" } else { "http" };
+            eprintln!("weir admin listening on {scheme}://{admin}");
+        }
+        if let Some(grpc) = running.grpc_addr {
+            eprintln!("weir grpc listening on http://{grpc}");
+        }
+        let scheme = if main_tls { "https" } else { "http" };
+        eprintln!("weir listening on {scheme}://{}", running.addr);
+        let (stop, task) = running.into_parts();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(());
+        });
+        task.await??;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Reads structured CloudEvents, one JSON object per line, from a file or stdin (`-`);
+/// errors name the file and line.
+pub fn read_events(path: &std::path::Path) -> Result<Vec<weir::event::Event>> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            weir::cloudevents::json::parse_event(l.as_bytes())
+                .with_context(|| format!("{}:{}: not a CloudEvent", path.display(), i + 1))
+        })
+        .collect()
+}

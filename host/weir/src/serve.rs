@@ -1,0 +1,419 @@
+//! `weir serve`: wires configuration, engine, sinks, routes, sources and the HTTP listener
+//! together, and takes them down gracefully (stop accepting, drain routes, flush sinks).
+//! Wiring only: each connector builds itself from its configuration.
+
+use crate::config::Config;
+use crate::state::AppState;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use weir_core::metrics::MetricsRegistry;
+use weir_core::sink::{Sink, SinkContext, SinkError};
+use weir_core::tail::TailHub;
+use weir_router::source::{SourceContext, SourceError};
+use weir_router::{Metrics, Router, RouterError, TenantDirectory, TICK_INTERVAL};
+use weir_runtime::registry::FilterRegistry;
+use weir_runtime::{EngineError, EngineOptions, FilterEngine, StateStore};
+
+/// Why the router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data directory is unusable.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The wasm engine could not be set up.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Routes or filters could not be started.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    /// A sink could not be opened.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// A source could not be started.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The stored tenants could not be read.
+    #[error(transparent)]
+    Tenants(#[from] weir_router::TenantStoreError),
+    /// The filter state store could not be opened.
+    #[error(transparent)]
+    State(#[from] weir_runtime::StateError),
+    /// A listener's TLS settings are unusable.
+    #[error("tls: {0}")]
+    Tls(#[source] weir_core::tls::TlsError),
+    /// The Events API could not start.
+    #[cfg(feature = "k8s")]
+    #[error(transparent)]
+    EventsApi(#[from] weir_k8s::EventsApiError),
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens the filter registry and makes every filter file named in the configuration the
+/// active version of its filter (a no-op when it already is).
+fn open_registry(
+    config: &Config,
+    engine: Arc<FilterEngine>,
+    metrics: &Metrics,
+) -> Result<Arc<FilterRegistry>, ServeError> {
+    let registry = FilterRegistry::open(
+        engine,
+        &config.data_dir,
+        config.admin.max_component_bytes,
+        metrics.filters.clone(),
+    )
+    .map_err(|e| RouterError::Filter {
+        name: "*".into(),
+        path: config.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    for (name, fc) in &config.filters {
+        let Some(path) = &fc.path else { continue };
+        let config_json = fc
+            .config
+            .as_ref()
+            .map_or_else(|| "{}".to_owned(), |v| v.to_string());
+        registry
+            .seed(name, path, &config_json)
+            .map_err(|e| RouterError::Filter {
+                name: name.clone(),
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+    }
+    Ok(Arc::new(registry))
+}
+
+/// Opens every configured sink.
+fn open_sinks(
+    config: &Config,
+    metrics: &MetricsRegistry,
+    tail: &TailHub,
+) -> Result<BTreeMap<String, Arc<dyn Sink>>, SinkError> {
+    config
+        .sinks
+        .iter()
+        .map(|(name, sink)| {
+            let cx = SinkContext {
+                name,
+                data_dir: &config.data_dir,
+                metrics,
+                tail,
+            };
+            Ok((name.clone(), sink.builder().build(&cx)?))
+        })
+        .collect()
+}
+
+/// Binds a listener and tells the address it got (port 0 picks a free one).
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let err = |source| ServeError::Bind { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
+}
+
+/// A listener's TLS configuration and which CA each client certificate chains to.
+type ListenerTls = (Arc<rustls::ServerConfig>, Arc<weir_core::tls::PeerTrust>);
+
+/// The main listener's TLS configuration and client-certificate trust, when configured.
+fn main_listener_tls(config: &Config) -> Result<Option<ListenerTls>, ServeError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let proxy_ca = config
+        .authentication
+        .request_header
+        .as_ref()
+        .map(|rh| (rh.client_ca.as_path(), rh.allowed_names.clone()));
+    let extra: Vec<&std::path::Path> = proxy_ca.iter().map(|(ca, _)| *ca).collect();
+    let server = weir_core::tls::server_config(tls, &extra).map_err(ServeError::Tls)?;
+    let trust = weir_core::tls::PeerTrust::new(tls.client_ca.as_deref(), proxy_ca)
+        .map_err(ServeError::Tls)?;
+    Ok(Some((server, Arc::new(trust))))
+}
+
+/// The Events API's routes, when it is served.
+#[cfg(feature = "k8s")]
+async fn events_api(
+    config: &Config,
+    router: &Arc<Router>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<axum::Router>, ServeError> {
+    if !config.events_api_served() {
+        return Ok(None);
+    }
+    let setup = weir_k8s::EventsApiSetup {
+        config: &config.events_api,
+        proxy: config.events_proxy(),
+        anonymous_allowed: config.anonymous_allowed(),
+        request_header: config.authentication.request_header.clone(),
+        fed_routes: config
+            .routes
+            .iter()
+            .filter(|r| r.from.iter().any(|f| f == "k8s"))
+            .map(|r| r.name.clone())
+            .collect(),
+        admission_route: config.events_admission_route().map(str::to_owned),
+        data_dir: &config.data_dir,
+    };
+    let routes = weir_k8s::events_api(setup, Arc::downgrade(router), shutdown).await?;
+    Ok(Some(routes))
+}
+
+/// Starts the sources that run on their own (the gRPC listener, Kafka consumers); they
+/// stop when `cx.shutdown` turns.
+async fn start_sources(
+    config: &Config,
+    cx: &SourceContext,
+) -> Result<(Vec<JoinHandle<()>>, Option<SocketAddr>), ServeError> {
+    #[cfg(feature = "toggle")]
+    #[allow(unused_mut)]
+    let (mut tasks, grpc_addr) = {
+        use weir_router::source::StartSource;
+        let grpc = config.grpc.start("grpc", cx.clone()).await?;
+        (grpc.tasks, grpc.addr)
+    };
+    #[cfg(not(feature = "toggle"))]
+    #[allow(unused_mut)]
+    let (mut tasks, grpc_addr) = (Vec::new(), None);
+    #[cfg(feature = "kafka")]
+    for (name, source) in &config.kafka.sources {
+        use weir_router::source::StartSource;
+        tasks.extend(source.start(name, cx.clone()).await?.tasks);
+    }
+    let _ = (config, cx);
+    Ok((tasks, grpc_addr))
+}
+
+/// A started router.
+pub struct Running {
+    /// The address the HTTP listener is bound to.
+    pub addr: SocketAddr,
+    /// The admin API's own listener, when configured.
+    pub admin_addr: Option<SocketAddr>,
+    /// The gRPC (Toggle) source's listener, when configured.
+    pub grpc_addr: Option<SocketAddr>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Shuts down gracefully and waits until every route has drained.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.map_err(std::io::Error::other)?
+    }
+
+    /// A handle that triggers the graceful shutdown.
+    pub fn into_parts(self) -> (oneshot::Sender<()>, JoinHandle<std::io::Result<()>>) {
+        (self.stop, self.task)
+    }
+}
+
+/// Starts everything the configuration describes.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let data_err = |source| ServeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(data_err)?;
+    let tenants = Arc::new(TenantDirectory::open(
+        &config.tenants,
+        &config.routes,
+        &config.data_dir,
+    )?);
+    // The pool's memory slots must fit the largest tenant limit, including limits raised
+    // later through the admin API (up to this size).
+    let max_memory = tenants
+        .all()
+        .values()
+        .map(|t| t.limits.memory_mb)
+        .max()
+        .unwrap_or(64)
+        .max(256);
+    let engine = Arc::new(FilterEngine::new(EngineOptions {
+        cache_dir: Some(config.data_dir.join("cache")),
+        max_memory_bytes: usize::try_from(max_memory << 20).unwrap_or(usize::MAX),
+        max_instances: config.engine.max_instances,
+        ..EngineOptions::default()
+    })?);
+    let registry_of_metrics = Arc::new(MetricsRegistry::new());
+    let metrics = Arc::new(Metrics::new(registry_of_metrics.clone()));
+    let tail = TailHub::new();
+    let sinks = open_sinks(&config, &registry_of_metrics, &tail)?;
+    let state_path = config.data_dir.join("state.redb");
+    let state = Arc::new(tokio::task::block_in_place(|| {
+        StateStore::open(&state_path, weir_core::util::now_ms())
+    })?);
+    let started = std::time::Instant::now();
+    let registry = tokio::task::block_in_place(|| open_registry(&config, engine, &metrics))?;
+    let filter_files: BTreeMap<String, std::path::PathBuf> = config
+        .filters
+        .iter()
+        .filter_map(|(name, f)| Some((name.clone(), f.path.clone()?)))
+        .collect();
+    let router = Arc::new(tokio::task::block_in_place(|| {
+        Router::start(
+            &config.routes,
+            &config.tenancy,
+            &filter_files,
+            registry.clone(),
+            tenants.clone(),
+            sinks.clone(),
+            metrics.clone(),
+            state,
+        )
+    })?);
+    let tokens =
+        crate::tokens::Tokens::from_config(&config.admin, &config.data_dir).map_err(data_err)?;
+    tracing::info!(
+        filters = config.filters.len(),
+        routes = config.routes.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "filters loaded"
+    );
+    let main_tls = main_listener_tls(&config)?;
+    let (listener, addr) = bind(config.listen).await?;
+    let app_state = Arc::new(AppState {
+        router: router.clone(),
+        registry,
+        tenants,
+        tokens,
+        routes: config.routes.clone(),
+        max_memory_mb: max_memory,
+        max_component_bytes: config.admin.max_component_bytes,
+        metrics,
+        tail,
+        tenant_header: config.tenancy.header.clone(),
+        max_event_bytes: config.ingest.max_event_bytes,
+        max_request_bytes: config.ingest.max_request_bytes,
+        ready: Default::default(),
+        sinks: sinks.clone(),
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let source_cx = SourceContext {
+        router: router.clone(),
+        shutdown: shutdown_rx.clone(),
+        metrics: registry_of_metrics,
+        data_dir: config.data_dir.clone(),
+        max_event_bytes: config.ingest.max_event_bytes,
+        max_request_bytes: config.ingest.max_request_bytes,
+        dead_letter_sinks: sinks
+            .iter()
+            .filter(|(name, _)| config.sinks[*name].builder().capabilities().dead_letters)
+            .map(|(name, sink)| (name.clone(), sink.clone()))
+            .collect(),
+    };
+    // The admin API on its own listener (TLS with client certificates when configured).
+    let (admin_addr, admin_task) = match config.admin.listen {
+        Some(admin_listen) => {
+            let (admin_listener, admin_addr) = bind(admin_listen).await?;
+            let app = crate::admin::routes()
+                .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+                .with_state(app_state.clone());
+            let done = source_cx.stopped();
+            let task = match &config.admin.tls {
+                Some(tls) => {
+                    let tls = weir_core::tls::server_config(tls, &[]).map_err(ServeError::Tls)?;
+                    tokio::spawn(weir_core::tls::serve_tls(
+                        admin_listener,
+                        tls,
+                        app,
+                        done,
+                        None,
+                    ))
+                }
+                None => tokio::spawn(crate::server::serve(admin_listener, app, done)),
+            };
+            (Some(admin_addr), Some(task))
+        }
+        None => (None, None),
+    };
+    let (source_tasks, grpc_addr) = start_sources(&config, &source_cx).await?;
+    let mut main_routes = crate::server::routes();
+    if config.admin.listen.is_none() {
+        main_routes = main_routes.merge(crate::admin::routes());
+    }
+    #[allow(unused_mut)]
+    let mut main_app = main_routes.with_state(app_state.clone());
+    #[cfg(feature = "k8s")]
+    if let Some(api) = events_api(&config, &router, shutdown_rx.clone()).await? {
+        main_app = main_app.merge(api);
+    }
+    let ticker_router = router.clone();
+    let ticker = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(TICK_INTERVAL);
+        loop {
+            interval.tick().await;
+            ticker_router.tick();
+        }
+    });
+    let main_done = source_cx.stopped();
+    drop(source_cx);
+    let task = tokio::spawn(async move {
+        app_state.ready.store(true, Ordering::Relaxed);
+        let shutdown_state = app_state.clone();
+        tokio::spawn(async move {
+            let _ = stopped.await;
+            shutdown_state.ready.store(false, Ordering::Relaxed);
+            tracing::info!("shutting down: no new requests, draining routes");
+            let _ = shutdown_tx.send(true);
+        });
+        let result = match main_tls {
+            Some((tls, trust)) => {
+                weir_core::tls::serve_tls(listener, tls, main_app, main_done, Some(trust)).await
+            }
+            None => crate::server::serve(listener, main_app, main_done).await,
+        };
+        if let Some(task) = admin_task {
+            let _ = task.await;
+        }
+        // Sources finish their batches in flight (Kafka consumers commit) before the
+        // routes go.
+        for task in source_tasks {
+            let _ = task.await;
+        }
+        ticker.abort();
+        let _ = ticker.await;
+        // Every handler and source has finished: drain and join the routes.
+        let draining = router.clone();
+        let _ = tokio::task::spawn_blocking(move || draining.shutdown()).await;
+        // Routes are drained: sinks deliver or persist what they hold (the Toggle sink
+        // flushes its buffer to Toggle or to disk).
+        let _ = tokio::task::spawn_blocking(move || {
+            for sink in sinks.values() {
+                sink.close();
+            }
+        })
+        .await;
+        tracing::info!("stopped");
+        result
+    });
+    tracing::info!(%addr, admin = ?admin_addr, "weir is serving");
+    Ok(Running {
+        addr,
+        admin_addr,
+        grpc_addr,
+        stop,
+        task,
+    })
+}

@@ -1,0 +1,83 @@
+//! The HTTP listener: CloudEvents ingest, the tail stream, health, stats and metrics.
+
+use crate::ingest::{ingest_all, ingest_route};
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::BroadcastStream;
+
+/// The HTTP listener's routes (the admin API's are merged in by `serve` when it has no
+/// listener of its own).
+pub fn routes() -> axum::Router<Arc<AppState>> {
+    axum::Router::new()
+        .route("/v1/events", post(ingest_all))
+        .route("/v1/routes/{route}/events", post(ingest_route))
+        .route("/v1/tail", get(tail))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/stats", get(stats))
+}
+
+/// Serves until `shutdown` completes, then stops accepting and finishes open requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// `GET /v1/stats`: figures of the sinks that have any (the Toggle sink's buffer, spill
+/// and replay counts, matching Toggle's GetStats fields).
+async fn stats(State(state): State<Arc<AppState>>) -> axum::Json<serde_json::Value> {
+    let sinks: serde_json::Map<String, serde_json::Value> = state
+        .sinks
+        .iter()
+        .filter_map(|(name, sink)| sink.stats().map(|s| (name.clone(), s)))
+        .collect();
+    axum::Json(serde_json::json!({ "sinks": sinks }))
+}
+
+async fn tail(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let _ = headers;
+    let stream = BroadcastStream::new(state.tail.subscribe()).map(|item| {
+        Ok::<_, std::convert::Infallible>(match item {
+            Ok(line) => line,
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                bytes::Bytes::from(format!("{{\"lagged\":{n}}}\n"))
+            }
+        })
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

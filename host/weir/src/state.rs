@@ -1,0 +1,57 @@
+//! What the HTTP handlers (ingest, tail, metrics and the admin API) share, and the one
+//! JSON error body they all answer with.
+
+use crate::tokens::Tokens;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use weir_core::sink::Sink;
+use weir_core::tail::TailHub;
+use weir_router::settings::RouteConfig;
+use weir_router::{Metrics, Router, TenantDirectory};
+use weir_runtime::registry::FilterRegistry;
+
+/// What the handlers share.
+pub struct AppState {
+    /// The running routes.
+    pub router: Arc<Router>,
+    /// The filters and their versions.
+    pub registry: Arc<FilterRegistry>,
+    /// Tenants: limits and chains.
+    pub tenants: Arc<TenantDirectory>,
+    /// Admin API tokens.
+    pub tokens: Tokens,
+    /// The configured routes (to tell which use a filter).
+    pub routes: Vec<RouteConfig>,
+    /// The largest memory limit a tenant may get (the engine's pool size), MiB.
+    pub max_memory_mb: u64,
+    /// Largest component upload, bytes.
+    pub max_component_bytes: usize,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The tail stream.
+    pub tail: TailHub,
+    /// The request header naming the tenant, when configured.
+    pub tenant_header: Option<String>,
+    /// Largest accepted event, bytes.
+    pub max_event_bytes: usize,
+    /// Largest accepted request body, bytes.
+    pub max_request_bytes: usize,
+    /// Set once everything is started; cleared while shutting down.
+    pub ready: AtomicBool,
+    /// The open sinks by name (for `GET /v1/stats`).
+    pub sinks: BTreeMap<String, Arc<dyn Sink>>,
+}
+
+/// A JSON error answer: `{"error": code, "reason": text}`.
+pub fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": code, "reason": reason.into() })),
+    )
+        .into_response()
+}

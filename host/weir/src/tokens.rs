@@ -1,0 +1,112 @@
+//! Who may call the admin API: bearer tokens (stored as SHA-256 hashes) and client
+//! certificates, each with a role (`admin`, or `tenant:<id>` for one tenant's filters).
+
+use crate::config::AdminConfig;
+use axum::http::{header, HeaderMap};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path as FsPath;
+use weir_core::tls::PeerIdentity;
+use weir_runtime::registry::FilterRecord;
+
+/// What a token may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Only filters owned by this tenant.
+    Tenant(String),
+}
+
+impl Role {
+    pub(crate) fn may_touch(&self, record: &FilterRecord) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Tenant(t) => record.owner.as_deref() == Some(t),
+        }
+    }
+}
+
+/// The accepted credentials: bearer tokens (by the hex SHA-256 of the token) and client
+/// certificate common names.
+pub struct Tokens {
+    by_hash: HashMap<String, (String, Role)>,
+    by_cert: HashMap<String, Role>,
+}
+
+fn parse_role(role: &str) -> Role {
+    match role.strip_prefix("tenant:") {
+        Some(tenant) => Role::Tenant(tenant.to_owned()),
+        None => Role::Admin,
+    }
+}
+
+/// The name of the token file written when no tokens are configured.
+pub const TOKEN_FILE: &str = "admin-token";
+
+impl Tokens {
+    /// The configured tokens; with none, a fresh random admin token written to
+    /// `<data_dir>/admin-token` (mode 0600) for the local operator and the CLI.
+    pub fn from_config(admin: &AdminConfig, data_dir: &FsPath) -> std::io::Result<Self> {
+        let mut by_hash = HashMap::new();
+        for t in &admin.tokens {
+            by_hash.insert(
+                t.sha256.to_ascii_lowercase(),
+                (t.name.clone(), parse_role(&t.role)),
+            );
+        }
+        let by_cert: HashMap<String, Role> = admin
+            .client_certs
+            .iter()
+            .map(|c| (c.common_name.clone(), parse_role(&c.role)))
+            .collect();
+        if by_hash.is_empty() && by_cert.is_empty() {
+            let token = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            let path = data_dir.join(TOKEN_FILE);
+            weir_core::util::write_atomically(&path, token.as_bytes()).map_err(|e| e.source)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            tracing::info!(path = %path.display(), "no admin tokens configured: generated one");
+            by_hash.insert(hash_token(&token), ("generated".into(), Role::Admin));
+        }
+        Ok(Self { by_hash, by_cert })
+    }
+
+    /// The caller's name and role, or why the caller is not authenticated: a bearer
+    /// token, else a verified client certificate whose CN is mapped to a role.
+    pub(crate) fn check(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<&PeerIdentity>,
+    ) -> Result<(String, Role), &'static str> {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(token) = presented else {
+            let cn = peer.and_then(|p| p.common_name.as_deref());
+            return match cn.and_then(|cn| self.by_cert.get(cn).map(|r| (cn, r))) {
+                Some((cn, role)) => Ok((format!("cert:{cn}"), role.clone())),
+                None if cn.is_some() => Err("the client certificate is not mapped to a role"),
+                None => Err("send `Authorization: Bearer <token>` or a client certificate"),
+            };
+        };
+        self.by_hash
+            .get(&hash_token(token))
+            .cloned()
+            .ok_or("unknown token")
+    }
+}
+
+/// Hex SHA-256 of a token.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
