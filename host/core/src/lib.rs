@@ -12,6 +12,7 @@ pub mod event;
 pub mod metrics;
 pub mod pb;
 pub mod process;
+pub mod resilience;
 pub mod sink;
 pub mod tail;
 pub mod tls;

@@ -9,6 +9,7 @@
 use crate::dead_letter::DeadLetter;
 use crate::event::Event;
 use crate::metrics::MetricsRegistry;
+use crate::resilience::{CircuitBreaker, Resilience};
 use crate::tail::TailHub;
 use std::path::Path;
 use std::sync::Arc;
@@ -42,6 +43,15 @@ pub enum SinkError {
         /// Why.
         reason: String,
     },
+    /// The peer is unavailable for now (network, timeout, 5xx, 429, an open circuit):
+    /// the same write may succeed later.
+    #[error("sink `{sink}`: {reason}")]
+    Unavailable {
+        /// The sink.
+        sink: String,
+        /// Why.
+        reason: String,
+    },
     /// The sink could not be set up.
     #[error("sink `{sink}`: {reason}")]
     Setup {
@@ -50,6 +60,17 @@ pub enum SinkError {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl SinkError {
+    /// Whether the same write may succeed if tried again: I/O errors, an unavailable
+    /// peer, and the events a partial write left out. A refusal is final.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            SinkError::Io { .. } | SinkError::Unavailable { .. } | SinkError::Partial { .. }
+        )
+    }
 }
 
 /// A destination for events.
@@ -63,6 +84,10 @@ pub trait Sink: Send + Sync {
     fn close(&self) {}
     /// Figures for `GET /v1/stats`, for sinks that have any.
     fn stats(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// The sink's circuit breaker, when it has one (the admin API resets it).
+    fn circuit(&self) -> Option<&CircuitBreaker> {
         None
     }
 }
@@ -143,6 +168,13 @@ pub trait BuildSink {
     /// Every problem of the configuration (empty when it is valid).
     fn problems(&self) -> Vec<ConfigProblem> {
         Vec::new()
+    }
+    /// Retries and a breaker to put in front of the sink ([`crate::resilience::Resilient`]);
+    /// none by default. A sink that copes with failures itself (Kafka retries only the
+    /// records that failed and probes on a fresh client) answers none and carries its
+    /// own.
+    fn resilience(&self) -> Resilience {
+        Resilience::NONE
     }
     /// Opens the sink (sinks with background tasks need a tokio runtime).
     fn build(&self, cx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError>;

@@ -6,7 +6,6 @@
 //! [`KafkaSinkConfig`] builds a sink ([`weir_core::sink::BuildSink`]).
 
 pub mod binding;
-mod breaker;
 mod ledger;
 mod metrics;
 pub mod settings;

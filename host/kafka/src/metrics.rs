@@ -1,8 +1,8 @@
-//! The Kafka source's and sinks' metric families (`weir_kafka_*`) and the sink circuit
-//! breakers' state gauge.
+//! The Kafka source's and sinks' metric families (`weir_kafka_*`).
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec};
 use weir_core::metrics::MetricsRegistry;
+use weir_core::resilience::BreakerMetrics;
 
 /// Kafka figures, labelled by topic and event type where they concern events.
 pub struct KafkaMetrics {
@@ -18,12 +18,8 @@ pub struct KafkaMetrics {
     /// Consumer lag per partition, from the client's statistics, by group, topic and
     /// partition.
     pub consumer_lag: IntGaugeVec,
-    /// Circuit breaker state per sink: 0 closed, 1 open, 2 half-open.
-    pub circuit_state: IntGaugeVec,
-    /// Writes refused at once by an open circuit, by sink.
-    pub circuit_refused: IntCounterVec,
-    /// Retries of failed writes, by sink.
-    pub retries: IntCounterVec,
+    /// The sinks' circuit breakers and retries (`weir_sink_*`, shared with every sink).
+    pub breaker: BreakerMetrics,
     /// Offsets committed by a source's consumer group, by group and topic.
     pub committed: IntCounterVec,
 }
@@ -63,21 +59,7 @@ impl KafkaMetrics {
                 "Records behind the partition's end, by group, topic and partition.",
                 &["group", "topic", "partition"],
             ),
-            circuit_state: r.gauge(
-                "weir_sink_circuit_state",
-                "Circuit breaker state of a sink: 0 closed, 1 open, 2 half-open.",
-                &["sink"],
-            ),
-            circuit_refused: r.counter(
-                "weir_sink_circuit_refused_total",
-                "Writes refused at once because the sink's circuit was open.",
-                &["sink"],
-            ),
-            retries: r.counter(
-                "weir_sink_retries_total",
-                "Retries of failed sink writes.",
-                &["sink"],
-            ),
+            breaker: BreakerMetrics::new(r),
             committed: r.counter(
                 "weir_kafka_offsets_stored_total",
                 "Records whose offsets a Kafka source stored for commit, by group and topic.",

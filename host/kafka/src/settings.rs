@@ -307,73 +307,7 @@ impl Compression {
     }
 }
 
-/// Retries of failed writes: exponential backoff with jitter, transient errors only.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    /// Attempts after the first (default 3; 0 turns retries off).
-    #[serde(default = "default_retries")]
-    pub max_retries: u32,
-    /// First pause, milliseconds (default 100); doubles per attempt.
-    #[serde(default = "default_initial_backoff")]
-    pub initial_backoff_ms: u64,
-    /// Longest pause, milliseconds (default 5000).
-    #[serde(default = "default_max_backoff")]
-    pub max_backoff_ms: u64,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            max_retries: default_retries(),
-            initial_backoff_ms: default_initial_backoff(),
-            max_backoff_ms: default_max_backoff(),
-        }
-    }
-}
-
-fn default_retries() -> u32 {
-    3
-}
-fn default_initial_backoff() -> u64 {
-    100
-}
-fn default_max_backoff() -> u64 {
-    5000
-}
-
-/// The circuit breaker in front of a sink.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerConfig {
-    /// Off turns the breaker off (default on).
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Consecutive failed writes that open the circuit (default 5).
-    #[serde(default = "default_failure_threshold")]
-    pub failure_threshold: u32,
-    /// How long the circuit stays open before one probe write is let through,
-    /// milliseconds (default 30000).
-    #[serde(default = "default_recovery")]
-    pub recovery_timeout_ms: u64,
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            failure_threshold: default_failure_threshold(),
-            recovery_timeout_ms: default_recovery(),
-        }
-    }
-}
-
-fn default_failure_threshold() -> u32 {
-    5
-}
-fn default_recovery() -> u64 {
-    30_000
-}
+pub use weir_core::resilience::{BreakerConfig, RetryConfig};
 
 /// A Kafka sink (`type: kafka`): a producer writing CloudEvents to one topic.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

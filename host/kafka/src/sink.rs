@@ -8,7 +8,6 @@
 //! headers naming the route, tenant, failing stage and reason.
 
 use super::binding::{encode_binary, encode_structured, EncodedRecord};
-use super::breaker::{CircuitBreaker, CircuitState, Permit};
 use super::metrics::KafkaMetrics;
 use super::settings::{BindingMode, ClusterConfig, KafkaSinkConfig, Publish};
 use prometheus::{Histogram, IntCounter};
@@ -19,6 +18,7 @@ use rdkafka::{ClientContext, Message};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use weir_core::dead_letter::DeadLetter;
+use weir_core::resilience::{CircuitBreaker, Permit};
 use weir_core::sink::{BuildSink, Capabilities, ConfigProblem, Sink, SinkContext, SinkError};
 use weir_core::util::backoff;
 use weir_core::Event;
@@ -195,22 +195,10 @@ impl KafkaSink {
         let producer: ThreadedProducer<ProducerHooks> = props
             .create_with_context(context.clone())
             .map_err(|e| setup(format!("cannot create the producer: {e}")))?;
-        let breaker = config.circuit_breaker.enabled.then(|| {
-            let gauge = k.circuit_state.with_label_values(&[name]);
-            let sink = name.to_owned();
-            CircuitBreaker::new(
-                config.circuit_breaker.failure_threshold,
-                Duration::from_millis(config.circuit_breaker.recovery_timeout_ms),
-                move |state| {
-                    gauge.set(state.gauge());
-                    match state {
-                        CircuitState::Open => tracing::warn!(sink = %sink, "circuit opened: writes fail at once until the recovery timeout"),
-                        CircuitState::HalfOpen => tracing::info!(sink = %sink, "circuit half-open: probing"),
-                        CircuitState::Closed => tracing::debug!(sink = %sink, "circuit closed"),
-                    }
-                },
-            )
-        });
+        let breaker = config
+            .circuit_breaker
+            .enabled
+            .then(|| k.breaker.breaker(name, &config.circuit_breaker));
         Ok(Self {
             name: name.to_owned(),
             topic: config.topic.clone(),
@@ -223,8 +211,8 @@ impl KafkaSink {
             config: config.clone(),
             metrics: SinkMetrics {
                 failed: k.failed.with_label_values(&l),
-                retries: k.retries.with_label_values(&[name]),
-                refused: k.circuit_refused.with_label_values(&[name]),
+                retries: k.breaker.retries.with_label_values(&[name]),
+                refused: k.breaker.refused.with_label_values(&[name]),
                 published: k.published.clone(),
                 failed_by_type: k.failed.clone(),
             },
@@ -259,13 +247,6 @@ impl KafkaSink {
                 tracing::warn!(sink = %self.name, "cannot create a fresh Kafka client, probing with the old one: {e}")
             }
         }
-    }
-
-    /// The breaker's state (closed when there is none).
-    pub fn circuit(&self) -> CircuitState {
-        self.breaker
-            .as_ref()
-            .map_or(CircuitState::Closed, CircuitBreaker::state)
     }
 
     fn encode(&self, event: &Event) -> EncodedRecord {
@@ -601,15 +582,15 @@ impl Sink for KafkaSink {
         }
     }
 
+    fn circuit(&self) -> Option<&CircuitBreaker> {
+        self.breaker.as_ref()
+    }
+
     fn stats(&self) -> Option<serde_json::Value> {
         Some(serde_json::json!({
             "type": "kafka",
             "topic": self.topic,
-            "circuit": match self.circuit() {
-                CircuitState::Closed => "closed",
-                CircuitState::Open => "open",
-                CircuitState::HalfOpen => "half-open",
-            },
+            "circuit": self.breaker.as_ref().map_or("closed", |b| b.state().name()),
             "in_flight": self.producer().in_flight_count(),
         }))
     }

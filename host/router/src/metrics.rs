@@ -21,6 +21,8 @@ pub struct Metrics {
     pub filter_verdicts: IntCounterVec,
     /// Failed filter calls by kind (`timeout`, `memory`, `trap`, `bad_output`, ...).
     pub filter_failures: IntCounterVec,
+    /// Batches run again after their filter failed, by route, filter and tenant.
+    pub filter_retries: IntCounterVec,
     /// Duration of one filter batch call, seconds.
     pub filter_seconds: HistogramVec,
     /// Events written per sink.
@@ -73,6 +75,11 @@ impl Metrics {
                 "weir_filter_failures_total",
                 "Failed filter batch calls, by kind.",
                 &["route", "filter", "tenant", "kind"],
+            ),
+            filter_retries: r.counter(
+                "weir_filter_retries_total",
+                "Filter batches run again after a failure.",
+                &["route", "filter", "tenant"],
             ),
             filter_seconds: r.histogram(
                 HistogramOpts::new(

@@ -168,6 +168,7 @@ struct RouteSpec {
     to: Vec<String>,
     dead_letter: String,
     policy: FailurePolicy,
+    filter_retries: u32,
     batch: BatchConfig,
 }
 
@@ -271,6 +272,7 @@ impl Router {
                         to: rc.to.clone(),
                         dead_letter: rc.dead_letter.clone(),
                         policy: rc.on_failure,
+                        filter_retries: rc.filter_retries,
                         batch: rc.batch,
                     }),
                     lanes: Default::default(),
@@ -896,7 +898,21 @@ impl RouteWorker {
         let Some((_, instance)) = self.instances.get_mut(&key) else {
             return;
         };
-        let answer = instance.process(ctx, self.writer.as_bytes());
+        let mut answer = instance.process(ctx, self.writer.as_bytes());
+        let mut tries = 0;
+        while let Err(e) = &answer {
+            if tries >= self.spec.filter_retries {
+                break;
+            }
+            tries += 1;
+            self.shared
+                .metrics
+                .filter_retries
+                .with_label_values(&[&*self.spec.name, filter, tenant])
+                .inc();
+            tracing::debug!(route = %self.spec.name, tenant, filter, attempt = tries, "filter failed, running the batch again: {e}");
+            answer = instance.process(ctx, self.writer.as_bytes());
+        }
         // State written during the batch becomes durable before its events move on.
         if let Err(e) = instance.state().flush() {
             tracing::error!(route = %self.spec.name, tenant, filter, "cannot persist filter state: {e}");

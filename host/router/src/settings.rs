@@ -81,6 +81,12 @@ pub struct RouteConfig {
     /// The failure policy.
     #[serde(default)]
     pub on_failure: FailurePolicy,
+    /// How many times a batch whose filter failed (trap, timeout, memory, error, output
+    /// over the limit) is run again, on a fresh instance, before `on_failure` applies
+    /// (default 0; at most 10). The Roost Keeper's `deadLetterQueue.maxRetries`. A
+    /// stateful filter may see the batch's state writes twice.
+    #[serde(default)]
+    pub filter_retries: u32,
     /// Batching limits for filter calls.
     #[serde(default)]
     pub batch: BatchConfig,
@@ -99,6 +105,7 @@ impl RouteConfig {
             to,
             dead_letter: default_dead_letter(),
             on_failure: FailurePolicy::default(),
+            filter_retries: 0,
             batch: BatchConfig::default(),
         }
     }

@@ -73,6 +73,7 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/v1/filters/{name}/test", post(dry_run))
         .route("/v1/tenants", get(list_tenants))
         .route("/v1/replay/{route}", post(replay))
+        .route("/v1/sinks/{sink}/circuit/reset", post(reset_circuit))
         .route(
             "/v1/tenants/{tenant}",
             put(put_tenant).get(get_tenant).delete(delete_tenant),
@@ -91,6 +92,42 @@ async fn replay(
         return error(StatusCode::FORBIDDEN, "forbidden", "replay is for admins");
     }
     crate::ingest::ingest(state, weir_router::REPLAY_SOURCE, Some(route), request).await
+}
+
+/// `POST /v1/sinks/{sink}/circuit/reset`: closes a sink's circuit breaker by hand, so
+/// the next write goes through without waiting for the recovery timeout. Admins only;
+/// `404` for an unknown sink, `409` for a sink without a breaker.
+async fn reset_circuit(
+    State(state): State<Arc<AppState>>,
+    Caller(who, role): Caller,
+    Path(sink): Path<String>,
+) -> Response {
+    if !matches!(role, Role::Admin) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "resetting a circuit is for admins",
+        );
+    }
+    let Some(found) = state.sinks.get(&sink) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_sink",
+            format!("no sink `{sink}`"),
+        );
+    };
+    let Some(breaker) = found.circuit() else {
+        return error(
+            StatusCode::CONFLICT,
+            "no_circuit",
+            format!("sink `{sink}` has no circuit breaker"),
+        );
+    };
+    let was = breaker.state();
+    breaker.reset();
+    tracing::info!(sink = %sink, by = %who, was = was.name(), "circuit reset by hand");
+    Json(json!({ "sink": sink, "was": was.name(), "circuit": breaker.state().name() }))
+        .into_response()
 }
 
 /// Which routes and tenants run a filter (`default` stands for the route's default chain).

@@ -414,6 +414,8 @@ impl Config {
                 path: "events.jsonl".into(),
                 fsync: false,
                 format: FileFormat::Jsonl,
+                retry: None,
+                circuit_breaker: None,
             }),
         );
         config.routes.push(RouteConfig::new(
@@ -459,6 +461,8 @@ impl Config {
                 path: "dead-letter.jsonl".into(),
                 fsync: false,
                 format: FileFormat::Jsonl,
+                retry: None,
+                circuit_breaker: None,
             }));
         #[cfg(feature = "kafka")]
         if let Some(cluster) = &self.kafka.cluster {
@@ -634,6 +638,13 @@ impl Config {
                     _ => "when",
                 };
                 issues.add(format!("routes[{i}].when[{j}]"), needle, e.to_string());
+            }
+            if route.filter_retries > 10 {
+                issues.add(
+                    format!("routes[{i}].filter_retries"),
+                    "filter_retries",
+                    "at most 10",
+                );
             }
             if route.batch.max_events == 0 || route.batch.max_bytes < 1024 {
                 issues.add(

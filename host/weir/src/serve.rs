@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use weir_core::metrics::MetricsRegistry;
+use weir_core::resilience::Resilient;
 use weir_core::sink::{Sink, SinkContext, SinkError};
 use weir_core::tail::TailHub;
 use weir_router::source::{SourceContext, SourceError};
@@ -117,7 +118,9 @@ fn open_sinks(
                 metrics,
                 tail,
             };
-            Ok((name.clone(), sink.builder().build(&cx)?))
+            let builder = sink.builder();
+            let built = Resilient::wrap(name, builder.build(&cx)?, builder.resilience(), metrics);
+            Ok((name.clone(), built))
         })
         .collect()
 }

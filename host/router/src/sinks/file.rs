@@ -3,13 +3,14 @@
 
 use serde::Deserialize;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use weir_core::cloudevents::json::write_json_line;
 use weir_core::cloudevents::protobuf::to_proto;
 use weir_core::dead_letter::{self, DeadLetter};
-use weir_core::sink::{BuildSink, Capabilities, Sink, SinkContext, SinkError};
+use weir_core::resilience::{BreakerConfig, Resilience, RetryConfig};
+use weir_core::sink::{BuildSink, Capabilities, ConfigProblem, Sink, SinkContext, SinkError};
 use weir_core::Event;
 
 /// A `file` sink's configuration.
@@ -24,6 +25,12 @@ pub struct FileSinkConfig {
     /// `jsonl` (default) or `protobuf`.
     #[serde(default)]
     pub format: FileFormat,
+    /// Retries of failed writes (a full disk, an I/O error); none by default.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// A circuit breaker in front of the file; none by default.
+    #[serde(default)]
+    pub circuit_breaker: Option<BreakerConfig>,
 }
 
 impl BuildSink for FileSinkConfig {
@@ -31,6 +38,17 @@ impl BuildSink for FileSinkConfig {
         Capabilities {
             dead_letters: true,
             dead_letters_apart: self.format == FileFormat::Protobuf,
+        }
+    }
+
+    fn problems(&self) -> Vec<ConfigProblem> {
+        self.resilience().problems()
+    }
+
+    fn resilience(&self) -> Resilience {
+        Resilience {
+            retry: self.retry,
+            breaker: self.circuit_breaker,
         }
     }
 
@@ -64,7 +82,9 @@ pub struct FileSink {
     path: PathBuf,
     fsync: bool,
     format: FileFormat,
-    file: Mutex<(BufWriter<File>, Vec<u8>)>,
+    /// The file, the buffer a batch is encoded into before one write, and where the
+    /// file's whole records end.
+    file: Mutex<(File, Vec<u8>, u64)>,
 }
 
 impl FileSink {
@@ -88,12 +108,13 @@ impl FileSink {
             .append(true)
             .open(path)
             .map_err(io)?;
+        let end = file.metadata().map_err(io)?.len();
         Ok(Self {
             name: name.to_owned(),
             path: path.to_owned(),
             fsync,
             format,
-            file: Mutex::new((BufWriter::with_capacity(1 << 16, file), Vec::new())),
+            file: Mutex::new((file, Vec::new(), end)),
         })
     }
 
@@ -102,25 +123,30 @@ impl FileSink {
         &self.path
     }
 
+    /// Encodes a batch with `fill` and appends it in one write. A write that fails part
+    /// way is cut back off the file, so a retry never follows a torn record.
     fn append(&self, fill: impl FnOnce(&mut Vec<u8>)) -> Result<(), SinkError> {
         let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        let (writer, buf) = &mut *guard;
+        let (file, buf, end) = &mut *guard;
         buf.clear();
         fill(buf);
-        let result = writer
-            .write_all(buf)
-            .and_then(|()| writer.flush())
-            .and_then(|()| {
-                if self.fsync {
-                    writer.get_ref().sync_data()
-                } else {
-                    Ok(())
-                }
-            });
-        result.map_err(|source| SinkError::Io {
-            sink: self.name.clone(),
-            source,
-        })
+        let result =
+            file.write_all(buf)
+                .and_then(|()| if self.fsync { file.sync_data() } else { Ok(()) });
+        match result {
+            Ok(()) => {
+                *end += buf.len() as u64;
+                Ok(())
+            }
+            Err(source) => {
+                // Best effort: devices (e.g. /dev/full) have no length to restore.
+                let _ = file.set_len(*end);
+                Err(SinkError::Io {
+                    sink: self.name.clone(),
+                    source,
+                })
+            }
+        }
     }
 }
 

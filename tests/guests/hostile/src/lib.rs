@@ -1,6 +1,8 @@
 //! A deliberately hostile filter for the containment tests. Its `init` configuration picks
 //! the misbehaviour: `{"mode": "loop" | "memory" | "trap" | "wrong-count" | "huge-output"
-//! | "garbage" | "error" | "reject-config" | "keep"}`.
+//! | "garbage" | "error" | "reject-config" | "flaky" | "keep"}`. `flaky` traps the first
+//! time it sees a batch (remembered in the tenant's state, which outlives the instance)
+//! and keeps it the next time.
 //!
 //! It implements the component exports directly (not through the SDK's glue, which would
 //! never produce a wrong verdict count or a malformed buffer).
@@ -30,7 +32,14 @@ mod component {
         }
 
         fn process(_ctx: Context, batch: Vec<u8>) -> Result<Vec<u8>, String> {
-            let count = BatchReader::new(&batch).map_err(|e| e.to_string())?.len();
+            let reader = BatchReader::new(&batch).map_err(|e| e.to_string())?;
+            let count = reader.len();
+            let first = reader
+                .into_iter()
+                .next()
+                .and_then(Result::ok)
+                .map(|e| e.core.id.to_owned())
+                .unwrap_or_default();
             let mode = MODE.with(|m| m.borrow().clone());
             let keep_all = |n: usize| {
                 let mut w = VerdictWriter::with_capacity(16 + n * 3);
@@ -58,6 +67,14 @@ mod component {
                 "huge-output" => Ok(vec![0u8; 20 << 20]),
                 "garbage" => Ok(b"these are not verdicts".to_vec()),
                 "error" => Err("hostile filter fails the batch on purpose".into()),
+                "flaky" => {
+                    let key = format!("seen:{first}");
+                    if weir_guest::host::state::get(&key).is_none() {
+                        weir_guest::host::state::set(&key, b"1", None)?;
+                        panic!("flaky filter traps the first time it sees batch {first}");
+                    }
+                    Ok(keep_all(count))
+                }
                 _ => Ok(keep_all(count)),
             }
         }

@@ -1,0 +1,702 @@
+//! Retries and circuit breaking for any sink: the settings a sink's configuration
+//! carries ([`RetryConfig`], [`BreakerConfig`]), the [`CircuitBreaker`], and
+//! [`Resilient`], the wrapper that gives them to a sink that has none of its own.
+//!
+//! The breaker is written here rather than taken from a crate: it must be shared by route
+//! threads without an async runtime, report its state to Prometheus, and count only whole
+//! failed writes — a few lines over a mutex, where the crates on offer (`failsafe`,
+//! `tower`'s) bring futures-based policies weir would have to adapt.
+
+use crate::dead_letter::DeadLetter;
+use crate::event::Event;
+use crate::metrics::MetricsRegistry;
+use crate::sink::{Sink, SinkError};
+use crate::util::backoff;
+use prometheus::IntCounter;
+use serde::Deserialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Retries of failed writes: exponential backoff with jitter, transient errors only.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts after the first (default 3; 0 turns retries off).
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+    /// First pause, milliseconds (default 100); doubles per attempt.
+    #[serde(default = "default_initial_backoff")]
+    pub initial_backoff_ms: u64,
+    /// Longest pause, milliseconds (default 5000).
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: default_retries(),
+            initial_backoff_ms: default_initial_backoff(),
+            max_backoff_ms: default_max_backoff(),
+        }
+    }
+}
+
+fn default_retries() -> u32 {
+    3
+}
+fn default_initial_backoff() -> u64 {
+    100
+}
+fn default_max_backoff() -> u64 {
+    5000
+}
+
+/// The circuit breaker in front of a sink.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Off turns the breaker off (default on).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Consecutive failed writes that open the circuit (default 5).
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long the circuit stays open before one probe write is let through,
+    /// milliseconds (default 30000).
+    #[serde(default = "default_recovery")]
+    pub recovery_timeout_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failure_threshold: default_failure_threshold(),
+            recovery_timeout_ms: default_recovery(),
+        }
+    }
+}
+
+fn default_failure_threshold() -> u32 {
+    5
+}
+fn default_recovery() -> u64 {
+    30_000
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The breaker's state, as the `weir_sink_circuit_state` gauge reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Writes go through (gauge 0).
+    Closed,
+    /// Writes fail at once until the recovery timeout has passed (gauge 1).
+    Open,
+    /// One probe write is going through; its result closes or reopens (gauge 2).
+    HalfOpen,
+}
+
+impl CircuitState {
+    /// How `/v1/stats` and the admin API name the state.
+    pub fn name(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half-open",
+        }
+    }
+
+    /// The gauge value.
+    pub fn gauge(self) -> i64 {
+        match self {
+            CircuitState::Closed => 0,
+            CircuitState::Open => 1,
+            CircuitState::HalfOpen => 2,
+        }
+    }
+}
+
+struct Inner {
+    state: CircuitState,
+    failures: u32,
+    opened_at: Instant,
+}
+
+/// Opens after `threshold` consecutive failed writes; after `recovery` lets one probe
+/// through (half-open): its success closes the circuit, its failure opens it again.
+pub struct CircuitBreaker {
+    threshold: u32,
+    recovery: Duration,
+    inner: Mutex<Inner>,
+    on_change: Box<dyn Fn(CircuitState) + Send + Sync>,
+}
+
+/// What the breaker says about a write about to be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// Go ahead.
+    Go,
+    /// Go ahead: this write is the half-open probe.
+    Probe,
+    /// The circuit is open: fail the write at once; it may be retried in this long.
+    Refused(Duration),
+}
+
+impl CircuitBreaker {
+    /// A closed breaker; `on_change` hears every state change (for metrics and logs).
+    pub fn new(
+        threshold: u32,
+        recovery: Duration,
+        on_change: impl Fn(CircuitState) + Send + Sync + 'static,
+    ) -> Self {
+        on_change(CircuitState::Closed);
+        Self {
+            threshold: threshold.max(1),
+            recovery,
+            inner: Mutex::new(Inner {
+                state: CircuitState::Closed,
+                failures: 0,
+                opened_at: Instant::now(),
+            }),
+            on_change: Box::new(on_change),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current state.
+    pub fn state(&self) -> CircuitState {
+        self.lock().state
+    }
+
+    /// Asks whether a write may be made now.
+    pub fn permit(&self) -> Permit {
+        let mut inner = self.lock();
+        match inner.state {
+            CircuitState::Closed => Permit::Go,
+            CircuitState::HalfOpen => Permit::Refused(self.recovery),
+            CircuitState::Open => {
+                let open_for = inner.opened_at.elapsed();
+                if open_for >= self.recovery {
+                    inner.state = CircuitState::HalfOpen;
+                    drop(inner);
+                    (self.on_change)(CircuitState::HalfOpen);
+                    Permit::Probe
+                } else {
+                    Permit::Refused(self.recovery - open_for)
+                }
+            }
+        }
+    }
+
+    /// Closes the circuit by hand (an operator's reset): the next write goes through.
+    pub fn reset(&self) {
+        let mut inner = self.lock();
+        inner.failures = 0;
+        let was = inner.state;
+        inner.state = CircuitState::Closed;
+        drop(inner);
+        if was != CircuitState::Closed {
+            (self.on_change)(CircuitState::Closed);
+        }
+    }
+
+    /// Reports a write that succeeded.
+    pub fn success(&self) {
+        let mut inner = self.lock();
+        inner.failures = 0;
+        if inner.state != CircuitState::Closed {
+            inner.state = CircuitState::Closed;
+            drop(inner);
+            (self.on_change)(CircuitState::Closed);
+        }
+    }
+
+    /// Reports a write that failed (after its retries).
+    pub fn failure(&self) {
+        let mut inner = self.lock();
+        inner.failures = inner.failures.saturating_add(1);
+        let open = match inner.state {
+            CircuitState::HalfOpen => true,
+            CircuitState::Closed => inner.failures >= self.threshold,
+            CircuitState::Open => false,
+        };
+        if open {
+            inner.state = CircuitState::Open;
+            inner.opened_at = Instant::now();
+            drop(inner);
+            (self.on_change)(CircuitState::Open);
+        }
+    }
+}
+
+/// How a sink copes with failed writes, as its configuration says: retries, a breaker,
+/// both or neither.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resilience {
+    /// Retries of transient failures.
+    pub retry: Option<RetryConfig>,
+    /// The circuit breaker.
+    pub breaker: Option<BreakerConfig>,
+}
+
+impl Resilience {
+    /// Neither retries nor a breaker.
+    pub const NONE: Self = Self {
+        retry: None,
+        breaker: None,
+    };
+
+    /// Every problem of the settings, with fields `retry.*` and `circuit_breaker.*`.
+    pub fn problems(&self) -> Vec<crate::sink::ConfigProblem> {
+        use crate::sink::ConfigProblem;
+        let mut problems = Vec::new();
+        if let Some(r) = &self.retry {
+            if r.max_retries > 100 {
+                problems.push(ConfigProblem::at("retry.max_retries", "at most 100"));
+            }
+            if r.initial_backoff_ms > r.max_backoff_ms {
+                problems.push(ConfigProblem::at(
+                    "retry.initial_backoff_ms",
+                    "must not exceed retry.max_backoff_ms",
+                ));
+            }
+            if r.max_backoff_ms > 600_000 {
+                problems.push(ConfigProblem::at(
+                    "retry.max_backoff_ms",
+                    "at most 600000 (10 minutes)",
+                ));
+            }
+        }
+        if let Some(b) = &self.breaker {
+            if b.enabled && b.failure_threshold == 0 {
+                problems.push(ConfigProblem::at(
+                    "circuit_breaker.failure_threshold",
+                    "must be at least 1",
+                ));
+            }
+            if b.recovery_timeout_ms > 86_400_000 {
+                problems.push(ConfigProblem::at(
+                    "circuit_breaker.recovery_timeout_ms",
+                    "at most 86400000 (a day)",
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// The breaker's metric families, shared by every sink that has a breaker.
+pub struct BreakerMetrics {
+    /// `weir_sink_circuit_state{sink}`: 0 closed, 1 open, 2 half-open.
+    pub state: prometheus::IntGaugeVec,
+    /// `weir_sink_circuit_refused_total{sink}`: writes refused at once by an open circuit.
+    pub refused: prometheus::IntCounterVec,
+    /// `weir_sink_retries_total{sink}`: retries of failed writes.
+    pub retries: prometheus::IntCounterVec,
+}
+
+impl BreakerMetrics {
+    /// Registers (or finds) the families.
+    pub fn new(r: &MetricsRegistry) -> Self {
+        Self {
+            state: r.gauge(
+                "weir_sink_circuit_state",
+                "Circuit breaker state of a sink: 0 closed, 1 open, 2 half-open.",
+                &["sink"],
+            ),
+            refused: r.counter(
+                "weir_sink_circuit_refused_total",
+                "Writes refused at once because the sink's circuit was open.",
+                &["sink"],
+            ),
+            retries: r.counter(
+                "weir_sink_retries_total",
+                "Retries of failed sink writes.",
+                &["sink"],
+            ),
+        }
+    }
+
+    /// A breaker for sink `name` that reports its state to the gauge and the log.
+    pub fn breaker(&self, name: &str, config: &BreakerConfig) -> CircuitBreaker {
+        let gauge = self.state.with_label_values(&[name]);
+        let sink = name.to_owned();
+        CircuitBreaker::new(
+            config.failure_threshold,
+            Duration::from_millis(config.recovery_timeout_ms),
+            move |state| {
+                gauge.set(state.gauge());
+                match state {
+                    CircuitState::Open => {
+                        tracing::warn!(sink = %sink, "circuit opened: writes fail at once until the recovery timeout")
+                    }
+                    CircuitState::HalfOpen => {
+                        tracing::info!(sink = %sink, "circuit half-open: probing")
+                    }
+                    CircuitState::Closed => tracing::debug!(sink = %sink, "circuit closed"),
+                }
+            },
+        )
+    }
+}
+
+/// A sink behind retries and a circuit breaker: transient failures (I/O, an unavailable
+/// peer, events a partial write left out) are retried with jittered backoff; a write that
+/// still fails counts against the breaker; an open circuit refuses writes at once until
+/// its recovery timeout lets one probe through.
+pub struct Resilient {
+    name: String,
+    inner: Arc<dyn Sink>,
+    retry: RetryConfig,
+    breaker: Option<CircuitBreaker>,
+    retries: IntCounter,
+    refused: IntCounter,
+}
+
+impl Resilient {
+    /// `inner` behind `resilience`; `inner` itself when that asks for nothing.
+    pub fn wrap(
+        name: &str,
+        inner: Arc<dyn Sink>,
+        resilience: Resilience,
+        metrics: &MetricsRegistry,
+    ) -> Arc<dyn Sink> {
+        if resilience == Resilience::NONE {
+            return inner;
+        }
+        let m = BreakerMetrics::new(metrics);
+        let breaker = resilience
+            .breaker
+            .filter(|b| b.enabled)
+            .map(|b| m.breaker(name, &b));
+        Arc::new(Self {
+            name: name.to_owned(),
+            inner,
+            retry: resilience.retry.unwrap_or(RetryConfig {
+                max_retries: 0,
+                ..RetryConfig::default()
+            }),
+            breaker,
+            retries: m.retries.with_label_values(&[name]),
+            refused: m.refused.with_label_values(&[name]),
+        })
+    }
+
+    /// Runs `attempt` over the indices still pending, retrying transient failures, and
+    /// settles the breaker. `attempt` answers `Ok` or the error of that try.
+    fn run(
+        &self,
+        count: usize,
+        mut attempt: impl FnMut(&[usize]) -> Result<(), SinkError>,
+    ) -> Result<(), SinkError> {
+        if let Some(breaker) = &self.breaker {
+            if let Permit::Refused(wait) = breaker.permit() {
+                self.refused.inc();
+                return Err(SinkError::Unavailable {
+                    sink: self.name.clone(),
+                    reason: format!(
+                        "circuit open after repeated failures; next probe in {} ms",
+                        wait.as_millis()
+                    ),
+                });
+            }
+        }
+        let mut pending: Vec<usize> = (0..count).collect();
+        let mut tries = 0u32;
+        let result = loop {
+            let error = match attempt(&pending) {
+                Ok(()) => break Ok(()),
+                Err(e) => e,
+            };
+            if !error.is_transient() || tries >= self.retry.max_retries {
+                break Err(error);
+            }
+            if let SinkError::Partial { failed, .. } = &error {
+                // Indices are into the slice that was written: map them back.
+                pending = failed
+                    .iter()
+                    .filter_map(|&i| pending.get(i).copied())
+                    .collect();
+            }
+            tries += 1;
+            self.retries.inc();
+            let pause = backoff(
+                tries,
+                Duration::from_millis(self.retry.initial_backoff_ms),
+                Duration::from_millis(self.retry.max_backoff_ms),
+            );
+            tracing::debug!(sink = %self.name, attempt = tries, ?pause, "retrying: {error}");
+            std::thread::sleep(pause);
+        };
+        if let Some(breaker) = &self.breaker {
+            match &result {
+                // A refusal is the peer answering: it is up.
+                Err(e) if e.is_transient() => breaker.failure(),
+                _ => breaker.success(),
+            }
+        }
+        match result {
+            Err(SinkError::Partial {
+                sink,
+                failed,
+                reason,
+            }) if count > 0 => Err(SinkError::Partial {
+                sink,
+                failed: failed
+                    .iter()
+                    .filter_map(|&i| pending.get(i).copied())
+                    .collect(),
+                reason,
+            }),
+            other => other,
+        }
+    }
+}
+
+impl Sink for Resilient {
+    fn write(&self, events: &[&Event]) -> Result<(), SinkError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut subset = Vec::with_capacity(events.len());
+        self.run(events.len(), |pending| {
+            if pending.len() == events.len() {
+                return self.inner.write(events);
+            }
+            subset.clear();
+            subset.extend(pending.iter().map(|&i| events[i]));
+            self.inner.write(&subset)
+        })
+    }
+
+    fn write_dead_letters(&self, letters: &[DeadLetter<'_>]) -> Result<(), SinkError> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        self.run(letters.len(), |pending| {
+            if pending.len() == letters.len() {
+                return self.inner.write_dead_letters(letters);
+            }
+            let subset: Vec<DeadLetter<'_>> = pending.iter().map(|&i| letters[i].clone()).collect();
+            self.inner.write_dead_letters(&subset)
+        })
+    }
+
+    fn close(&self) {
+        self.inner.close();
+    }
+
+    fn stats(&self) -> Option<serde_json::Value> {
+        let mut stats = self.inner.stats().unwrap_or_else(|| serde_json::json!({}));
+        if let (Some(breaker), Some(map)) = (&self.breaker, stats.as_object_mut()) {
+            map.insert("circuit".into(), breaker.state().name().into());
+        }
+        Some(stats)
+    }
+
+    fn circuit(&self) -> Option<&CircuitBreaker> {
+        self.breaker.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dead_letter::DeadLetter;
+    use std::sync::{Arc, Mutex as StdMutex};
+
+    use crate::sink::SinkError;
+
+    /// A sink that fails its first `fail` writes with `error`, then takes everything.
+    struct Flaky {
+        fail: Mutex<u32>,
+        error: fn() -> SinkError,
+        written: Mutex<Vec<String>>,
+    }
+
+    impl Sink for Flaky {
+        fn write(&self, events: &[&Event]) -> Result<(), SinkError> {
+            let mut fail = self.fail.lock().expect("lock");
+            if *fail > 0 {
+                *fail -= 1;
+                return Err((self.error)());
+            }
+            let mut w = self.written.lock().expect("lock");
+            w.extend(events.iter().map(|e| e.id.clone()));
+            Ok(())
+        }
+        fn write_dead_letters(&self, _: &[DeadLetter<'_>]) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    fn flaky(fail: u32, error: fn() -> SinkError) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            fail: Mutex::new(fail),
+            error,
+            written: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn unavailable() -> SinkError {
+        SinkError::Unavailable {
+            sink: "s".into(),
+            reason: "down".into(),
+        }
+    }
+
+    fn resilience(retries: u32, threshold: u32) -> Resilience {
+        Resilience {
+            retry: Some(RetryConfig {
+                max_retries: retries,
+                initial_backoff_ms: 1,
+                max_backoff_ms: 2,
+            }),
+            breaker: Some(BreakerConfig {
+                enabled: true,
+                failure_threshold: threshold,
+                recovery_timeout_ms: 50,
+            }),
+        }
+    }
+
+    #[test]
+    fn transient_failures_are_retried_and_refusals_are_not() {
+        let events = [Event::new("a", "/s", "t"), Event::new("b", "/s", "t")];
+        let refs: Vec<&Event> = events.iter().collect();
+        let metrics = MetricsRegistry::new();
+        let inner = flaky(2, unavailable);
+        let sink = Resilient::wrap("s", inner.clone(), resilience(3, 5), &metrics);
+        sink.write(&refs).expect("the third try goes through");
+        assert_eq!(*inner.written.lock().expect("lock"), ["a", "b"]);
+        assert!(metrics
+            .render()
+            .contains("weir_sink_retries_total{sink=\"s\"} 2"));
+
+        let refused = || SinkError::Refused {
+            sink: "s".into(),
+            reason: "bad request".into(),
+        };
+        let inner = flaky(1, refused);
+        let sink = Resilient::wrap("r", inner.clone(), resilience(3, 5), &metrics);
+        assert!(matches!(sink.write(&refs), Err(SinkError::Refused { .. })));
+        assert!(
+            inner.written.lock().expect("lock").is_empty(),
+            "not retried"
+        );
+        assert_eq!(
+            sink.circuit().map(|b| b.state()),
+            Some(CircuitState::Closed)
+        );
+    }
+
+    #[test]
+    fn a_partial_write_retries_only_the_events_left_out() {
+        let events = [
+            Event::new("a", "/s", "t"),
+            Event::new("b", "/s", "t"),
+            Event::new("c", "/s", "t"),
+        ];
+        let refs: Vec<&Event> = events.iter().collect();
+        let partial = || SinkError::Partial {
+            sink: "s".into(),
+            failed: vec![1],
+            reason: "b timed out".into(),
+        };
+        let inner = flaky(1, partial);
+        let sink = Resilient::wrap(
+            "p",
+            inner.clone(),
+            resilience(1, 5),
+            &MetricsRegistry::new(),
+        );
+        sink.write(&refs).expect("the retry writes b");
+        assert_eq!(*inner.written.lock().expect("lock"), ["b"]);
+    }
+
+    #[test]
+    fn the_breaker_opens_refuses_at_once_probes_and_can_be_reset() {
+        let e = Event::new("a", "/s", "t");
+        let metrics = MetricsRegistry::new();
+        let inner = flaky(u32::MAX, unavailable);
+        let sink = Resilient::wrap("b", inner, resilience(0, 2), &metrics);
+        assert!(sink.write(&[&e]).is_err());
+        assert!(sink.write(&[&e]).is_err());
+        let breaker = sink.circuit().expect("a breaker");
+        assert_eq!(breaker.state(), CircuitState::Open);
+        assert!(metrics
+            .render()
+            .contains("weir_sink_circuit_state{sink=\"b\"} 1"));
+        let refused = sink.write(&[&e]).expect_err("refused at once");
+        assert!(refused.to_string().contains("circuit open"), "{refused}");
+        assert!(metrics
+            .render()
+            .contains("weir_sink_circuit_refused_total{sink=\"b\"} 1"));
+        breaker.reset();
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        assert!(metrics
+            .render()
+            .contains("weir_sink_circuit_state{sink=\"b\"} 0"));
+    }
+
+    #[test]
+    fn nothing_asked_means_no_wrapper() {
+        let inner: Arc<dyn Sink> = flaky(0, unavailable);
+        let same = Resilient::wrap(
+            "n",
+            inner.clone(),
+            Resilience::NONE,
+            &MetricsRegistry::new(),
+        );
+        assert!(Arc::ptr_eq(&inner, &same));
+    }
+
+    #[test]
+    fn opens_after_the_threshold_probes_after_recovery_and_closes_on_success() {
+        let seen = Arc::new(StdMutex::new(Vec::new()));
+        let log = seen.clone();
+        let b = CircuitBreaker::new(3, Duration::from_millis(50), move |s| {
+            log.lock().expect("log").push(s)
+        });
+        b.failure();
+        b.failure();
+        assert_eq!(b.permit(), Permit::Go);
+        b.success();
+        b.failure();
+        b.failure();
+        assert_eq!(b.state(), CircuitState::Closed, "a success reset the count");
+        b.failure();
+        assert_eq!(b.state(), CircuitState::Open);
+        assert!(matches!(b.permit(), Permit::Refused(_)));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(b.permit(), Permit::Probe);
+        assert!(
+            matches!(b.permit(), Permit::Refused(_)),
+            "one probe at a time"
+        );
+        b.failure();
+        assert_eq!(b.state(), CircuitState::Open, "a failed probe reopens");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(b.permit(), Permit::Probe);
+        b.success();
+        assert_eq!(b.state(), CircuitState::Closed);
+        assert_eq!(
+            *seen.lock().expect("log"),
+            [
+                CircuitState::Closed,
+                CircuitState::Open,
+                CircuitState::HalfOpen,
+                CircuitState::Open,
+                CircuitState::HalfOpen,
+                CircuitState::Closed
+            ]
+        );
+    }
+}
