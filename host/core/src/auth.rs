@@ -1,5 +1,6 @@
-//! How callers of the main listener are authenticated: client certificates, and a trusted
-//! front proxy's request headers (the Kubernetes request-header scheme).
+//! Credentials: how callers of the main listener are authenticated (client certificates,
+//! and a trusted front proxy's request headers, the Kubernetes request-header scheme), and
+//! where a client's bearer token comes from ([`TokenSource`]).
 
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -49,4 +50,62 @@ fn default_group_headers() -> Vec<String> {
 
 fn default_extra_prefixes() -> Vec<String> {
     vec!["X-Remote-Extra-".into()]
+}
+
+/// Where a secret (a bearer token) comes from: `{ file: PATH }` or `{ env: VAR }`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum TokenSource {
+    /// A file holding the token (surrounding whitespace is ignored).
+    File(PathBuf),
+    /// An environment variable holding the token.
+    Env(String),
+}
+
+/// Why a secret could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The file could not be read.
+    #[error("token file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The environment variable is not set (or not Unicode).
+    #[error("environment variable {0} is not set")]
+    Env(String),
+    /// The secret is empty or not UTF-8.
+    #[error("the token from {0} is empty or not UTF-8")]
+    Unusable(String),
+}
+
+impl TokenSource {
+    /// The secret, trimmed; an empty one is an error.
+    pub fn read(&self) -> Result<String, SecretError> {
+        let (token, from) = match self {
+            TokenSource::File(path) => {
+                let bytes = std::fs::read(path).map_err(|source| SecretError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                let from = path.display().to_string();
+                (
+                    String::from_utf8(bytes).map_err(|_| SecretError::Unusable(from.clone()))?,
+                    from,
+                )
+            }
+            TokenSource::Env(var) => (
+                std::env::var(var).map_err(|_| SecretError::Env(var.clone()))?,
+                var.clone(),
+            ),
+        };
+        let token = token.trim().to_owned();
+        if token.is_empty() {
+            return Err(SecretError::Unusable(from));
+        }
+        Ok(token)
+    }
 }

@@ -390,7 +390,8 @@ impl Resilient {
     }
 
     /// Runs `attempt` over the indices still pending, retrying transient failures, and
-    /// settles the breaker. `attempt` answers `Ok` or the error of that try.
+    /// settles the breaker. `attempt` gets the indices to write, ascending, and answers
+    /// `Ok` or the error of that try (a `Partial` one indexes into what it was given).
     fn run(
         &self,
         count: usize,
@@ -409,21 +410,42 @@ impl Resilient {
             }
         }
         let mut pending: Vec<usize> = (0..count).collect();
+        // Events whose failure was final; with `last`, the answer if nothing succeeds.
+        let mut given_up: Vec<usize> = Vec::new();
+        let mut reason = String::new();
         let mut tries = 0u32;
-        let result = loop {
+        let outcome = loop {
             let error = match attempt(&pending) {
-                Ok(()) => break Ok(()),
+                Ok(()) => break None,
                 Err(e) => e,
             };
-            if !error.is_transient() || tries >= self.retry.max_retries {
-                break Err(error);
-            }
-            if let SinkError::Partial { failed, .. } = &error {
-                // Indices are into the slice that was written: map them back.
-                pending = failed
-                    .iter()
-                    .filter_map(|&i| pending.get(i).copied())
-                    .collect();
+            reason = match &error {
+                SinkError::Partial { reason, .. } => reason.clone(),
+                other => other.to_string(),
+            };
+            let retry: Vec<usize> = match &error {
+                SinkError::Partial { failed, retry, .. } => {
+                    let retry: Vec<usize> = retry
+                        .iter()
+                        .filter_map(|&i| pending.get(i).copied())
+                        .collect();
+                    given_up.extend(
+                        failed
+                            .iter()
+                            .filter_map(|&i| pending.get(i).copied())
+                            .filter(|i| !retry.contains(i)),
+                    );
+                    retry
+                }
+                e if e.is_transient() => pending.clone(),
+                _ => {
+                    given_up.extend(&pending);
+                    Vec::new()
+                }
+            };
+            if retry.is_empty() || tries >= self.retry.max_retries {
+                given_up.extend(retry.iter().copied());
+                break Some((error, !retry.is_empty()));
             }
             tries += 1;
             self.retries.inc();
@@ -432,31 +454,52 @@ impl Resilient {
                 Duration::from_millis(self.retry.initial_backoff_ms),
                 Duration::from_millis(self.retry.max_backoff_ms),
             );
-            tracing::debug!(sink = %self.name, attempt = tries, ?pause, "retrying: {error}");
+            tracing::debug!(sink = %self.name, attempt = tries, events = retry.len(), ?pause, "retrying: {error}");
             std::thread::sleep(pause);
+            pending = retry;
+        };
+        let Some((error, transient_left)) = outcome else {
+            if let Some(breaker) = &self.breaker {
+                breaker.success();
+            }
+            return if given_up.is_empty() {
+                Ok(())
+            } else {
+                given_up.sort_unstable();
+                Err(SinkError::Partial {
+                    sink: self.name.clone(),
+                    failed: given_up,
+                    retry: Vec::new(),
+                    reason,
+                })
+            };
         };
         if let Some(breaker) = &self.breaker {
-            match &result {
-                // A refusal is the peer answering: it is up.
-                Err(e) if e.is_transient() => breaker.failure(),
-                _ => breaker.success(),
+            // A refusal is the peer answering: it is up.
+            if transient_left {
+                breaker.failure();
+            } else {
+                breaker.success();
             }
         }
-        match result {
-            Err(SinkError::Partial {
-                sink,
-                failed,
-                reason,
-            }) if count > 0 => Err(SinkError::Partial {
-                sink,
-                failed: failed
-                    .iter()
-                    .filter_map(|&i| pending.get(i).copied())
-                    .collect(),
-                reason,
-            }),
-            other => other,
+        given_up.sort_unstable();
+        given_up.dedup();
+        if given_up.len() == count {
+            // Nothing was written: the last error says why.
+            return Err(match error {
+                SinkError::Partial { sink, .. } if transient_left => {
+                    SinkError::Unavailable { sink, reason }
+                }
+                SinkError::Partial { sink, .. } => SinkError::Refused { sink, reason },
+                other => other,
+            });
         }
+        Err(SinkError::Partial {
+            sink: self.name.clone(),
+            failed: given_up,
+            retry: Vec::new(),
+            reason,
+        })
     }
 }
 
@@ -607,8 +650,9 @@ mod tests {
         let refs: Vec<&Event> = events.iter().collect();
         let partial = || SinkError::Partial {
             sink: "s".into(),
-            failed: vec![1],
-            reason: "b timed out".into(),
+            failed: vec![0, 1],
+            retry: vec![1],
+            reason: "a refused, b timed out".into(),
         };
         let inner = flaky(1, partial);
         let sink = Resilient::wrap(

@@ -40,6 +40,9 @@ pub enum SinkError {
         sink: String,
         /// Indices (in the batch given) of the events not written, ascending.
         failed: Vec<usize>,
+        /// Those of `failed` that may be written if tried again (their failure was
+        /// transient), ascending.
+        retry: Vec<usize>,
         /// Why.
         reason: String,
     },
@@ -64,12 +67,13 @@ pub enum SinkError {
 
 impl SinkError {
     /// Whether the same write may succeed if tried again: I/O errors, an unavailable
-    /// peer, and the events a partial write left out. A refusal is final.
+    /// peer, and a partial write with events worth retrying. A refusal is final.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            SinkError::Io { .. } | SinkError::Unavailable { .. } | SinkError::Partial { .. }
-        )
+        match self {
+            SinkError::Io { .. } | SinkError::Unavailable { .. } => true,
+            SinkError::Partial { retry, .. } => !retry.is_empty(),
+            SinkError::Refused { .. } | SinkError::Setup { .. } => false,
+        }
     }
 }
 

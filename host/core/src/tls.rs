@@ -137,6 +137,51 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// TLS settings of a client: the CA bundle the server's certificate must chain to, and a
+/// client certificate for mutual TLS.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsSettings {
+    /// CA bundle (PEM) the server's certificate must chain to.
+    pub ca: PathBuf,
+    /// Client certificate chain (PEM), for mutual TLS (with `key`).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+/// The rustls client configuration for these settings (HTTP/1.1 over ALPN).
+pub fn client_config(tls: &ClientTlsSettings) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for ca in certs(&tls.ca)? {
+        roots.add(ca).map_err(|e| pem_err(&tls.ca, e))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots);
+    let mut config = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            let chain = certs(cert)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TlsError::Config(e.to_string()))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err(TlsError::Config(
+                "a client certificate needs both `cert` and `key`".into(),
+            ))
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// The rustls server configuration for these settings; client certificates chaining to
 /// `tls.client_ca` or to any of `extra_client_cas` are accepted (certificates stay
 /// optional: callers may authenticate otherwise).

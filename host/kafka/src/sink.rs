@@ -536,6 +536,8 @@ impl Sink for KafkaSink {
                 sink: self.name.clone(),
                 reason: format!("kafka topic `{}`: {}", self.topic, refused[0].1),
                 failed: refused.into_iter().map(|(i, _)| i).collect(),
+                // Already retried by the client and by this sink's own loop.
+                retry: Vec::new(),
             });
         }
         match self.send_all(events.len(), |i| self.encode(events[i])) {
@@ -548,6 +550,7 @@ impl Sink for KafkaSink {
                 Err(SinkError::Partial {
                     sink: self.name.clone(),
                     failed,
+                    retry: Vec::new(),
                     reason,
                 })
             }

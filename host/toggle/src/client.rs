@@ -115,6 +115,9 @@ pub enum ClientError {
     /// The token is missing or not a valid header value.
     #[error("bearer token: {0}")]
     Token(String),
+    /// The bearer token could not be read.
+    #[error("token: {0}")]
+    Secret(#[source] weir_core::auth::SecretError),
     /// TLS could not be configured.
     #[error("TLS: {0}")]
     Tls(String),
@@ -153,17 +156,7 @@ fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
 
 /// Reads the token from where it is configured.
 pub fn read_token(source: &TokenSource) -> Result<String, ClientError> {
-    let token = match source {
-        TokenSource::File(path) => String::from_utf8(read(path)?)
-            .map_err(|_| ClientError::Token(format!("{} is not UTF-8", path.display())))?,
-        TokenSource::Env(var) => std::env::var(var)
-            .map_err(|_| ClientError::Token(format!("environment variable {var} is not set")))?,
-    };
-    let token = token.trim().to_owned();
-    if token.is_empty() {
-        return Err(ClientError::Token("it is empty".into()));
-    }
-    Ok(token)
+    source.read().map_err(ClientError::Secret)
 }
 
 /// What a client needs to reach Toggle.

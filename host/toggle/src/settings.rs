@@ -77,15 +77,7 @@ pub struct ClientTls {
     pub domain: Option<String>,
 }
 
-/// Where a secret comes from.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum TokenSource {
-    /// A file holding the token (surrounding whitespace is ignored).
-    File(PathBuf),
-    /// An environment variable holding the token.
-    Env(String),
-}
+pub use weir_core::auth::TokenSource;
 
 /// The spill directory's settings.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]

@@ -251,51 +251,58 @@ pub fn parse_feature_gates(text: &str) -> Result<Vec<(String, bool)>, String> {
         .collect()
 }
 
-/// A sink: the `type` key names the connector; each connector's configuration checks
-/// itself, says what it can do and builds its sink ([`BuildSink`]).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum SinkConfig {
-    /// Events (or dead letters) appended to a file, as JSON lines or protobuf.
-    File(FileSinkConfig),
-    /// The in-process stream that `weir tail` reads.
-    Tail,
-    /// Discards events (counted in metrics).
-    Null,
-    /// The upstream Toggle service over gRPC, with a memory buffer spilling to disk.
-    #[cfg(feature = "toggle")]
-    Toggle(Box<weir_toggle::settings::ToggleSinkConfig>),
-    /// A Kafka topic (CloudEvents Kafka binding), behind retries and a circuit breaker.
-    #[cfg(feature = "kafka")]
-    Kafka(Box<weir_kafka::settings::KafkaSinkConfig>),
+/// Declares the sink connectors: the `type` each is named by, its configuration struct
+/// (which implements [`BuildSink`]) and the cargo feature it needs. Adding a sink is one
+/// line here.
+macro_rules! sink_connectors {
+    ($( $(#[doc = $doc:literal])* $(#[cfg($cfg:meta)])? $kind:literal => $variant:ident($config:ty), )*) => {
+        /// A sink: the `type` key names the connector; each connector's configuration
+        /// checks itself, says what it can do and builds its sink ([`BuildSink`]).
+        #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+        #[serde(tag = "type", deny_unknown_fields)]
+        pub enum SinkConfig {
+            $(
+                $(#[doc = $doc])*
+                $(#[cfg($cfg)])?
+                #[serde(rename = $kind)]
+                $variant(Box<$config>),
+            )*
+        }
+
+        impl SinkConfig {
+            /// The connector's configuration.
+            pub fn builder(&self) -> &dyn BuildSink {
+                match self {
+                    $( $(#[cfg($cfg)])? SinkConfig::$variant(c) => &**c, )*
+                }
+            }
+
+            /// The connector's name, as the `type` key says it.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( $(#[cfg($cfg)])? SinkConfig::$variant(_) => $kind, )*
+                }
+            }
+        }
+    };
 }
 
-impl SinkConfig {
-    /// The connector's configuration.
-    pub fn builder(&self) -> &dyn BuildSink {
-        match self {
-            SinkConfig::File(c) => c,
-            SinkConfig::Tail => &TailSinkConfig,
-            SinkConfig::Null => &NullSinkConfig,
-            #[cfg(feature = "toggle")]
-            SinkConfig::Toggle(c) => &**c,
-            #[cfg(feature = "kafka")]
-            SinkConfig::Kafka(c) => &**c,
-        }
-    }
-
-    /// The connector's name, as the `type` key says it.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SinkConfig::File(_) => "file",
-            SinkConfig::Tail => "tail",
-            SinkConfig::Null => "null",
-            #[cfg(feature = "toggle")]
-            SinkConfig::Toggle(_) => "toggle",
-            #[cfg(feature = "kafka")]
-            SinkConfig::Kafka(_) => "kafka",
-        }
-    }
+sink_connectors! {
+    /// Events (or dead letters) appended to a file, as JSON lines or protobuf.
+    "file" => File(FileSinkConfig),
+    /// The in-process stream that `weir tail` reads.
+    "tail" => Tail(TailSinkConfig),
+    /// Discards events (counted in metrics).
+    "null" => Null(NullSinkConfig),
+    /// The upstream Toggle service over gRPC, with a memory buffer spilling to disk.
+    #[cfg(feature = "toggle")]
+    "toggle" => Toggle(weir_toggle::settings::ToggleSinkConfig),
+    /// A Kafka topic (CloudEvents Kafka binding), behind retries and a circuit breaker.
+    #[cfg(feature = "kafka")]
+    "kafka" => Kafka(weir_kafka::settings::KafkaSinkConfig),
+    /// An HTTP receiver (CloudEvents HTTP binding), behind retries and a circuit breaker.
+    #[cfg(feature = "http")]
+    "http" => Http(weir_http::HttpSinkConfig),
 }
 
 /// Source kinds a route may name.
@@ -410,13 +417,13 @@ impl Config {
         .collect();
         config.sinks.insert(
             "file".into(),
-            SinkConfig::File(FileSinkConfig {
+            SinkConfig::File(Box::new(FileSinkConfig {
                 path: "events.jsonl".into(),
                 fsync: false,
                 format: FileFormat::Jsonl,
                 retry: None,
                 circuit_breaker: None,
-            }),
+            })),
         );
         config.routes.push(RouteConfig::new(
             "default",
@@ -454,16 +461,18 @@ impl Config {
     /// and gives Kafka sinks and sources without a cluster of their own `kafka.cluster`.
     fn with_builtins(mut self) -> Self {
         self.tenants.entry("default".into()).or_default();
-        self.sinks.entry("tail".into()).or_insert(SinkConfig::Tail);
+        self.sinks
+            .entry("tail".into())
+            .or_insert(SinkConfig::Tail(Box::default()));
         self.sinks
             .entry("dead-letter".into())
-            .or_insert(SinkConfig::File(FileSinkConfig {
+            .or_insert(SinkConfig::File(Box::new(FileSinkConfig {
                 path: "dead-letter.jsonl".into(),
                 fsync: false,
                 format: FileFormat::Jsonl,
                 retry: None,
                 circuit_breaker: None,
-            }));
+            })));
         #[cfg(feature = "kafka")]
         if let Some(cluster) = &self.kafka.cluster {
             for sink in self.sinks.values_mut() {

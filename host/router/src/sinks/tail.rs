@@ -1,5 +1,6 @@
 //! The `tail` sink (the stream `weir tail` reads) and the `null` sink.
 
+use serde::Deserialize;
 use std::sync::Arc;
 use weir_core::cloudevents::json::write_json_line;
 use weir_core::dead_letter::DeadLetter;
@@ -8,8 +9,9 @@ use weir_core::tail::TailHub;
 use weir_core::Event;
 
 /// The `tail` sink's configuration (it has no settings).
-#[derive(Debug, Clone, Copy)]
-pub struct TailSinkConfig;
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TailSinkConfig {}
 
 impl BuildSink for TailSinkConfig {
     fn capabilities(&self) -> Capabilities {
@@ -22,8 +24,9 @@ impl BuildSink for TailSinkConfig {
 }
 
 /// The `null` sink's configuration (it has no settings).
-#[derive(Debug, Clone, Copy)]
-pub struct NullSinkConfig;
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NullSinkConfig {}
 
 impl BuildSink for NullSinkConfig {
     fn capabilities(&self) -> Capabilities {

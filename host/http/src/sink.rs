@@ -1,0 +1,215 @@
+//! The HTTP sink: one request per event (binary, structured) or per batch, with the
+//! receiver's answer sorted into success, a transient failure (retried by the contract's
+//! wrapper) or a refusal.
+
+use crate::config::{HttpMode, HttpSinkConfig};
+use futures_util::StreamExt;
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Client, RequestBuilder, StatusCode, Url};
+use std::time::Duration;
+use weir_core::cloudevents::http::{binary_headers, BATCH_JSON, STRUCTURED_JSON};
+use weir_core::cloudevents::json::Structured;
+use weir_core::dead_letter::DeadLetter;
+use weir_core::sink::{Sink, SinkError};
+use weir_core::Event;
+
+/// A sink POSTing CloudEvents to one URL.
+pub struct HttpSink {
+    name: String,
+    url: Url,
+    mode: HttpMode,
+    client: Client,
+    token: Option<HeaderValue>,
+    max_in_flight: usize,
+    /// Route threads are not the runtime's: requests run on it through this handle.
+    runtime: tokio::runtime::Handle,
+}
+
+/// How one request failed.
+enum Failure {
+    /// Worth trying again: no answer, a timeout, 408, 429 or 5xx.
+    Transient(String),
+    /// The receiver refused the event (another 4xx), or the request could not be made.
+    Refused(String),
+}
+
+impl HttpSink {
+    /// A client for `config` (it connects on the first write; the router starts while the
+    /// receiver is down). Needs a tokio runtime.
+    pub fn open(name: &str, config: &HttpSinkConfig) -> Result<Self, SinkError> {
+        let setup = |reason: String| SinkError::Setup {
+            sink: name.to_owned(),
+            reason,
+        };
+        let url = Url::parse(&config.url).map_err(|e| setup(format!("url: {e}")))?;
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let mut client = Client::builder().timeout(timeout).connect_timeout(timeout);
+        if let Some(tls) = &config.tls {
+            let tls = weir_core::tls::client_config(tls).map_err(|e| setup(e.to_string()))?;
+            client = client.use_preconfigured_tls(tls);
+        }
+        let client = client
+            .build()
+            .map_err(|e| setup(format!("HTTP client: {e}")))?;
+        let token = match &config.token {
+            Some(source) => {
+                let token = source.read().map_err(|e| setup(e.to_string()))?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| setup("the token is not a valid header value".into()))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| setup("an HTTP sink needs a tokio runtime".into()))?;
+        Ok(Self {
+            name: name.to_owned(),
+            url,
+            mode: config.mode,
+            client,
+            token,
+            max_in_flight: config.max_in_flight,
+            runtime,
+        })
+    }
+
+    fn request(&self) -> RequestBuilder {
+        let request = self.client.post(self.url.clone());
+        match &self.token {
+            Some(token) => request.header(AUTHORIZATION, token.clone()),
+            None => request,
+        }
+    }
+
+    /// The request carrying one event in binary or structured mode.
+    fn event_request(&self, event: &Event) -> RequestBuilder {
+        match self.mode {
+            HttpMode::Structured => {
+                let body = serde_json::to_vec(&Structured(event)).unwrap_or_default();
+                self.request()
+                    .header(CONTENT_TYPE, STRUCTURED_JSON)
+                    .body(body)
+            }
+            HttpMode::Binary | HttpMode::Batch => {
+                let mut request = self.request();
+                for (name, value) in binary_headers(event) {
+                    request = request.header(name, value);
+                }
+                request.body(event.data.clone().unwrap_or_default())
+            }
+        }
+    }
+
+    fn refused(&self, reason: String) -> SinkError {
+        SinkError::Refused {
+            sink: self.name.clone(),
+            reason,
+        }
+    }
+
+    fn unavailable(&self, reason: String) -> SinkError {
+        SinkError::Unavailable {
+            sink: self.name.clone(),
+            reason,
+        }
+    }
+}
+
+/// Sends a request and sorts its outcome.
+async fn send(request: RequestBuilder) -> Result<(), Failure> {
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let reason = format!("the receiver answered {status}");
+            let transient = status.is_server_error()
+                || status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::REQUEST_TIMEOUT;
+            Err(if transient {
+                Failure::Transient(reason)
+            } else {
+                Failure::Refused(reason)
+            })
+        }
+        Err(e) if e.is_builder() => Err(Failure::Refused(format!("cannot make the request: {e}"))),
+        Err(e) => Err(Failure::Transient(format!("no answer: {}", chain(&e)))),
+    }
+}
+
+/// An error with its causes (reqwest hides the I/O reason in its sources).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl Sink for HttpSink {
+    fn write(&self, events: &[&Event]) -> Result<(), SinkError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        if self.mode == HttpMode::Batch {
+            let batch: Vec<Structured<'_>> = events.iter().map(|e| Structured(e)).collect();
+            let body = serde_json::to_vec(&batch)
+                .map_err(|e| self.refused(format!("cannot encode the batch: {e}")))?;
+            let request = self.request().header(CONTENT_TYPE, BATCH_JSON).body(body);
+            return match self.runtime.block_on(send(request)) {
+                Ok(()) => Ok(()),
+                Err(Failure::Transient(reason)) => Err(self.unavailable(reason)),
+                Err(Failure::Refused(reason)) => Err(self.refused(reason)),
+            };
+        }
+        let requests: Vec<RequestBuilder> = events.iter().map(|e| self.event_request(e)).collect();
+        let answers: Vec<Result<(), Failure>> = self.runtime.block_on(
+            futures_util::stream::iter(requests.into_iter().map(send))
+                .buffered(self.max_in_flight)
+                .collect(),
+        );
+        let (mut failed, mut retry, mut reason) = (Vec::new(), Vec::new(), None);
+        for (i, answer) in answers.into_iter().enumerate() {
+            let why = match answer {
+                Ok(()) => continue,
+                Err(Failure::Transient(why)) => {
+                    retry.push(i);
+                    why
+                }
+                Err(Failure::Refused(why)) => why,
+            };
+            failed.push(i);
+            reason.get_or_insert(why);
+        }
+        match reason {
+            None => Ok(()),
+            Some(reason) => Err(SinkError::Partial {
+                sink: self.name.clone(),
+                failed,
+                retry,
+                reason: format!("{}: {reason}", self.url),
+            }),
+        }
+    }
+
+    fn write_dead_letters(&self, _: &[DeadLetter<'_>]) -> Result<(), SinkError> {
+        Err(self.refused("an HTTP sink cannot hold dead letters".into()))
+    }
+
+    fn stats(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({
+            "type": "http",
+            "url": self.url.as_str(),
+            "mode": match self.mode {
+                HttpMode::Binary => "binary",
+                HttpMode::Structured => "structured",
+                HttpMode::Batch => "batch",
+            },
+        }))
+    }
+}
