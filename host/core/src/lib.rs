@@ -5,12 +5,14 @@
 //! connectors → router → runtime → core.
 
 pub mod auth;
+pub mod breaker;
 pub mod cesql;
 pub mod cloudevents;
 pub mod dead_letter;
 pub mod event;
 pub mod metrics;
 pub mod pb;
+mod problem;
 pub mod process;
 pub mod resilience;
 pub mod sink;

@@ -6,10 +6,11 @@
 //! configuration only names it in its sink enum. Validation, capabilities and building
 //! all live with the connector.
 
+use crate::breaker::{CircuitBreaker, Resilience};
 use crate::dead_letter::DeadLetter;
 use crate::event::Event;
 use crate::metrics::MetricsRegistry;
-use crate::resilience::{CircuitBreaker, Resilience};
+pub use crate::problem::ConfigProblem;
 use crate::tail::TailHub;
 use std::path::Path;
 use std::sync::Arc;
@@ -62,10 +63,35 @@ pub enum SinkError {
         sink: String,
         /// What is wrong.
         reason: String,
+        /// The failure behind it, when there is one.
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 }
 
 impl SinkError {
+    /// Sink `sink` could not be set up: `reason`, caused by `cause`.
+    pub fn setup(
+        sink: &str,
+        reason: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        SinkError::Setup {
+            sink: sink.to_owned(),
+            reason: reason.into(),
+            cause: Some(cause.into()),
+        }
+    }
+
+    /// Sink `sink` could not be set up: `reason` (no underlying error).
+    pub fn setup_msg(sink: &str, reason: impl Into<String>) -> Self {
+        SinkError::Setup {
+            sink: sink.to_owned(),
+            reason: reason.into(),
+            cause: None,
+        }
+    }
+
     /// Whether the same write may succeed if tried again: I/O errors, an unavailable
     /// peer, and a partial write with events worth retrying. A refusal is final.
     pub fn is_transient(&self) -> bool {
@@ -119,36 +145,6 @@ impl Capabilities {
         dead_letters: true,
         dead_letters_apart: false,
     };
-}
-
-/// A problem in one connector's configuration: the field below the connector's own
-/// (empty for the connector as a whole) and what is wrong. The configuration loader adds
-/// the file, the line and the path down to the connector.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ConfigProblem {
-    /// The field, relative to the connector's configuration (`cluster`, `tls.ca`, ...).
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl ConfigProblem {
-    /// A problem with the whole connector configuration.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            field: String::new(),
-            message: message.into(),
-        }
-    }
-
-    /// A problem with one field.
-    pub fn at(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
 }
 
 /// What a sink gets when it is built: its name, the router's data directory, the metrics

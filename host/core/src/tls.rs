@@ -43,7 +43,19 @@ pub enum TlsError {
     },
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
-    Config(String),
+    Config(#[from] rustls::Error),
+    /// The client-certificate verifier could not be built from these CAs.
+    #[error("client CAs in {path}: {source}")]
+    Verifier {
+        /// The CA bundle.
+        path: PathBuf,
+        /// What rustls said.
+        #[source]
+        source: rustls::client::VerifierBuilderError,
+    },
+    /// A client certificate without its key, or a key without its certificate.
+    #[error("a client certificate needs both `cert` and `key`")]
+    IncompleteIdentity,
 }
 
 /// The verified client certificate's subject, for authorisation.
@@ -116,7 +128,10 @@ fn verifier(ca: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
-        .map_err(|e| TlsError::Config(format!("{}: {e}", ca.display())))
+        .map_err(|source| TlsError::Verifier {
+            path: ca.to_owned(),
+            source,
+        })
 }
 
 fn pem_err(path: &Path, reason: impl ToString) -> TlsError {
@@ -160,23 +175,16 @@ pub fn client_config(tls: &ClientTlsSettings) -> Result<rustls::ClientConfig, Tl
         roots.add(ca).map_err(|e| pem_err(&tls.ca, e))?;
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
     let mut config = match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => {
             let chain = certs(cert)?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| TlsError::Config(e.to_string()))?
+            builder.with_client_auth_cert(chain, key)?
         }
         (None, None) => builder.with_no_client_auth(),
-        _ => {
-            return Err(TlsError::Config(
-                "a client certificate needs both `cert` and `key`".into(),
-            ))
-        }
+        _ => return Err(TlsError::IncompleteIdentity),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
@@ -193,8 +201,7 @@ pub fn server_config(
     let chain = certs(&tls.cert)?;
     let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| pem_err(&tls.key, e))?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .with_safe_default_protocol_versions()?;
     let cas: Vec<&Path> = tls
         .client_ca
         .as_deref()
@@ -204,7 +211,7 @@ pub fn server_config(
     let builder = match cas.is_empty() {
         false => {
             let mut roots = RootCertStore::empty();
-            for ca in cas {
+            for ca in &cas {
                 for cert in certs(ca)? {
                     roots.add(cert).map_err(|e| pem_err(ca, e))?;
                 }
@@ -214,14 +221,15 @@ pub fn server_config(
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .allow_unauthenticated()
                 .build()
-                .map_err(|e| TlsError::Config(e.to_string()))?;
+                .map_err(|source| TlsError::Verifier {
+                    path: cas.first().map(|p| p.to_path_buf()).unwrap_or_default(),
+                    source,
+                })?;
             builder.with_client_cert_verifier(verifier)
         }
         true => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = builder.with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

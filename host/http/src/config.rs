@@ -1,11 +1,9 @@
 //! The HTTP sink's configuration and its checks.
 
-use crate::sink::HttpSink;
 use serde::Deserialize;
-use std::sync::Arc;
 use weir_core::auth::TokenSource;
 use weir_core::resilience::{BreakerConfig, Resilience, RetryConfig};
-use weir_core::sink::{BuildSink, Capabilities, ConfigProblem, Sink, SinkContext, SinkError};
+use weir_core::sink::ConfigProblem;
 use weir_core::tls::ClientTlsSettings;
 
 /// How events are put into requests (the CloudEvents HTTP binding's modes).
@@ -61,24 +59,17 @@ fn default_max_in_flight() -> usize {
     16
 }
 
-impl BuildSink for HttpSinkConfig {
-    /// Events only: a receiver is no place for dead letters.
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::EVENTS
-    }
-
-    fn resilience(&self) -> Resilience {
+impl HttpSinkConfig {
+    /// Retries and the breaker, as configured.
+    pub fn resilience(&self) -> Resilience {
         Resilience {
             retry: Some(self.retry),
             breaker: Some(self.circuit_breaker),
         }
     }
 
-    fn build(&self, cx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
-        Ok(Arc::new(HttpSink::open(cx.name, self)?))
-    }
-
-    fn problems(&self) -> Vec<ConfigProblem> {
+    /// Every problem of the configuration.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
         let https = self.url.starts_with("https://");
         if !https && !self.url.starts_with("http://") {

@@ -6,11 +6,13 @@ use crate::config::{HttpMode, HttpSinkConfig};
 use futures_util::StreamExt;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Client, RequestBuilder, StatusCode, Url};
+use std::sync::Arc;
 use std::time::Duration;
 use weir_core::cloudevents::http::{binary_headers, BATCH_JSON, STRUCTURED_JSON};
 use weir_core::cloudevents::json::Structured;
 use weir_core::dead_letter::DeadLetter;
-use weir_core::sink::{Sink, SinkError};
+use weir_core::resilience::Resilience;
+use weir_core::sink::{BuildSink, Capabilities, ConfigProblem, Sink, SinkContext, SinkError};
 use weir_core::Event;
 
 /// A sink POSTing CloudEvents to one URL.
@@ -37,32 +39,32 @@ impl HttpSink {
     /// A client for `config` (it connects on the first write; the router starts while the
     /// receiver is down). Needs a tokio runtime.
     pub fn open(name: &str, config: &HttpSinkConfig) -> Result<Self, SinkError> {
-        let setup = |reason: String| SinkError::Setup {
-            sink: name.to_owned(),
-            reason,
-        };
-        let url = Url::parse(&config.url).map_err(|e| setup(format!("url: {e}")))?;
+        let url = Url::parse(&config.url).map_err(|e| SinkError::setup(name, "url", e))?;
         let timeout = Duration::from_millis(config.timeout_ms);
         let mut client = Client::builder().timeout(timeout).connect_timeout(timeout);
         if let Some(tls) = &config.tls {
-            let tls = weir_core::tls::client_config(tls).map_err(|e| setup(e.to_string()))?;
+            let tls =
+                weir_core::tls::client_config(tls).map_err(|e| SinkError::setup(name, "TLS", e))?;
             client = client.use_preconfigured_tls(tls);
         }
         let client = client
             .build()
-            .map_err(|e| setup(format!("HTTP client: {e}")))?;
+            .map_err(|e| SinkError::setup(name, "HTTP client", e))?;
         let token = match &config.token {
             Some(source) => {
-                let token = source.read().map_err(|e| setup(e.to_string()))?;
-                let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-                    .map_err(|_| setup("the token is not a valid header value".into()))?;
+                let token = source
+                    .read()
+                    .map_err(|e| SinkError::setup(name, "token", e))?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| {
+                    SinkError::setup(name, "the token is not a valid header value", e)
+                })?;
                 value.set_sensitive(true);
                 Some(value)
             }
             None => None,
         };
         let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| setup("an HTTP sink needs a tokio runtime".into()))?;
+            .map_err(|e| SinkError::setup(name, "an HTTP sink needs a tokio runtime", e))?;
         Ok(Self {
             name: name.to_owned(),
             url,
@@ -149,6 +151,25 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+impl BuildSink for HttpSinkConfig {
+    /// Events only: a receiver is no place for dead letters.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::EVENTS
+    }
+
+    fn problems(&self) -> Vec<ConfigProblem> {
+        HttpSinkConfig::problems(self)
+    }
+
+    fn resilience(&self) -> Resilience {
+        HttpSinkConfig::resilience(self)
+    }
+
+    fn build(&self, cx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::new(HttpSink::open(cx.name, self)?))
+    }
 }
 
 impl Sink for HttpSink {

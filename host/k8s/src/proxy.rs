@@ -26,8 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt as _;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,19 +33,12 @@ use std::time::Duration;
 /// Why the proxy could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    /// A PEM file could not be read or holds nothing usable.
-    #[error("events provider {what} {path}: {reason}")]
-    Pem {
-        /// Which file (`ca_file`, `client_cert`, `client_key`).
-        what: &'static str,
-        /// The file.
-        path: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The TLS or HTTP client could not be built.
+    /// The mutual TLS settings are unusable (a PEM file, or what rustls says of them).
+    #[error("events provider TLS: {0}")]
+    Tls(#[from] weir_core::tls::TlsError),
+    /// The HTTP client could not be built.
     #[error("events provider client: {0}")]
-    Client(String),
+    Client(#[source] reqwest::Error),
 }
 
 /// The forwarding state.
@@ -76,51 +67,15 @@ impl FromRequestParts<Arc<EventsProxy>> for Caller {
     }
 }
 
-fn pem_err(what: &'static str, path: &std::path::Path, e: impl ToString) -> ProxyError {
-    ProxyError::Pem {
-        what,
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
-}
-
 /// The mTLS client configuration for a provider (ring, HTTP/1.1).
 fn tls_config(p: &ProviderConfig) -> Result<rustls::ClientConfig, ProxyError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    let cas = CertificateDer::pem_file_iter(&p.ca_file)
-        .map_err(|e| pem_err("ca_file", &p.ca_file, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_err("ca_file", &p.ca_file, e))?;
-    if cas.is_empty() {
-        return Err(pem_err("ca_file", &p.ca_file, "no certificate found"));
-    }
-    for ca in cas {
-        roots
-            .add(ca)
-            .map_err(|e| pem_err("ca_file", &p.ca_file, e))?;
-    }
-    let chain = CertificateDer::pem_file_iter(&p.client_cert)
-        .map_err(|e| pem_err("client_cert", &p.client_cert, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_err("client_cert", &p.client_cert, e))?;
-    if chain.is_empty() {
-        return Err(pem_err(
-            "client_cert",
-            &p.client_cert,
-            "no certificate found",
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&p.client_key)
-        .map_err(|e| pem_err("client_key", &p.client_key, e))?;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ProxyError::Client(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| ProxyError::Client(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    Ok(weir_core::tls::client_config(
+        &weir_core::tls::ClientTlsSettings {
+            ca: p.ca_file.clone(),
+            cert: Some(p.client_cert.clone()),
+            key: Some(p.client_key.clone()),
+        },
+    )?)
 }
 
 impl EventsProxy {
@@ -136,7 +91,7 @@ impl EventsProxy {
             .use_preconfigured_tls(tls_config(provider)?)
             .connect_timeout(timeout)
             .build()
-            .map_err(|e| ProxyError::Client(e.to_string()))?;
+            .map_err(ProxyError::Client)?;
         Ok(Self {
             client,
             base: provider.url.trim_end_matches('/').to_owned(),

@@ -145,9 +145,11 @@ impl BuildSink for KafkaSinkConfig {
     }
 
     fn build(&self, cx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
-        let cluster = self.cluster.as_ref().ok_or_else(|| SinkError::Setup {
-            sink: cx.name.to_owned(),
-            reason: "no Kafka cluster: set `kafka.cluster` or the sink's `cluster`".into(),
+        let cluster = self.cluster.as_ref().ok_or_else(|| {
+            SinkError::setup_msg(
+                cx.name,
+                "no Kafka cluster: set `kafka.cluster` or the sink's `cluster`",
+            )
         })?;
         let metrics = KafkaMetrics::new(cx.metrics);
         Ok(Arc::new(KafkaSink::open(cx.name, self, cluster, &metrics)?))
@@ -178,10 +180,7 @@ impl KafkaSink {
         cluster: &ClusterConfig,
         metrics: &KafkaMetrics,
     ) -> Result<Self, SinkError> {
-        let setup = |reason: String| SinkError::Setup {
-            sink: name.to_owned(),
-            reason,
-        };
+        let setup = |reason: String| SinkError::setup_msg(name, reason);
         config.check().map_err(|e| setup(e.0))?;
         let props = config.producer_config(cluster).map_err(|e| setup(e.0))?;
         let k = metrics;
@@ -194,7 +193,7 @@ impl KafkaSink {
         };
         let producer: ThreadedProducer<ProducerHooks> = props
             .create_with_context(context.clone())
-            .map_err(|e| setup(format!("cannot create the producer: {e}")))?;
+            .map_err(|e| SinkError::setup(name, "cannot create the producer", e))?;
         let breaker = config
             .circuit_breaker
             .enabled

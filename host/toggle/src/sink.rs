@@ -715,30 +715,28 @@ impl BuildSink for ToggleSinkConfig {
     fn build(&self, cx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
         use crate::client;
         let name = cx.name;
-        let setup = |reason: String| SinkError::Setup {
-            sink: name.to_owned(),
-            reason,
-        };
-        let settings = self.settings().map_err(setup)?;
+        let settings = self
+            .settings()
+            .map_err(|reason| SinkError::setup_msg(name, reason))?;
         let token = self
             .token
             .as_ref()
             .map(client::read_token)
             .transpose()
-            .map_err(|e| setup(e.to_string()))?;
+            .map_err(|e| SinkError::setup(name, "token", e))?;
         let client = client::connect_lazy(&client::Target {
             url: &self.url,
             tls: self.tls.as_ref(),
             token,
             max_message_bytes: settings.max_message_bytes,
         })
-        .map_err(|e| setup(e.to_string()))?;
+        .map_err(|e| SinkError::setup(name, "client", e))?;
         let dir = match &self.spill.dir {
             Some(dir) => cx.data_dir.join(dir),
             None => cx.data_dir.join("spill").join(name),
         };
         let spill = SpillDir::open(&dir, settings.spill_max_bytes, settings.when_full)
-            .map_err(|e| setup(e.to_string()))?;
+            .map_err(|e| SinkError::setup(name, "spill directory", e))?;
         let metrics = ToggleMetrics::new(cx.metrics).for_sink(name);
         Ok(Arc::new(ToggleSink::start(
             name, settings, client, spill, metrics,
