@@ -526,3 +526,77 @@ async fn tenant_chains_change_at_runtime_persist_and_are_scoped() {
         ["globex"]
     );
 }
+
+/// Every admin endpoint, as (method, path): the authorization matrix below covers each.
+const ENDPOINTS: [(&str, &str); 13] = [
+    ("GET", "/v1/filters"),
+    ("PUT", "/v1/filters/stamp"),
+    ("GET", "/v1/filters/stamp"),
+    ("DELETE", "/v1/filters/stamp"),
+    ("POST", "/v1/filters/stamp/rollback"),
+    ("POST", "/v1/filters/stamp/test"),
+    ("GET", "/v1/tenants"),
+    ("PUT", "/v1/tenants/acme"),
+    ("GET", "/v1/tenants/acme"),
+    ("DELETE", "/v1/tenants/acme"),
+    ("POST", "/v1/replay/main"),
+    ("POST", "/v1/sinks/out/circuit/reset"),
+    ("GET", "/v1/tenants/globex"),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_admin_endpoint_needs_a_known_credential_and_admin_only_ones_refuse_tenants() {
+    let weir = Weir::start(&config(1 << 20));
+    let client = reqwest::Client::new();
+    let call = |method: &str, path: &str, token: Option<&str>| {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = client.request(method, format!("{}{path}", weir.url));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Without a credential, or with an unknown one, nothing answers but 401.
+    for (method, path) in ENDPOINTS {
+        for token in [None, Some("not-a-token")] {
+            assert_eq!(
+                call(method, path, token).await,
+                401,
+                "{method} {path} {token:?}"
+            );
+        }
+    }
+    // A tenant's token is refused (403) where only admins may act, and where the
+    // resource is another tenant's.
+    let admin_only = [
+        ("DELETE", "/v1/tenants/acme"),
+        ("POST", "/v1/replay/main"),
+        ("POST", "/v1/sinks/out/circuit/reset"),
+        ("GET", "/v1/tenants/globex"),
+    ];
+    for (method, path) in admin_only {
+        assert_eq!(
+            call(method, path, Some(ACME)).await,
+            403,
+            "{method} {path} as acme"
+        );
+        assert_ne!(
+            call(method, path, Some(ADMIN)).await,
+            403,
+            "{method} {path} as admin"
+        );
+        assert_ne!(
+            call(method, path, Some(ADMIN)).await,
+            401,
+            "{method} {path} as admin"
+        );
+    }
+    // Every endpoint takes the admin's token (whatever it then says of the request).
+    for (method, path) in ENDPOINTS {
+        let status = call(method, path, Some(ADMIN)).await;
+        assert!(
+            status != 401 && status != 403,
+            "{method} {path} as admin: {status}"
+        );
+    }
+}

@@ -1239,3 +1239,6 @@ fn same_caller(a: &Job, b: &Job) -> bool {
             _ => false,
         }
 }
+
+#[cfg(test)]
+mod tests;
