@@ -18,7 +18,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub enum EngineError {
     /// The engine could not be configured.
     #[error("cannot configure the wasm engine: {0}")]
-    Setup(String),
+    Setup(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The bytes are not a valid component.
     #[error("not a valid WebAssembly component: {0}")]
     Invalid(String),
@@ -93,7 +93,7 @@ impl FilterEngine {
     /// Builds the engine: component model, pooling allocator, epoch interruption (a
     /// 10 ms ticker thread; cheaper than fuel, which instruments every guest instruction).
     pub fn new(options: EngineOptions) -> Result<Self, EngineError> {
-        let setup = |e: wasmtime::Error| EngineError::Setup(e.to_string());
+        let setup = |e: wasmtime::Error| EngineError::Setup(e.into());
         let mut pool = PoolingAllocationConfig::default();
         let instances = options.max_instances.max(1);
         pool.total_component_instances(instances)
@@ -129,7 +129,7 @@ impl FilterEngine {
                     ticker_engine.increment_epoch();
                 }
             })
-            .map_err(|e| EngineError::Setup(e.to_string()))?;
+            .map_err(|e| EngineError::Setup(e.into()))?;
         Ok(Self {
             engine,
             linker,

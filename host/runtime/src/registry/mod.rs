@@ -43,7 +43,7 @@ pub enum RegistryError {
     },
     /// The configuration is not JSON (400).
     #[error("filter config is not valid JSON: {0}")]
-    BadConfig(String),
+    BadConfig(#[source] serde_json::Error),
     /// The bytes are not a WebAssembly component (400).
     #[error("not a WebAssembly component: {0}")]
     NotAComponent(String),
@@ -233,7 +233,7 @@ impl FilterRegistry {
             });
         }
         serde_json::from_str::<serde_json::Value>(if config.is_empty() { "{}" } else { config })
-            .map_err(|e| RegistryError::BadConfig(e.to_string()))?;
+            .map_err(RegistryError::BadConfig)?;
         if wasmparser_is_core_module(component) {
             return Err(RegistryError::NotAComponent(
                 "this is a core WebAssembly module; build the filter as a component (cargo build --target wasm32-wasip2)".into(),
