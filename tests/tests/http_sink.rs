@@ -227,11 +227,7 @@ routes:\n  - name: main\n    to: [binary, structured, batch]\n    dead_letter: d
         "{answer}"
     );
     let letters = weir.jsonl("dlq.jsonl");
-    assert!(
-        letters[0]["reason"].as_str().unwrap().contains("401"),
-        "{}",
-        letters[0]
-    );
+    assert!(reason(&letters[0]).contains("401"), "{}", letters[0]);
     let (_, metrics) = get_text(&format!("{}/metrics", weir.url)).await;
     assert_eq!(
         metric_sum(&metrics, "weir_sink_retries_total{sink=\"no-token\"}"),
@@ -266,16 +262,9 @@ routes:\n  - name: main\n    to: [out]\n    dead_letter: dlq\n"
         );
     }
     let letters = weir.jsonl("dlq.jsonl");
+    assert!(reason(&letters[0]).contains("503"), "{}", letters[0]);
     assert!(
-        letters[0]["reason"].as_str().unwrap().contains("503"),
-        "{}",
-        letters[0]
-    );
-    assert!(
-        letters[2]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("circuit open"),
+        reason(&letters[2]).contains("circuit open"),
         "{}",
         letters[2]
     );
@@ -293,10 +282,9 @@ routes:\n  - name: main\n    to: [out]\n    dead_letter: dlq\n"
 
     // The receiver is back; an admin closes the circuit and replays the dead letters.
     inbox.answer.store(0, Ordering::SeqCst);
-    let token = std::fs::read_to_string(weir.data("admin-token")).unwrap();
     let (status, _) = post(
         &format!("{}/v1/sinks/out/circuit/reset", weir.url),
-        &[("authorization", &format!("Bearer {}", token.trim()))],
+        &[("authorization", &weir.admin_auth())],
         "",
     )
     .await;

@@ -38,19 +38,13 @@ routes:
     let letters = weir.jsonl("dlq.jsonl");
     assert_eq!(letters.len(), 3);
     assert!(
-        letters[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("No space left"),
+        reason(&letters[0]).contains("No space left"),
         "{}",
         letters[0]
     );
     // The third write met an open circuit: refused at once, not retried.
     assert!(
-        letters[2]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("circuit open"),
+        reason(&letters[2]).contains("circuit open"),
         "{}",
         letters[2]
     );
@@ -69,8 +63,7 @@ routes:
         Some(1.0)
     );
 
-    let token = std::fs::read_to_string(weir.data("admin-token")).unwrap();
-    let auth = format!("Bearer {}", token.trim());
+    let auth = weir.admin_auth();
     let reset = |sink: &str| format!("{}/v1/sinks/{sink}/circuit/reset", weir.url);
     // Not without a token; not for a sink without a breaker or one that does not exist.
     assert_eq!(post(&reset("full"), &[], "").await.0, 401);
@@ -101,10 +94,7 @@ routes:
     post_batch(&weir.url, &json!([event("after", "t", json!({}))])).await;
     let letters = weir.jsonl("dlq.jsonl");
     assert!(
-        letters[3]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("No space left"),
+        reason(&letters[3]).contains("No space left"),
         "{}",
         letters[3]
     );

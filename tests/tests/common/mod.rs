@@ -148,6 +148,12 @@ impl Weir {
             .unwrap()
     }
 
+    /// `Authorization: Bearer <token>` with the admin token `weir serve` generated.
+    pub fn admin_auth(&self) -> String {
+        let token = std::fs::read_to_string(self.data("admin-token")).unwrap();
+        format!("Bearer {}", token.trim())
+    }
+
     /// Lines of a JSON-lines file in the data directory (empty when missing).
     pub fn jsonl(&self, file: &str) -> Vec<Value> {
         read_jsonl(&self.data(file))
@@ -235,6 +241,11 @@ pub async fn post(
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A dead letter's reason (empty when it has none).
+pub fn reason(letter: &Value) -> &str {
+    letter["reason"].as_str().unwrap_or_default()
 }
 
 /// A structured CloudEvent as JSON.
