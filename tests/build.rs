@@ -54,6 +54,11 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
+    // Under cargo-llvm-cov (scripts/coverage) rustc runs through its wrapper, which would
+    // instrument the guests too: wasm32 has no profiler runtime.
+    if std::env::var_os("__CARGO_LLVM_COV_RUSTC_WRAPPER").is_some() {
+        cmd.env_remove("RUSTC_WRAPPER");
+    }
     let status = cmd
         .status()
         .expect("cannot run cargo to build the guest components");

@@ -204,10 +204,12 @@ fn a_new_filter_builds_and_tests_out_of_the_box() {
     let exe = std::env::current_exe().unwrap();
     let target = exe.ancestors().nth(3).unwrap().join("scaffold");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Not through a rustc wrapper (scripts/coverage's would instrument the wasm build).
     let test = Command::new(&cargo)
         .args(["test", "--quiet", "--manifest-path"])
         .arg(crate_dir.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTC_WRAPPER")
         .output()
         .unwrap();
     assert!(
@@ -221,6 +223,7 @@ fn a_new_filter_builds_and_tests_out_of_the_box() {
         .args(["filter", "build"])
         .arg(&crate_dir)
         .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTC_WRAPPER")
         .output()
         .unwrap();
     assert!(

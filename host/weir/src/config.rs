@@ -305,8 +305,21 @@ sink_connectors! {
     "http" => Http(weir_http::HttpSinkConfig),
 }
 
-/// Source kinds a route may name.
-pub const SOURCE_KINDS: [&str; 4] = ["http", "grpc", "k8s", "kafka"];
+/// Source kinds a route may name: `http` always, the others when their connector is
+/// built in.
+pub fn source_kinds() -> Vec<&'static str> {
+    let mut kinds = vec!["http"];
+    if cfg!(feature = "toggle") {
+        kinds.push("grpc");
+    }
+    if cfg!(feature = "k8s") {
+        kinds.push("k8s");
+    }
+    if cfg!(feature = "kafka") {
+        kinds.push("kafka");
+    }
+    kinds
+}
 
 /// One problem in a configuration, naming where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -564,6 +577,7 @@ impl Config {
         if self.routes.is_empty() {
             issues.add("routes", "routes", "at least one route is needed");
         }
+        let kinds = source_kinds();
         let mut names = Vec::new();
         for (i, route) in self.routes.iter().enumerate() {
             if names.contains(&&route.name) {
@@ -575,13 +589,13 @@ impl Config {
             }
             names.push(&route.name);
             for (j, from) in route.from.iter().enumerate() {
-                if !SOURCE_KINDS.contains(&from.as_str()) {
+                if !kinds.contains(&from.as_str()) {
                     issues.add(
                         format!("routes[{i}].from[{j}]"),
                         from,
                         format!(
                             "unknown source `{from}` (known: {})",
-                            SOURCE_KINDS.join(", ")
+                            kinds.join(", ")
                         ),
                     );
                 } else if from == "k8s" && !self.events_api_served() {
