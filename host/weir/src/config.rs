@@ -593,10 +593,7 @@ impl Config {
                     issues.add(
                         format!("routes[{i}].from[{j}]"),
                         from,
-                        format!(
-                            "unknown source `{from}` (known: {})",
-                            kinds.join(", ")
-                        ),
+                        format!("unknown source `{from}` (known: {})", kinds.join(", ")),
                     );
                 } else if from == "k8s" && !self.events_api_served() {
                     issues.add(
