@@ -53,6 +53,19 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
     Duration::from_secs_f64(base * jitter)
 }
 
+/// An error and its causes, `outer: inner: innermost` (HTTP clients keep the I/O reason
+/// in an error's sources).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +81,19 @@ mod tests {
                 "{attempt}: {got}"
             );
         }
+    }
+
+    #[test]
+    fn an_error_chain_names_every_cause() {
+        let inner = std::io::Error::other("connection refused");
+        let outer = FileError {
+            path: "/x".into(),
+            source: inner,
+        };
+        assert_eq!(
+            error_chain(&outer),
+            "/x: connection refused: connection refused"
+        );
     }
 
     #[test]

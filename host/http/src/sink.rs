@@ -13,6 +13,7 @@ use weir_core::cloudevents::json::Structured;
 use weir_core::dead_letter::DeadLetter;
 use weir_core::resilience::Resilience;
 use weir_core::sink::{BuildSink, Capabilities, ConfigProblem, Sink, SinkContext, SinkError};
+use weir_core::util::error_chain;
 use weir_core::Event;
 
 /// A sink POSTing CloudEvents to one URL.
@@ -137,20 +138,11 @@ async fn send(request: RequestBuilder) -> Result<(), Failure> {
             })
         }
         Err(e) if e.is_builder() => Err(Failure::Refused(format!("cannot make the request: {e}"))),
-        Err(e) => Err(Failure::Transient(format!("no answer: {}", chain(&e)))),
+        Err(e) => Err(Failure::Transient(format!(
+            "no answer: {}",
+            error_chain(&e)
+        ))),
     }
-}
-
-/// An error with its causes (reqwest hides the I/O reason in its sources).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 impl BuildSink for HttpSinkConfig {

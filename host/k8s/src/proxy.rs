@@ -29,6 +29,7 @@ use futures_util::StreamExt as _;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
+use weir_core::util::error_chain;
 
 /// Why the proxy could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -517,17 +518,6 @@ fn backoff(attempt: u32) -> Duration {
         Duration::from_millis(200),
         Duration::from_secs(5),
     )
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn query_param<'a>(uri: &'a axum::http::Uri, key: &str) -> Option<&'a str> {
