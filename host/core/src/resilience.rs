@@ -57,12 +57,13 @@ impl Resilient {
     }
 
     /// Runs `attempt` over the indices still pending, retrying transient failures, and
-    /// settles the breaker. `attempt` gets the indices to write, ascending, and answers
+    /// settles the breaker. `attempt` gets `None` for all `count` items (the first try,
+    /// which allocates nothing) or the indices still to write, ascending, and answers
     /// `Ok` or the error of that try (a `Partial` one indexes into what it was given).
     fn run(
         &self,
         count: usize,
-        mut attempt: impl FnMut(&[usize]) -> Result<(), SinkError>,
+        mut attempt: impl FnMut(Option<&[usize]>) -> Result<(), SinkError>,
     ) -> Result<(), SinkError> {
         if let Some(breaker) = &self.breaker {
             if let Permit::Refused(wait) = breaker.permit() {
@@ -76,13 +77,18 @@ impl Resilient {
                 });
             }
         }
-        let mut pending: Vec<usize> = (0..count).collect();
+        // `None`: every index below `count`.
+        let mut pending: Option<Vec<usize>> = None;
+        let original = |pending: &Option<Vec<usize>>, i: usize| match pending {
+            None => (i < count).then_some(i),
+            Some(p) => p.get(i).copied(),
+        };
         // Events whose failure was final; with `last`, the answer if nothing succeeds.
         let mut given_up: Vec<usize> = Vec::new();
         let mut reason = String::new();
         let mut tries = 0u32;
         let outcome = loop {
-            let error = match attempt(&pending) {
+            let error = match attempt(pending.as_deref()) {
                 Ok(()) => break None,
                 Err(e) => e,
             };
@@ -92,21 +98,26 @@ impl Resilient {
             };
             let retry: Vec<usize> = match &error {
                 SinkError::Partial { failed, retry, .. } => {
-                    let retry: Vec<usize> = retry
+                    let mut retry: Vec<usize> = retry
                         .iter()
-                        .filter_map(|&i| pending.get(i).copied())
+                        .filter_map(|&i| original(&pending, i))
                         .collect();
+                    retry.sort_unstable();
+                    retry.dedup();
                     given_up.extend(
                         failed
                             .iter()
-                            .filter_map(|&i| pending.get(i).copied())
-                            .filter(|i| !retry.contains(i)),
+                            .filter_map(|&i| original(&pending, i))
+                            .filter(|i| retry.binary_search(i).is_err()),
                     );
                     retry
                 }
-                e if e.is_transient() => pending.clone(),
+                e if e.is_transient() => pending.take().unwrap_or_else(|| (0..count).collect()),
                 _ => {
-                    given_up.extend(&pending);
+                    match &pending {
+                        None => given_up.extend(0..count),
+                        Some(p) => given_up.extend(p),
+                    }
                     Vec::new()
                 }
             };
@@ -123,7 +134,7 @@ impl Resilient {
             );
             tracing::debug!(sink = %self.name, attempt = tries, events = retry.len(), ?pause, "retrying: {error}");
             std::thread::sleep(pause);
-            pending = retry;
+            pending = Some(retry);
         };
         let Some((error, transient_left)) = outcome else {
             if let Some(breaker) = &self.breaker {
@@ -175,11 +186,11 @@ impl Sink for Resilient {
         if events.is_empty() {
             return Ok(());
         }
-        let mut subset = Vec::with_capacity(events.len());
+        let mut subset = Vec::new();
         self.run(events.len(), |pending| {
-            if pending.len() == events.len() {
+            let Some(pending) = pending else {
                 return self.inner.write(events);
-            }
+            };
             subset.clear();
             subset.extend(pending.iter().map(|&i| events[i]));
             self.inner.write(&subset)
@@ -191,9 +202,9 @@ impl Sink for Resilient {
             return Ok(());
         }
         self.run(letters.len(), |pending| {
-            if pending.len() == letters.len() {
+            let Some(pending) = pending else {
                 return self.inner.write_dead_letters(letters);
-            }
+            };
             let subset: Vec<DeadLetter<'_>> = pending.iter().map(|&i| letters[i].clone()).collect();
             self.inner.write_dead_letters(&subset)
         })

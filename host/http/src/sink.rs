@@ -85,11 +85,14 @@ impl HttpSink {
         }
     }
 
-    /// The request carrying one event in binary or structured mode.
-    fn event_request(&self, event: &Event) -> RequestBuilder {
-        match self.mode {
+    /// The request carrying one event in binary or structured mode; an event that cannot
+    /// be encoded is refused (sending an empty body instead would lose it silently).
+    fn event_request(&self, event: &Event) -> Result<RequestBuilder, Failure> {
+        Ok(match self.mode {
             HttpMode::Structured => {
-                let body = serde_json::to_vec(&Structured(event)).unwrap_or_default();
+                let body = serde_json::to_vec(&Structured(event)).map_err(|e| {
+                    Failure::Refused(format!("cannot encode event `{}`: {e}", event.id))
+                })?;
                 self.request()
                     .header(CONTENT_TYPE, STRUCTURED_JSON)
                     .body(body)
@@ -101,7 +104,7 @@ impl HttpSink {
                 }
                 request.body(event.data.clone().unwrap_or_default())
             }
-        }
+        })
     }
 
     fn refused(&self, reason: String) -> SinkError {
@@ -180,11 +183,16 @@ impl Sink for HttpSink {
                 Err(Failure::Refused(reason)) => Err(self.refused(reason)),
             };
         }
-        let requests: Vec<RequestBuilder> = events.iter().map(|e| self.event_request(e)).collect();
+        let requests = events.iter().map(|e| self.event_request(e));
         let answers: Vec<Result<(), Failure>> = self.runtime.block_on(
-            futures_util::stream::iter(requests.into_iter().map(send))
-                .buffered(self.max_in_flight)
-                .collect(),
+            futures_util::stream::iter(requests.map(|request| async move {
+                match request {
+                    Ok(request) => send(request).await,
+                    Err(failure) => Err(failure),
+                }
+            }))
+            .buffered(self.max_in_flight)
+            .collect(),
         );
         let (mut failed, mut retry, mut reason) = (Vec::new(), Vec::new(), None);
         for (i, answer) in answers.into_iter().enumerate() {

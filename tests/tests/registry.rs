@@ -1,0 +1,165 @@
+//! The filter registry driven directly (no HTTP): versions, activation, rollback, removal,
+//! refusals that change nothing, seeding from the configuration, and what survives a
+//! restart. Real components built from `filters/` for this test run.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::wasm;
+use std::path::Path;
+use std::sync::Arc;
+use weir::runtime::registry::{FilterRegistry, RegistryError, Upload};
+use weir::runtime::{EngineOptions, FilterEngine, FilterMetrics};
+use weir_core::metrics::MetricsRegistry;
+
+fn open(dir: &Path) -> FilterRegistry {
+    let engine = Arc::new(FilterEngine::new(EngineOptions::default()).unwrap());
+    let metrics = Arc::new(FilterMetrics::new(&MetricsRegistry::new()));
+    FilterRegistry::open(engine, dir, 8 << 20, metrics).unwrap()
+}
+
+fn upload<'a>(component: &'a [u8], config: &'a str) -> Upload<'a> {
+    Upload {
+        component,
+        config,
+        owner: None,
+        by: "test",
+    }
+}
+
+#[test]
+fn versions_count_up_and_rollback_moves_only_the_active_pointer() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    let severity = std::fs::read(wasm::SEVERITY).unwrap();
+    let redact = std::fs::read(wasm::REDACT).unwrap();
+
+    let v1 = reg
+        .upload("policy", upload(&severity, r#"{"min":"info"}"#))
+        .unwrap();
+    let v2 = reg.upload("policy", upload(&redact, "")).unwrap();
+    let v3 = reg
+        .upload("policy", upload(&severity, r#"{"min":"error"}"#))
+        .unwrap();
+    assert_eq!((v1.version, v2.version, v3.version), (1, 2, 3));
+    assert_eq!(v1.hash, v3.hash, "the same bytes hash alike");
+    assert_eq!(v2.config, "{}", "an empty configuration is stored as {{}}");
+    assert_eq!(reg.active("policy").unwrap().version, 3);
+
+    // Without a target: the version before the active one.
+    assert_eq!(reg.rollback("policy", None).unwrap().version, 2);
+    let active = reg.active("policy").unwrap();
+    assert_eq!((active.version, active.config.as_str()), (2, "{}"));
+    assert_eq!(reg.rollback("policy", None).unwrap().version, 1);
+    let err = reg.rollback("policy", None).unwrap_err();
+    assert!(matches!(err, RegistryError::NoPrevious(_)), "{err}");
+    assert_eq!(err.status(), 409);
+
+    // A named target, also forward again; an unknown one is refused.
+    assert_eq!(reg.rollback("policy", Some(3)).unwrap().version, 3);
+    let err = reg.rollback("policy", Some(9)).unwrap_err();
+    assert!(
+        matches!(err, RegistryError::NoVersion { version: 9, .. }),
+        "{err}"
+    );
+    assert_eq!(reg.active("policy").unwrap().version, 3);
+    let record = reg.record("policy").unwrap();
+    assert_eq!(record.versions.len(), 3, "rollback keeps every version");
+
+    // A new upload after a rollback numbers after the highest version.
+    reg.rollback("policy", Some(1)).unwrap();
+    assert_eq!(
+        reg.upload("policy", upload(&redact, "")).unwrap().version,
+        4
+    );
+}
+
+#[test]
+fn refused_uploads_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    let severity = std::fs::read(wasm::SEVERITY).unwrap();
+    reg.upload("policy", upload(&severity, r#"{"min":"info"}"#))
+        .unwrap();
+
+    let other_world = std::fs::read(wasm::OTHER_WORLD).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str, u16)> = vec![
+        ("Policy", severity.clone(), "", 400),
+        ("policy", severity.clone(), "{not json", 400),
+        ("policy", b"\0asm\x01\0\0\0".to_vec(), "", 400),
+        ("policy", b"hello".to_vec(), "", 400),
+        ("policy", other_world, "", 422),
+        // The severity filter's init refuses an unknown level.
+        ("policy", severity.clone(), r#"{"min":"loud"}"#, 422),
+    ];
+    for (name, bytes, config, status) in cases {
+        let err = reg.upload(name, upload(&bytes, config)).unwrap_err();
+        assert_eq!(err.status(), status, "{name} {config}: {err}");
+    }
+    let big = vec![0u8; (8 << 20) + 1];
+    assert_eq!(
+        reg.upload("policy", upload(&big, "")).unwrap_err().status(),
+        413
+    );
+
+    let record = reg.record("policy").unwrap();
+    assert_eq!(record.versions.len(), 1);
+    assert_eq!(reg.active("policy").unwrap().version, 1);
+    assert_eq!(reg.list().len(), 1, "no record for a refused new name");
+}
+
+#[test]
+fn state_survives_a_restart_and_removal_forgets_the_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let severity = std::fs::read(wasm::SEVERITY).unwrap();
+    let redact = std::fs::read(wasm::REDACT).unwrap();
+    {
+        let reg = open(dir.path());
+        reg.upload(
+            "mine",
+            Upload {
+                component: &severity,
+                config: r#"{"min":"warning"}"#,
+                owner: Some("acme"),
+                by: "tenant:acme",
+            },
+        )
+        .unwrap();
+        reg.upload("mine", upload(&redact, "")).unwrap();
+        reg.rollback("mine", Some(1)).unwrap();
+        reg.upload("gone", upload(&redact, "")).unwrap();
+        reg.remove("gone").unwrap();
+        let err = reg.remove("gone").unwrap_err();
+        assert_eq!(err.status(), 404, "{err}");
+    }
+    let reg = open(dir.path());
+    let record = reg.record("mine").unwrap();
+    assert_eq!(record.owner.as_deref(), Some("acme"));
+    assert_eq!(record.versions[0].uploaded_by, "tenant:acme");
+    let active = reg.active("mine").unwrap();
+    assert_eq!(
+        (active.version, active.config.as_str()),
+        (1, r#"{"min":"warning"}"#),
+        "the rolled-back version is what a restart activates"
+    );
+    assert!(reg.record("gone").is_none() && reg.active("gone").is_none());
+}
+
+#[test]
+fn seeding_from_the_config_adds_a_version_only_when_something_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    let path = Path::new(wasm::SEVERITY);
+    assert_eq!(reg.seed("sev", path, r#"{"min":"info"}"#).unwrap(), 1);
+    assert_eq!(reg.seed("sev", path, r#"{"min":"info"}"#).unwrap(), 1);
+    assert_eq!(reg.seed("sev", path, r#"{"min":"warning"}"#).unwrap(), 2);
+    let record = reg.record("sev").unwrap();
+    assert_eq!(record.owner, None, "config filters belong to the platform");
+    assert_eq!(record.versions[1].uploaded_by, "config");
+    let err = reg
+        .seed("sev", Path::new("/nonexistent/filter.wasm"), "")
+        .unwrap_err();
+    assert_eq!(err.status(), 500, "{err}");
+    assert_eq!(reg.active("sev").unwrap().version, 2);
+}
