@@ -264,31 +264,40 @@ fn a_new_filter_builds_and_tests_out_of_the_box() {
 
 #[test]
 fn spill_inspect_prints_a_files_events_and_names_corrupt_files() {
-    use weir::toggle::pb;
+    use weir::toggle::pb::events::{
+        event::EventPayload, service_event, Event, ServiceEvent, ServiceStatusPayload,
+    };
+    use weir::toggle::wire::WireBatch;
     let dir = tempfile::tempdir().unwrap();
     let spill =
         weir::toggle::spill::SpillDir::open(dir.path(), 1 << 30, Default::default()).unwrap();
-    let batch = pb::EventBatch {
+    let typed = weir::toggle::pb::EventBatch {
         batch_id: "b".into(),
+        batch_timestamp: 1_000,
         events: (0..3)
-            .map(|i| pb::Event {
+            .map(|i| Event {
                 event_id: format!("e{i}"),
                 level: 2,
                 category: 5,
                 source: "rodent://n".into(),
-                timestamp_ms: 1_000 + i,
+                timestamp: 1_000 + i,
                 metadata: Default::default(),
-                payload: Some(pb::event::Payload::ServiceStatus(
-                    pb::ServiceStatusPayload {
-                        service_name: "zfs".into(),
-                        status: "running".into(),
-                        pid: 7,
-                        operation: 1,
-                    },
-                )),
+                event_payload: Some(EventPayload::ServiceEvent(ServiceEvent {
+                    event_type: Some(service_event::EventType::StatusEvent(
+                        ServiceStatusPayload {
+                            service_name: "zfs".into(),
+                            status: "running".into(),
+                            pid: 7,
+                            uptime_seconds: 60,
+                            operation: 1,
+                        },
+                    )),
+                })),
             })
             .collect(),
     };
+    let batch: WireBatch =
+        prost::Message::decode(prost::Message::encode_to_vec(&typed).as_slice()).unwrap();
     let file = spill.write(&batch).unwrap().path;
     let out = Command::new(weir_bin())
         .args(["spill", "inspect"])
@@ -308,6 +317,8 @@ fn spill_inspect_prints_a_files_events_and_names_corrupt_files() {
     assert_eq!(lines[2]["id"], "e2");
     assert_eq!(lines[0]["type"], "io.toggle.service.status");
     assert_eq!(lines[0]["level"], "WARN");
+    assert_eq!(lines[0]["severity"], "warning");
+    assert_eq!(lines[0]["dataschema"], "proto:rodent.events.ServiceEvent");
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
     let out = Command::new(weir_bin())

@@ -1,37 +1,26 @@
-//! The gRPC (Toggle) source against the real binary, with a tonic client: valid events
-//! arrive as CloudEvents that map back exactly, invalid ones are refused one by one with
-//! reasons, oversize batches are refused whole.
+//! The gRPC source speaking the public `rodent.RodentService` contract, against the real
+//! binary with tonic clients generated from the same `.proto` a Rodent agent uses:
+//! `SendEvents` batches arrive as CloudEvents that map back exactly, invalid events are
+//! refused one by one (`success: false`, named), oversize batches are refused whole; and
+//! `Register` and `Connect` pass through to the upstream Toggle with the agent's metadata.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use common::toggle::{agent_client, batch_of, transfer_event, Recorder, ToggleServer};
 use common::*;
+use tonic::metadata::MetadataValue;
 use weir::toggle::mapping::from_cloudevent;
-use weir::toggle::pb::{
-    self, event::Payload, toggle_events_client::ToggleEventsClient, EventCategory, EventLevel,
-};
+use weir::toggle::pb;
+use weir::toggle::pb::events::{Event, EventLevel};
 
-fn transfer(id: &str, level: EventLevel) -> pb::Event {
-    pb::Event {
-        event_id: id.into(),
-        level: level as i32,
-        category: EventCategory::Storage as i32,
-        source: "rodent://node-1".into(),
-        timestamp_ms: 1_763_800_000_000,
-        metadata: [("transfer_id".to_owned(), id.to_owned())].into(),
-        payload: Some(Payload::StorageTransfer(pb::StorageTransferPayload {
-            source: "tank/a@s1".into(),
-            destination: "backup/a".into(),
-            size_bytes: 4096,
-            operation: 1,
-            error: String::new(),
-        })),
-    }
+fn transfer(id: &str, level: EventLevel) -> Event {
+    transfer_event(id, "rodent://node-1", level)
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn toggle_batches_flow_as_cloudevents_and_bad_events_are_refused_with_reasons() {
+async fn rodent_batches_flow_as_cloudevents_and_bad_events_are_refused_with_reasons() {
     let config = format!(
         "grpc:\n  listen: 127.0.0.1:0\n  max_batch_events: 100\nfilters:\n{}\
 sinks:\n  out: {{ type: file, path: out.jsonl }}\n\
@@ -40,86 +29,203 @@ routes:\n  - name: toggle\n    from: [grpc]\n    filters: [severity]\n    to: [o
     );
     let weir = Weir::start(&config);
     let url = weir.grpc_url().expect("grpc listener announced");
-    let mut client = ToggleEventsClient::connect(url).await.unwrap();
+    let mut client = agent_client(url).await.unwrap();
 
     let warn = transfer("w1", EventLevel::Warn);
     let info = transfer("i1", EventLevel::Info);
-    let unknown_category = pb::Event {
+    let trace = transfer("t1", EventLevel::Trace);
+    let essential = transfer("e1", EventLevel::Essential);
+    let unknown_category = Event {
         category: 42,
         ..transfer("bad-cat", EventLevel::Error)
     };
-    let no_payload = pb::Event {
-        payload: None,
+    let no_payload = Event {
+        event_payload: None,
         ..transfer("no-payload", EventLevel::Error)
     };
-    let no_id = pb::Event {
+    let no_id = Event {
         event_id: String::new(),
         ..transfer("", EventLevel::Error)
     };
-    let batch = pb::EventBatch {
-        batch_id: "b1".into(),
-        events: vec![warn.clone(), unknown_category, info, no_payload, no_id],
-    };
+    let batch = batch_of(
+        "b1",
+        vec![
+            warn.clone(),
+            unknown_category,
+            info,
+            no_payload,
+            trace,
+            no_id,
+            essential.clone(),
+        ],
+    );
     let answer = client.send_events(batch).await.unwrap().into_inner();
-    assert_eq!((answer.accepted, answer.rejected), (2, 3), "{answer:?}");
+    assert!(!answer.success, "{answer:?}");
+    let m = &answer.message;
+    assert!(m.starts_with("3 of 7 events refused"), "{m}");
     assert!(
-        answer.errors[0].starts_with("bad-cat: ")
-            && answer.errors[0].contains("unknown category 42"),
-        "{answer:?}"
+        m.contains("`bad-cat`: `category` is invalid: unknown category 42"),
+        "{m}"
     );
-    assert!(
-        answer.errors[1].contains("`payload` is required"),
-        "{answer:?}"
-    );
-    assert!(
-        answer.errors[2].contains("`event_id` is required"),
-        "{answer:?}"
-    );
+    assert!(m.contains("`no-payload`: `payload` is required"), "{m}");
+    assert!(m.contains("``: `event_id` is required"), "{m}");
 
-    // A stream of batches.
     let critical = transfer("c1", EventLevel::Critical);
-    let stream = tokio_stream_of(vec![
-        pb::EventBatch {
-            batch_id: "b2".into(),
-            events: vec![critical.clone()],
-        },
-        pb::EventBatch {
-            batch_id: "b3".into(),
-            events: vec![transfer("i2", EventLevel::Info)],
-        },
-    ]);
-    let answer = client.stream_events(stream).await.unwrap().into_inner();
-    assert_eq!((answer.accepted, answer.rejected), (2, 0));
+    let answer = client
+        .send_events(batch_of("b2", vec![critical.clone()]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.success && answer.message.is_empty(), "{answer:?}");
 
     // Too large: refused whole.
-    let big = pb::EventBatch {
-        batch_id: "big".into(),
-        events: (0..101)
+    let big = batch_of(
+        "big",
+        (0..101)
             .map(|i| transfer(&format!("x{i}"), EventLevel::Error))
             .collect(),
-    };
+    );
     let status = client.send_events(big).await.expect_err("refused");
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     assert!(status
         .message()
         .contains("101 events exceeds the limit of 100"));
 
-    // Only WARN and CRITICAL passed the severity filter; they map back exactly.
+    // Without an upstream, the other methods say so.
+    let status = client
+        .register(pb::RegisterRequest::default())
+        .await
+        .expect_err("no upstream");
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+
+    // WARN, ESSENTIAL and CRITICAL passed `min: warning` (INFO and TRACE did not); they
+    // map back exactly, payload bytes included.
     let out = weir.jsonl("out.jsonl");
-    assert_eq!(out.len(), 2, "{out:?}");
-    let back: Vec<pb::Event> = out
+    assert_eq!(out.len(), 3, "{out:?}");
+    let back: Vec<Event> = out
         .iter()
         .map(|line| {
             let ce = weir::cloudevents::json::parse_event(line.to_string().as_bytes()).unwrap();
             assert_eq!(ce.ty, "io.toggle.storage.transfer");
-            from_cloudevent(&ce).unwrap()
+            assert_eq!(
+                ce.dataschema.as_deref(),
+                Some("proto:rodent.events.StorageEvent")
+            );
+            let wire = from_cloudevent(&ce).unwrap();
+            prost::Message::decode(prost::Message::encode_to_vec(&wire).as_slice()).unwrap()
         })
         .collect();
-    assert_eq!(back, vec![warn, critical]);
+    assert_eq!(back, vec![warn, essential, critical]);
+    let severities: Vec<&str> = out
+        .iter()
+        .map(|e| e["severity"].as_str().unwrap())
+        .collect();
+    assert_eq!(severities, ["warning", "essential", "critical"]);
 }
 
-fn tokio_stream_of(
-    batches: Vec<pb::EventBatch>,
-) -> impl tonic::codegen::tokio_stream::Stream<Item = pb::EventBatch> {
-    tonic::codegen::tokio_stream::iter(batches)
+#[tokio::test(flavor = "multi_thread")]
+async fn register_and_connect_pass_through_to_toggle_with_the_agents_metadata() {
+    let mut toggle = ToggleServer::new(common::toggle::free_addr(), Recorder::default(), None);
+    toggle.restart().await;
+    let config = format!(
+        "grpc:\n  listen: 127.0.0.1:0\n  upstream: {{ url: {} }}\n\
+sinks:\n  out: {{ type: file, path: out.jsonl }}\n\
+routes:\n  - name: toggle\n    from: [grpc]\n    to: [out]\n",
+        toggle.url()
+    );
+    let weir = Weir::start(&config);
+    let url = weir.grpc_url().expect("grpc listener announced");
+    let mut client = agent_client(url).await.unwrap();
+    let jwt: MetadataValue<_> = "Bearer agent-jwt-123".parse().unwrap();
+
+    // Register: unary, through weir, answered by Toggle.
+    let mut request = tonic::Request::new(pb::RegisterRequest {
+        system_info: Some(pb::SystemInfo {
+            cpu_usage: 12.5,
+            ..Default::default()
+        }),
+    });
+    request.metadata_mut().insert("authorization", jwt.clone());
+    let answer = client.register(request).await.unwrap().into_inner();
+    assert!(answer.success);
+    assert_eq!(answer.domain, "node-7.toggle.test");
+    assert_eq!(answer.message, "registered; cpu 12.5");
+
+    // Connect: Toggle sends a command down the stream, the node answers, Toggle acks.
+    let (to_toggle, node_stream) = tokio::sync::mpsc::channel::<pb::RodentRequest>(4);
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(node_stream));
+    request.metadata_mut().insert("authorization", jwt);
+    let mut from_toggle = client.connect(request).await.unwrap().into_inner();
+    let command = tokio::time::timeout(std::time::Duration::from_secs(10), from_toggle.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Some(pb::toggle_request::Payload::Command(cmd)) = command.payload else {
+        panic!("expected a command, got {command:?}");
+    };
+    assert_eq!(cmd.command_type, "system.status");
+    for i in 0..3 {
+        to_toggle
+            .send(pb::RodentRequest {
+                request_id: format!("r{i}"),
+                payload: Some(pb::rodent_request::Payload::CommandResponse(
+                    pb::CommandResponse {
+                        request_id: command.request_id.clone(),
+                        success: true,
+                        message: format!("status {i}"),
+                        payload: br#"{"ok":true}"#.to_vec().into(),
+                        error: None,
+                    },
+                )),
+            })
+            .await
+            .unwrap();
+        let ack = tokio::time::timeout(std::time::Duration::from_secs(10), from_toggle.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(ack.request_id, format!("ack-r{i}"), "{ack:?}");
+    }
+    drop(to_toggle);
+    let seen = toggle.recorder.from_nodes.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        *toggle.recorder.seen_auth.lock().unwrap(),
+        ["Bearer agent-jwt-123", "Bearer agent-jwt-123"],
+        "the agent's token reached Toggle on both calls"
+    );
+
+    // SendEvents on the same address is weir's own.
+    let answer = client
+        .send_events(batch_of("b", vec![transfer("s1", EventLevel::Info)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.success);
+    assert_eq!(
+        toggle.recorder.count(),
+        0,
+        "SendEvents went to the routes, not upstream"
+    );
+    assert_eq!(
+        weir.jsonl("out.jsonl").len(),
+        1,
+        "delivered before the answer"
+    );
+
+    // Toggle gone: the pass-through answers UNAVAILABLE, SendEvents still works.
+    toggle.stop().await;
+    let status = client
+        .register(pb::RegisterRequest::default())
+        .await
+        .expect_err("upstream down");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let answer = client
+        .send_events(batch_of("c", vec![transfer("s2", EventLevel::Info)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.success);
 }

@@ -8,29 +8,19 @@
 
 mod common;
 
-use common::toggle::{free_addr, Recorder, ToggleServer};
+use common::toggle::{agent_client, batch_of, free_addr, transfer_event, Recorder, ToggleServer};
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use weir::toggle::pb::{self, event::Payload, toggle_events_client::ToggleEventsClient};
+use weir::toggle::pb::events::{Event, EventLevel};
 
-fn agent_event(source: &str, seq: usize) -> pb::Event {
-    pb::Event {
-        event_id: format!("{source}-{seq:07}"),
-        level: 1 + (seq % 4) as i32,
-        category: 2,
-        source: source.to_owned(),
-        timestamp_ms: 1_763_800_000_000 + seq as i64,
-        metadata: [("seq".to_owned(), seq.to_string())].into(),
-        payload: Some(Payload::StorageTransfer(pb::StorageTransferPayload {
-            source: format!("tank/data@snap{seq}"),
-            destination: "backup/data".into(),
-            size_bytes: 1 << 20,
-            operation: 2,
-            error: String::new(),
-        })),
-    }
+fn agent_event(source: &str, seq: usize) -> Event {
+    let mut e = transfer_event(&format!("{source}-{seq:07}"), source, EventLevel::Info);
+    e.level = 1 + (seq % 7) as i32;
+    e.timestamp = 1_765_000_000_000 + seq as i64;
+    e.metadata = [("seq".to_owned(), seq.to_string())].into();
+    e
 }
 
 /// weir with the gRPC source feeding a Toggle sink at `toggle_url`; `sink_extra` are more
@@ -62,21 +52,18 @@ fn config(toggle_url: &str, sink_extra: &[&str]) -> String {
 /// acknowledged (it stops at the first failed request).
 async fn agent(url: String, source: String, count: usize, batch: usize) -> Vec<String> {
     let mut acked = Vec::new();
-    let Ok(mut client) = ToggleEventsClient::connect(url).await else {
+    let Ok(mut client) = agent_client(url).await else {
         return acked;
     };
     let mut seq = 0;
     while seq < count {
-        let events: Vec<pb::Event> = (seq..(seq + batch).min(count))
+        let events: Vec<Event> = (seq..(seq + batch).min(count))
             .map(|i| agent_event(&source, i))
             .collect();
         let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-        let request = pb::EventBatch {
-            batch_id: format!("{source}-{seq}"),
-            events,
-        };
+        let request = batch_of(&format!("{source}-{seq}"), events);
         match client.send_events(request).await {
-            Ok(answer) if answer.get_ref().accepted as usize == ids.len() => acked.extend(ids),
+            Ok(answer) if answer.get_ref().success => acked.extend(ids),
             _ => break,
         }
         seq += batch;
@@ -183,11 +170,13 @@ async fn two_hundred_thousand_events_arrive_exactly_once_in_order_per_source() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn toggle_down_under_load_spills_to_disk_then_everything_arrives_and_the_spill_dir_empties() {
+async fn toggle_down_under_load_spills_to_disk_then_everything_arrives_in_order_when_recovery_is_ordered(
+) {
     let mut toggle = ToggleServer::start().await;
     let weir = Weir::start(&config(
         &toggle.url(),
         &[
+            "recovery: ordered",
             "batch_timeout_ms: 10",
             "retry_max_ms: 300",
             "max_block_ms: 1000",
@@ -252,12 +241,102 @@ async fn toggle_down_under_load_spills_to_disk_then_everything_arrives_and_the_s
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn after_an_outage_new_events_go_directly_while_the_backlog_replays() {
+    // Toggle down: 20 spill files of 500 events wait. Toggle back but slow (250 ms per
+    // request): replaying the backlog takes ~5 s, and events sent meanwhile must not wait
+    // behind it (the default, `recovery: direct`).
+    let mut toggle = ToggleServer::new(free_addr(), Recorder::default(), None);
+    let weir = Weir::start(&config(
+        &toggle.url(),
+        &[
+            "batch_timeout_ms: 5",
+            "retry_max_ms: 200",
+            "flush_threshold: 500",
+            "buffer_size: 1000",
+            "batch_size: 100",
+        ],
+    ));
+    let url = weir.grpc_url().unwrap();
+    let backlog = agent(url.clone(), "rodent://old".into(), 10_000, 500).await;
+    assert_eq!(backlog.len(), 10_000);
+    let files = spill_files(&weir.data("spill/toggle"));
+    assert!(files.len() >= 10, "{} files", files.len());
+    assert_eq!(stats(&weir).await["recovery"], "direct");
+
+    toggle.recorder.set_delay(Duration::from_millis(250));
+    toggle.restart().await;
+    let recorder = toggle.recorder.clone();
+    wait_until("the replay to start", Duration::from_secs(30), || {
+        recorder.count() > 0
+    })
+    .await;
+    let started = Instant::now();
+    let fresh = agent(url, "rodent://new".into(), 300, 100).await;
+    let fresh_took = started.elapsed();
+    assert_eq!(fresh.len(), 300);
+    let spill_dir = weir.data("spill/toggle");
+    let still_spilled = spill_files(&spill_dir).len();
+    assert!(
+        still_spilled > 0,
+        "the backlog was still replaying when the new events were acknowledged \
+         (took {fresh_took:?})"
+    );
+    let by_source = toggle.recorder.ids_by_source();
+    assert_eq!(
+        by_source.get("rodent://new").map(Vec::len),
+        Some(300),
+        "new events reached Toggle directly, before the backlog ({still_spilled} files left)"
+    );
+    wait_until("the backlog replayed", Duration::from_secs(60), || {
+        spill_files(&spill_dir).is_empty()
+    })
+    .await;
+    let mut expected = BTreeMap::new();
+    expected.insert("rodent://old".to_owned(), backlog);
+    expected.insert("rodent://new".to_owned(), fresh);
+    // Each source's events still arrive once each and in order: the backlog is one
+    // source's, replayed oldest first; the new source's went directly.
+    assert_exactly_once_in_order(&toggle.recorder.ids_by_source(), &expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_toggle_received_with_problems_is_logged_and_counted_not_resent() {
+    let toggle = ToggleServer::start().await;
+    *toggle.recorder.problems.lock().unwrap() = true;
+    let weir = Weir::start(&config(&toggle.url(), &["batch_timeout_ms: 5"]));
+    let acked = agent(weir.grpc_url().unwrap(), "rodent://p".into(), 200, 100).await;
+    assert_eq!(
+        acked.len(),
+        200,
+        "success: false is an answer, not a failure"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(toggle.recorder.count(), 200, "nothing was sent twice");
+    let s = stats(&weir).await;
+    assert!(s["problem_batches"].as_u64().unwrap() >= 2, "{s}");
+    assert_eq!(s["pending_events"], 0, "{s}");
+    assert_eq!(s["spilled_files"], 0, "{s}");
+    let (_, metrics) = get_text(&format!("{}/metrics", weir.url)).await;
+    assert!(
+        metric(
+            &metrics,
+            "weir_toggle_problem_batches_total{sink=\"toggle\"}"
+        )
+        .unwrap()
+            >= 2.0
+    );
+    let logs = weir.logs.lock().unwrap().join("\n");
+    assert!(logs.contains("stored with problems"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigkill_with_spilled_files_and_a_replay_in_flight_loses_nothing_acknowledged() {
     // Toggle is down at first: everything weir acknowledges is on disk.
     let mut toggle = ToggleServer::new(free_addr(), Recorder::default(), None);
     let cfg = config(
         &toggle.url(),
         &[
+            "recovery: ordered",
             "batch_timeout_ms: 10",
             "retry_max_ms: 200",
             "flush_threshold: 2000",
@@ -334,6 +413,7 @@ async fn sigkill_with_spilled_files_and_a_replay_in_flight_loses_nothing_acknowl
 #[tokio::test(flavor = "multi_thread")]
 async fn corrupt_and_truncated_spill_files_are_quarantined_and_the_rest_replay() {
     use weir::toggle::spill::{next_batch_id, SpillDir, WhenFull};
+    use weir::toggle::wire::WireBatch;
     let toggle = ToggleServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let spill_dir = dir.path().join("data/spill/toggle");
@@ -341,14 +421,13 @@ async fn corrupt_and_truncated_spill_files_are_quarantined_and_the_rest_replay()
     let mut expected = Vec::new();
     let mut paths = Vec::new();
     for f in 0..5 {
-        let events: Vec<pb::Event> = (0..100)
+        let events: Vec<Event> = (0..100)
             .map(|i| agent_event("rodent://s", f * 100 + i))
             .collect();
         expected.extend(events.iter().map(|e| e.event_id.clone()));
-        let batch = pb::EventBatch {
-            batch_id: next_batch_id().to_string(),
-            events,
-        };
+        let typed = batch_of(&next_batch_id().to_string(), events);
+        let batch: WireBatch =
+            prost::Message::decode(prost::Message::encode_to_vec(&typed).as_slice()).unwrap();
         paths.push(spill.write(&batch).unwrap().path);
     }
     // File 1 truncated, file 3 overwritten with garbage: their events are lost to

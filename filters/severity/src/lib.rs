@@ -1,8 +1,9 @@
 //! `severity`: drops events below a configured minimum severity.
 //!
 //! The severity of an event is read, in order, from the CloudEvents `severity` extension
-//! (`debug`, `info`, `notice`, `warning`/`warn`, `error`, `critical`/`fatal`, any case),
-//! the Toggle `level` extension (`INFO`, `WARN`, `ERROR`, `CRITICAL`), the Kubernetes
+//! (`trace`, `debug`, `info`, `notice`, `warning`/`warn`, `error`, `critical`/`fatal`,
+//! `essential`, any case), the Rodent/Toggle `level` extension (`TRACE`, `DEBUG`, `INFO`,
+//! `WARN`, `ERROR`, `CRITICAL`, `ESSENTIAL`), the Kubernetes
 //! `k8stype` extension or, for JSON data, the Kubernetes Event's own `type` field
 //! (`Normal` counts as info, `Warning` as warning). Events whose severity cannot be told
 //! are kept unless `unknown: drop` is configured.
@@ -16,6 +17,8 @@ use weir_guest::{Context, Event, Filter, Verdict};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Finest detail (Rodent `TRACE`).
+    Trace,
     /// Debugging detail.
     Debug,
     /// Normal operation (Kubernetes `Normal`).
@@ -30,12 +33,16 @@ pub enum Severity {
     /// Something failed badly.
     #[serde(alias = "fatal")]
     Critical,
+    /// Must always be delivered (Rodent `ESSENTIAL`: registrations, audit trails): ranks
+    /// above every other severity, so every minimum keeps it.
+    Essential,
 }
 
 impl Severity {
     /// Parses a severity name from any of the vocabularies the filter understands.
     pub fn parse(s: &str) -> Option<Self> {
-        const NAMES: [(&str, Severity); 11] = [
+        const NAMES: [(&str, Severity); 13] = [
+            ("trace", Severity::Trace),
             ("debug", Severity::Debug),
             ("info", Severity::Info),
             ("normal", Severity::Info),
@@ -47,6 +54,7 @@ impl Severity {
             ("critical", Severity::Critical),
             ("crit", Severity::Critical),
             ("fatal", Severity::Critical),
+            ("essential", Severity::Essential),
         ];
         NAMES
             .iter()
@@ -184,6 +192,27 @@ mod tests {
             kept,
             [false, true, false, true, true, false, true, false, true, true]
         );
+    }
+
+    #[test]
+    fn rodent_levels_trace_and_essential() {
+        let mut h = Harness::<SeverityFilter>::new(r#"{"min":"critical"}"#).expect("config");
+        let out = h.run(&[
+            ev("level", "TRACE"),
+            ev("level", "ESSENTIAL"),
+            ev("severity", "essential"),
+            ev("level", "CRITICAL"),
+        ]);
+        let kept: Vec<bool> = out.iter().map(|o| o.kept().is_some()).collect();
+        assert_eq!(
+            kept,
+            [false, true, true, true],
+            "essential passes every minimum"
+        );
+        let mut all = Harness::<SeverityFilter>::new(r#"{"min":"trace"}"#).expect("config");
+        assert!(all.run(&[ev("level", "TRACE")])[0].kept().is_some());
+        let mut debug = Harness::<SeverityFilter>::new(r#"{"min":"debug"}"#).expect("config");
+        assert!(debug.run(&[ev("level", "TRACE")])[0].is_drop());
     }
 
     #[test]

@@ -23,12 +23,14 @@ pub struct ToggleClient {
 }
 
 impl ToggleClient {
-    /// Calls `SendEvents` with an encoded `EventBatch`, within `timeout`.
+    /// Calls `rodent.RodentService/SendEvents` with an encoded `EventBatch`, within
+    /// `timeout`. `Ok` is Toggle's answer, which may be `success: false` (it received the
+    /// batch but had problems with it); a gRPC error is a failed send.
     pub async fn send_encoded(
         &mut self,
         batch: Bytes,
         timeout: Duration,
-    ) -> Result<pb::SendEventsResponse, tonic::Status> {
+    ) -> Result<pb::EventBatchResponse, tonic::Status> {
         let call = async {
             self.grpc
                 .ready()
@@ -36,7 +38,7 @@ impl ToggleClient {
                 .map_err(|e| tonic::Status::unavailable(format!("Toggle not reachable: {e}")))?;
             let mut request = tonic::Request::new(batch);
             request.set_timeout(timeout);
-            let path = PathAndQuery::from_static("/toggle.v1.ToggleEvents/SendEvents");
+            let path = PathAndQuery::from_static(SEND_EVENTS);
             self.grpc
                 .unary(request, path, raw::RawCodec)
                 .await
@@ -48,9 +50,12 @@ impl ToggleClient {
     }
 }
 
+/// The gRPC path of `SendEvents`.
+pub const SEND_EVENTS: &str = "/rodent.RodentService/SendEvents";
+
 /// A codec that sends bytes that already are an encoded message and decodes the answer.
 mod raw {
-    use super::pb::SendEventsResponse;
+    use super::pb::EventBatchResponse;
     use bytes::{BufMut, Bytes};
     use prost::Message;
     use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -62,7 +67,7 @@ mod raw {
 
     impl Codec for RawCodec {
         type Encode = Bytes;
-        type Decode = SendEventsResponse;
+        type Decode = EventBatchResponse;
         type Encoder = RawEncoder;
         type Decoder = AnswerDecoder;
         fn encoder(&mut self) -> RawEncoder {
@@ -83,10 +88,10 @@ mod raw {
     }
 
     impl Decoder for AnswerDecoder {
-        type Item = SendEventsResponse;
+        type Item = EventBatchResponse;
         type Error = Status;
         fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
-            SendEventsResponse::decode(src)
+            EventBatchResponse::decode(src)
                 .map(Some)
                 .map_err(|e| Status::internal(format!("Toggle's answer does not decode: {e}")))
         }
@@ -172,34 +177,47 @@ pub struct Target<'a> {
     pub max_message_bytes: usize,
 }
 
-/// A client that connects on first use and reconnects after failures by itself, so the
-/// router starts while Toggle is down.
-pub fn connect_lazy(target: &Target<'_>) -> Result<ToggleClient, ClientError> {
+/// The endpoint for a target: timeouts, keep-alive and TLS (mutual when a client
+/// certificate is configured).
+fn endpoint(url: &str, tls: Option<&ClientTls>) -> Result<Endpoint, ClientError> {
     let url_err = |reason: String| ClientError::Url {
-        url: target.url.to_owned(),
+        url: url.to_owned(),
         reason,
     };
-    let mut endpoint = Endpoint::from_shared(target.url.to_owned())
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| url_err(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
-    if target.tls.is_some() || target.url.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new();
-        if let Some(t) = target.tls {
-            tls = tls.ca_certificate(Certificate::from_pem(read(&t.ca)?));
+    if tls.is_some() || url.starts_with("https://") {
+        let mut config = ClientTlsConfig::new();
+        if let Some(t) = tls {
+            config = config.ca_certificate(Certificate::from_pem(read(&t.ca)?));
             if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
-                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+                config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
             }
             if let Some(domain) = &t.domain {
-                tls = tls.domain_name(domain.clone());
+                config = config.domain_name(domain.clone());
             }
         }
         endpoint = endpoint
-            .tls_config(tls)
+            .tls_config(config)
             .map_err(|e| ClientError::Tls(e.to_string()))?;
     }
+    Ok(endpoint)
+}
+
+/// A bare channel to Toggle, connecting on first use, with no credentials of its own: the
+/// pass-through of `Register` and `Connect` forwards the agent's metadata as it came.
+pub fn passthrough_channel(url: &str, tls: Option<&ClientTls>) -> Result<Channel, ClientError> {
+    Ok(endpoint(url, tls)?.connect_lazy())
+}
+
+/// A client that connects on first use and reconnects after failures by itself, so the
+/// router starts while Toggle is down.
+pub fn connect_lazy(target: &Target<'_>) -> Result<ToggleClient, ClientError> {
+    let endpoint = endpoint(target.url, target.tls)?;
     let bearer = match &target.token {
         Some(token) => Some(
             format!("Bearer {token}")

@@ -1,20 +1,38 @@
-//! The gRPC source: weir serves the Toggle `ToggleEvents` service, so an agent can send its
-//! `EventBatch`es to weir instead of Toggle. Each event is mapped to a CloudEvent and
-//! submitted to the routes fed by `grpc`.
+//! The gRPC source: weir serves `rodent.RodentService`, so an unmodified Rodent agent
+//! pointed at weir instead of Toggle works.
 //!
-//! Invalid events (no id or source, unknown category or level, no payload) are refused one
-//! by one and listed in the answer's `errors`; the other events of the batch go on. A batch
-//! larger than the configured limit is refused whole (`RESOURCE_EXHAUSTED`).
+//! - `SendEvents`: each event of the `EventBatch` is mapped to a CloudEvent (its payload
+//!   bytes kept exactly) and submitted to the routes fed by `grpc`. Invalid events (no id
+//!   or source, unknown category or level, no or undecodable payload) are refused one by
+//!   one: the answer is `success: false` with a message naming them, and the rest of the
+//!   batch goes on. A batch larger than the configured limit is refused whole
+//!   (`RESOURCE_EXHAUSTED`); a router that cannot take the batch answers `UNAVAILABLE`, so
+//!   the agent keeps it and retries.
+//! - `Register` and `Connect` pass through to the configured upstream Toggle
+//!   ([`crate::passthrough`]).
 
 use super::mapping::{to_cloudevent, validate};
-use super::pb::{self, toggle_events_server::ToggleEvents};
+use super::passthrough::Passthrough;
+use super::pb;
+use super::wire::WireBatch;
 use crate::settings::GrpcConfig;
+use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::sync::Arc;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::body::Body;
+use tonic::codegen::http;
+use tonic::codegen::{BoxFuture, Service};
+use tonic::server::{NamedService, UnaryService};
+use tonic::{Request, Response, Status};
 use weir_router::source::{RunningSource, SourceContext, SourceError, StartSource};
 use weir_router::{Origin, Router, RouterError};
 
-/// The `ToggleEvents` service backed by the router.
+/// The gRPC path of `SendEvents`.
+const SEND_EVENTS: &str = crate::client::SEND_EVENTS;
+/// At most this many refused events are named in an answer's message.
+const NAMED_ERRORS: usize = 10;
+
+/// `SendEvents` backed by the router.
 pub struct GrpcIngest {
     router: Arc<Router>,
     type_prefix: String,
@@ -31,35 +49,40 @@ impl GrpcIngest {
         }
     }
 
-    async fn take(&self, batch: pb::EventBatch) -> Result<pb::SendEventsResponse, Status> {
-        if batch.events.len() > self.max_batch_events {
+    async fn take(&self, batch: WireBatch) -> Result<pb::EventBatchResponse, Status> {
+        let total = batch.events.len();
+        if total > self.max_batch_events {
             self.router
                 .metrics()
                 .rejected
                 .with_label_values(&["grpc", "batch_too_large"])
                 .inc();
             return Err(Status::resource_exhausted(format!(
-                "batch of {} events exceeds the limit of {}",
-                batch.events.len(),
+                "batch of {total} events exceeds the limit of {}",
                 self.max_batch_events
             )));
         }
-        let mut events = Vec::with_capacity(batch.events.len());
-        let mut errors = Vec::new();
+        let mut events = Vec::with_capacity(total);
+        let mut refused = 0usize;
+        let mut message = String::new();
         for e in &batch.events {
             match validate(e).and_then(|()| to_cloudevent(e, &self.type_prefix)) {
                 Ok(ce) => events.push(ce),
-                Err(reason) => errors.push(format!("{}: {reason}", e.event_id)),
+                Err(reason) => {
+                    refused += 1;
+                    if refused <= NAMED_ERRORS {
+                        let _ = write!(message, "; `{}`: {reason}", e.event_id);
+                    }
+                }
             }
         }
-        if !errors.is_empty() {
+        if refused > 0 {
             self.router
                 .metrics()
                 .rejected
                 .with_label_values(&["grpc", "invalid_event"])
-                .inc_by(errors.len() as u64);
+                .inc_by(refused as u64);
         }
-        let accepted = events.len() as u32;
         if !events.is_empty() {
             let origin = Origin {
                 source_kind: "grpc",
@@ -73,36 +96,76 @@ impl GrpcIngest {
                     other => Status::unavailable(other.to_string()),
                 })?;
         }
-        Ok(pb::SendEventsResponse {
-            accepted,
-            rejected: errors.len() as u32,
-            errors,
+        Ok(if refused == 0 {
+            pb::EventBatchResponse {
+                success: true,
+                message: String::new(),
+            }
+        } else {
+            let more = refused.saturating_sub(NAMED_ERRORS);
+            let tail = if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            };
+            pb::EventBatchResponse {
+                success: false,
+                message: format!(
+                    "{refused} of {total} events refused{message}{tail}; the others were accepted"
+                ),
+            }
         })
     }
 }
 
-#[tonic::async_trait]
-impl ToggleEvents for GrpcIngest {
-    async fn send_events(
-        &self,
-        request: Request<pb::EventBatch>,
-    ) -> Result<Response<pb::SendEventsResponse>, Status> {
-        self.take(request.into_inner()).await.map(Response::new)
+/// `rodent.RodentService`: `SendEvents` here, the other methods passed through.
+#[derive(Clone)]
+pub struct RodentService {
+    ingest: Arc<GrpcIngest>,
+    passthrough: Passthrough,
+    max_decoding_bytes: usize,
+}
+
+impl NamedService for RodentService {
+    const NAME: &'static str = "rodent.RodentService";
+}
+
+struct SendEventsCall(Arc<GrpcIngest>);
+
+impl UnaryService<WireBatch> for SendEventsCall {
+    type Response = pb::EventBatchResponse;
+    type Future = BoxFuture<Response<pb::EventBatchResponse>, Status>;
+
+    fn call(&mut self, request: Request<WireBatch>) -> Self::Future {
+        let ingest = self.0.clone();
+        Box::pin(async move { ingest.take(request.into_inner()).await.map(Response::new) })
+    }
+}
+
+impl Service<http::Request<Body>> for RodentService {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
     }
 
-    async fn stream_events(
-        &self,
-        request: Request<Streaming<pb::EventBatch>>,
-    ) -> Result<Response<pb::SendEventsResponse>, Status> {
-        let mut stream = request.into_inner();
-        let mut total = pb::SendEventsResponse::default();
-        while let Some(batch) = stream.message().await? {
-            let answer = self.take(batch).await?;
-            total.accepted += answer.accepted;
-            total.rejected += answer.rejected;
-            total.errors.extend(answer.errors);
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path() != SEND_EVENTS {
+            return self.passthrough.forward(request);
         }
-        Ok(Response::new(total))
+        let call = SendEventsCall(self.ingest.clone());
+        let max = self.max_decoding_bytes;
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<pb::EventBatchResponse, WireBatch>::default();
+            let mut grpc =
+                tonic::server::Grpc::new(codec).apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(call, request).await)
+        })
     }
 }
 
@@ -111,18 +174,23 @@ impl StartSource for GrpcConfig {
         let Some(listen) = self.listen else {
             return Ok(RunningSource::default());
         };
+        let passthrough = Passthrough::new(self.upstream.as_ref())
+            .map_err(|e| SourceError::new(name, "upstream Toggle", e))?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| SourceError::new(name, format!("cannot listen on {listen}"), e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| SourceError::new(name, format!("cannot listen on {listen}"), e))?;
-        let service = pb::toggle_events_server::ToggleEventsServer::new(GrpcIngest::new(
-            cx.router.clone(),
-            self.type_prefix.clone(),
-            self.max_batch_events,
-        ))
-        .max_decoding_message_size(cx.max_request_bytes);
+        let service = RodentService {
+            ingest: Arc::new(GrpcIngest::new(
+                cx.router.clone(),
+                self.type_prefix.clone(),
+                self.max_batch_events,
+            )),
+            passthrough,
+            max_decoding_bytes: cx.max_request_bytes,
+        };
         let done = cx.stopped();
         let task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()

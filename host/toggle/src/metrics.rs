@@ -40,8 +40,8 @@ pub struct ToggleMetrics {
     pub dropped_files: IntCounterVec,
     /// Events in dropped spill files.
     pub dropped_events: IntCounterVec,
-    /// Events Toggle acknowledged but refused (its `rejected` count).
-    pub rejected_events: IntCounterVec,
+    /// Batches Toggle received but answered `success: false` for (logged, not resent).
+    pub problem_batches: IntCounterVec,
 }
 
 impl ToggleMetrics {
@@ -112,9 +112,9 @@ impl ToggleMetrics {
                 "weir_toggle_dropped_events_total",
                 "Events in spill files dropped at the disk cap.",
             ),
-            rejected_events: c(
-                "weir_toggle_rejected_events_total",
-                "Events Toggle refused one by one.",
+            problem_batches: c(
+                "weir_toggle_problem_batches_total",
+                "Batches Toggle received but answered success=false for; logged, not resent.",
             ),
         }
     }
@@ -140,7 +140,7 @@ pub struct ToggleSinkMetrics {
     pub quarantined_files: IntCounter,
     pub dropped_files: IntCounter,
     pub dropped_events: IntCounter,
-    pub rejected_events: IntCounter,
+    pub problem_batches: IntCounter,
 }
 
 impl ToggleMetrics {
@@ -165,7 +165,7 @@ impl ToggleMetrics {
             quarantined_files: self.quarantined_files.with_label_values(l),
             dropped_files: self.dropped_files.with_label_values(l),
             dropped_events: self.dropped_events.with_label_values(l),
-            rejected_events: self.rejected_events.with_label_values(l),
+            problem_batches: self.problem_batches.with_label_values(l),
         }
     }
 }

@@ -58,6 +58,23 @@ pub struct ToggleSinkConfig {
     /// The spill directory.
     #[serde(default)]
     pub spill: SpillConfig,
+    /// How the sink recovers once Toggle answers again while spill files wait: `direct`
+    /// (default) sends new events at once while the backlog replays beside them;
+    /// `ordered` queues new events on disk behind the backlog, so Toggle sees every event
+    /// in the order the sink took it.
+    #[serde(default)]
+    pub recovery: Recovery,
+}
+
+/// See [`ToggleSinkConfig::recovery`].
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recovery {
+    /// New events go to Toggle directly; the backlog replays oldest first meanwhile.
+    #[default]
+    Direct,
+    /// New events wait on disk behind the backlog (strict order).
+    Ordered,
 }
 
 /// Client TLS for the connection to Toggle.
@@ -146,6 +163,8 @@ pub struct ToggleSettings {
     pub spill_max_bytes: u64,
     /// Spill cap policy.
     pub when_full: WhenFull,
+    /// Recovery order.
+    pub recovery: Recovery,
 }
 
 impl ToggleSinkConfig {
@@ -167,6 +186,7 @@ impl ToggleSinkConfig {
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms.unwrap_or(5_000)),
             spill_max_bytes: self.spill.max_bytes.unwrap_or(1 << 30),
             when_full: self.spill.when_full,
+            recovery: self.recovery,
         };
         if s.buffer_size == 0 || s.batch_size == 0 {
             return Err("buffer_size and batch_size must be at least 1".into());
@@ -217,6 +237,40 @@ pub struct GrpcConfig {
     /// The largest batch accepted (more is refused whole).
     #[serde(default = "default_grpc_batch")]
     pub max_batch_events: usize,
+    /// The upstream Toggle that `Register` and `Connect` are passed through to, unchanged
+    /// and with the agent's metadata, so an agent uses weir's address for all three calls.
+    /// Without it those calls answer `UNIMPLEMENTED`.
+    #[serde(default)]
+    pub upstream: Option<Upstream>,
+}
+
+/// Where the gRPC source passes `Register` and `Connect` through to.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Toggle's gRPC endpoint, `http://host:port` or `https://host:port`.
+    pub url: String,
+    /// TLS settings (implied for `https://` URLs).
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
+}
+
+impl Upstream {
+    /// What is wrong with it, if anything.
+    pub fn problem(&self) -> Result<(), String> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(format!(
+                "url `{}` must start with http:// or https://",
+                self.url
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err("tls.cert and tls.key go together".into());
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for GrpcConfig {
@@ -225,6 +279,7 @@ impl Default for GrpcConfig {
             listen: None,
             type_prefix: default_type_prefix(),
             max_batch_events: default_grpc_batch(),
+            upstream: None,
         }
     }
 }

@@ -10,20 +10,28 @@
 //!
 //! **Order.** One task (the flusher) owns the connection. Events leave the buffer front
 //! first, one request at a time; every batch gets a strictly increasing UUIDv7 when it is
-//! cut, and a spilled batch keeps it as its file name. While spill files wait, new events
-//! go to disk behind them, and files are replayed oldest first, so Toggle sees events in
-//! the order the sink took them (per source: in the order the source sent them).
+//! cut, and a spilled batch keeps it as its file name. Files are replayed oldest first.
+//! While Toggle is down, new events go to disk behind the backlog. Once Toggle answers
+//! again, by default (`recovery: direct`) new events are sent directly while the backlog
+//! replays between them, as the Rodent agent does; with `recovery: ordered` they keep
+//! going to disk behind the backlog until it is empty, so Toggle sees events in the order
+//! the sink took them (per source: in the order the source sent them).
 //!
-//! **Duplicates.** A file is deleted only after Toggle acknowledged it; a crash between the
-//! acknowledgement and the deletion resends that one file (the batch in flight).
+//! **Answers.** `success: true` is an acknowledgement. `success: false` is Toggle saying
+//! it received the batch but had problems with it: logged and counted
+//! (`weir_toggle_problem_batches_total`), never resent. A gRPC error is a failed send.
+//!
+//! **Duplicates.** A file is deleted only after Toggle answered it; a crash between the
+//! answer and the deletion resends that one file (the batch in flight). Every batch
+//! carries its UUIDv7 as `batch_id`, so Toggle can drop the repeat.
 
 use super::client::ToggleClient;
 use super::mapping::{from_cloudevent, validate};
-use super::pb;
 use super::settings::ToggleSettings;
 use super::spill::{next_batch_id, SpillDir, SpillError};
+use super::wire::{WireBatch, WireEvent};
 use crate::metrics::{ToggleMetrics, ToggleSinkMetrics};
-use crate::settings::ToggleSinkConfig;
+use crate::settings::{Recovery, ToggleSinkConfig};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -53,7 +61,7 @@ struct Shared {
 
 /// A buffered event and when it arrived.
 struct Queued {
-    event: pb::Event,
+    event: WireEvent,
     since: Instant,
 }
 
@@ -153,7 +161,11 @@ impl ToggleSink {
             "quarantined_files": m.quarantined_files.get(),
             "dropped_files": m.dropped_files.get(),
             "dropped_events": m.dropped_events.get(),
-            "rejected_events": m.rejected_events.get(),
+            "problem_batches": m.problem_batches.get(),
+            "recovery": match self.shared.settings.recovery {
+                Recovery::Direct => "direct",
+                Recovery::Ordered => "ordered",
+            },
         })
     }
 
@@ -197,15 +209,16 @@ impl Shared {
             bytes += size;
             n += 1;
         }
-        let events: Vec<pb::Event> = b.queue.drain(..n).map(|q| q.event).collect();
+        let events: Vec<WireEvent> = b.queue.drain(..n).map(|q| q.event).collect();
         let start = b.front;
         b.front += n as u64;
         // Batch ids are taken under the lock so that they follow the buffer's order.
         let id = next_batch_id();
         drop(b);
-        let batch = pb::EventBatch {
-            batch_id: id.to_string(),
+        let batch = WireBatch {
             events,
+            batch_timestamp: weir_core::util::now_ms() as i64,
+            batch_id: id.to_string(),
         };
         Some(Cut {
             start,
@@ -357,6 +370,8 @@ struct Flusher {
     client: ToggleClient,
     backoff: Backoff,
     retry_at: Instant,
+    /// Whether Toggle answered the last request (unknown at start: no).
+    healthy: bool,
 }
 
 /// Marks the flusher stopped (also when it panics) so no writer waits forever.
@@ -381,6 +396,7 @@ impl Flusher {
             client,
             backoff: Backoff { attempt: 0, max },
             retry_at: Instant::now(),
+            healthy: false,
         }
     }
 
@@ -391,16 +407,27 @@ impl Flusher {
                 self.finish().await;
                 return;
             }
-            if !self.shared.spill.is_empty() {
-                self.backlog_step().await;
-            } else {
+            if self.shared.spill.is_empty() {
                 self.live_step().await;
+            } else if self.direct() && matches!(self.shared.send_due(), Due::Now) {
+                // Toggle answers and a live batch is due: it goes before the next file.
+                if let Some(cut) = self.shared.cut(self.shared.settings.batch_size) {
+                    self.send_live(cut).await;
+                }
+            } else {
+                self.backlog_step().await;
             }
         }
     }
 
-    /// Spill files wait: replay the oldest (when the backoff allows), sending new events
-    /// to disk behind the backlog meanwhile.
+    /// Whether new events go straight to Toggle while spill files wait: with `recovery:
+    /// direct`, once Toggle answered again.
+    fn direct(&self) -> bool {
+        self.shared.settings.recovery == Recovery::Direct && self.healthy
+    }
+
+    /// Spill files wait: replay the oldest (when the backoff allows). New events go to
+    /// disk behind the backlog meanwhile, unless recovery is direct and Toggle answers.
     async fn backlog_step(&mut self) {
         if Instant::now() < self.retry_at {
             let until = self.retry_at;
@@ -435,12 +462,13 @@ impl Flusher {
         let mut client = self.client.clone();
         let shared = self.shared.clone();
         let send = send(&mut client, bytes, n, timeout, &shared);
-        let Some(answer) = self.watching(true, send).await else {
+        let Some(answer) = self.watching(!self.direct(), send).await else {
             return;
         };
         match answer {
             Ok(()) => {
                 self.backoff.reset();
+                self.healthy = true;
                 if let Err(e) = self.shared.spill.remove(&file.path) {
                     tracing::error!(sink = %self.shared.name, "replayed spill file not deleted: {e}");
                 }
@@ -450,6 +478,7 @@ impl Flusher {
                 tracing::debug!(sink = %self.shared.name, events = n, "replayed a spill file");
             }
             Err(status) if !transient(&status) => {
+                self.healthy = true;
                 self.shared.spill.quarantine(
                     &file.path,
                     &format!("Toggle refused it: {}", status.message()),
@@ -458,9 +487,12 @@ impl Flusher {
                 self.shared.publish_gauges(&self.shared.lock());
             }
             Err(status) => {
+                self.healthy = false;
                 let pause = self.backoff.step();
                 tracing::warn!(sink = %self.shared.name, code = ?status.code(), retry_ms = pause.as_millis() as u64, "Toggle unavailable, replay paused: {}", status.message());
                 self.retry_at = Instant::now() + pause;
+                // New events now belong behind the backlog again.
+                self.shared.spill_queue().await;
             }
         }
     }
@@ -498,6 +530,7 @@ impl Flusher {
         match answer {
             Ok(()) => {
                 self.backoff.reset();
+                self.healthy = true;
                 self.shared.metrics.sent_events.inc_by(n);
                 self.shared.resolve(cut.start, cut.end, None);
             }
@@ -510,6 +543,7 @@ impl Flusher {
                 );
             }
             Err(status) => {
+                self.healthy = false;
                 let pause = self.backoff.step();
                 tracing::warn!(sink = %self.shared.name, code = ?status.code(), events = n, retry_ms = pause.as_millis() as u64, "Toggle unavailable, spilling to disk: {}", status.message());
                 self.retry_at = Instant::now() + pause;
@@ -567,7 +601,8 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Sends one encoded batch of `n` events with a deadline; `Ok` once Toggle acknowledged it.
+/// Sends one encoded batch of `n` events with a deadline; `Ok` once Toggle answered it
+/// (`success: false` is logged and counted, not resent).
 async fn send(
     client: &mut ToggleClient,
     batch: bytes::Bytes,
@@ -575,15 +610,11 @@ async fn send(
     timeout: Duration,
     shared: &Shared,
 ) -> Result<(), tonic::Status> {
-    let answer = client.send_encoded(batch, timeout).await;
-    match answer {
-        Ok(r) => {
-            if r.rejected > 0 {
-                shared.metrics.rejected_events.inc_by(u64::from(r.rejected));
-                tracing::warn!(sink = %shared.name, rejected = r.rejected, first = r.errors.first().map(String::as_str).unwrap_or(""), "Toggle refused events of a batch");
-            }
-            if u64::from(r.accepted) + u64::from(r.rejected) != n {
-                tracing::warn!(sink = %shared.name, sent = n, accepted = r.accepted, rejected = r.rejected, "Toggle's acknowledgement does not add up");
+    match client.send_encoded(batch, timeout).await {
+        Ok(answer) => {
+            if !answer.success {
+                shared.metrics.problem_batches.inc();
+                tracing::warn!(sink = %shared.name, events = n, "Toggle received a batch with problems (not resent): {}", answer.message);
             }
             Ok(())
         }
@@ -741,5 +772,252 @@ impl BuildSink for ToggleSinkConfig {
         Ok(Arc::new(ToggleSink::start(
             name, settings, client, spill, metrics,
         )))
+    }
+}
+
+/// The buffer's bookkeeping without a network: cutting batches by count and bytes,
+/// resolving ranges out of order, failures reaching exactly the writers they concern,
+/// and when the flusher must send or spill.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::spill::WhenFull;
+    use weir_core::metrics::MetricsRegistry;
+
+    fn settings() -> ToggleSettings {
+        ToggleSettings {
+            buffer_size: 100,
+            flush_threshold: 90,
+            batch_size: 10,
+            batch_timeout: Duration::from_millis(200),
+            max_block: Duration::from_secs(5),
+            replay_timeout: Duration::from_secs(30),
+            max_message_bytes: 4 << 20,
+            retry_max: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(1),
+            spill_max_bytes: 1 << 30,
+            when_full: WhenFull::DropOldest,
+            recovery: Recovery::Direct,
+        }
+    }
+
+    fn shared(dir: &std::path::Path, settings: ToggleSettings) -> Arc<Shared> {
+        let registry = MetricsRegistry::new();
+        Arc::new(Shared {
+            name: "toggle".into(),
+            buffer: Mutex::new(Buffer::default()),
+            changed: Condvar::new(),
+            wake: Notify::new(),
+            spill: SpillDir::open(dir, settings.spill_max_bytes, settings.when_full).unwrap(),
+            metrics: ToggleMetrics::new(&registry).for_sink("toggle"),
+            settings,
+        })
+    }
+
+    /// Queues `n` events whose ids are `e<k>` padded to `pad` bytes, arrived at `since`.
+    fn push(s: &Shared, n: usize, pad: usize, since: Instant) {
+        let mut b = s.lock();
+        for _ in 0..n {
+            let k = b.next;
+            b.next += 1;
+            let event = WireEvent {
+                event_id: format!("e{k:0>pad$}"),
+                ..Default::default()
+            };
+            b.queue.push_back(Queued { event, since });
+        }
+    }
+
+    fn ids(cut: &Cut) -> Vec<String> {
+        let batch: WireBatch = prost::Message::decode(cut.bytes.clone()).unwrap();
+        batch.events.into_iter().map(|e| e.event_id).collect()
+    }
+
+    #[test]
+    fn cuts_follow_arrival_order_with_increasing_batch_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shared(dir.path(), settings());
+        assert!(s.cut(10).is_none(), "nothing queued");
+        push(&s, 25, 1, Instant::now());
+        let a = s.cut(10).unwrap();
+        let b = s.cut(10).unwrap();
+        let c = s.cut(10).unwrap();
+        assert!(s.cut(10).is_none());
+        assert_eq!(
+            (a.start, a.end, b.start, b.end, c.start, c.end),
+            (0, 10, 10, 20, 20, 25)
+        );
+        assert_eq!(ids(&a).first().map(String::as_str), Some("e0"));
+        assert_eq!(ids(&c).last().map(String::as_str), Some("e24"));
+        assert!(
+            a.id < b.id && b.id < c.id,
+            "UUIDv7 ids follow the buffer's order"
+        );
+        let batch: WireBatch = prost::Message::decode(b.bytes.clone()).unwrap();
+        assert_eq!(batch.batch_id, b.id.to_string());
+    }
+
+    #[test]
+    fn a_cut_stays_under_the_request_size_but_always_takes_one_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shared(dir.path(), settings_with_limit(64 + 2_500));
+        push(&s, 5, 1_000, Instant::now());
+        let first = s.cut(10).unwrap();
+        assert_eq!(
+            first.end - first.start,
+            2,
+            "three ~1 kB events exceed the limit"
+        );
+        assert!(first.bytes.len() <= 2_500);
+        // One event larger than the limit still leaves (Toggle judges it), alone.
+        let dir2 = tempfile::tempdir().unwrap();
+        let s2 = shared(dir2.path(), settings_with_limit(100));
+        push(&s2, 3, 1_000, Instant::now());
+        let cut = s2.cut(10).unwrap();
+        assert_eq!(cut.end - cut.start, 1);
+    }
+
+    fn settings_with_limit(bytes: usize) -> ToggleSettings {
+        ToggleSettings {
+            max_message_bytes: bytes,
+            ..settings()
+        }
+    }
+
+    #[test]
+    fn ranges_resolved_out_of_order_release_writers_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shared(dir.path(), settings());
+        push(&s, 30, 1, Instant::now());
+        let (a, b, c) = (s.cut(10).unwrap(), s.cut(10).unwrap(), s.cut(10).unwrap());
+        assert_eq!(s.lock().held(), 30);
+        // The newest range (spilled) resolves first, then the middle one: the horizon
+        // waits for the oldest.
+        s.resolve(c.start, c.end, None);
+        s.resolve(b.start, b.end, None);
+        assert_eq!(s.lock().resolved, 0);
+        assert_eq!(
+            s.lock().held(),
+            30,
+            "unresolved events still count against the buffer"
+        );
+        s.resolve(a.start, a.end, None);
+        let buf = s.lock();
+        assert_eq!(buf.resolved, 30);
+        assert!(buf.resolved_ahead.is_empty());
+        assert_eq!(buf.held(), 0);
+        assert_eq!(s.metrics.buffer_events.get(), 0);
+    }
+
+    #[test]
+    fn a_failure_is_kept_for_its_range_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shared(dir.path(), settings());
+        push(&s, 20, 1, Instant::now());
+        let (a, b) = (s.cut(10).unwrap(), s.cut(10).unwrap());
+        s.resolve(a.start, a.end, Some("Toggle refused the batch: bad".into()));
+        s.resolve(b.start, b.end, None);
+        let buf = s.lock();
+        let hits = |start: u64, end: u64| {
+            buf.failures
+                .iter()
+                .filter(|(fs, fe, _)| *fs < end && *fe > start)
+                .count()
+        };
+        assert_eq!(hits(0, 10), 1);
+        assert_eq!(hits(5, 6), 1);
+        assert_eq!(hits(10, 20), 0, "the next batch's writers see success");
+    }
+
+    #[test]
+    fn old_failures_are_forgotten_behind_the_horizon() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shared(dir.path(), settings());
+        // 4 × buffer_size events past a failure, it is dropped when the next one lands.
+        push(&s, 1, 1, Instant::now());
+        let first = s.cut(1).unwrap();
+        s.resolve(first.start, first.end, Some("old".into()));
+        push(&s, 450, 1, Instant::now());
+        while let Some(cut) = s.cut(10) {
+            s.resolve(cut.start, cut.end, None);
+        }
+        push(&s, 1, 1, Instant::now());
+        let last = s.cut(1).unwrap();
+        s.resolve(last.start, last.end, Some("new".into()));
+        let reasons: Vec<String> = s.lock().failures.iter().map(|f| f.2.to_string()).collect();
+        assert_eq!(reasons, ["new"]);
+    }
+
+    #[test]
+    fn sending_is_due_when_a_batch_is_full_or_lingered() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shared(dir.path(), settings());
+        assert!(matches!(s.send_due(), Due::Idle));
+        let now = Instant::now();
+        push(&s, 3, 1, now);
+        match s.send_due() {
+            Due::At(at) => assert_eq!(at, now + Duration::from_millis(200)),
+            _ => panic!("a partial batch waits for its linger"),
+        }
+        push(&s, 7, 1, now);
+        assert!(
+            matches!(s.send_due(), Due::Now),
+            "a full batch goes at once"
+        );
+        s.cut(10).unwrap();
+        push(&s, 1, 1, now - Duration::from_secs(1));
+        assert!(
+            matches!(s.send_due(), Due::Now),
+            "a batch that lingered goes"
+        );
+        s.cut(10).unwrap();
+        push(&s, 1, 1, Instant::now());
+        s.lock().shutdown = true;
+        assert!(matches!(s.send_due(), Due::Now), "shutdown flushes at once");
+    }
+
+    #[test]
+    fn spilling_is_due_in_backlog_at_the_threshold_or_after_max_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shared(dir.path(), settings());
+        assert!(matches!(s.spill_due(true), Due::Idle));
+        let now = Instant::now();
+        push(&s, 1, 1, now);
+        assert!(
+            matches!(s.spill_due(true), Due::Now),
+            "behind a backlog: to disk at once"
+        );
+        match s.spill_due(false) {
+            Due::At(at) => assert_eq!(at, now + Duration::from_secs(5)),
+            _ => panic!("in flight: wait up to max_block"),
+        }
+        push(&s, 89, 1, now);
+        assert!(
+            matches!(s.spill_due(false), Due::Now),
+            "at the flush threshold"
+        );
+        s.spill_queue_blocking();
+        assert_eq!(s.lock().held(), 0);
+        assert_eq!(
+            s.spill.totals(),
+            (1, s.spill.totals().1, 90),
+            "one file of 90 events"
+        );
+        push(&s, 1, 1, now - Duration::from_secs(6));
+        assert!(
+            matches!(s.spill_due(false), Due::Now),
+            "the oldest waited max_block"
+        );
+    }
+
+    impl Shared {
+        fn spill_queue_blocking(self: &Arc<Self>) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(self.spill_queue());
+        }
     }
 }

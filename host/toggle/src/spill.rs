@@ -6,7 +6,7 @@
 //! moved to `quarantine/` and counted; it never stops the replay of the others. A disk cap
 //! either drops the oldest files (counted) or refuses new ones.
 
-use super::pb::EventBatch;
+use super::wire::WireBatch as EventBatch;
 use prost::Message;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -209,11 +209,19 @@ impl SpillDir {
         (index.files.len(), index.bytes, index.events)
     }
 
-    /// Writes a batch as a new spill file named by its batch id (a new id when it has
-    /// none); see [`SpillDir::write_encoded`].
+    /// Writes a batch as a new spill file named by its batch id (a batch whose id is not
+    /// a UUID gets a new one, written into it); see [`SpillDir::write_encoded`].
     pub fn write(&self, batch: &EventBatch) -> Result<Spilled, SpillError> {
-        let id = Uuid::parse_str(&batch.batch_id).unwrap_or_else(|_| next_batch_id());
-        self.write_encoded(id, batch.events.len() as u64, &batch.encode_to_vec())
+        let n = batch.events.len() as u64;
+        match Uuid::parse_str(&batch.batch_id) {
+            Ok(id) => self.write_encoded(id, n, &batch.encode_to_vec()),
+            Err(_) => {
+                let id = next_batch_id();
+                let mut named = batch.clone();
+                named.batch_id = id.to_string();
+                self.write_encoded(id, n, &named.encode_to_vec())
+            }
+        }
     }
 
     /// Writes an encoded `EventBatch` of `events` events as the spill file `<id>-<events>.pb`,
@@ -294,13 +302,13 @@ impl SpillDir {
     }
 
     fn decode_or_quarantine(&self, path: &Path, bytes: &[u8]) -> Result<EventBatch, SpillError> {
-        match EventBatch::decode(bytes) {
+        match decode_checked(path, bytes) {
             Ok(batch) => Ok(batch),
-            Err(e) => {
-                self.quarantine(path, &e.to_string());
+            Err(reason) => {
+                self.quarantine(path, &reason);
                 Err(SpillError::Corrupt {
                     path: path.to_owned(),
-                    reason: e.to_string(),
+                    reason,
                 })
             }
         }
@@ -338,54 +346,91 @@ impl SpillDir {
 /// Reads any `.pb` spill file (for `weir spill inspect`), without quarantining it.
 pub fn read_file(path: &Path) -> Result<EventBatch, SpillError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
-    EventBatch::decode(bytes.as_slice()).map_err(|e| SpillError::Corrupt {
+    decode_checked(path, &bytes).map_err(|reason| SpillError::Corrupt {
         path: path.to_owned(),
-        reason: e.to_string(),
+        reason,
     })
+}
+
+/// Decodes a spill file and checks it against its name `<batch id>-<events>.pb`. A file
+/// cut short can still decode (protobuf has no length of its own, and a cut between
+/// fields leaves a valid shorter message); its batch id (the last field) or its event
+/// count then differ from the name.
+fn decode_checked(path: &Path, bytes: &[u8]) -> Result<EventBatch, String> {
+    let batch = EventBatch::decode(bytes).map_err(|e| e.to_string())?;
+    if let Some((id, events)) = name_parts(path) {
+        if batch.batch_id != id || batch.events.len() as u64 != events {
+            return Err(format!(
+                "holds batch `{}` of {} events where its name says `{id}` of {events}: \
+                 truncated or replaced",
+                batch.batch_id,
+                batch.events.len()
+            ));
+        }
+    }
+    Ok(batch)
+}
+
+/// The batch id and event count a spill file's name `<UUID>-<events>.pb` states.
+fn name_parts(path: &Path) -> Option<(String, u64)> {
+    let stem = path.file_name()?.to_str()?.strip_suffix(".pb")?;
+    let (id, events) = stem.rsplit_once('-')?;
+    let id = Uuid::parse_str(id).ok()?;
+    Some((id.to_string(), events.parse().ok()?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pb;
+    use crate::wire::WireEvent;
 
-    fn batch(n: usize, tag: &str) -> EventBatch {
+    /// A batch of `n` events with ids `<tag>-<i>`; `id` is its batch id.
+    fn batch_with(n: usize, tag: &str, id: &str) -> EventBatch {
         EventBatch {
-            batch_id: tag.into(),
+            batch_id: id.into(),
+            batch_timestamp: 1_765_000_000_000,
             events: (0..n)
-                .map(|i| pb::Event {
+                .map(|i| WireEvent {
                     event_id: format!("{tag}-{i}"),
                     level: 1,
                     category: 2,
                     source: "rodent://n".into(),
-                    timestamp_ms: i as i64,
+                    timestamp: i as i64,
                     ..Default::default()
                 })
                 .collect(),
         }
     }
 
+    /// A batch with a fresh UUIDv7 as its id.
+    fn batch(n: usize, tag: &str) -> EventBatch {
+        batch_with(n, tag, &next_batch_id().to_string())
+    }
+
     #[test]
     fn writes_in_time_order_reads_back_and_quarantines_corruption() {
         let dir = tempfile::tempdir().expect("tempdir");
         let spill = SpillDir::open(dir.path(), 1 << 30, WhenFull::DropOldest).expect("open");
-        let a = spill.write(&batch(3, "a")).expect("write");
-        let b = spill.write(&batch(2, "b")).expect("write");
-        let c = spill.write(&batch(1, "c")).expect("write");
+        let (batch_a, batch_b, batch_c) = (batch(3, "a"), batch(2, "b"), batch(1, "c"));
+        let a = spill.write(&batch_a).expect("write");
+        let b = spill.write(&batch_b).expect("write");
+        let c = spill.write(&batch_c).expect("write");
         assert_eq!(
             spill.pending(),
             vec![a.path.clone(), b.path.clone(), c.path.clone()]
         );
-        assert_eq!(spill.read(&a.path).expect("read"), batch(3, "a"));
-        // Truncate b: it goes to quarantine, c still reads.
+        assert_eq!(spill.read(&a.path).expect("read"), batch_a);
+        // Cut b short by its last field (the batch id): it still decodes, but no longer
+        // matches its name, so it goes to quarantine; c still reads.
         let bytes = std::fs::read(&b.path).expect("read");
-        std::fs::write(&b.path, &bytes[..bytes.len() - 3]).expect("truncate");
+        std::fs::write(&b.path, &bytes[..bytes.len() - 38]).expect("truncate");
+        assert!(EventBatch::decode(&bytes[..bytes.len() - 38]).is_ok());
         assert!(matches!(
             spill.read(&b.path),
             Err(SpillError::Corrupt { .. })
         ));
         assert_eq!(spill.quarantined().len(), 1);
-        assert_eq!(spill.read(&c.path).expect("read"), batch(1, "c"));
+        assert_eq!(spill.read(&c.path).expect("read"), batch_c);
         spill.remove(&a.path).expect("remove");
         spill.remove(&c.path).expect("remove");
         assert!(spill.pending().is_empty());
@@ -403,8 +448,8 @@ mod tests {
         let later = next_batch_id().to_string();
         assert!(earlier < later);
         // The later batch reaches the disk first; the earlier one still replays first.
-        spill.write(&batch(2, &later)).expect("write");
-        spill.write(&batch(3, &earlier)).expect("write");
+        spill.write(&batch_with(2, "l", &later)).expect("write");
+        spill.write(&batch_with(3, "e", &earlier)).expect("write");
         let oldest = spill.oldest().expect("a file");
         assert!(oldest.path.ends_with(format!("{earlier}-3.pb")));
         assert_eq!(oldest.events, 3);

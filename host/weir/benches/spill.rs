@@ -7,37 +7,45 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use weir::toggle::pb;
+use weir::toggle::pb::events::{
+    event::EventPayload, storage_event, Event, StorageEvent, StorageTransferPayload,
+};
 use weir::toggle::spill::{SpillDir, WhenFull};
+use weir::toggle::wire::WireBatch;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EVENTS: usize = 18_000;
 
-fn batch() -> pb::EventBatch {
-    pb::EventBatch {
+fn batch() -> WireBatch {
+    let typed = weir::toggle::pb::EventBatch {
         batch_id: "bench".into(),
+        batch_timestamp: 1_765_000_000_000,
         events: (0..EVENTS)
-            .map(|i| pb::Event {
+            .map(|i| Event {
                 event_id: format!("0193a6f0-{i:08}"),
-                level: 1 + (i % 4) as i32,
+                level: 1 + (i % 7) as i32,
                 category: 2,
                 source: "rodent://node-17".into(),
-                timestamp_ms: 1_763_800_000_000 + i as i64,
+                timestamp: 1_765_000_000_000 + i as i64,
                 metadata: [("transfer_id".to_owned(), format!("t{i}"))].into(),
-                payload: Some(pb::event::Payload::StorageTransfer(
-                    pb::StorageTransferPayload {
-                        source: format!("tank/data@snap{i}"),
-                        destination: "backup/data".into(),
-                        size_bytes: 1 << 20,
-                        operation: 2,
-                        error: String::new(),
-                    },
-                )),
+                event_payload: Some(EventPayload::StorageEvent(StorageEvent {
+                    event_type: Some(storage_event::EventType::TransferEvent(
+                        StorageTransferPayload {
+                            source: format!("tank/data@snap{i}"),
+                            destination: "backup/data".into(),
+                            size_bytes: 1 << 20,
+                            transferred_bytes: 1 << 19,
+                            progress_percent: 50,
+                            operation: 2,
+                        },
+                    )),
+                })),
             })
             .collect(),
-    }
+    };
+    prost::Message::decode(prost::Message::encode_to_vec(&typed).as_slice()).unwrap()
 }
 
 fn bench(c: &mut Criterion) {

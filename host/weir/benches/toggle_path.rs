@@ -17,9 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status, Streaming};
-use weir::toggle::pb::{self, toggle_events_client::ToggleEventsClient};
+use weir::toggle::pb::events::{
+    event::EventPayload, storage_event, Event, StorageEvent, StorageTransferPayload,
+};
+use weir::toggle::pb::{self, rodent_service_client::RodentServiceClient};
 use weir::toggle::pb::{
-    toggle_events_server::ToggleEvents, toggle_events_server::ToggleEventsServer,
+    rodent_service_server::RodentService, rodent_service_server::RodentServiceServer,
 };
 
 #[global_allocator]
@@ -32,23 +35,32 @@ const AGENT_BATCH: usize = 1_000;
 struct Counter(Arc<AtomicU64>);
 
 #[tonic::async_trait]
-impl ToggleEvents for Counter {
+impl RodentService for Counter {
     async fn send_events(
         &self,
         request: Request<pb::EventBatch>,
-    ) -> Result<Response<pb::SendEventsResponse>, Status> {
-        let n = request.get_ref().events.len() as u32;
-        self.0.fetch_add(u64::from(n), Ordering::Relaxed);
-        Ok(Response::new(pb::SendEventsResponse {
-            accepted: n,
-            ..Default::default()
+    ) -> Result<Response<pb::EventBatchResponse>, Status> {
+        let n = request.get_ref().events.len() as u64;
+        self.0.fetch_add(n, Ordering::Relaxed);
+        Ok(Response::new(pb::EventBatchResponse {
+            success: true,
+            message: String::new(),
         }))
     }
 
-    async fn stream_events(
+    async fn register(
         &self,
-        _: Request<Streaming<pb::EventBatch>>,
-    ) -> Result<Response<pb::SendEventsResponse>, Status> {
+        _: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        Err(Status::unimplemented("not used"))
+    }
+
+    type ConnectStream = tokio_stream::Empty<Result<pb::ToggleRequest, Status>>;
+
+    async fn connect(
+        &self,
+        _: Request<Streaming<pb::RodentRequest>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
         Err(Status::unimplemented("not used"))
     }
 }
@@ -58,7 +70,7 @@ async fn start_toggle(addr: SocketAddr, counter: Counter) -> tokio::sync::onesho
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(ToggleEventsServer::new(counter).max_decoding_message_size(64 << 20))
+            .add_service(RodentServiceServer::new(counter).max_decoding_message_size(64 << 20))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 async {
@@ -71,23 +83,26 @@ async fn start_toggle(addr: SocketAddr, counter: Counter) -> tokio::sync::onesho
     tx
 }
 
-fn event(agent: usize, seq: usize) -> pb::Event {
-    pb::Event {
+fn event(agent: usize, seq: usize) -> Event {
+    Event {
         event_id: format!("0193a6f0-{agent}-{seq:08}"),
-        level: 1 + (seq % 4) as i32,
+        level: 1 + (seq % 7) as i32,
         category: 2,
         source: format!("rodent://node-{agent}"),
-        timestamp_ms: 1_763_800_000_000 + seq as i64,
+        timestamp: 1_765_000_000_000 + seq as i64,
         metadata: [("transfer_id".to_owned(), format!("t{seq}"))].into(),
-        payload: Some(pb::event::Payload::StorageTransfer(
-            pb::StorageTransferPayload {
-                source: format!("tank/data@snap{seq}"),
-                destination: "backup/data".into(),
-                size_bytes: 1 << 20,
-                operation: 2,
-                error: String::new(),
-            },
-        )),
+        event_payload: Some(EventPayload::StorageEvent(StorageEvent {
+            event_type: Some(storage_event::EventType::TransferEvent(
+                StorageTransferPayload {
+                    source: format!("tank/data@snap{seq}"),
+                    destination: "backup/data".into(),
+                    size_bytes: 1 << 20,
+                    transferred_bytes: 1 << 19,
+                    progress_percent: 50,
+                    operation: 2,
+                },
+            )),
+        })),
     }
 }
 
@@ -98,21 +113,25 @@ async fn load(url: &str, per_agent: usize) -> (Duration, u64) {
         .map(|a| {
             let url = url.to_owned();
             tokio::spawn(async move {
-                let mut client = ToggleEventsClient::connect(url)
-                    .await
+                let channel = tonic::transport::Endpoint::from_shared(url)
                     .unwrap()
-                    .max_encoding_message_size(64 << 20);
+                    .connect()
+                    .await
+                    .unwrap();
+                let mut client =
+                    RodentServiceClient::new(channel).max_encoding_message_size(64 << 20);
                 let mut bytes = 0u64;
                 for start in (0..per_agent).step_by(AGENT_BATCH) {
                     let batch = pb::EventBatch {
                         batch_id: String::new(),
+                        batch_timestamp: 0,
                         events: (start..(start + AGENT_BATCH).min(per_agent))
                             .map(|i| event(a, i))
                             .collect(),
                     };
                     bytes += prost::Message::encoded_len(&batch) as u64;
                     let answer = client.send_events(batch).await.unwrap().into_inner();
-                    assert_eq!(answer.rejected, 0);
+                    assert!(answer.success, "{answer:?}");
                 }
                 bytes
             })

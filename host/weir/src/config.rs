@@ -61,7 +61,7 @@ pub struct Config {
     /// How an event's tenant is told.
     #[serde(default)]
     pub tenancy: TenancyConfig,
-    /// The gRPC source serving the Toggle `ToggleEvents` service.
+    /// The gRPC source serving `rodent.RodentService` (the Rodent → Toggle contract).
     #[cfg(feature = "toggle")]
     #[serde(default)]
     pub grpc: weir_toggle::settings::GrpcConfig,
@@ -553,6 +553,8 @@ impl Config {
         self.check_sinks(&mut issues);
         #[cfg(feature = "kafka")]
         self.check_kafka(&mut issues);
+        #[cfg(feature = "toggle")]
+        self.check_grpc(&mut issues);
         self.check_tenants_and_admin(&mut issues);
         self.check_listener(&mut issues);
         #[cfg(feature = "k8s")]
@@ -563,6 +565,15 @@ impl Config {
             Err(ConfigError {
                 issues: issues.found,
             })
+        }
+    }
+
+    #[cfg(feature = "toggle")]
+    fn check_grpc(&self, issues: &mut Issues<'_>) {
+        if let Some(upstream) = &self.grpc.upstream {
+            if let Err(message) = upstream.problem() {
+                issues.add("grpc.upstream.url", &upstream.url, message);
+            }
         }
     }
 

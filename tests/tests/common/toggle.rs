@@ -1,6 +1,10 @@
-//! A real Toggle peer for the tests: a tonic `ToggleEvents` server on loopback that records
-//! every event it acknowledges, can be stopped and restarted on the same port, made slow,
-//! and made to require TLS (certificates from rcgen) and a bearer token.
+//! A Toggle peer for the tests: a tonic server of the public `rodent.RodentService`
+//! contract on loopback (Toggle itself is not public, so this stands in for it, built from
+//! the same `.proto` a real Toggle serves). It records every event it answers, can be
+//! stopped and restarted on the same port, made slow, made to answer `success: false`, and
+//! made to require TLS (certificates from rcgen) and a bearer token. `Register` answers
+//! with the metadata it saw; `Connect` sends a `system.status` command and acknowledges
+//! every message the node sends back, recording them.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -9,15 +13,22 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
-use weir::toggle::pb::{self, toggle_events_server::ToggleEvents};
+use weir::toggle::pb::events::Event;
+use weir::toggle::pb::{self, rodent_service_server::RodentService};
 
 /// What the server saw and how it behaves; clones share it.
 #[derive(Clone, Default)]
 pub struct Recorder {
-    pub events: Arc<Mutex<Vec<pb::Event>>>,
+    pub events: Arc<Mutex<Vec<Event>>>,
     pub batch_ids: Arc<Mutex<Vec<String>>>,
     pub delay: Arc<Mutex<Duration>>,
     pub token: Option<String>,
+    /// Answer `success: false` (received, with problems) to every batch.
+    pub problems: Arc<Mutex<bool>>,
+    /// `authorization` of each `Register` and `Connect` call.
+    pub seen_auth: Arc<Mutex<Vec<String>>>,
+    /// What nodes sent on `Connect` streams.
+    pub from_nodes: Arc<Mutex<Vec<pb::RodentRequest>>>,
 }
 
 impl Recorder {
@@ -52,7 +63,7 @@ impl Recorder {
         &self,
         meta: &tonic::metadata::MetadataMap,
         batch: pb::EventBatch,
-    ) -> Result<pb::SendEventsResponse, Status> {
+    ) -> Result<pb::EventBatchResponse, Status> {
         if let Some(token) = &self.token {
             let expected = format!("Bearer {token}");
             if meta.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
@@ -63,40 +74,99 @@ impl Recorder {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let n = batch.events.len() as u32;
         self.batch_ids.lock().unwrap().push(batch.batch_id);
         self.events.lock().unwrap().extend(batch.events);
-        Ok(pb::SendEventsResponse {
-            accepted: n,
-            rejected: 0,
-            errors: vec![],
+        let problems = *self.problems.lock().unwrap();
+        Ok(pb::EventBatchResponse {
+            success: !problems,
+            message: if problems {
+                "stored with problems".into()
+            } else {
+                String::new()
+            },
         })
+    }
+
+    fn auth(&self, meta: &tonic::metadata::MetadataMap) {
+        let value = meta
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        self.seen_auth.lock().unwrap().push(value);
     }
 }
 
 #[tonic::async_trait]
-impl ToggleEvents for Recorder {
+impl RodentService for Recorder {
     async fn send_events(
         &self,
         request: Request<pb::EventBatch>,
-    ) -> Result<Response<pb::SendEventsResponse>, Status> {
+    ) -> Result<Response<pb::EventBatchResponse>, Status> {
         let meta = request.metadata().clone();
         self.take(&meta, request.into_inner())
             .await
             .map(Response::new)
     }
 
-    async fn stream_events(
+    async fn register(
         &self,
-        request: Request<Streaming<pb::EventBatch>>,
-    ) -> Result<Response<pb::SendEventsResponse>, Status> {
-        let meta = request.metadata().clone();
-        let mut stream = request.into_inner();
-        let mut total = pb::SendEventsResponse::default();
-        while let Some(batch) = stream.message().await? {
-            total.accepted += self.take(&meta, batch).await?.accepted;
-        }
-        Ok(Response::new(total))
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        self.auth(request.metadata());
+        let info = request.into_inner().system_info.unwrap_or_default();
+        Ok(Response::new(pb::RegisterResponse {
+            success: true,
+            message: format!("registered; cpu {}", info.cpu_usage),
+            domain: "node-7.toggle.test".into(),
+            certificate: "CERT".into(),
+            private_key: "KEY".into(),
+            expires_on: "2027-01-01T00:00:00Z".into(),
+        }))
+    }
+
+    type ConnectStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::ToggleRequest, Status>> + Send>,
+    >;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<pb::RodentRequest>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        self.auth(request.metadata());
+        let mut from_node = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let seen = self.from_nodes.clone();
+        tokio::spawn(async move {
+            let command = pb::ToggleRequest {
+                request_id: "cmd-1".into(),
+                payload: Some(pb::toggle_request::Payload::Command(pb::CommandRequest {
+                    command_type: "system.status".into(),
+                    target: String::new(),
+                    payload: b"{}".to_vec().into(),
+                })),
+            };
+            if tx.send(Ok(command)).await.is_err() {
+                return;
+            }
+            while let Ok(Some(message)) = from_node.message().await {
+                let ack = pb::ToggleRequest {
+                    request_id: format!("ack-{}", message.request_id),
+                    payload: Some(pb::toggle_request::Payload::Ack(pb::Acknowledgement {
+                        request_id: message.request_id.clone(),
+                        success: true,
+                        message: String::new(),
+                    })),
+                };
+                seen.lock().unwrap().push(message);
+                if tx.send(Ok(ack)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 
@@ -142,7 +212,7 @@ impl ToggleServer {
         assert!(self.running.is_none(), "already running");
         let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let service = pb::toggle_events_server::ToggleEventsServer::new(self.recorder.clone())
+        let service = pb::rodent_service_server::RodentServiceServer::new(self.recorder.clone())
             .max_decoding_message_size(64 << 20);
         let mut builder = Server::builder();
         if let Some(tls) = &self.tls {
@@ -172,4 +242,51 @@ impl ToggleServer {
             }
         }
     }
+}
+
+/// A typed `StorageEvent` transfer event as a Rodent agent sends it.
+pub fn transfer_event(id: &str, source: &str, level: pb::events::EventLevel) -> Event {
+    use pb::events::{event::EventPayload, storage_event, StorageEvent, StorageTransferPayload};
+    Event {
+        event_id: id.into(),
+        level: level as i32,
+        category: pb::events::EventCategory::Storage as i32,
+        source: source.into(),
+        timestamp: 1_765_000_000_000,
+        metadata: [("transfer_id".to_owned(), id.to_owned())].into(),
+        event_payload: Some(EventPayload::StorageEvent(StorageEvent {
+            event_type: Some(storage_event::EventType::TransferEvent(
+                StorageTransferPayload {
+                    source: "tank/a@s1".into(),
+                    destination: "backup/a".into(),
+                    size_bytes: 4096,
+                    transferred_bytes: 1024,
+                    progress_percent: 25,
+                    operation: 2,
+                },
+            )),
+        })),
+    }
+}
+
+/// A batch as an agent sends it.
+pub fn batch_of(id: &str, events: Vec<Event>) -> pb::EventBatch {
+    pb::EventBatch {
+        events,
+        batch_timestamp: 1_765_000_000_500,
+        batch_id: id.into(),
+    }
+}
+
+/// A `rodent.RodentService` client, as an agent holds one, connected to `url`.
+pub async fn agent_client(
+    url: String,
+) -> Result<
+    pb::rodent_service_client::RodentServiceClient<tonic::transport::Channel>,
+    tonic::transport::Error,
+> {
+    let channel = tonic::transport::Endpoint::from_shared(url)?
+        .connect()
+        .await?;
+    Ok(pb::rodent_service_client::RodentServiceClient::new(channel))
 }

@@ -51,7 +51,7 @@ enum Command {
     #[command(subcommand)]
     Spill(spill::SpillCommand),
     /// Resend events left aside, with progress and a summary: `--spill DIR` replays a
-    /// Toggle sink's spill files to a ToggleEvents endpoint; `--dlq FILE`, `--dlq-topic T`
+    /// Toggle sink's spill files to a rodent.RodentService endpoint; `--dlq FILE`, `--dlq-topic T`
     /// and `--topic T` (an offset or time range) resend events through a router's route.
     Replay(Box<replay::ReplayArgs>),
     /// Send CloudEvents to a router (from a JSON-lines file or from flags).

@@ -1,7 +1,7 @@
 //! `weir replay`: resends what was left aside.
 //!
 //! `--spill DIR --to URL` resends the spill files a Toggle sink left on disk to Toggle (or
-//! to any `ToggleEvents` endpoint, such as another weir's gRPC source), oldest first,
+//! to any `rodent.RodentService` endpoint, such as another weir's gRPC source), oldest first,
 //! deleting each file once every event in it was acknowledged. `--dlq FILE`,
 //! `--dlq-topic TOPIC` and `--topic TOPIC` resend dead-lettered or consumed events through
 //! a route of a running router (see [`super::replay_events`]).
@@ -19,11 +19,11 @@ use std::process::ExitCode;
 #[command(group(clap::ArgGroup::new("input").required(true).args(["spill", "dlq", "dlq_topic", "topic"])))]
 pub struct ReplayArgs {
     /// A Toggle spill directory (`<data dir>/spill/<sink>`): its `.pb` files are sent
-    /// oldest first to the ToggleEvents endpoint --to; corrupt ones are moved to its
+    /// oldest first to the rodent.RodentService endpoint --to; corrupt ones are moved to its
     /// `quarantine/`.
     #[arg(long, value_name = "DIR")]
     spill: Option<PathBuf>,
-    /// With --spill: the ToggleEvents endpoint, `http://host:port` or `https://host:port`.
+    /// With --spill: the rodent.RodentService endpoint, `http://host:port` or `https://host:port`.
     /// Otherwise: the router's base URL (default http://127.0.0.1:8080).
     #[arg(long, value_name = "URL")]
     to: Option<String>,

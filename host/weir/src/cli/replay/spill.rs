@@ -1,5 +1,5 @@
 //! `weir replay --spill DIR --to URL`: a Toggle sink's spill files, oldest first, to a
-//! `ToggleEvents` endpoint.
+//! `rodent.RodentService` endpoint.
 
 use super::ReplayArgs;
 use anyhow::{bail, Context as _, Result};
@@ -11,10 +11,10 @@ use weir::toggle::client::{connect_lazy, read_token, Target};
 use weir::toggle::settings::{ClientTls, TokenSource};
 use weir::toggle::spill::{SpillDir, SpillError, WhenFull};
 
-/// Sends a spill directory's files to a ToggleEvents endpoint, oldest first.
+/// Sends a spill directory's files to a rodent.RodentService endpoint, oldest first.
 pub async fn run(args: ReplayArgs, spill_dir: PathBuf) -> Result<ExitCode> {
     let Some(to) = args.to.clone() else {
-        bail!("--spill needs --to, the ToggleEvents endpoint");
+        bail!("--spill needs --to, the rodent.RodentService endpoint");
     };
     if !spill_dir.is_dir() {
         bail!("{} is not a directory", spill_dir.display());
@@ -58,7 +58,7 @@ pub async fn run(args: ReplayArgs, spill_dir: PathBuf) -> Result<ExitCode> {
         .context("progress template")?,
     );
     let started = Instant::now();
-    let (mut sent_files, mut sent_events, mut quarantined, mut rejected) = (0u64, 0u64, 0u64, 0u64);
+    let (mut sent_files, mut sent_events, mut quarantined, mut problems) = (0u64, 0u64, 0u64, 0u64);
     let mut failure = None;
     for path in spill.pending() {
         let (batch, n) = match spill.read_encoded(&path) {
@@ -78,9 +78,15 @@ pub async fn run(args: ReplayArgs, spill_dir: PathBuf) -> Result<ExitCode> {
             .await
         {
             Ok(answer) => {
-                rejected += u64::from(answer.rejected);
-                for error in answer.errors.iter().take(3) {
-                    bar.suspend(|| eprintln!("{}: refused: {error}", path.display()));
+                if !answer.success {
+                    problems += 1;
+                    bar.suspend(|| {
+                        eprintln!(
+                            "{}: received with problems (not resent): {}",
+                            path.display(),
+                            answer.message
+                        )
+                    });
                 }
                 if !args.keep {
                     spill.remove(&path)?;
@@ -104,7 +110,7 @@ pub async fn run(args: ReplayArgs, spill_dir: PathBuf) -> Result<ExitCode> {
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "replayed {sent_events} events from {sent_files} files in {secs:.2} s ({:.0} events/s); \
-         {quarantined} files quarantined; {rejected} events refused by the endpoint; {} files left",
+         {quarantined} files quarantined; {problems} files received with problems; {} files left",
         sent_events as f64 / secs.max(1e-9),
         spill.totals().0
     );
