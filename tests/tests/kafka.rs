@@ -785,3 +785,152 @@ async fn async_publishing_counts_records_the_brokers_never_take() {
     assert_eq!(kept.len(), 3, "the other sink's records arrived");
     assert!(weir.alive(), "the router goes on");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_reaches_a_broker_only_over_mutual_tls() {
+    let pki = common::pki::Pki::new("kafka test CA");
+    let broker = Broker::start_tls(&pki);
+    broker.create_topics(&["tls-in", "tls-out"], 3).await;
+    const N: usize = 2_000;
+    produce(
+        &broker.producer(false),
+        "tls-in",
+        (0..N).map(input).collect(),
+    )
+    .await;
+    let (weir_cert, weir_key) = pki.issue("weir", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (ca, cert, key) = (
+        write("ca.pem", &pki.ca_pem),
+        write("weir.pem", &weir_cert),
+        write("weir.key", &weir_key),
+    );
+    let security = format!(
+        "    security:\n      protocol: ssl\n      ca: {ca}\n      cert: {cert}\n      key: {key}\n"
+    );
+    let config = weir_config(
+        &broker,
+        "    input:\n      topics: [tls-in]\n      group_id: tls\n      auto_offset_reset: earliest\n",
+        "  out:\n    type: kafka\n    topic: tls-out\n",
+        "  - name: kafka\n    from: [kafka]\n    filters: [severity]\n    to: [out]\n",
+    )
+    .replacen("\n  sources:", &format!("\n{security}  sources:"), 1);
+    assert!(config.contains("protocol: ssl"), "{config}");
+    let weir = Weir::start(&config);
+    let expected = (0..N).filter(|i| !i.is_multiple_of(4)).count();
+    let out = read_until_distinct(&broker, "tls-out", 3, expected);
+    let ids: BTreeSet<String> = out.iter().filter_map(|r| r.header("ce_id")).collect();
+    assert_eq!(
+        ids.len(),
+        expected,
+        "every kept event crossed TLS both ways"
+    );
+    let (proxy, _) = broker.tls.as_ref().unwrap();
+    let clients = proxy.clients.lock().unwrap().clone();
+    assert!(
+        clients.iter().filter(|cn| *cn == "weir").count() >= 2,
+        "weir's consumer and producer connected with its certificate: {clients:?}"
+    );
+
+    // Without a client certificate the terminator refuses the handshake: nothing reaches
+    // the broker that does not present one.
+    let refused_before = proxy.refused.load(std::sync::atomic::Ordering::SeqCst);
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", broker.addr())
+        .set("security.protocol", "ssl")
+        .set("ssl.ca.location", &ca);
+    let anonymous: BaseConsumer = c.create().unwrap();
+    let answer =
+        tokio::task::block_in_place(|| anonymous.fetch_metadata(None, Duration::from_secs(3)));
+    assert!(
+        answer.is_err(),
+        "a client without a certificate got metadata"
+    );
+    assert!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst) > refused_before);
+    drop(weir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_topics_are_created_at_start_up_with_three_partitions() {
+    let broker = Broker::start();
+    // Only the input exists, with one partition: weir leaves it as it is and creates
+    // the sink's topic and the source's second topic.
+    broker.create_topics(&["given"], 1).await;
+    let config = weir_config(
+        &broker,
+        "    input:\n      topics: [given, made-in, \"^pattern-.*\"]\n      group_id: prov\n      auto_offset_reset: earliest\n",
+        "  out:\n    type: kafka\n    topic: made-out\n",
+        "  - name: kafka\n    from: [kafka]\n    filters: [severity]\n    to: [out]\n",
+    )
+    .replacen(
+        "\n  sources:",
+        "\n  topics:\n    auto_create: true\n    default_partitions: 3\n    replication_factor: 1\n  sources:",
+        1,
+    );
+    let weir = Weir::start(&config);
+    let partitions = |topic: &str| {
+        let consumer: BaseConsumer = broker.client().create().unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .unwrap();
+        metadata
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none())
+            .map_or(0, |t| t.partitions().len())
+    };
+    tokio::task::block_in_place(|| {
+        assert_eq!(partitions("made-in"), 3);
+        assert_eq!(partitions("made-out"), 3);
+        assert_eq!(partitions("given"), 1, "an existing topic is left as it is");
+    });
+    // The created topics carry events.
+    produce(
+        &broker.producer(false),
+        "made-in",
+        (0..100).map(input).collect(),
+    )
+    .await;
+    let out = read_until_distinct(&broker, "made-out", 3, 75);
+    let ids: BTreeSet<String> = out.iter().filter_map(|r| r.header("ce_id")).collect();
+    assert_eq!(ids.len(), 75);
+    let logs = weir.logs.lock().unwrap().join("\n");
+    let created = logs
+        .lines()
+        .find(|l| l.contains("created Kafka topics"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(
+        created.contains(r#"created=["made-in", "made-out"]"#),
+        "the sink's and the source's missing topics, no pattern: {created:?}"
+    );
+
+    // Nonsense settings are a configuration error naming the field. (A broker's refusal
+    // to create a topic also stops the start, with its reason; tansu accepts any
+    // replication factor on one broker, so that path is not exercised here.)
+    let bad = config.replace("default_partitions: 3", "default_partitions: 0");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    let text = format!(
+        "listen: 127.0.0.1:0\ndata_dir: {}\n{bad}",
+        dir.path().join("data").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(weir_bin())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    });
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("kafka.topics") && stderr.contains("default_partitions"),
+        "{stderr}"
+    );
+}

@@ -11,9 +11,11 @@ mod metrics;
 pub mod settings;
 mod sink;
 mod source;
+mod topics;
 
 pub use settings::{
     BindingMode, ClusterConfig, KafkaConfig, KafkaSettingsError, KafkaSinkConfig,
-    KafkaSourceConfig, Publish,
+    KafkaSourceConfig, Publish, TopicsConfig,
 };
 pub use sink::KafkaSink;
+pub use topics::{provision, ProvisionError};

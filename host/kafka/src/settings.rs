@@ -19,6 +19,56 @@ pub struct KafkaConfig {
     /// Consumer groups by name, each feeding the routes with `from: [kafka]`.
     #[serde(default)]
     pub sources: BTreeMap<String, KafkaSourceConfig>,
+    /// Whether and how weir creates missing topics at start-up.
+    #[serde(default)]
+    pub topics: TopicsConfig,
+}
+
+/// Topic provisioning (the Roost Keeper's `topics.autoCreate`, `defaultPartitions`,
+/// `replicationFactor`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Create the topics the Kafka sources name literally (not `^` patterns) and the Kafka
+    /// sinks write, when missing, at start-up (default false).
+    #[serde(default)]
+    pub auto_create: bool,
+    /// Partitions of a created topic (default 3).
+    #[serde(default = "default_partitions")]
+    pub default_partitions: i32,
+    /// Replicas of each partition of a created topic (default 1: a single broker; a
+    /// production cluster wants 3). Must not exceed the brokers in the cluster.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            auto_create: false,
+            default_partitions: default_partitions(),
+            replication_factor: default_replication(),
+        }
+    }
+}
+
+impl TopicsConfig {
+    /// What is wrong with the settings, if anything.
+    pub fn check(&self) -> Result<(), KafkaSettingsError> {
+        if self.default_partitions < 1 || self.replication_factor < 1 {
+            return Err(KafkaSettingsError(
+                "default_partitions and replication_factor must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication() -> i32 {
+    1
 }
 
 /// How to reach a Kafka cluster.

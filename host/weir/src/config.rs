@@ -742,9 +742,47 @@ impl Config {
 
     /// Checks the Kafka section: the cluster, each source's settings, its route and its
     /// dead-letter sink, and that `from: [kafka]` has a source.
+    /// The topics `kafka.topics.auto_create` provisions, by cluster: those the Kafka
+    /// sources name literally (not `^` patterns) and those the Kafka sinks write.
+    #[cfg(feature = "kafka")]
+    pub fn kafka_topics(&self) -> Vec<(weir_kafka::ClusterConfig, Vec<String>)> {
+        let mut by_cluster: Vec<(weir_kafka::ClusterConfig, Vec<String>)> = Vec::new();
+        let mut add = |cluster: &weir_kafka::ClusterConfig, topic: &str| {
+            let at = match by_cluster.iter().position(|(c, _)| c == cluster) {
+                Some(at) => at,
+                None => {
+                    by_cluster.push((cluster.clone(), Vec::new()));
+                    by_cluster.len() - 1
+                }
+            };
+            let topics = &mut by_cluster[at].1;
+            if !topics.iter().any(|t| t == topic) {
+                topics.push(topic.to_owned());
+            }
+        };
+        for source in self.kafka.sources.values() {
+            if let Some(cluster) = &source.cluster {
+                for topic in source.topics.iter().filter(|t| !t.starts_with('^')) {
+                    add(cluster, topic);
+                }
+            }
+        }
+        for sink in self.sinks.values() {
+            if let SinkConfig::Kafka(kafka) = sink {
+                if let Some(cluster) = &kafka.cluster {
+                    add(cluster, &kafka.topic);
+                }
+            }
+        }
+        by_cluster
+    }
+
     #[cfg(feature = "kafka")]
     fn check_kafka(&self, issues: &mut Issues<'_>) {
         let k = &self.kafka;
+        if let Err(e) = k.topics.check() {
+            issues.add("kafka.topics", "topics", e.0);
+        }
         if let Some(cluster) = &k.cluster {
             if let Err(e) = cluster.check() {
                 issues.add("kafka.cluster", "cluster", e.0);

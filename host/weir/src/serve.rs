@@ -52,6 +52,10 @@ pub enum ServeError {
     /// A listener's TLS settings are unusable.
     #[error("tls: {0}")]
     Tls(#[source] weir_core::tls::TlsError),
+    /// Kafka topics could not be created.
+    #[cfg(feature = "kafka")]
+    #[error(transparent)]
+    Topics(#[from] weir_kafka::ProvisionError),
     /// The Events API could not start.
     #[cfg(feature = "k8s")]
     #[error(transparent)]
@@ -198,12 +202,76 @@ async fn start_sources(
     #[allow(unused_mut)]
     let (mut tasks, grpc_addr) = (Vec::new(), None);
     #[cfg(feature = "kafka")]
+    if config.kafka.topics.auto_create {
+        tasks.extend(provision_topics(config, cx).await?);
+    }
+    #[cfg(feature = "kafka")]
     for (name, source) in &config.kafka.sources {
         use weir_router::source::StartSource;
         tasks.extend(source.start(name, cx.clone()).await?.tasks);
     }
     let _ = (config, cx);
     Ok((tasks, grpc_addr))
+}
+
+/// Creates the missing Kafka topics before the sources start. A topic the brokers refuse
+/// (e.g. more replicas than brokers) stops the start with their reason; a cluster that
+/// does not answer yet is retried in the background (with backoff, until shutdown), so
+/// weir starts while Kafka is down and the topics appear when it is back.
+#[cfg(feature = "kafka")]
+async fn provision_topics(
+    config: &Config,
+    cx: &SourceContext,
+) -> Result<Vec<JoinHandle<()>>, ServeError> {
+    let settings = config.kafka.topics.clone();
+    let mut retrying = Vec::new();
+    for (cluster, topics) in config.kafka_topics() {
+        match weir_kafka::provision(&cluster, &topics, &settings).await {
+            Ok(created) => {
+                if !created.is_empty() {
+                    tracing::info!(
+                        ?created,
+                        partitions = settings.default_partitions,
+                        replication = settings.replication_factor,
+                        "created Kafka topics"
+                    );
+                }
+            }
+            Err(weir_kafka::ProvisionError::Admin(e)) => {
+                tracing::warn!(
+                    ?topics,
+                    "cannot create Kafka topics yet, retrying in the background: {e}"
+                );
+                let (settings, mut stopped) = (settings.clone(), cx.shutdown.clone());
+                retrying.push(tokio::spawn(async move {
+                    let mut attempt = 0u32;
+                    loop {
+                        attempt = attempt.saturating_add(1);
+                        let pause = weir_core::util::backoff(
+                            attempt,
+                            std::time::Duration::from_secs(1),
+                            std::time::Duration::from_secs(60),
+                        );
+                        tokio::select! {
+                            _ = stopped.changed() => return,
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                        match weir_kafka::provision(&cluster, &topics, &settings).await {
+                            Ok(created) => {
+                                tracing::info!(?created, "created Kafka topics");
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::warn!(?topics, attempt, "cannot create Kafka topics: {e}")
+                            }
+                        }
+                    }
+                }));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(retrying)
 }
 
 /// A started router.

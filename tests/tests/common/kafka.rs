@@ -1,6 +1,7 @@
 //! A real Kafka-protocol broker for the tests: `tansu` (installed by `scripts/setup`),
 //! started on a free loopback port with in-memory storage, plus rdkafka clients to
-//! create topics, produce input and read output.
+//! create topics, produce input and read output. [`Broker::start_tls`] puts it behind a
+//! TLS terminator that requires client certificates ([`super::tls_proxy`]).
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -43,7 +44,18 @@ pub struct Broker {
     child: Option<Child>,
     pub port: u16,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    /// With [`Broker::start_tls`]: the terminator clients must go through, and the PEM
+    /// files of a client certificate it accepts.
+    pub tls: Option<(super::tls_proxy::TlsProxy, ClientFiles)>,
+    dir: tempfile::TempDir,
+}
+
+/// PEM files for a Kafka client over TLS: the CA of the broker's certificate, and a
+/// client certificate (common name `tests`) with its key.
+pub struct ClientFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Broker {
@@ -52,8 +64,42 @@ impl Broker {
         Self::start_on(free_port())
     }
 
+    /// A broker reachable only over TLS with a client certificate from `pki`: tansu
+    /// listens on a loopback port nobody is told about and advertises the port of a TLS
+    /// terminator (`localhost:<port>`) that forwards to it. Clients see only the TLS port.
+    pub fn start_tls(pki: &super::pki::Pki) -> Broker {
+        let port = free_port();
+        let (cert, key) = pki.issue("kafka", &["localhost"]);
+        let config = super::tls_proxy::server_config(&cert, &key, &pki.ca_pem);
+        let proxy = super::tls_proxy::TlsProxy::start(config, port);
+        let advertised = format!("tcp://localhost:{}", proxy.port);
+        let mut broker = Self::launch(port, &advertised);
+        let (client_cert, client_key) = pki.issue("tests", &[]);
+        let write = |name: &str, text: &str| {
+            let path = broker.dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let files = ClientFiles {
+            ca: write("ca.pem", &pki.ca_pem),
+            cert: write("client.pem", &client_cert),
+            key: write("client.key", &client_key),
+        };
+        broker.tls = Some((proxy, files));
+        broker.wait_ready();
+        broker
+    }
+
     /// Starts a broker on this port (a restart keeps the port clients know).
     pub fn start_on(port: u16) -> Broker {
+        let broker = Self::launch(port, &format!("tcp://127.0.0.1:{port}"));
+        broker.wait_ready();
+        broker
+    }
+
+    /// Starts tansu on `127.0.0.1:port`, advertising `advertised`, and waits until it
+    /// accepts connections.
+    fn launch(port: u16, advertised: &str) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("tansu.log");
         let url = format!("tcp://127.0.0.1:{port}");
@@ -65,7 +111,7 @@ impl Broker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                advertised,
             ])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -82,14 +128,14 @@ impl Broker {
             child: Some(child),
             port,
             log,
-            _dir: dir,
+            tls: None,
+            dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "tansu did not listen on {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        broker.wait_ready();
         broker
     }
 
@@ -105,15 +151,25 @@ impl Broker {
         }
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `127.0.0.1:PORT`, or `localhost:TLS_PORT` behind the terminator.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        match &self.tls {
+            Some((proxy, _)) => format!("localhost:{}", proxy.port),
+            None => format!("127.0.0.1:{}", self.port),
+        }
     }
 
-    /// A client config pointing at this broker.
+    /// A client config pointing at this broker (over TLS with the tests' client
+    /// certificate when the broker is behind the terminator).
     pub fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.addr());
+        if let Some((_, files)) = &self.tls {
+            c.set("security.protocol", "ssl")
+                .set("ssl.ca.location", files.ca.display().to_string())
+                .set("ssl.certificate.location", files.cert.display().to_string())
+                .set("ssl.key.location", files.key.display().to_string());
+        }
         c
     }
 

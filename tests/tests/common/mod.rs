@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub mod clickhouse;
 pub mod kafka;
 pub mod pki;
+pub mod tls_proxy;
 pub mod toggle;
 
 /// Paths of the guest components built for this test run.

@@ -195,12 +195,15 @@ impl ProviderArgs {
     }
 }
 
-/// Sets up `tracing` output on stderr.
+/// Sets up `tracing` output on stderr; colours only when stderr is a terminal (a log file
+/// or collector gets plain text).
 pub fn init_logging(cli: &Cli) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();
