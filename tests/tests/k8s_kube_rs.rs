@@ -223,3 +223,96 @@ async fn typed_clients_and_the_watcher_follow_the_store_across_restarts_and_410s
     assert_eq!(first["object"]["reason"], "Expired");
     follower.abort();
 }
+
+/// Milo's Activity API on weir: the same stored events under
+/// `activity.miloapis.com/v1alpha1` (core/v1 objects), found through discovery, written and
+/// read with kube-rs' dynamic client, watched, and visible through core/v1 too — so a weir
+/// can be the events provider of a Milo (or of another weir) that uses Activity's paths.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_activity_api_serves_the_same_events_with_discovery_and_watch() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    use kube::discovery::Discovery;
+    let weir = Weir::start(&config(1000));
+    let client = client(&weir.url);
+
+    // Discovery names the group, its version and the `events` resource.
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+    let group = discovery
+        .get("activity.miloapis.com")
+        .expect("the activity group is discovered");
+    let (resource, caps) = group
+        .recommended_resources()
+        .into_iter()
+        .find(|(r, _)| r.plural == "events")
+        .expect("events under activity.miloapis.com");
+    assert_eq!(resource.api_version, "activity.miloapis.com/v1alpha1");
+    assert_eq!(resource.kind, "Event");
+    assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+
+    let gvk = GroupVersionKind::gvk("activity.miloapis.com", "v1alpha1", "Event");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "events");
+    let activity: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let mut obj = DynamicObject::new("a1", &ar).within("default");
+    obj.data = serde_json::json!({
+        "involvedObject": {"kind": "Pod", "name": "web-1", "namespace": "default"},
+        "reason": "Scheduled",
+        "message": "Scheduled web-1",
+        "type": "Normal",
+        "source": {"component": "scheduler"},
+    });
+    let created = activity.create(&PostParams::default(), &obj).await.unwrap();
+    assert_eq!(
+        created.types.as_ref().unwrap().api_version,
+        "activity.miloapis.com/v1alpha1"
+    );
+    assert_eq!(created.data["involvedObject"]["name"], "web-1");
+
+    // A core/v1 client sees the same event, and an Activity list sees core's.
+    let core: Api<Event> = Api::namespaced(client.clone(), "default");
+    let seen = core.get("a1").await.unwrap();
+    assert_eq!(seen.reason.as_deref(), Some("Scheduled"));
+    core.create(&PostParams::default(), &core_event("c1", "web-2", "Pulled"))
+        .await
+        .unwrap();
+    let list = activity
+        .list(&ListParams::default().fields("involvedObject.name=web-2"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].metadata.name.as_deref(), Some("c1"));
+
+    // Watch through the Activity path.
+    let names = Arc::new(Mutex::new(BTreeSet::new()));
+    let seen = names.clone();
+    let watch = tokio::spawn(async move {
+        let mut stream = watcher(activity, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(e)) = stream.next().await {
+            if let Some(name) = e.metadata.name {
+                seen.lock().unwrap().insert(name);
+            }
+        }
+    });
+    core.create(
+        &PostParams::default(),
+        &core_event("c2", "web-3", "Started"),
+    )
+    .await
+    .unwrap();
+    wait_for("the Activity watch", &names, &["a1", "c1", "c2"]).await;
+    watch.abort();
+
+    // A body claiming another group is refused at the Activity path.
+    let (status, body) = post(
+        &format!(
+            "{}/apis/activity.miloapis.com/v1alpha1/namespaces/default/events",
+            weir.url
+        ),
+        &[("content-type", "application/json")],
+        serde_json::json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "x"}})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+}

@@ -1113,3 +1113,120 @@ async fn the_admission_route_gets_only_the_changes_its_condition_takes() {
     );
     assert_eq!(taken[1]["stamps"], "s", "{taken:?}");
 }
+
+/// `api: activity`: the proxy sends every request to the provider's
+/// `activity.miloapis.com/v1alpha1` paths (an embedded weir serves them), converting
+/// events.k8s.io/v1 bodies and answers — lists, patches and watch streams — on the way, so
+/// clients of either Kubernetes API never see the provider's group.
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_in_activity_mode_converts_both_apis_to_and_from_the_activity_paths() {
+    use reqwest::Method;
+    let b_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new(b_dir.path());
+    let b = Weir::start_in(b_dir, &b_config(&certs));
+    let a_dir = tempfile::tempdir().unwrap();
+    let config = a_config(&certs, &localhost(&b.url), 3)
+        .replace("retries: 3 }", "retries: 3, api: activity }");
+    assert!(config.contains("api: activity"), "{config}");
+    let a = Weir::start_in(a_dir, &config);
+    let front_id = certs.proxies.issue("front-proxy", &[]);
+    let front = Front {
+        http: client(&certs, Some(&front_id)),
+        url: localhost(&a.url),
+    };
+    let core = "/api/v1/namespaces/default/events";
+    let events = "/apis/events.k8s.io/v1/namespaces/default/events";
+
+    let (code, c1) = front
+        .send(P1, Method::POST, core, Some(core_event("c1", json!({}))))
+        .await;
+    assert_eq!(code, 201, "{c1}");
+    assert_eq!(c1["apiVersion"], "v1", "{c1}");
+    let ev = json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "n1", "namespace": "default"},
+        "eventTime": "2026-12-06T04:00:00.000000Z", "reportingController": "tests",
+        "reportingInstance": "t-1", "action": "Started", "reason": "Started", "type": "Normal",
+        "note": "started", "regarding": {"kind": "Pod", "name": "pod-n1", "namespace": "default"},
+    });
+    let (code, n1) = front.send(P1, Method::POST, events, Some(ev)).await;
+    assert_eq!(code, 201, "{n1}");
+    assert_eq!(n1["apiVersion"], "events.k8s.io/v1", "{n1}");
+    assert_eq!(n1["regarding"]["name"], "pod-n1", "{n1}");
+    assert_eq!(
+        n1["metadata"]["annotations"][SCOPE_NAME], "p1",
+        "admitted: {n1}"
+    );
+
+    // Lists and gets answer in the request's version.
+    let (code, list) = front.send(P1, Method::GET, events, None).await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["apiVersion"], "events.k8s.io/v1");
+    let regarding: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["regarding"]["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(regarding.len(), 2, "{list}");
+    assert!(
+        regarding.contains(&"pod-n1") && !regarding.contains(&""),
+        "every item has `regarding`: {list}"
+    );
+    let (code, got) = front
+        .send(P1, Method::GET, &format!("{core}/n1"), None)
+        .await;
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(
+        (got["apiVersion"].as_str(), got["message"].as_str()),
+        (Some("v1"), Some("started"))
+    );
+
+    // A merge patch in events.k8s.io terms.
+    let response = front
+        .req(P1, Method::PATCH, &format!("{events}/n1"))
+        .header("content-type", "application/merge-patch+json")
+        .body(json!({"note": "patched"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let patched: Value = response.json().await.unwrap();
+    assert_eq!(patched["note"], "patched", "{patched}");
+
+    // A watch through the events.k8s.io path streams converted events.
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let watch = front
+        .req(
+            P1,
+            Method::GET,
+            &format!("{events}?watch=true&resourceVersion={rv}&timeoutSeconds=4"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), 200);
+    let (code, body) = front
+        .send(P1, Method::POST, core, Some(core_event("w1", json!({}))))
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let text = tokio::time::timeout(Duration::from_secs(20), watch.text())
+        .await
+        .expect("the watch ends at its timeout")
+        .unwrap();
+    let seen: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let w1 = seen
+        .iter()
+        .find(|w| w["object"]["metadata"]["name"] == "w1")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(w1["object"]["apiVersion"], "events.k8s.io/v1", "{text}");
+    assert!(w1["object"].get("regarding").is_some(), "{text}");
+    assert!(w1["object"].get("involvedObject").is_none(), "{text}");
+    drop(b);
+}

@@ -70,12 +70,10 @@ pub fn routes(
         auth,
         admitter,
     });
-    discovery_routes()
-        .merge(event_routes::<true>(
-            event_routes::<false>(Router::new(), "/api/v1"),
-            "/apis/events.k8s.io/v1",
-        ))
-        .with_state(state)
+    let events = event_routes::<CORE>(Router::new(), "/api/v1");
+    let events = event_routes::<EVENTS>(events, "/apis/events.k8s.io/v1");
+    let events = event_routes::<ACTIVITY>(events, &format!("/apis/{}", convert::ACTIVITY));
+    discovery_routes().merge(events).with_state(state)
 }
 
 /// Discovery and OpenAPI documents (static: they hold no events).
@@ -86,19 +84,34 @@ pub fn discovery_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/api", get(json_doc(discovery::api_versions())))
         .route("/api/v1", get(json_doc(discovery::resource_list("v1"))))
         .route("/apis", get(json_doc(discovery::group_list())))
-        .route("/apis/events.k8s.io", get(json_doc(discovery::group())))
+        .route(
+            "/apis/events.k8s.io",
+            get(json_doc(discovery::group(ApiVersion::Events))),
+        )
         .route(
             "/apis/events.k8s.io/v1",
             get(json_doc(discovery::resource_list("events.k8s.io/v1"))),
         )
+        .route(
+            "/apis/activity.miloapis.com",
+            get(json_doc(discovery::group(ApiVersion::Activity))),
+        )
+        .route(
+            "/apis/activity.miloapis.com/v1alpha1",
+            get(json_doc(discovery::resource_list(convert::ACTIVITY))),
+        )
         .route("/openapi/v3", get(json_doc(discovery::openapi_index())))
         .route(
             "/openapi/v3/api/v1",
-            get(json_doc(discovery::openapi_document(true))),
+            get(json_doc(discovery::openapi_document(ApiVersion::Core))),
         )
         .route(
             "/openapi/v3/apis/events.k8s.io/v1",
-            get(json_doc(discovery::openapi_document(false))),
+            get(json_doc(discovery::openapi_document(ApiVersion::Events))),
+        )
+        .route(
+            "/openapi/v3/apis/activity.miloapis.com/v1alpha1",
+            get(json_doc(discovery::openapi_document(ApiVersion::Activity))),
         )
 }
 
@@ -178,29 +191,36 @@ fn versioned_response(code: StatusCode, stored: &Stored, version: ApiVersion) ->
 
 use convert::now_ms;
 
-/// The API version a handler serves: `EVENTS` is events.k8s.io/v1, else core/v1.
-pub(crate) const fn version<const EVENTS: bool>() -> ApiVersion {
-    if EVENTS {
-        ApiVersion::Events
-    } else {
-        ApiVersion::Core
+/// `API` of the handlers serving core/v1.
+pub(crate) const CORE: u8 = 0;
+/// `API` of the handlers serving events.k8s.io/v1.
+pub(crate) const EVENTS: u8 = 1;
+/// `API` of the handlers serving activity.miloapis.com/v1alpha1.
+pub(crate) const ACTIVITY: u8 = 2;
+
+/// The API version a handler serves (one of [`CORE`], [`EVENTS`], [`ACTIVITY`]).
+pub(crate) const fn version<const API: u8>() -> ApiVersion {
+    match API {
+        EVENTS => ApiVersion::Events,
+        ACTIVITY => ApiVersion::Activity,
+        _ => ApiVersion::Core,
     }
 }
 
 // Handlers per verb and path shape, instantiated once per API version.
-async fn all_h<const EV: bool>(s: Shared, c: Caller, q: Params, h: HeaderMap) -> Response {
-    collection_get(s, c, q, h, version::<EV>(), None).await
+async fn all_h<const API: u8>(s: Shared, c: Caller, q: Params, h: HeaderMap) -> Response {
+    collection_get(s, c, q, h, version::<API>(), None).await
 }
-async fn list_h<const EV: bool>(
+async fn list_h<const API: u8>(
     s: Shared,
     c: Caller,
     Path(ns): Path<String>,
     q: Params,
     h: HeaderMap,
 ) -> Response {
-    collection_get(s, c, q, h, version::<EV>(), Some(ns)).await
+    collection_get(s, c, q, h, version::<API>(), Some(ns)).await
 }
-async fn create_h<const EV: bool>(
+async fn create_h<const API: u8>(
     s: Shared,
     c: Caller,
     Path(ns): Path<String>,
@@ -208,26 +228,26 @@ async fn create_h<const EV: bool>(
     h: HeaderMap,
     b: Bytes,
 ) -> Result<Response, ApiError> {
-    create(s, c, ns, q, h, b, version::<EV>()).await
+    create(s, c, ns, q, h, b, version::<API>()).await
 }
-async fn delete_collection_h<const EV: bool>(
+async fn delete_collection_h<const API: u8>(
     s: Shared,
     c: Caller,
     Path(ns): Path<String>,
     q: Params,
 ) -> Result<Response, ApiError> {
-    delete_collection(s, c, ns, q, version::<EV>()).await
+    delete_collection(s, c, ns, q, version::<API>()).await
 }
-async fn get_h<const EV: bool>(
+async fn get_h<const API: u8>(
     s: Shared,
     c: Caller,
     Path((ns, name)): Path<(String, String)>,
     q: Params,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    get_one(s, c, ns, name, q, h, version::<EV>()).await
+    get_one(s, c, ns, name, q, h, version::<API>()).await
 }
-async fn put_h<const EV: bool>(
+async fn put_h<const API: u8>(
     s: Shared,
     c: Caller,
     Path((ns, name)): Path<(String, String)>,
@@ -235,16 +255,16 @@ async fn put_h<const EV: bool>(
     h: HeaderMap,
     b: Bytes,
 ) -> Result<Response, ApiError> {
-    put(s, c, (ns, name), q, h, b, version::<EV>()).await
+    put(s, c, (ns, name), q, h, b, version::<API>()).await
 }
-async fn patch_h<const EV: bool>(
+async fn patch_h<const API: u8>(
     s: Shared,
     c: Caller,
     Path((ns, name)): Path<(String, String)>,
     h: HeaderMap,
     b: Bytes,
 ) -> Result<Response, ApiError> {
-    patch(s, c, ns, name, h, b, version::<EV>()).await
+    patch(s, c, ns, name, h, b, version::<API>()).await
 }
 async fn delete_h(
     s: Shared,
@@ -255,23 +275,23 @@ async fn delete_h(
 }
 
 /// The Event routes of one API version under `prefix` (`/api/v1`, `/apis/events.k8s.io/v1`).
-fn event_routes<const EV: bool>(
+fn event_routes<const API: u8>(
     router: Router<Arc<EventsApi>>,
     prefix: &str,
 ) -> Router<Arc<EventsApi>> {
     router
-        .route(&format!("{prefix}/events"), get(all_h::<EV>))
+        .route(&format!("{prefix}/events"), get(all_h::<API>))
         .route(
             &format!("{prefix}/namespaces/{{ns}}/events"),
-            get(list_h::<EV>)
-                .post(create_h::<EV>)
-                .delete(delete_collection_h::<EV>),
+            get(list_h::<API>)
+                .post(create_h::<API>)
+                .delete(delete_collection_h::<API>),
         )
         .route(
             &format!("{prefix}/namespaces/{{ns}}/events/{{name}}"),
-            get(get_h::<EV>)
-                .put(put_h::<EV>)
-                .patch(patch_h::<EV>)
+            get(get_h::<API>)
+                .put(put_h::<API>)
+                .patch(patch_h::<API>)
                 .delete(delete_h),
         )
 }

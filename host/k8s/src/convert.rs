@@ -11,6 +11,9 @@ pub enum ApiVersion {
     Core,
     /// `events.k8s.io/v1`.
     Events,
+    /// `activity.miloapis.com/v1alpha1`: Milo's Activity provider API, core/v1 Event
+    /// objects under that group and version.
+    Activity,
 }
 
 impl ApiVersion {
@@ -19,9 +22,21 @@ impl ApiVersion {
         match self {
             ApiVersion::Core => "v1",
             ApiVersion::Events => "events.k8s.io/v1",
+            ApiVersion::Activity => ACTIVITY,
+        }
+    }
+
+    /// The object layout: core/v1 or events.k8s.io/v1 (Activity serves core/v1 objects).
+    pub fn shape(self) -> ApiVersion {
+        match self {
+            ApiVersion::Activity => ApiVersion::Core,
+            other => other,
         }
     }
 }
+
+/// The Activity API's group and version.
+pub const ACTIVITY: &str = "activity.miloapis.com/v1alpha1";
 
 /// core/v1 field ⇄ events.k8s.io/v1 field, for the fields whose names differ.
 const RENAMES: [(&str, &str); 7] = [
@@ -112,8 +127,8 @@ fn version_fields(
         if k == "kind" || k == "apiVersion" {
             return None;
         }
-        match api {
-            ApiVersion::Core => Some((k.as_str(), v)),
+        match api.shape() {
+            ApiVersion::Core | ApiVersion::Activity => Some((k.as_str(), v)),
             ApiVersion::Events => {
                 let empty = match v {
                     Value::Null => true,
@@ -166,8 +181,8 @@ pub fn to_core(obj: Map<String, Value>, api: ApiVersion) -> Map<String, Value> {
         if k == "kind" || k == "apiVersion" {
             continue;
         }
-        let name = match api {
-            ApiVersion::Core => k,
+        let name = match api.shape() {
+            ApiVersion::Core | ApiVersion::Activity => k,
             ApiVersion::Events => RENAMES
                 .iter()
                 .find(|(_, e)| *e == k)
@@ -185,8 +200,8 @@ pub fn to_core(obj: Map<String, Value>, api: ApiVersion) -> Map<String, Value> {
 
 /// Fields of `obj` (a request body of `api`) that the schema does not know, as paths.
 pub fn unknown_fields(obj: &Map<String, Value>, api: ApiVersion) -> Vec<String> {
-    let top: &[&str] = match api {
-        ApiVersion::Core => &CORE_TOP,
+    let top: &[&str] = match api.shape() {
+        ApiVersion::Core | ApiVersion::Activity => &CORE_TOP,
         ApiVersion::Events => &EVENTS_TOP,
     };
     let mut unknown: Vec<String> = obj

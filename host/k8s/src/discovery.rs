@@ -3,6 +3,7 @@
 //! the `fieldValidation` parameter on PATCH, so `kubectl create` lets the server validate
 //! strictly instead of validating against a schema itself.
 
+use super::convert::ApiVersion;
 use serde_json::{json, Value};
 
 /// `GET /version`.
@@ -54,22 +55,28 @@ pub fn resource_list(group_version: &str) -> Value {
     })
 }
 
-fn events_group() -> Value {
-    json!({
-        "name": "events.k8s.io",
-        "versions": [{"groupVersion": "events.k8s.io/v1", "version": "v1"}],
-        "preferredVersion": {"groupVersion": "events.k8s.io/v1", "version": "v1"},
-    })
+/// The group and version of a named API (`events.k8s.io`, `v1`).
+fn group_version(api: ApiVersion) -> (&'static str, &'static str) {
+    api.as_str().split_once('/').unwrap_or(("", "v1"))
 }
 
-/// `GET /apis`.
+fn api_group(api: ApiVersion) -> Value {
+    let (name, version) = group_version(api);
+    let gv = json!({"groupVersion": api.as_str(), "version": version});
+    json!({"name": name, "versions": [gv], "preferredVersion": gv})
+}
+
+/// `GET /apis`: events.k8s.io and Milo's activity.miloapis.com.
 pub fn group_list() -> Value {
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [events_group()]})
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+        api_group(ApiVersion::Events),
+        api_group(ApiVersion::Activity),
+    ]})
 }
 
-/// `GET /apis/events.k8s.io`.
-pub fn group() -> Value {
-    let mut g = events_group();
+/// `GET /apis/<group>` of a named API.
+pub fn group(api: ApiVersion) -> Value {
+    let mut g = api_group(api);
     g["kind"] = "APIGroup".into();
     g["apiVersion"] = "v1".into();
     g
@@ -80,6 +87,7 @@ pub fn openapi_index() -> Value {
     json!({"paths": {
         "api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=weir1"},
         "apis/events.k8s.io/v1": {"serverRelativeURL": "/openapi/v3/apis/events.k8s.io/v1?hash=weir1"},
+        "apis/activity.miloapis.com/v1alpha1": {"serverRelativeURL": "/openapi/v3/apis/activity.miloapis.com/v1alpha1?hash=weir1"},
     }})
 }
 
@@ -91,7 +99,8 @@ fn reference_schema() -> Value {
 }
 
 /// The Event schema of one API version.
-fn event_schema(core: bool) -> Value {
+fn event_schema(api: ApiVersion) -> Value {
+    let core = api.shape() == ApiVersion::Core;
     let s = json!({"type": "string"});
     let time = json!({"type": "string", "format": "date-time"});
     let series = json!({"type": "object", "properties": {"count": {"type": "integer"}, "lastObservedTime": time}});
@@ -102,30 +111,23 @@ fn event_schema(core: bool) -> Value {
         "labels": {"type": "object", "additionalProperties": s},
         "annotations": {"type": "object", "additionalProperties": s},
     }});
-    let (group, version, props) = if core {
-        (
-            "",
-            "v1",
-            json!({
+    let (group, version) = group_version(api);
+    let props = if core {
+        json!({
                 "apiVersion": s, "kind": s, "metadata": meta,
                 "involvedObject": reference_schema(), "reason": s, "message": s, "source": source,
                 "firstTimestamp": time, "lastTimestamp": time, "count": {"type": "integer"},
                 "type": s, "eventTime": time, "series": series, "action": s,
                 "related": reference_schema(), "reportingComponent": s, "reportingInstance": s,
-            }),
-        )
+        })
     } else {
-        (
-            "events.k8s.io",
-            "v1",
-            json!({
+        json!({
                 "apiVersion": s, "kind": s, "metadata": meta,
                 "eventTime": time, "series": series, "reportingController": s, "reportingInstance": s,
                 "action": s, "reason": s, "regarding": reference_schema(), "related": reference_schema(),
                 "note": s, "type": s, "deprecatedSource": source, "deprecatedFirstTimestamp": time,
                 "deprecatedLastTimestamp": time, "deprecatedCount": {"type": "integer"},
-            }),
-        )
+        })
     };
     json!({
         "type": "object",
@@ -134,18 +136,22 @@ fn event_schema(core: bool) -> Value {
     })
 }
 
-/// `GET /openapi/v3/api/v1` (`core`) or `/openapi/v3/apis/events.k8s.io/v1`.
-pub fn openapi_document(core: bool) -> Value {
-    let (prefix, schema_name, group) = if core {
-        ("/api/v1", "io.k8s.api.core.v1.Event", "")
-    } else {
-        (
-            "/apis/events.k8s.io/v1",
+/// `GET /openapi/v3/api/v1`, `/openapi/v3/apis/events.k8s.io/v1` or
+/// `/openapi/v3/apis/activity.miloapis.com/v1alpha1`.
+pub fn openapi_document(api: ApiVersion) -> Value {
+    let (prefix, schema_name) = match api {
+        ApiVersion::Core => ("/api/v1".to_owned(), "io.k8s.api.core.v1.Event"),
+        ApiVersion::Events => (
+            "/apis/events.k8s.io/v1".to_owned(),
             "io.k8s.api.events.v1.Event",
-            "events.k8s.io",
-        )
+        ),
+        ApiVersion::Activity => (
+            format!("/apis/{}", api.as_str()),
+            "com.miloapis.activity.v1alpha1.Event",
+        ),
     };
-    let gvk = json!({"group": group, "version": "v1", "kind": "Event"});
+    let (group, version) = group_version(api);
+    let gvk = json!({"group": group, "version": version, "kind": "Event"});
     let body = json!({"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema_name}")}}}});
     let query = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}, "uniqueItems": true});
     let params = json!([
@@ -187,6 +193,6 @@ pub fn openapi_document(core: bool) -> Value {
                 "delete": op("delete", false),
             },
         },
-        "components": {"schemas": {schema_name: event_schema(core)}},
+        "components": {"schemas": {schema_name: event_schema(api)}},
     })
 }

@@ -17,7 +17,7 @@ use super::admission::{Admitted, Admitter, Passage};
 use super::api::version;
 use super::auth::{anonymous_principal, remote_headers, Authenticator, Caller};
 use super::convert::{self, to_core, to_version, ApiVersion};
-use super::settings::ProviderConfig;
+use super::settings::{ProviderApi, ProviderConfig};
 use super::status::ApiError;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, State};
@@ -49,6 +49,9 @@ pub struct EventsProxy {
     timeout: Duration,
     retries: u32,
     forward_extras: Vec<String>,
+    /// The provider's API: `Some(Activity)` sends everything there, converting; `None`
+    /// forwards each request to its own path.
+    provider_api: Option<ApiVersion>,
     auth: Arc<Authenticator>,
     admitter: Arc<Admitter>,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -99,6 +102,10 @@ impl EventsProxy {
             timeout,
             retries: provider.retries,
             forward_extras: provider.forward_extras.clone(),
+            provider_api: match provider.api {
+                ProviderApi::Core => None,
+                ProviderApi::Activity => Some(ApiVersion::Activity),
+            },
             auth,
             admitter,
             shutdown,
@@ -224,18 +231,107 @@ impl EventsProxy {
         })
     }
 
-    /// Forwards a request as it is.
+    /// The API the provider is asked in for a request of `version`.
+    fn target(&self, version: ApiVersion) -> ApiVersion {
+        self.provider_api.unwrap_or(version)
+    }
+
+    /// The provider path (and query) for a request of `version` to `uri`.
+    fn provider_path(&self, uri: &axum::http::Uri, version: ApiVersion) -> String {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        provider_path(path, version, self.target(version))
+    }
+
+    /// Forwards a read or delete (converting the answer when the provider speaks
+    /// another version).
     async fn pass(
         &self,
         caller: &Caller,
         method: Method,
         uri: &axum::http::Uri,
         headers: &HeaderMap,
+        version: ApiVersion,
     ) -> Result<Response, ApiError> {
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let path = self.provider_path(uri, version);
         let long = is_watch(uri).then(|| watch_timeout(uri));
-        let response = self.send(caller, method, path, headers, None, long).await?;
-        Ok(self.relay(response))
+        let response = self
+            .send(caller, method, &path, headers, None, long)
+            .await?;
+        let from = self.target(version);
+        if from == version {
+            return Ok(self.relay(response));
+        }
+        if is_watch(uri) {
+            return Ok(self.relay_watch(response, from, version));
+        }
+        self.relay_converted(response, from, version).await
+    }
+
+    /// A provider answer (an Event, an EventList or a Status) converted from `from` to
+    /// `to`; anything that is not an Event or EventList passes unchanged.
+    async fn relay_converted(
+        &self,
+        response: reqwest::Response,
+        from: ApiVersion,
+        to: ApiVersion,
+    ) -> Result<Response, ApiError> {
+        let status =
+            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let body = response.bytes().await.map_err(|e| {
+            ApiError::unavailable(format!("the events provider's answer broke off: {e}"), 1)
+        })?;
+        let body = match serde_json::from_slice::<Value>(&body) {
+            Ok(mut answer) => {
+                convert_answer(&mut answer, from, to);
+                Bytes::from(serde_json::to_vec(&answer).unwrap_or_default())
+            }
+            Err(_) => body,
+        };
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// A watch stream converted line by line (each line one watch event), bookmarks and
+    /// in-stream errors (`410 Gone`) kept as they are apart from the object's version.
+    fn relay_watch(
+        &self,
+        response: reqwest::Response,
+        from: ApiVersion,
+        to: ApiVersion,
+    ) -> Response {
+        let status =
+            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        if !status.is_success() {
+            return self.relay(response);
+        }
+        let mut shutdown = self.shutdown.clone();
+        let stop = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        let mut pending: Vec<u8> = Vec::new();
+        let stream = response
+            .bytes_stream()
+            .take_until(Box::pin(stop))
+            .map(move |chunk| {
+                let chunk = chunk?;
+                pending.extend_from_slice(&chunk);
+                let mut out = Vec::with_capacity(pending.len());
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    out.extend_from_slice(&convert_watch_line(&line, from, to));
+                }
+                Ok::<_, reqwest::Error>(Bytes::from(out))
+            });
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(stream))
+            .unwrap_or_else(|_| {
+                ApiError::internal("cannot relay the provider's watch").into_response()
+            })
     }
 
     /// Forwards a create or update after admitting its body.
@@ -262,10 +358,11 @@ impl EventsProxy {
             }
         };
         let create = method == Method::POST;
-        let (admitted, passage) = self.admit(caller, create, obj, version).await?;
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let target = self.target(version);
+        let (admitted, passage) = self.admit(caller, create, obj, version, target).await?;
+        let path = self.provider_path(uri, version);
         let response = self
-            .send(caller, method, path, headers, Some(admitted), None)
+            .send(caller, method, &path, headers, Some(admitted), None)
             .await?;
         let change = match (create, response.status()) {
             (_, reqwest::StatusCode::CREATED) | (true, _) => "ADDED",
@@ -276,9 +373,9 @@ impl EventsProxy {
             .await
     }
 
-    /// Relays the provider's answer to a write and, when it accepted the write, hands the
-    /// stored object on to the `k8s` routes (as the embedded store does; `passage` is how
-    /// admission saw the write).
+    /// Relays the provider's answer to a write (in the request's `version`) and, when it
+    /// accepted the write, hands the stored object on to the `k8s` routes (as the embedded
+    /// store does; `passage` is how admission saw the write).
     async fn relay_stored(
         &self,
         caller: &Caller,
@@ -288,8 +385,13 @@ impl EventsProxy {
         dry_run: bool,
         passage: Passage,
     ) -> Result<Response, ApiError> {
+        let from = self.target(version);
         if !response.status().is_success() || dry_run {
-            return Ok(self.relay(response));
+            return if from == version {
+                Ok(self.relay(response))
+            } else {
+                self.relay_converted(response, from, version).await
+            };
         }
         let status =
             StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -302,10 +404,15 @@ impl EventsProxy {
         let body = response.bytes().await.map_err(|e| {
             ApiError::unavailable(format!("the events provider's answer broke off: {e}"), 1)
         })?;
+        let mut body = body;
         if let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&body) {
             let is_event = obj.get("kind").and_then(Value::as_str) == Some("Event");
             if is_event {
-                let core = to_core(obj, version);
+                let core = to_core(obj, from);
+                if from != version {
+                    let answer = to_version(&core, version);
+                    body = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
+                }
                 let rv = convert::meta_str(&core, "resourceVersion")
                     .parse()
                     .unwrap_or(0);
@@ -320,14 +427,16 @@ impl EventsProxy {
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 
-    /// Validates a body as the API would and runs it through the admission filters;
-    /// the admitted body in the request's API version, and how admission saw it.
+    /// Validates a body of `version` as the API would and runs it through the admission
+    /// filters; the admitted body in the provider's API version `out`, and how admission
+    /// saw it.
     async fn admit(
         &self,
         caller: &Caller,
         create: bool,
         obj: Map<String, Value>,
         version: ApiVersion,
+        out: ApiVersion,
     ) -> Result<(Bytes, Passage), ApiError> {
         let name = convert::meta_str(&obj, "name").to_owned();
         if let Err((field, message)) = convert::validate(&obj, version) {
@@ -351,8 +460,8 @@ impl EventsProxy {
         if let (Some(rv), Some(Value::Object(meta))) = (rv, core.get_mut("metadata")) {
             meta.insert("resourceVersion".into(), rv);
         }
-        let out = to_version(&core, version);
-        let body = serde_json::to_vec(&out).map_err(|e| ApiError::internal(e.to_string()))?;
+        let body = serde_json::to_vec(&to_version(&core, out))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         Ok((Bytes::from(body), passage))
     }
 
@@ -384,7 +493,9 @@ impl EventsProxy {
         if !patch.is_object() {
             return Err(ApiError::bad_request("the patch must be a JSON object"));
         }
-        let path = uri.path();
+        let target = self.target(version);
+        let path = provider_path(uri.path(), version, target);
+        let path = path.as_str();
         let mut json_headers = HeaderMap::new();
         json_headers.insert(
             header::ACCEPT,
@@ -400,11 +511,15 @@ impl EventsProxy {
             let mut object: Value = current.json().await.map_err(|e| {
                 ApiError::internal(format!("the events provider sent an unreadable Event: {e}"))
             })?;
+            // The patch speaks the request's version.
+            if target != version {
+                convert_answer(&mut object, target, version);
+            }
             super::api::merge_patch(&mut object, &patch);
             let Value::Object(obj) = object else {
                 return Err(ApiError::bad_request("the patch must leave an object"));
             };
-            let (admitted, passage) = self.admit(caller, false, obj, version).await?;
+            let (admitted, passage) = self.admit(caller, false, obj, version, target).await?;
             let response = self
                 .send(
                     caller,
@@ -520,6 +635,75 @@ fn backoff(attempt: u32) -> Duration {
     )
 }
 
+/// The path prefix of an API version's Events.
+fn prefix(api: ApiVersion) -> String {
+    match api {
+        ApiVersion::Core => "/api/v1".into(),
+        other => format!("/apis/{}", other.as_str()),
+    }
+}
+
+/// `path` (a request of `from`) as the same request of `to`: its prefix swapped.
+fn provider_path(path: &str, from: ApiVersion, to: ApiVersion) -> String {
+    if from == to {
+        return path.to_owned();
+    }
+    let old = prefix(from);
+    match path.strip_prefix(old.as_str()) {
+        Some(rest) => format!("{}{rest}", prefix(to)),
+        None => path.to_owned(),
+    }
+}
+
+/// Converts a provider answer in place: an Event, or an EventList with its items, from
+/// `from` to `to`. A watch BOOKMARK (an Event holding only metadata) keeps just that, with
+/// the new apiVersion; anything else (a Status) is left as it is.
+fn convert_answer(answer: &mut Value, from: ApiVersion, to: ApiVersion) {
+    let Value::Object(obj) = answer else {
+        return;
+    };
+    match obj.get("kind").and_then(Value::as_str) {
+        Some("Event") => {
+            let bookmark = obj.len() <= 3
+                && obj
+                    .keys()
+                    .all(|k| ["kind", "apiVersion", "metadata"].contains(&k.as_str()));
+            if bookmark {
+                obj.insert("apiVersion".into(), to.as_str().into());
+            } else {
+                let core = to_core(std::mem::take(obj), from);
+                *obj = to_version(&core, to);
+            }
+        }
+        Some("EventList") => {
+            obj.insert("apiVersion".into(), to.as_str().into());
+            if let Some(Value::Array(items)) = obj.get_mut("items") {
+                for item in items {
+                    if let Value::Object(event) = item {
+                        let core = to_core(std::mem::take(event), from);
+                        *event = to_version(&core, to);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// One line of a watch stream (`{"type": ..., "object": ...}\n`) converted; a line that
+/// is not such an event passes unchanged.
+fn convert_watch_line(line: &[u8], from: ApiVersion, to: ApiVersion) -> Vec<u8> {
+    let Ok(Value::Object(mut event)) = serde_json::from_slice::<Value>(line) else {
+        return line.to_vec();
+    };
+    if let Some(object) = event.get_mut("object") {
+        convert_answer(object, from, to);
+    }
+    let mut out = serde_json::to_vec(&event).unwrap_or_else(|_| line.to_vec());
+    out.push(b'\n');
+    out
+}
+
 fn query_param<'a>(uri: &'a axum::http::Uri, key: &str) -> Option<&'a str> {
     uri.query()?
         .split('&')
@@ -548,13 +732,23 @@ fn answer(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn read_h(s: Shared, c: Caller, uri: axum::http::Uri, h: HeaderMap) -> Response {
-    answer(s.pass(&c, Method::GET, &uri, &h).await)
+async fn read_h<const API: u8>(
+    s: Shared,
+    c: Caller,
+    uri: axum::http::Uri,
+    h: HeaderMap,
+) -> Response {
+    answer(s.pass(&c, Method::GET, &uri, &h, version::<API>()).await)
 }
-async fn delete_h(s: Shared, c: Caller, uri: axum::http::Uri, h: HeaderMap) -> Response {
-    answer(s.pass(&c, Method::DELETE, &uri, &h).await)
+async fn delete_h<const API: u8>(
+    s: Shared,
+    c: Caller,
+    uri: axum::http::Uri,
+    h: HeaderMap,
+) -> Response {
+    answer(s.pass(&c, Method::DELETE, &uri, &h, version::<API>()).await)
 }
-async fn create_h<const EV: bool>(
+async fn create_h<const API: u8>(
     s: Shared,
     c: Caller,
     uri: axum::http::Uri,
@@ -562,11 +756,11 @@ async fn create_h<const EV: bool>(
     b: Bytes,
 ) -> Response {
     answer(
-        s.write(&c, Method::POST, &uri, &h, &b, version::<EV>())
+        s.write(&c, Method::POST, &uri, &h, &b, version::<API>())
             .await,
     )
 }
-async fn put_h<const EV: bool>(
+async fn put_h<const API: u8>(
     s: Shared,
     c: Caller,
     uri: axum::http::Uri,
@@ -574,52 +768,112 @@ async fn put_h<const EV: bool>(
     b: Bytes,
 ) -> Response {
     answer(
-        s.write(&c, Method::PUT, &uri, &h, &b, version::<EV>())
+        s.write(&c, Method::PUT, &uri, &h, &b, version::<API>())
             .await,
     )
 }
-async fn patch_h<const EV: bool>(
+async fn patch_h<const API: u8>(
     s: Shared,
     c: Caller,
     uri: axum::http::Uri,
     h: HeaderMap,
     b: Bytes,
 ) -> Response {
-    answer(s.patch(&c, &uri, &h, &b, version::<EV>()).await)
+    answer(s.patch(&c, &uri, &h, &b, version::<API>()).await)
 }
 
-fn event_routes<const EV: bool>(
+fn event_routes<const API: u8>(
     router: Router<Arc<EventsProxy>>,
     prefix: &str,
 ) -> Router<Arc<EventsProxy>> {
     router
-        .route(&format!("{prefix}/events"), get(read_h))
+        .route(&format!("{prefix}/events"), get(read_h::<API>))
         .route(
             &format!("{prefix}/namespaces/{{ns}}/events"),
-            get(read_h).post(create_h::<EV>).delete(delete_h),
+            get(read_h::<API>)
+                .post(create_h::<API>)
+                .delete(delete_h::<API>),
         )
         .route(
             &format!("{prefix}/namespaces/{{ns}}/events/{{name}}"),
-            get(read_h)
-                .put(put_h::<EV>)
-                .patch(patch_h::<EV>)
-                .delete(delete_h),
+            get(read_h::<API>)
+                .put(put_h::<API>)
+                .patch(patch_h::<API>)
+                .delete(delete_h::<API>),
         )
 }
 
 /// The proxy's routes: discovery answered here, every Events path forwarded.
 pub fn routes(proxy: Arc<EventsProxy>) -> Router {
+    use super::api::{ACTIVITY, CORE, EVENTS};
+    let events = event_routes::<CORE>(Router::new(), "/api/v1");
+    let events = event_routes::<EVENTS>(events, "/apis/events.k8s.io/v1");
+    let events = event_routes::<ACTIVITY>(events, &format!("/apis/{}", convert::ACTIVITY));
     super::api::discovery_routes()
-        .merge(event_routes::<true>(
-            event_routes::<false>(Router::new(), "/api/v1"),
-            "/apis/events.k8s.io/v1",
-        ))
+        .merge(events)
         .with_state(proxy)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_and_answers_convert_between_versions() {
+        let a = ApiVersion::Activity;
+        assert_eq!(
+            provider_path(
+                "/apis/events.k8s.io/v1/namespaces/x/events/e?dryRun=All",
+                ApiVersion::Events,
+                a
+            ),
+            "/apis/activity.miloapis.com/v1alpha1/namespaces/x/events/e?dryRun=All"
+        );
+        assert_eq!(
+            provider_path("/api/v1/events?watch=1", ApiVersion::Core, a),
+            "/apis/activity.miloapis.com/v1alpha1/events?watch=1"
+        );
+        assert_eq!(
+            provider_path("/api/v1/events", ApiVersion::Core, ApiVersion::Core),
+            "/api/v1/events"
+        );
+        let event = serde_json::json!({
+            "kind": "Event", "apiVersion": "activity.miloapis.com/v1alpha1",
+            "metadata": {"name": "e", "namespace": "x", "resourceVersion": "7"},
+            "involvedObject": {"kind": "Pod", "name": "p"}, "message": "hello", "reason": "R",
+            "type": "Normal", "reportingComponent": "", "reportingInstance": "",
+        });
+        let mut list = serde_json::json!({
+            "kind": "EventList", "apiVersion": "activity.miloapis.com/v1alpha1",
+            "metadata": {"resourceVersion": "7"}, "items": [event.clone()],
+        });
+        convert_answer(&mut list, a, ApiVersion::Events);
+        assert_eq!(list["apiVersion"], "events.k8s.io/v1");
+        assert_eq!(list["items"][0]["apiVersion"], "events.k8s.io/v1");
+        assert_eq!(list["items"][0]["regarding"]["name"], "p");
+        assert_eq!(list["items"][0]["note"], "hello");
+        // A watch line: an event converts, a bookmark keeps only its metadata, an
+        // in-stream 410 passes unchanged.
+        let line = serde_json::to_vec(&serde_json::json!({"type": "ADDED", "object": event}))
+            .expect("json");
+        let out: Value =
+            serde_json::from_slice(&convert_watch_line(&line, a, ApiVersion::Core)).expect("json");
+        assert_eq!(out["object"]["apiVersion"], "v1");
+        assert_eq!(out["object"]["involvedObject"]["name"], "p");
+        let bookmark = br#"{"type":"BOOKMARK","object":{"kind":"Event","apiVersion":"activity.miloapis.com/v1alpha1","metadata":{"resourceVersion":"9"}}}"#;
+        let out: Value =
+            serde_json::from_slice(&convert_watch_line(bookmark, a, ApiVersion::Events))
+                .expect("json");
+        assert_eq!(
+            out["object"],
+            serde_json::json!({"kind": "Event", "apiVersion": "events.k8s.io/v1", "metadata": {"resourceVersion": "9"}})
+        );
+        let gone = br#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","code":410,"reason":"Expired"}}"#;
+        let out: Value =
+            serde_json::from_slice(&convert_watch_line(gone, a, ApiVersion::Events)).expect("json");
+        assert_eq!(out["object"]["code"], 410);
+        assert_eq!(out["object"]["apiVersion"], "v1");
+    }
 
     fn status(code: u16) -> Failure {
         Failure::Status(reqwest::StatusCode::from_u16(code).expect("code"))

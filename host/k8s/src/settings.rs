@@ -83,6 +83,24 @@ pub struct ProviderConfig {
     /// the `scope` parent type and name extras (checked at load).
     #[serde(default = "default_forward_extras")]
     pub forward_extras: Vec<String>,
+    /// Which paths the provider serves Events at: `core` (default) forwards each request
+    /// to its own path (`/api/v1/...`, `/apis/events.k8s.io/v1/...`), as Milo's proxy does
+    /// and as the current Activity server serves them; `activity` sends every request to
+    /// `/apis/activity.miloapis.com/v1alpha1/...` (core/v1 objects), converting
+    /// events.k8s.io/v1 bodies and answers — watch streams included — on the way.
+    #[serde(default)]
+    pub api: ProviderApi,
+}
+
+/// See [`ProviderConfig::api`].
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderApi {
+    /// Each request to its own group and version.
+    #[default]
+    Core,
+    /// Every request to `activity.miloapis.com/v1alpha1`.
+    Activity,
 }
 
 fn default_timeout() -> u64 {

@@ -58,7 +58,7 @@ pub struct Stored {
     pub written_ms: i64,
     /// Its JSON in each API version, made once when first needed (a burst to a thousand
     /// watchers serializes each event once, not once per watcher).
-    json: [std::sync::OnceLock<bytes::Bytes>; 2],
+    json: [std::sync::OnceLock<bytes::Bytes>; 3],
 }
 
 impl Stored {
@@ -77,6 +77,7 @@ impl Stored {
         let slot = match version {
             super::convert::ApiVersion::Core => &self.json[0],
             super::convert::ApiVersion::Events => &self.json[1],
+            super::convert::ApiVersion::Activity => &self.json[2],
         };
         slot.get_or_init(|| {
             serde_json::to_vec(&super::convert::Versioned(&self.object, version))

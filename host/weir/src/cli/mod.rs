@@ -165,6 +165,7 @@ impl ProviderArgs {
                     timeout_seconds: 30,
                     retries: 3,
                     forward_extras: weir::k8s::settings::default_forward_extras(),
+                    api: Default::default(),
                 }
             }
         };
