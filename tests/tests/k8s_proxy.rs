@@ -501,6 +501,9 @@ type Script = Vec<(u16, Option<&'static str>)>;
 
 /// A scripted HTTPS peer standing in for a failing provider (B cannot be made to answer
 /// 503 or 429 on demand): it answers each path from a script and records what arrived.
+/// Code 0 stalls (30 s); code 1 keeps the request's body ("stored") and then stalls (the
+/// answer is lost); code 2 answers 200 with the body kept; code 3 answers 200 with
+/// another event of the same name.
 struct Scripted {
     url: String,
     hits: Arc<AtomicUsize>,
@@ -533,8 +536,10 @@ async fn scripted(certs: &Certs, script: Script) -> Scripted {
     let (h, s) = (hits.clone(), seen.clone());
     let script = Arc::new(Mutex::new(script));
     let played = script.clone();
-    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
-        let (h, s, script) = (h.clone(), s.clone(), played.clone());
+    let kept = Arc::new(Mutex::new(axum::body::Bytes::new()));
+    let app = axum::Router::new().fallback(
+        move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+        let (h, s, script, kept) = (h.clone(), s.clone(), played.clone(), kept.clone());
         async move {
             let n = h.fetch_add(1, Ordering::SeqCst);
             s.lock().unwrap().push(headers);
@@ -542,8 +547,25 @@ async fn scripted(certs: &Certs, script: Script) -> Scripted {
                 let script = script.lock().unwrap();
                 script[n.min(script.len() - 1)]
             };
-            if code == 0 {
+            if code == 1 {
+                *kept.lock().unwrap() = body;
+            }
+            if code <= 1 {
                 tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            if code == 2 || code == 3 {
+                let mut event: Value = serde_json::from_slice(&kept.lock().unwrap()).unwrap_or(json!({}));
+                if code == 3 {
+                    event = core_event("x", json!({}));
+                    event["message"] = json!("somebody else's event");
+                }
+                event["metadata"]["resourceVersion"] = json!("42");
+                event["metadata"]["uid"] = json!("u-1");
+                return axum::response::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(event.to_string()))
+                    .unwrap();
             }
             let code = code.max(200);
             let status = json!({"kind": "Status", "apiVersion": "v1", "status": if code < 300 {"Success"} else {"Failure"}, "code": code});
@@ -665,7 +687,7 @@ async fn proxy_retries_transient_failures_only_and_sends_the_callers_identity() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn proxy_repeats_creates_and_deletes_only_when_the_provider_did_not_act() {
+async fn proxy_repeats_creates_only_after_reading_them_back_and_deletes_only_when_not_acted_on() {
     use reqwest::Method;
     let dir = tempfile::tempdir().unwrap();
     let certs = Certs::new(dir.path());
@@ -679,7 +701,7 @@ async fn proxy_repeats_creates_and_deletes_only_when_the_provider_did_not_act() 
     };
     let events = "/api/v1/namespaces/default/events";
     let one = format!("{events}/x");
-    let cases: [(Method, &str, Script, u16, usize); 8] = [
+    let cases: [(Method, &str, Script, u16, usize); 11] = [
         // Refused before processing (429, 503): repeated, the create goes through.
         (
             Method::POST,
@@ -689,20 +711,48 @@ async fn proxy_repeats_creates_and_deletes_only_when_the_provider_did_not_act() 
             3,
         ),
         // The provider may have stored it (a 500, a 502 from a gateway, a stalled
-        // answer): answered at once, never sent twice.
-        (Method::POST, events, vec![(500, None), (201, None)], 500, 1),
-        (Method::POST, events, vec![(502, None), (201, None)], 502, 1),
-        (Method::POST, events, vec![(0, None), (201, None)], 504, 1),
+        // answer): the proxy reads the event before anything else. Not there: sent again.
+        (
+            Method::POST,
+            events,
+            vec![(500, None), (404, None), (201, None)],
+            201,
+            3,
+        ),
+        // There, as sent: the create succeeded, answered 201, never sent twice.
+        (Method::POST, events, vec![(1, None), (2, None)], 201, 2),
+        // There, but another event: the name was taken.
+        (Method::POST, events, vec![(502, None), (3, None)], 409, 2),
+        // A create the proxy cannot read back by name (generateName) is not repeated.
+        (
+            Method::POST,
+            "generate",
+            vec![(500, None), (201, None)],
+            500,
+            1,
+        ),
         // Deletes alike.
         (Method::DELETE, &one, vec![(503, None), (200, None)], 200, 2),
         (Method::DELETE, &one, vec![(500, None), (200, None)], 500, 1),
         (Method::DELETE, events, vec![(0, None), (200, None)], 504, 1),
         // A read is repeated after a stall.
         (Method::GET, &one, vec![(0, None), (200, None)], 200, 2),
+        // A 409 on the first attempt is the provider's answer: the name was taken before.
+        (Method::POST, events, vec![(409, None)], 409, 1),
+        // Every attempt uncertain and nothing readable: the last answer, no guess.
+        (Method::POST, events, vec![(500, None)], 500, 4),
     ];
     for (method, path, script, want, attempts) in cases {
         peer.play(script.clone());
-        let body = (method == Method::POST).then(|| core_event("x", json!({})));
+        let (path, body) = match (&method, path) {
+            (&Method::POST, "generate") => {
+                let mut e = core_event("x", json!({}));
+                e["metadata"] = json!({"generateName": "x-", "namespace": "default"});
+                (events, Some(e))
+            }
+            (&Method::POST, path) => (path, Some(core_event("x", json!({})))),
+            (_, path) => (path, None),
+        };
         let (code, answer) = front.send(PLATFORM, method.clone(), path, body).await;
         assert_eq!(code, want, "{method} {path} {script:?}: {answer}");
         assert_eq!(

@@ -8,10 +8,11 @@
 //! provider's current object, admitted, and sent as an update with a resourceVersion
 //! precondition. Transient failures are retried with jittered exponential backoff (a
 //! `Retry-After` honoured): reads and updates on network errors, timeouts, 5xx and 429;
-//! creates and deletes only where the provider certainly did not act on the request (it
-//! could not be connected to, or answered 429 or 503), so a retry never repeats a create
-//! or a delete that may have happened. Everything else is answered at once with the
-//! provider's own `Status`.
+//! deletes only where the provider certainly did not act on the request (it could not be
+//! connected to, or answered 429 or 503). A named create is also repeated after a failure
+//! the provider may have acted on, but only after reading the event back by name (see
+//! `EventsProxy::create_confirmed`), so it is never stored twice. Everything else is
+//! answered at once with the provider's own `Status`.
 
 use super::admission::{Admitted, Admitter, Passage};
 use super::api::version;
@@ -124,13 +125,203 @@ impl EventsProxy {
         long: Option<Duration>,
     ) -> Result<reqwest::Response, ApiError> {
         let url = format!("{}{path_and_query}", self.base);
+        let headers = self.outgoing(caller, incoming, body.is_some());
+        let timeout = self.timeout + long.unwrap_or_default();
+        let mut attempt = 0u32;
+        loop {
+            let last = attempt >= self.retries;
+            match self
+                .attempt(&method, &url, &headers, body.as_ref(), timeout)
+                .await
+            {
+                Ok(response) if !last && may_retry(&method, Failure::Status(response.status())) => {
+                    let wait = retry_after(response.headers())
+                        .unwrap_or_default()
+                        .max(backoff(attempt));
+                    tracing::info!(status = %response.status(), attempt, ?wait, %method, path = path_and_query, "events provider answered a transient error; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(response) => return Ok(response),
+                Err(e) if !last && may_retry(&method, Failure::of(&e)) => {
+                    let wait = backoff(attempt);
+                    tracing::info!(attempt, ?wait, %method, path = path_and_query, "events provider unreachable ({e}); retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(self.no_answer(&e, &method, timeout, attempt + 1)),
+            }
+            attempt += 1;
+        }
+    }
+
+    /// One attempt.
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &reqwest::header::HeaderMap,
+        body: Option<&Bytes>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let mut request = self
+            .client
+            .request(method.clone(), url)
+            .headers(headers.clone())
+            .timeout(timeout);
+        if let Some(body) = body {
+            request = request.body(body.clone());
+        }
+        request.send().await
+    }
+
+    /// The answer to a request that got none after `attempts`: retryable (503) when it
+    /// never left or may be sent again; for a create or delete the provider may have
+    /// carried out, an error without Retry-After, so clients do not repeat it blindly.
+    fn no_answer(
+        &self,
+        e: &reqwest::Error,
+        method: &Method,
+        timeout: Duration,
+        attempts: u32,
+    ) -> ApiError {
+        if Failure::of(e) == Failure::Unsent || repeatable(method) {
+            unanswered(e, timeout, attempts, || {
+                ApiError::unavailable(
+                    format!(
+                        "the events provider {} is unreachable after {attempts} attempts: {}",
+                        self.base,
+                        error_chain(e)
+                    ),
+                    1,
+                )
+            })
+        } else {
+            unanswered(e, timeout, attempts, || {
+                ApiError::internal(format!(
+                    "the connection to the events provider {} broke after the request was sent; it may have been carried out: {}",
+                    self.base,
+                    error_chain(e)
+                ))
+            })
+        }
+    }
+
+    /// A create of a named event that is safe to repeat. Like any create it is repeated
+    /// where the provider did not act (unreachable, 429, 503). Where it may have acted — a
+    /// timeout, a connection broken after the request left, another 5xx, or a 409 after
+    /// such an attempt — the proxy reads the event by name before anything else: stored
+    /// and holding what was sent, the create succeeded (201 with it); stored and
+    /// different, the name was taken (409 AlreadyExists); not there, the create is sent
+    /// again. So a retry never stores the event twice (even on a provider that does not
+    /// refuse duplicate names) and never reports a create it did as a conflict.
+    async fn create_confirmed(
+        &self,
+        caller: &Caller,
+        path: &str,
+        item: &str,
+        incoming: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Created, ApiError> {
+        let url = format!("{}{path}", self.base);
+        let item_url = format!("{}{item}", self.base);
+        let headers = self.outgoing(caller, incoming, true);
+        let mut read_headers = self.outgoing(caller, &HeaderMap::new(), false);
+        read_headers.insert(
+            header::ACCEPT,
+            header::HeaderValue::from_static("application/json"),
+        );
+        let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let method = Method::POST;
+        // `Some`: the outcome of an attempt the provider may have carried out.
+        let mut uncertain: Option<Result<reqwest::Response, reqwest::Error>> = None;
+        let mut attempt = 0u32;
+        loop {
+            let last = attempt >= self.retries;
+            if uncertain.is_none() {
+                let outcome = self
+                    .attempt(&method, &url, &headers, Some(&body), self.timeout)
+                    .await;
+                let carried_out_maybe = match &outcome {
+                    Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => attempt > 0,
+                    Ok(r) => {
+                        r.status().is_server_error()
+                            && !may_retry(&method, Failure::Status(r.status()))
+                    }
+                    Err(e) => Failure::of(e) == Failure::Unknown,
+                };
+                let retry_unsent = match &outcome {
+                    Ok(r) => may_retry(&method, Failure::Status(r.status())),
+                    Err(e) => Failure::of(e) == Failure::Unsent,
+                };
+                if last || !(carried_out_maybe || retry_unsent) {
+                    return match outcome {
+                        Ok(r) => Ok(Created::Answer(r)),
+                        Err(e) => Err(self.no_answer(&e, &method, self.timeout, attempt + 1)),
+                    };
+                }
+                if carried_out_maybe {
+                    tracing::info!(
+                        attempt,
+                        path = item,
+                        "a create may have been stored; reading it before anything else"
+                    );
+                    uncertain = Some(outcome);
+                }
+            } else {
+                let read = self
+                    .attempt(&Method::GET, &item_url, &read_headers, None, self.timeout)
+                    .await;
+                match read {
+                    Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => uncertain = None,
+                    Ok(r) if r.status().is_success() => {
+                        let stored = r.bytes().await.unwrap_or_default();
+                        let found: Value = serde_json::from_slice(&stored).unwrap_or(Value::Null);
+                        if holds(&found, &sent) {
+                            tracing::info!(
+                                path = item,
+                                "the create had been stored: answered as created"
+                            );
+                            return Ok(Created::Stored(stored));
+                        }
+                        return Err(ApiError::already_exists(
+                            item.rsplit('/').next().unwrap_or(""),
+                        ));
+                    }
+                    _ if last => {
+                        return match uncertain.take() {
+                            Some(Ok(r)) => Ok(Created::Answer(r)),
+                            Some(Err(e)) => {
+                                Err(self.no_answer(&e, &method, self.timeout, attempt + 1))
+                            }
+                            None => Err(ApiError::internal("the create's outcome is unknown")),
+                        };
+                    }
+                    _ => {}
+                }
+                if uncertain.is_none() {
+                    attempt += 1;
+                    continue;
+                }
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    /// The headers of a request to the provider: content negotiation from the client,
+    /// and the caller's identity (never whatever X-Remote-* headers the client sent).
+    fn outgoing(
+        &self,
+        caller: &Caller,
+        incoming: &HeaderMap,
+        has_body: bool,
+    ) -> reqwest::header::HeaderMap {
         let mut headers = reqwest::header::HeaderMap::new();
         for name in [header::ACCEPT, header::CONTENT_TYPE, header::USER_AGENT] {
             if let Some(v) = incoming.get(&name) {
                 headers.insert(name, v.clone());
             }
         }
-        if body.is_some() && !headers.contains_key(header::CONTENT_TYPE) {
+        if has_body && !headers.contains_key(header::CONTENT_TYPE) {
             headers.insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("application/json"),
@@ -149,60 +340,7 @@ impl EventsProxy {
         for (name, value) in remote_headers(principal, &self.forward_extras) {
             headers.append(name, value);
         }
-        let timeout = self.timeout + long.unwrap_or_default();
-        let mut attempt = 0u32;
-        loop {
-            let mut request = self
-                .client
-                .request(method.clone(), &url)
-                .headers(headers.clone())
-                .timeout(timeout);
-            if let Some(body) = &body {
-                request = request.body(body.clone());
-            }
-            let last = attempt >= self.retries;
-            match request.send().await {
-                Ok(response) if !last && may_retry(&method, Failure::Status(response.status())) => {
-                    let wait = retry_after(response.headers())
-                        .unwrap_or_default()
-                        .max(backoff(attempt));
-                    tracing::info!(status = %response.status(), attempt, ?wait, %method, path = path_and_query, "events provider answered a transient error; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                Ok(response) => return Ok(response),
-                Err(e) if !last && may_retry(&method, Failure::of(&e)) => {
-                    let wait = backoff(attempt);
-                    tracing::info!(attempt, ?wait, %method, path = path_and_query, "events provider unreachable ({e}); retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                // Never sent, or safe to send again: the client may retry (Retry-After).
-                Err(e) if Failure::of(&e) == Failure::Unsent || repeatable(&method) => {
-                    return Err(unanswered(&e, timeout, attempt + 1, || {
-                        ApiError::unavailable(
-                            format!(
-                                "the events provider {} is unreachable after {} attempts: {}",
-                                self.base,
-                                attempt + 1,
-                                error_chain(&e)
-                            ),
-                            1,
-                        )
-                    }))
-                }
-                // A create or delete the provider may have carried out: no Retry-After, so
-                // clients do not repeat it blindly.
-                Err(e) => {
-                    return Err(unanswered(&e, timeout, attempt + 1, || {
-                        ApiError::internal(format!(
-                            "the connection to the events provider {} broke after the request was sent; it may have been carried out: {}",
-                            self.base,
-                            error_chain(&e)
-                        ))
-                    }))
-                }
-            }
-            attempt += 1;
-        }
+        headers
     }
 
     /// A provider answer passed on to the client (status, content type, warnings,
@@ -359,8 +497,35 @@ impl EventsProxy {
         };
         let create = method == Method::POST;
         let target = self.target(version);
+        let name = convert::meta_str(&obj, "name").to_owned();
         let (admitted, passage) = self.admit(caller, create, obj, version, target).await?;
         let path = self.provider_path(uri, version);
+        let dry_run = query_param(uri, "dryRun").is_some();
+        if create && !name.is_empty() && !dry_run {
+            let item = format!("{}/{name}", uri.path());
+            let item = provider_path(&item, version, target);
+            return match self
+                .create_confirmed(caller, &path, &item, headers, admitted)
+                .await?
+            {
+                Created::Answer(response) => {
+                    self.relay_stored(caller, "ADDED", response, version, false, passage)
+                        .await
+                }
+                Created::Stored(body) => {
+                    self.stored_answer(
+                        caller,
+                        "ADDED",
+                        StatusCode::CREATED,
+                        Vec::new(),
+                        body,
+                        version,
+                        passage,
+                    )
+                    .await
+                }
+            };
+        }
         let response = self
             .send(caller, method, &path, headers, Some(admitted), None)
             .await?;
@@ -368,7 +533,6 @@ impl EventsProxy {
             (_, reqwest::StatusCode::CREATED) | (true, _) => "ADDED",
             _ => "MODIFIED",
         };
-        let dry_run = query_param(uri, "dryRun").is_some();
         self.relay_stored(caller, change, response, version, dry_run, passage)
             .await
     }
@@ -395,15 +559,39 @@ impl EventsProxy {
         }
         let status =
             StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let mut out = Response::builder().status(status);
-        for name in [header::CONTENT_TYPE, header::WARNING] {
-            for v in response.headers().get_all(&name) {
-                out = out.header(&name, v.clone());
-            }
-        }
+        let warnings: Vec<header::HeaderValue> = response
+            .headers()
+            .get_all(header::WARNING)
+            .iter()
+            .cloned()
+            .collect();
         let body = response.bytes().await.map_err(|e| {
             ApiError::unavailable(format!("the events provider's answer broke off: {e}"), 1)
         })?;
+        self.stored_answer(caller, change, status, warnings, body, version, passage)
+            .await
+    }
+
+    /// The answer to a write the provider stored (its `body`, in the provider's version),
+    /// in the request's `version`; the stored event is handed on to the `k8s` routes.
+    #[allow(clippy::too_many_arguments)]
+    async fn stored_answer(
+        &self,
+        caller: &Caller,
+        change: &str,
+        status: StatusCode,
+        warnings: Vec<header::HeaderValue>,
+        body: Bytes,
+        version: ApiVersion,
+        passage: Passage,
+    ) -> Result<Response, ApiError> {
+        let from = self.target(version);
+        let mut out = Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json");
+        for v in warnings {
+            out = out.header(header::WARNING, v);
+        }
         let mut body = body;
         if let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&body) {
             let is_event = obj.get("kind").and_then(Value::as_str) == Some("Event");
@@ -541,6 +729,40 @@ impl EventsProxy {
             "the event kept changing while it was patched; try again".into(),
             path.rsplit('/').next().unwrap_or(""),
         ))
+    }
+}
+
+/// How a confirmed create ended.
+enum Created {
+    /// The provider's answer (created, refused, or the last uncertain one).
+    Answer(reqwest::Response),
+    /// The event was found stored as sent after an uncertain attempt: its JSON.
+    Stored(Bytes),
+}
+
+/// Whether `stored` holds everything `sent` says: every non-empty field of `sent` equal
+/// in `stored` (objects compared field by field), the fields a provider assigns on create
+/// (`resourceVersion`, `uid`, `creationTimestamp`, `managedFields`, `generation`) aside.
+fn holds(stored: &Value, sent: &Value) -> bool {
+    const ASSIGNED: [&str; 5] = [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "managedFields",
+        "generation",
+    ];
+    match (stored, sent) {
+        (Value::Object(stored), Value::Object(sent)) => sent.iter().all(|(k, v)| {
+            let empty = match v {
+                Value::Null => true,
+                Value::String(s) => s.is_empty(),
+                Value::Object(o) => o.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                _ => false,
+            };
+            empty || ASSIGNED.contains(&k.as_str()) || stored.get(k).is_some_and(|s| holds(s, v))
+        }),
+        (stored, sent) => stored == sent,
     }
 }
 
@@ -817,6 +1039,28 @@ pub fn routes(proxy: Arc<EventsProxy>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_event_holds_what_was_sent_apart_from_assigned_fields() {
+        let sent = serde_json::json!({
+            "kind": "Event", "apiVersion": "v1",
+            "metadata": {"name": "e", "namespace": "x", "annotations": {"a": "1"}, "labels": {}},
+            "involvedObject": {"kind": "Pod", "name": "p"}, "message": "m", "count": 1,
+            "firstTimestamp": null, "reportingComponent": "",
+        });
+        let mut stored = sent.clone();
+        stored["metadata"]["resourceVersion"] = "9".into();
+        stored["metadata"]["uid"] = "u".into();
+        stored["metadata"]["annotations"]["added-by-provider"] = "y".into();
+        stored["firstTimestamp"] = "2026-12-06T00:00:00Z".into();
+        assert!(holds(&stored, &sent));
+        let mut other = stored.clone();
+        other["message"] = "n".into();
+        assert!(!holds(&other, &sent));
+        let mut missing = stored;
+        missing["metadata"]["annotations"] = serde_json::json!({});
+        assert!(!holds(&missing, &sent));
+    }
 
     #[test]
     fn paths_and_answers_convert_between_versions() {
