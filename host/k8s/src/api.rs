@@ -9,6 +9,7 @@ use super::backend::Backend;
 use super::clickhouse::Narrowing;
 use super::convert::{self, to_core, to_version, ApiVersion};
 use super::discovery;
+use super::query::{EventQuery, FacetQuery};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::store::{Change, Precondition, StoreError, Stored};
@@ -73,7 +74,19 @@ pub fn routes(
     let events = event_routes::<CORE>(Router::new(), "/api/v1");
     let events = event_routes::<EVENTS>(events, "/apis/events.k8s.io/v1");
     let events = event_routes::<ACTIVITY>(events, &format!("/apis/{}", convert::ACTIVITY));
-    discovery_routes().merge(events).with_state(state)
+    let queries = Router::new()
+        .route(
+            &format!("/apis/{}/eventqueries", convert::ACTIVITY),
+            axum::routing::post(event_query_h),
+        )
+        .route(
+            &format!("/apis/{}/eventfacetqueries", convert::ACTIVITY),
+            axum::routing::post(facet_query_h),
+        );
+    discovery_routes()
+        .merge(events)
+        .merge(queries)
+        .with_state(state)
 }
 
 /// Discovery and OpenAPI documents (static: they hold no events).
@@ -272,6 +285,42 @@ async fn delete_h(
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     delete(s, c, ns, name).await
+}
+
+/// `POST .../eventqueries`: one page of the events of a time range, newest first, in the
+/// caller's scope (see [`super::query`]); answered 201 with the query and its `status`.
+async fn event_query_h(State(api): Shared, caller: Caller, body: Bytes) -> Response {
+    let query = match EventQuery::parse(&body, now_ms()) {
+        Ok(query) => query,
+        Err(e) => return e.into_response(),
+    };
+    let found = api
+        .store
+        .query(&query, scope_of(&caller), |s| visible(&api, &caller, s))
+        .await;
+    match found {
+        Ok((page, more)) => {
+            let events: Vec<&Map<String, Value>> = page.iter().map(|s| &s.object).collect();
+            json_response(StatusCode::CREATED, &query.answer(&events, more))
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// `POST .../eventfacetqueries`: distinct values with counts in the caller's scope.
+async fn facet_query_h(State(api): Shared, caller: Caller, body: Bytes) -> Response {
+    let query = match FacetQuery::parse(&body, now_ms()) {
+        Ok(query) => query,
+        Err(e) => return e.into_response(),
+    };
+    let counted = api
+        .store
+        .facets(&query, scope_of(&caller), |s| visible(&api, &caller, s))
+        .await;
+    match counted {
+        Ok(counted) => json_response(StatusCode::CREATED, &query.answer(counted)),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 /// The Event routes of one API version under `prefix` (`/api/v1`, `/apis/events.k8s.io/v1`).

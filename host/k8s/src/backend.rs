@@ -2,6 +2,7 @@
 //! one set of calls.
 
 use super::clickhouse::{ClickHouseStore, Narrowing};
+use super::query::{count_facets, event_time, EventQuery, FacetQuery};
 use super::store::{Change, EventStore, Precondition, StoreError, Stored, INDEXED_FIELDS};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -98,6 +99,58 @@ impl Backend {
                 Ok(s.list(narrow.namespace, after, limit, indexed, keep))
             }
             Backend::ClickHouse(s) => s.list(narrow, after, limit, keep).await,
+        }
+    }
+
+    /// One page of an EventQuery's events that `keep` (the caller's scope) accepts,
+    /// newest first (then namespace, name), and whether more matched.
+    pub async fn query(
+        &self,
+        query: &EventQuery,
+        scope: Option<(&str, &str)>,
+        keep: impl Fn(&Stored) -> bool,
+    ) -> Result<(Vec<Arc<Stored>>, bool), StoreError> {
+        match self {
+            Backend::Embedded(s) => {
+                let indexed = query
+                    .fields
+                    .0
+                    .iter()
+                    .find(|r| !r.negated && INDEXED_FIELDS.contains(&r.field.as_str()))
+                    .map(|r| (r.field.as_str(), r.value.as_str()));
+                let (_, mut found, _) =
+                    s.list(query.namespace.as_deref(), None, usize::MAX, indexed, |e| {
+                        query.matches(&e.object) && keep(e)
+                    });
+                found.sort_by_cached_key(|e| std::cmp::Reverse(event_time(&e.object)));
+                let more = found.len() > query.offset.saturating_add(query.limit);
+                let page = found
+                    .into_iter()
+                    .skip(query.offset)
+                    .take(query.limit)
+                    .collect();
+                Ok((page, more))
+            }
+            Backend::ClickHouse(s) => s.query(query, scope, keep).await,
+        }
+    }
+
+    /// The value counts of an EventFacetQuery over the events `keep` accepts (on
+    /// ClickHouse: the events of `scope`, counted in SQL).
+    pub async fn facets(
+        &self,
+        query: &FacetQuery,
+        scope: Option<(&str, &str)>,
+        keep: impl Fn(&Stored) -> bool,
+    ) -> Result<Vec<Vec<(String, u64)>>, StoreError> {
+        match self {
+            Backend::Embedded(s) => {
+                let (_, found, _) = s.list(None, None, usize::MAX, None, |e| {
+                    query.in_range(&e.object) && keep(e)
+                });
+                Ok(count_facets(query, found.iter().map(|e| &e.object)))
+            }
+            Backend::ClickHouse(s) => s.facets(query, scope).await,
         }
     }
 

@@ -45,13 +45,27 @@ fn events_resource(short_names: bool) -> Value {
     r
 }
 
-/// `GET /api/v1` and `GET /apis/events.k8s.io/v1`.
+/// `GET /api/v1`, `GET /apis/events.k8s.io/v1` and
+/// `GET /apis/activity.miloapis.com/v1alpha1` (with Activity's create-only query
+/// resources).
 pub fn resource_list(group_version: &str) -> Value {
+    let mut resources = vec![events_resource(group_version == "v1")];
+    if group_version == ApiVersion::Activity.as_str() {
+        for (name, singular, kind) in [
+            ("eventqueries", "eventquery", "EventQuery"),
+            ("eventfacetqueries", "eventfacetquery", "EventFacetQuery"),
+        ] {
+            resources.push(json!({
+                "name": name, "singularName": singular, "namespaced": false,
+                "kind": kind, "verbs": ["create"],
+            }));
+        }
+    }
     json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",
         "groupVersion": group_version,
-        "resources": [events_resource(group_version == "v1")],
+        "resources": resources,
     })
 }
 

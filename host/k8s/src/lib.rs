@@ -11,6 +11,7 @@ mod clickhouse;
 mod convert;
 mod discovery;
 mod proxy;
+mod query;
 mod selector;
 mod service;
 pub mod settings;

@@ -954,6 +954,20 @@ fn answer(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+async fn query_h(
+    s: Shared,
+    c: Caller,
+    uri: axum::http::Uri,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    answer(
+        s.send(&c, Method::POST, &path, &h, Some(body), None)
+            .await
+            .map(|r| s.relay(r)),
+    )
+}
 async fn read_h<const API: u8>(
     s: Shared,
     c: Caller,
@@ -1031,8 +1045,19 @@ pub fn routes(proxy: Arc<EventsProxy>) -> Router {
     let events = event_routes::<CORE>(Router::new(), "/api/v1");
     let events = event_routes::<EVENTS>(events, "/apis/events.k8s.io/v1");
     let events = event_routes::<ACTIVITY>(events, &format!("/apis/{}", convert::ACTIVITY));
+    // Activity's query resources go to the provider as they are.
+    let queries = Router::new()
+        .route(
+            &format!("/apis/{}/eventqueries", convert::ACTIVITY),
+            axum::routing::post(query_h),
+        )
+        .route(
+            &format!("/apis/{}/eventfacetqueries", convert::ACTIVITY),
+            axum::routing::post(query_h),
+        );
     super::api::discovery_routes()
         .merge(events)
+        .merge(queries)
         .with_state(proxy)
 }
 

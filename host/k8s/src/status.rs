@@ -59,13 +59,18 @@ impl ApiError {
 
     /// 422 `Invalid`, naming the field.
     pub fn invalid(name: &str, field: &str, message: &str) -> Self {
+        Self::invalid_kind("Event", name, field, message)
+    }
+
+    /// 422 `Invalid` for an object of `kind`, naming the field.
+    pub fn invalid_kind(kind: &str, name: &str, field: &str, message: &str) -> Self {
         let mut e = Self::new(
             422,
             "Invalid",
-            format!("Event \"{name}\" is invalid: {field}: {message}"),
+            format!("{kind} \"{name}\" is invalid: {field}: {message}"),
         );
         e.details = json!({
-            "name": name, "kind": "Event",
+            "name": name, "kind": kind,
             "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}],
         });
         e
