@@ -14,6 +14,48 @@ pub type Listed = (u64, Vec<Arc<Stored>>, bool);
 /// A snapshot for a watch: resourceVersion, events, and a receiver of later changes.
 pub type Snapshot = (u64, Vec<Arc<Stored>>, broadcast::Receiver<Change>);
 
+/// An event ranked for an EventQuery: newer first, then by namespace and name.
+struct Ranked {
+    time: i64,
+    namespace: String,
+    name: String,
+}
+
+impl Ranked {
+    fn new(time: i64, stored: &Stored) -> Self {
+        Self {
+            time,
+            namespace: stored.namespace().to_owned(),
+            name: stored.name().to_owned(),
+        }
+    }
+
+    /// Greater is earlier in the answer.
+    fn rank(&self) -> (i64, std::cmp::Reverse<(&str, &str)>) {
+        (
+            self.time,
+            std::cmp::Reverse((self.namespace.as_str(), self.name.as_str())),
+        )
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank() == other.rank()
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
 /// The store behind the API.
 #[derive(Clone)]
 pub enum Backend {
@@ -118,16 +160,35 @@ impl Backend {
                     .iter()
                     .find(|r| !r.negated && INDEXED_FIELDS.contains(&r.field.as_str()))
                     .map(|r| (r.field.as_str(), r.value.as_str()));
-                let (_, mut found, _) =
-                    s.list(query.namespace.as_deref(), None, usize::MAX, indexed, |e| {
-                        query.matches(&e.object) && keep(e)
-                    });
-                found.sort_by_cached_key(|e| std::cmp::Reverse(event_time(&e.object)));
+                // One pass keeping only the newest `offset + limit + 1` matches (a
+                // bounded heap), each event's time parsed once; nothing else is collected.
+                let want = query.offset.saturating_add(query.limit).saturating_add(1);
+                let newest = std::cell::RefCell::new(std::collections::BinaryHeap::new());
+                s.list(query.namespace.as_deref(), None, 0, indexed, |e| {
+                    if query.matches(&e.object) && keep(e) {
+                        let mut heap = newest.borrow_mut();
+                        let time = event_time(&e.object);
+                        let rank = (time, std::cmp::Reverse((e.namespace(), e.name())));
+                        if heap.len() < want {
+                            heap.push(std::cmp::Reverse(Ranked::new(time, e)));
+                        } else if heap
+                            .peek()
+                            .is_some_and(|least: &std::cmp::Reverse<Ranked>| rank > least.0.rank())
+                        {
+                            heap.pop();
+                            heap.push(std::cmp::Reverse(Ranked::new(time, e)));
+                        }
+                    }
+                    false
+                });
+                let mut found: Vec<Ranked> = newest.into_inner().into_iter().map(|r| r.0).collect();
+                found.sort_unstable_by(|a, b| b.cmp(a));
                 let more = found.len() > query.offset.saturating_add(query.limit);
                 let page = found
-                    .into_iter()
+                    .iter()
                     .skip(query.offset)
                     .take(query.limit)
+                    .filter_map(|r| s.get(&r.namespace, &r.name))
                     .collect();
                 Ok((page, more))
             }

@@ -494,22 +494,22 @@ pub fn event_view(core: &Map<String, Value>) -> Event {
     e
 }
 
-/// Counts facet values over events (in the range; the caller filters).
+/// Counts facet values over events (in the range; the caller filters). Values are
+/// borrowed from the events while counting: no allocation per event.
 pub fn count_facets<'a>(
     query: &FacetQuery,
     events: impl Iterator<Item = &'a Map<String, Value>>,
 ) -> Vec<Vec<(String, u64)>> {
-    let mut counts: Vec<std::collections::HashMap<String, u64>> =
+    let mut counts: Vec<std::collections::HashMap<&'a str, u64>> =
         vec![Default::default(); query.facets.len()];
     for core in events {
         for (i, (_, path, _)) in query.facets.iter().enumerate() {
-            let value = convert::str_at(core, path);
-            *counts[i].entry(value.to_owned()).or_default() += 1;
+            *counts[i].entry(convert::str_at(core, path)).or_default() += 1;
         }
     }
     counts
         .into_iter()
-        .map(|c| c.into_iter().collect())
+        .map(|c| c.into_iter().map(|(v, n)| (v.to_owned(), n)).collect())
         .collect()
 }
 

@@ -1,8 +1,11 @@
 //! The Kubernetes Events API over HTTP, in one process: creates per second (concurrent
 //! clients, every create durable before its answer), a field-selector list over 100,000
-//! stored events, and 1,000 concurrent watchers receiving a burst.
+//! stored events, Activity's EventQuery and EventFacetQuery over everything stored, and
+//! 1,000 concurrent watchers receiving a burst. Event times are spread one second apart
+//! (event `i` is `i` seconds before 2026-11-22T04:00:00Z).
 //!
 //! Run: `cargo bench -p weir --bench events_api` (`WEIR_BENCH_EVENTS`, default 100,000;
+//! `WEIR_BENCH_CLICKHOUSE=http://127.0.0.1:8123` stores them in that ClickHouse instead;
 //! `WEIR_BENCH_WATCHERS`, default 1,000; `WEIR_BENCH_CREATES_ONLY=1` stops after the
 //! creates, for profiling them; `WEIR_TRANSPARENT_HUGE_PAGES=on` leaves transparent huge pages
 //! on, as for `weir serve`; `WEIR_BENCH_ADMISSION=path/to/scope_inject.wasm` makes every
@@ -27,9 +30,17 @@ fn event(i: usize) -> String {
         "type": if i.is_multiple_of(7) { "Warning" } else { "Normal" },
         "message": format!("container {i} started"),
         "source": {"component": "kubelet", "host": format!("node-{}", i % 50)},
-        "firstTimestamp": "2026-11-22T04:00:00Z", "lastTimestamp": "2026-11-22T04:00:00Z", "count": 1,
+        "firstTimestamp": time(i), "lastTimestamp": time(i), "count": 1,
     })
     .to_string()
+}
+
+/// Event `i`'s time: `i` seconds before 2026-11-22T04:00:00Z.
+fn time(i: usize) -> String {
+    const BASE: i64 = 1_795_320_000;
+    chrono::DateTime::from_timestamp(BASE - i as i64, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn env(name: &str, default: usize) -> usize {
@@ -102,8 +113,15 @@ async fn run() {
     let total = env("WEIR_BENCH_EVENTS", 100_000);
     let watchers = env("WEIR_BENCH_WATCHERS", 1_000);
     let dir = tempfile::tempdir().unwrap();
+    let store = match std::env::var("WEIR_BENCH_CLICKHOUSE") {
+        Ok(url) => format!(
+            ", clickhouse: {{ url: \"{url}\", table: bench_{} }}",
+            std::process::id()
+        ),
+        Err(_) => String::new(),
+    };
     let mut yaml = format!(
-        "listen: 127.0.0.1:0\ndata_dir: {}\nevents_api: {{ enabled: true }}\nroutes:\n  - {{ name: r, to: [tail] }}\n",
+        "listen: 127.0.0.1:0\ndata_dir: {}\nevents_api: {{ enabled: true{store} }}\nroutes:\n  - {{ name: r, to: [tail] }}\n",
         dir.path().display()
     );
     // With WEIR_BENCH_ADMISSION=<scope_inject.wasm>, every create first passes the
@@ -168,7 +186,72 @@ async fn run() {
         );
     }
 
-    // (3) Watchers and a burst.
+    // (3) Activity's queries over everything stored.
+    let queries = format!("{base}/apis/activity.miloapis.com/v1alpha1");
+    let span_days = (total / 86_400 + 1) as i64;
+    let start = chrono::DateTime::from_timestamp(1_795_320_000 - (span_days + 1) * 86_400, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let end = time(0).replace("04:00:00", "04:00:01");
+    for (what, kind, body) in [
+        (
+            "EventQuery, whole range, first page of 100",
+            "eventqueries",
+            serde_json::json!({"spec": {"startTime": start, "endTime": end}}),
+        ),
+        (
+            "EventQuery, the last hour of data, 1000",
+            "eventqueries",
+            serde_json::json!({"spec": {"startTime": time(3600), "endTime": end, "limit": 1000}}),
+        ),
+        (
+            "EventQuery, whole range, fieldSelector regarding.name=pod-42",
+            "eventqueries",
+            serde_json::json!({"spec": {"startTime": start, "endTime": end, "fieldSelector": "regarding.name=pod-42"}}),
+        ),
+        (
+            "EventQuery, whole range, filter k8stype = 'Warning' AND k8sobject = 'pod-42'",
+            "eventqueries",
+            serde_json::json!({"spec": {"startTime": start, "endTime": end, "filter": "k8stype = 'Warning' AND k8sobject = 'pod-42'"}}),
+        ),
+        (
+            "EventFacetQuery, whole range, reason + type + source.component",
+            "eventfacetqueries",
+            serde_json::json!({"spec": {"timeRange": {"start": start, "end": end}, "facets": [{"field": "reason"}, {"field": "type"}, {"field": "source.component"}]}}),
+        ),
+    ] {
+        let mut times = Vec::new();
+        let mut answer = serde_json::Value::Null;
+        for _ in 0..5 {
+            let started = Instant::now();
+            let resp = client
+                .post(format!("{queries}/{kind}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 201);
+            answer = resp.json().await.unwrap();
+            times.push(started.elapsed());
+        }
+        times.sort();
+        let size = answer["status"]["results"]
+            .as_array()
+            .map(|r| format!("{} results", r.len()))
+            .unwrap_or_else(|| {
+                format!(
+                    "{} facets",
+                    answer["status"]["facets"].as_array().map_or(0, Vec::len)
+                )
+            });
+        eprintln!(
+            "{what} over {total}: {size}, median {:.1} ms, worst {:.1} ms",
+            times[2].as_secs_f64() * 1e3,
+            times[4].as_secs_f64() * 1e3
+        );
+    }
+
+    // (4) Watchers and a burst.
     let burst = 1_000;
     let rv = weir_rv(&client, &base).await;
     eprintln!("opening {watchers} watches from resourceVersion {rv}...");
