@@ -154,8 +154,8 @@ impl Backend {
     ) -> Result<(Vec<Arc<Stored>>, bool), StoreError> {
         match self {
             Backend::Embedded(s) => {
-                let indexed = query
-                    .fields
+                let narrowed = query.narrowing_fields();
+                let indexed = narrowed
                     .0
                     .iter()
                     .find(|r| !r.negated && INDEXED_FIELDS.contains(&r.field.as_str()))

@@ -49,6 +49,9 @@ const MAX_GROUP: usize = 2000;
 /// Rows fetched per query when label selectors or other checks thin them out.
 const CHUNK: usize = 1000;
 
+/// Rows fetched per query when an EventQuery's filter thins them out.
+const QUERY_CHUNK: usize = 20_000;
+
 /// The start of every query for events: the columns a [`Row`] reads.
 const SELECT: &str = "SELECT namespace, name, toString(rv) AS rv, object FROM";
 
@@ -518,9 +521,10 @@ impl ClickHouseStore {
         scope: Option<(&str, &str)>,
         keep: impl Fn(&Stored) -> bool,
     ) -> Result<(Vec<Arc<Stored>>, bool), StoreError> {
+        let fields = query.narrowing_fields();
         let narrow = Narrowing {
             namespace: query.namespace.as_deref(),
-            fields: &query.fields,
+            fields: &fields,
             scope,
         };
         let mut base = format!("{SELECT} {} FINAL WHERE deleted = 0", self.client.table());
@@ -530,12 +534,13 @@ impl ClickHouseStore {
             " AND {EVENT_TIME_SQL} >= {} AND {EVENT_TIME_SQL} < {} ORDER BY {EVENT_TIME_SQL} DESC, namespace, name",
             query.start_ms, query.end_ms
         );
-        // Without checks made here, SQL pages exactly; else it is read in chunks.
+        // Without checks made here, SQL pages exactly; else it is read in chunks (large
+        // ones: every chunk sorts the range again).
         let exact = query.filter.is_none();
         let (mut sql_offset, mut skipped) = (if exact { query.offset } else { 0 }, 0usize);
         let mut out = Vec::with_capacity(query.limit.min(1024));
         loop {
-            let chunk = if exact { query.limit + 1 } else { CHUNK };
+            let chunk = if exact { query.limit + 1 } else { QUERY_CHUNK };
             let rows = self
                 .client
                 .events(&format!("{base} LIMIT {chunk} OFFSET {sql_offset}"))

@@ -262,6 +262,51 @@ impl EventQuery {
         })
     }
 
+    /// The field selector plus what the filter requires that a selector can say: the
+    /// top-level `AND`ed equalities of a `k8s*` extension with a string
+    /// (`k8stype = 'Warning'` is `type=Warning`), so a store can narrow with its index or
+    /// columns before the filter runs. The filter still decides.
+    pub fn narrowing_fields(&self) -> FieldSelector {
+        use weir_core::cesql::{BinOp, Value as Lit};
+        fn equalities(e: &Expr, out: &mut Vec<super::selector::FieldRequirement>) {
+            match e {
+                Expr::Bin(BinOp::And, a, b) => {
+                    equalities(a, out);
+                    equalities(b, out);
+                }
+                Expr::Bin(BinOp::Eq, a, b) => {
+                    let pair = match (a.as_ref(), b.as_ref()) {
+                        (Expr::Attr(attr), Expr::Lit(Lit::Str(v)))
+                        | (Expr::Lit(Lit::Str(v)), Expr::Attr(attr)) => Some((attr, v)),
+                        _ => None,
+                    };
+                    let label = pair.and_then(|(attr, _)| match attr.as_str() {
+                        "k8stype" => Some("type"),
+                        "k8sreason" => Some("reason"),
+                        "k8sobject" => Some("involvedObject.name"),
+                        "k8skind" => Some("involvedObject.kind"),
+                        "k8snamespace" => Some("metadata.namespace"),
+                        "k8sname" => Some("metadata.name"),
+                        _ => None,
+                    });
+                    if let (Some(label), Some((_, value))) = (label, pair) {
+                        out.push(super::selector::FieldRequirement {
+                            field: label.to_owned(),
+                            value: value.clone(),
+                            negated: false,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut fields = self.fields.0.clone();
+        if let Some(filter) = &self.filter {
+            equalities(filter, &mut fields);
+        }
+        FieldSelector(fields)
+    }
+
     /// Whether a stored (core/v1) event is in the answer, scope aside.
     pub fn matches(&self, core: &Map<String, Value>) -> bool {
         let at = event_time(core);
@@ -596,6 +641,12 @@ mod tests {
         )
         .unwrap();
         assert!(query.matches(&core));
+        let narrowed = query.narrowing_fields();
+        assert_eq!(narrowed.0.len(), 1, "only k8stype = 'Warning' can narrow");
+        assert_eq!(
+            (narrowed.0[0].field.as_str(), narrowed.0[0].value.as_str()),
+            ("type", "Warning")
+        );
         let mut normal = core.clone();
         normal.insert("type".into(), "Normal".into());
         assert!(!query.matches(&normal));
