@@ -74,19 +74,30 @@ pub fn routes(
     let events = event_routes::<CORE>(Router::new(), "/api/v1");
     let events = event_routes::<EVENTS>(events, "/apis/events.k8s.io/v1");
     let events = event_routes::<ACTIVITY>(events, &format!("/apis/{}", convert::ACTIVITY));
-    let queries = Router::new()
-        .route(
-            &format!("/apis/{}/eventqueries", convert::ACTIVITY),
-            axum::routing::post(event_query_h),
-        )
-        .route(
-            &format!("/apis/{}/eventfacetqueries", convert::ACTIVITY),
-            axum::routing::post(facet_query_h),
-        );
+    let queries = query_routes(
+        axum::routing::post(event_query_h),
+        axum::routing::post(facet_query_h),
+    );
     discovery_routes()
         .merge(events)
         .merge(queries)
         .with_state(state)
+}
+
+/// The routes of Activity's query resources (`eventqueries`, `eventfacetqueries`).
+pub(crate) fn query_routes<S: Clone + Send + Sync + 'static>(
+    queries: axum::routing::MethodRouter<S>,
+    facets: axum::routing::MethodRouter<S>,
+) -> Router<S> {
+    Router::new()
+        .route(
+            &format!("/apis/{}/eventqueries", convert::ACTIVITY),
+            queries,
+        )
+        .route(
+            &format!("/apis/{}/eventfacetqueries", convert::ACTIVITY),
+            facets,
+        )
 }
 
 /// Discovery and OpenAPI documents (static: they hold no events).
@@ -564,15 +575,7 @@ fn parse_body(
     if !allowed.contains(&base) {
         return Err(ApiError::unsupported_media(content_type));
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "couldn't decode the request body: {e}"
-        ))),
-    }
+    super::status::json_object(body)
 }
 
 /// Applies strictness (`fieldValidation`) and the API's validation rules to a body.

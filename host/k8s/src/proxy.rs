@@ -482,19 +482,7 @@ impl EventsProxy {
         body: &[u8],
         version: ApiVersion,
     ) -> Result<Response, ApiError> {
-        let obj = match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => {
-                return Err(ApiError::bad_request(
-                    "the request body must be a JSON object",
-                ))
-            }
-            Err(e) => {
-                return Err(ApiError::bad_request(format!(
-                    "couldn't decode the request body: {e}"
-                )))
-            }
-        };
+        let obj = super::status::json_object(body)?;
         let create = method == Method::POST;
         let target = self.target(version);
         let name = convert::meta_str(&obj, "name").to_owned();
@@ -1046,15 +1034,8 @@ pub fn routes(proxy: Arc<EventsProxy>) -> Router {
     let events = event_routes::<EVENTS>(events, "/apis/events.k8s.io/v1");
     let events = event_routes::<ACTIVITY>(events, &format!("/apis/{}", convert::ACTIVITY));
     // Activity's query resources go to the provider as they are.
-    let queries = Router::new()
-        .route(
-            &format!("/apis/{}/eventqueries", convert::ACTIVITY),
-            axum::routing::post(query_h),
-        )
-        .route(
-            &format!("/apis/{}/eventfacetqueries", convert::ACTIVITY),
-            axum::routing::post(query_h),
-        );
+    let queries =
+        super::api::query_routes(axum::routing::post(query_h), axum::routing::post(query_h));
     super::api::discovery_routes()
         .merge(events)
         .merge(queries)

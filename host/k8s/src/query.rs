@@ -86,19 +86,7 @@ fn invalid(kind: &str, object: &Map<String, Value>, field: &str, message: &str) 
 
 /// The request body as an object of `kind`.
 fn body(kind: &str, bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    let object = match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => {
-            return Err(ApiError::bad_request(
-                "the request body must be a JSON object",
-            ))
-        }
-        Err(e) => {
-            return Err(ApiError::bad_request(format!(
-                "couldn't decode the request body: {e}"
-            )))
-        }
-    };
+    let object = super::status::json_object(bytes)?;
     match object.get("kind").and_then(Value::as_str) {
         Some(k) if k == kind => {}
         None => {}

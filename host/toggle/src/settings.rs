@@ -209,17 +209,7 @@ impl ToggleSinkConfig {
         if s.max_message_bytes < 1024 {
             return Err("max_message_bytes must be at least 1024".into());
         }
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(format!(
-                "url `{}` must start with http:// or https://",
-                self.url
-            ));
-        }
-        if let Some(tls) = &self.tls {
-            if tls.cert.is_some() != tls.key.is_some() {
-                return Err("tls.cert and tls.key go together".into());
-            }
-        }
+        check_endpoint(&self.url, self.tls.as_ref())?;
         Ok(s)
     }
 }
@@ -258,19 +248,19 @@ pub struct Upstream {
 impl Upstream {
     /// What is wrong with it, if anything.
     pub fn problem(&self) -> Result<(), String> {
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(format!(
-                "url `{}` must start with http:// or https://",
-                self.url
-            ));
-        }
-        if let Some(tls) = &self.tls {
-            if tls.cert.is_some() != tls.key.is_some() {
-                return Err("tls.cert and tls.key go together".into());
-            }
-        }
-        Ok(())
+        check_endpoint(&self.url, self.tls.as_ref())
     }
+}
+
+/// What is wrong with a Toggle endpoint's URL and TLS settings, if anything.
+fn check_endpoint(url: &str, tls: Option<&ClientTls>) -> Result<(), String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("url `{url}` must start with http:// or https://"));
+    }
+    if tls.is_some_and(|t| t.cert.is_some() != t.key.is_some()) {
+        return Err("tls.cert and tls.key go together".into());
+    }
+    Ok(())
 }
 
 impl Default for GrpcConfig {
