@@ -110,7 +110,43 @@ struct Front {
     url: String,
 }
 
+/// The watch events a stream carried until it ended at its timeout, and its text.
+async fn watched(watch: reqwest::Response) -> (Vec<Value>, String) {
+    let text = tokio::time::timeout(Duration::from_secs(20), watch.text())
+        .await
+        .expect("the watch ends at its timeout")
+        .unwrap();
+    let seen = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (seen, text)
+}
+
 impl Front {
+    /// Opens a watch of `path` from the resourceVersion of `list`, ending after
+    /// `timeout_secs`.
+    async fn watch(
+        &self,
+        t: Tenant,
+        path: &str,
+        list: &Value,
+        timeout_secs: u64,
+    ) -> reqwest::Response {
+        let rv = list["metadata"]["resourceVersion"].as_str().unwrap();
+        let watch = self
+            .req(
+                t,
+                reqwest::Method::GET,
+                &format!("{path}?watch=true&resourceVersion={rv}&timeoutSeconds={timeout_secs}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(watch.status(), 200);
+        watch
+    }
+
     fn req(&self, t: Tenant, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut r = self
             .http
@@ -288,6 +324,32 @@ async fn proxy_forwards_every_verb_to_an_embedded_weir_with_scope_isolation() {
         front.names(PLATFORM, events).await,
         ["e1", "e2", "e3", "e4", "e5"]
     );
+    // Activity's EventQuery (forwarded to B) is scoped alike.
+    let query = json!({"apiVersion": "activity.miloapis.com/v1alpha1", "kind": "EventQuery",
+        "spec": {"startTime": "1970-01-01T00:00:00Z", "endTime": "now"}});
+    for (t, want) in [
+        (P2, vec!["e2"]),
+        (P1, vec!["e1", "e5"]),
+        (PLATFORM, vec!["e1", "e2", "e3", "e4", "e5"]),
+    ] {
+        let (code, answer) = front
+            .send(
+                t,
+                Method::POST,
+                "/apis/activity.miloapis.com/v1alpha1/eventqueries",
+                Some(query.clone()),
+            )
+            .await;
+        assert_eq!(code, 201, "{answer}");
+        let mut got: Vec<&str> = answer["status"]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["metadata"]["name"].as_str().unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, want, "{answer}");
+    }
     let (code, _) = front
         .send(P1, Method::GET, &format!("{events}/e2"), None)
         .await;
@@ -309,34 +371,14 @@ async fn proxy_forwards_every_verb_to_an_embedded_weir_with_scope_isolation() {
 
     // A watch through the proxy sees only the caller's scope.
     let (_, list) = front.send(P1, Method::GET, events, None).await;
-    let rv = list["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let watch = front
-        .req(
-            P1,
-            Method::GET,
-            &format!("{events}?watch=true&resourceVersion={rv}&timeoutSeconds=5"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(watch.status(), 200);
+    let watch = front.watch(P1, events, &list, 5).await;
     for (t, name) in [(P2, "w-p2"), (P1, "w-p1")] {
         let (code, body) = front
             .send(t, Method::POST, events, Some(core_event(name, json!({}))))
             .await;
         assert_eq!(code, 201, "{body}");
     }
-    let text = tokio::time::timeout(Duration::from_secs(20), watch.text())
-        .await
-        .expect("the watch ends at its timeout")
-        .unwrap();
-    let seen: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (seen, text) = watched(watch).await;
     let names: Vec<&str> = seen
         .iter()
         .map(|w| w["object"]["metadata"]["name"].as_str().unwrap())
@@ -1245,32 +1287,12 @@ async fn proxy_in_activity_mode_converts_both_apis_to_and_from_the_activity_path
     assert_eq!(patched["note"], "patched", "{patched}");
 
     // A watch through the events.k8s.io path streams converted events.
-    let rv = list["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let watch = front
-        .req(
-            P1,
-            Method::GET,
-            &format!("{events}?watch=true&resourceVersion={rv}&timeoutSeconds=4"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(watch.status(), 200);
+    let watch = front.watch(P1, events, &list, 4).await;
     let (code, body) = front
         .send(P1, Method::POST, core, Some(core_event("w1", json!({}))))
         .await;
     assert_eq!(code, 201, "{body}");
-    let text = tokio::time::timeout(Duration::from_secs(20), watch.text())
-        .await
-        .expect("the watch ends at its timeout")
-        .unwrap();
-    let seen: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (seen, text) = watched(watch).await;
     let w1 = seen
         .iter()
         .find(|w| w["object"]["metadata"]["name"] == "w1")
