@@ -803,6 +803,18 @@ async fn proxy_repeats_creates_only_after_reading_them_back_and_deletes_only_whe
             "{method} {path} {script:?}: attempts"
         );
     }
+    // The timeout (5 s) bounds the whole request, retries included: a provider that
+    // never answers is tried more than once, and the caller hears 504 within it.
+    peer.play(vec![(0, None)]);
+    let started = Instant::now();
+    let (code, answer) = front.send(PLATFORM, Method::GET, &one, None).await;
+    let took = started.elapsed();
+    assert_eq!(code, 504, "{answer}");
+    assert!(
+        took < Duration::from_millis(5_800),
+        "answered after {took:?}, past the 5 s budget"
+    );
+    assert!(peer.hits.load(Ordering::SeqCst) >= 2, "a stall is retried");
 }
 
 #[tokio::test(flavor = "multi_thread")]

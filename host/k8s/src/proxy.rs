@@ -29,7 +29,7 @@ use axum::Router;
 use futures_util::StreamExt as _;
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use weir_core::util::error_chain;
 
 /// Why the proxy could not be set up.
@@ -113,8 +113,8 @@ impl EventsProxy {
         })
     }
 
-    /// Sends one request to the provider, retrying transient failures. `long` is the
-    /// time a watch may stream on top of the usual timeout.
+    /// Sends one request to the provider, retrying transient failures within the
+    /// timeout budget (see [`Budget`]). `long` is the time a watch may stream on top of it.
     async fn send(
         &self,
         caller: &Caller,
@@ -126,31 +126,46 @@ impl EventsProxy {
     ) -> Result<reqwest::Response, ApiError> {
         let url = format!("{}{path_and_query}", self.base);
         let headers = self.outgoing(caller, incoming, body.is_some());
-        let timeout = self.timeout + long.unwrap_or_default();
+        let budget = Budget::new(self.timeout, self.retries);
         let mut attempt = 0u32;
         loop {
-            let last = attempt >= self.retries;
-            match self
+            let timeout = budget.attempt_timeout(attempt) + long.unwrap_or_default();
+            let outcome = self
                 .attempt(&method, &url, &headers, body.as_ref(), timeout)
-                .await
-            {
-                Ok(response) if !last && may_retry(&method, Failure::Status(response.status())) => {
-                    let wait = retry_after(response.headers())
+                .await;
+            let wait = match &outcome {
+                Ok(r) if may_retry(&method, Failure::Status(r.status())) => {
+                    retry_after(r.headers())
                         .unwrap_or_default()
-                        .max(backoff(attempt));
-                    tracing::info!(status = %response.status(), attempt, ?wait, %method, path = path_and_query, "events provider answered a transient error; retrying");
-                    tokio::time::sleep(wait).await;
+                        .max(backoff(attempt))
                 }
-                Ok(response) => return Ok(response),
-                Err(e) if !last && may_retry(&method, Failure::of(&e)) => {
-                    let wait = backoff(attempt);
-                    tracing::info!(attempt, ?wait, %method, path = path_and_query, "events provider unreachable ({e}); retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => return Err(self.no_answer(&e, &method, timeout, attempt + 1)),
+                Err(e) if may_retry(&method, Failure::of(e)) => backoff(attempt),
+                _ => return self.answer(outcome, &method, attempt),
+            };
+            if !budget.allows_retry(attempt, wait) {
+                return self.answer(outcome, &method, attempt);
             }
+            match &outcome {
+                Ok(r) => {
+                    tracing::info!(status = %r.status(), attempt, ?wait, %method, path = path_and_query, "events provider answered a transient error; retrying")
+                }
+                Err(e) => {
+                    tracing::info!(attempt, ?wait, %method, path = path_and_query, "events provider unreachable ({e}); retrying")
+                }
+            }
+            tokio::time::sleep(wait).await;
             attempt += 1;
         }
+    }
+
+    /// The client's answer from the last attempt (0-based `attempt`).
+    fn answer(
+        &self,
+        outcome: Result<reqwest::Response, reqwest::Error>,
+        method: &Method,
+        attempt: u32,
+    ) -> Result<reqwest::Response, ApiError> {
+        outcome.map_err(|e| self.no_answer(&e, method, attempt.saturating_add(1)))
     }
 
     /// One attempt.
@@ -176,13 +191,8 @@ impl EventsProxy {
     /// The answer to a request that got none after `attempts`: retryable (503) when it
     /// never left or may be sent again; for a create or delete the provider may have
     /// carried out, an error without Retry-After, so clients do not repeat it blindly.
-    fn no_answer(
-        &self,
-        e: &reqwest::Error,
-        method: &Method,
-        timeout: Duration,
-        attempts: u32,
-    ) -> ApiError {
+    fn no_answer(&self, e: &reqwest::Error, method: &Method, attempts: u32) -> ApiError {
+        let timeout = self.timeout;
         if Failure::of(e) == Failure::Unsent || repeatable(method) {
             unanswered(e, timeout, attempts, || {
                 ApiError::unavailable(
@@ -231,79 +241,96 @@ impl EventsProxy {
         );
         let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let method = Method::POST;
-        // `Some`: the outcome of an attempt the provider may have carried out.
-        let mut uncertain: Option<Result<reqwest::Response, reqwest::Error>> = None;
+        let budget = Budget::new(self.timeout, self.retries);
         let mut attempt = 0u32;
+        let mut outcome = self
+            .attempt(
+                &method,
+                &url,
+                &headers,
+                Some(&body),
+                budget.attempt_timeout(0),
+            )
+            .await;
         loop {
-            let last = attempt >= self.retries;
-            if uncertain.is_none() {
-                let outcome = self
-                    .attempt(&method, &url, &headers, Some(&body), self.timeout)
-                    .await;
-                let carried_out_maybe = match &outcome {
-                    Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => attempt > 0,
-                    Ok(r) => {
-                        r.status().is_server_error()
-                            && !may_retry(&method, Failure::Status(r.status()))
-                    }
-                    Err(e) => Failure::of(e) == Failure::Unknown,
-                };
-                let retry_unsent = match &outcome {
-                    Ok(r) => may_retry(&method, Failure::Status(r.status())),
-                    Err(e) => Failure::of(e) == Failure::Unsent,
-                };
-                if last || !(carried_out_maybe || retry_unsent) {
-                    return match outcome {
-                        Ok(r) => Ok(Created::Answer(r)),
-                        Err(e) => Err(self.no_answer(&e, &method, self.timeout, attempt + 1)),
-                    };
+            // `outcome` is the latest create's.
+            let carried_out_maybe = match &outcome {
+                Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => attempt > 0,
+                Ok(r) => {
+                    r.status().is_server_error() && !may_retry(&method, Failure::Status(r.status()))
                 }
-                if carried_out_maybe {
-                    tracing::info!(
-                        attempt,
-                        path = item,
-                        "a create may have been stored; reading it before anything else"
-                    );
-                    uncertain = Some(outcome);
-                }
-            } else {
-                let read = self
-                    .attempt(&Method::GET, &item_url, &read_headers, None, self.timeout)
-                    .await;
-                match read {
-                    Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => uncertain = None,
-                    Ok(r) if r.status().is_success() => {
-                        let stored = r.bytes().await.unwrap_or_default();
-                        let found: Value = serde_json::from_slice(&stored).unwrap_or(Value::Null);
-                        if holds(&found, &sent) {
-                            tracing::info!(
-                                path = item,
-                                "the create had been stored: answered as created"
-                            );
-                            return Ok(Created::Stored(stored));
-                        }
-                        return Err(ApiError::already_exists(
-                            item.rsplit('/').next().unwrap_or(""),
-                        ));
+                Err(e) => Failure::of(e) == Failure::Unknown,
+            };
+            let retry_unsent = match &outcome {
+                Ok(r) => may_retry(&method, Failure::Status(r.status())),
+                Err(e) => Failure::of(e) == Failure::Unsent,
+            };
+            if carried_out_maybe {
+                tracing::info!(
+                    attempt,
+                    path = item,
+                    "a create may have been stored; reading it before anything else"
+                );
+                // Read until the event is found or known absent.
+                loop {
+                    let wait = backoff(attempt);
+                    if !budget.allows_retry(attempt, wait) {
+                        return self.answer(outcome, &method, attempt).map(Created::Answer);
                     }
-                    _ if last => {
-                        return match uncertain.take() {
-                            Some(Ok(r)) => Ok(Created::Answer(r)),
-                            Some(Err(e)) => {
-                                Err(self.no_answer(&e, &method, self.timeout, attempt + 1))
+                    tokio::time::sleep(wait).await;
+                    attempt = attempt.saturating_add(1);
+                    let read = self
+                        .attempt(
+                            &Method::GET,
+                            &item_url,
+                            &read_headers,
+                            None,
+                            budget.attempt_timeout(attempt),
+                        )
+                        .await;
+                    match read {
+                        Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => break,
+                        Ok(r) if r.status().is_success() => {
+                            let stored = r.bytes().await.unwrap_or_default();
+                            let found: Value =
+                                serde_json::from_slice(&stored).unwrap_or(Value::Null);
+                            if holds(&found, &sent) {
+                                tracing::info!(
+                                    path = item,
+                                    "the create had been stored: answered as created"
+                                );
+                                return Ok(Created::Stored(stored));
                             }
-                            None => Err(ApiError::internal("the create's outcome is unknown")),
-                        };
+                            return Err(ApiError::already_exists(
+                                item.rsplit('/').next().unwrap_or(""),
+                            ));
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
-                if uncertain.is_none() {
-                    attempt += 1;
-                    continue;
+                // Not stored: sent again at once.
+                if !budget.allows_retry(attempt, Duration::ZERO) {
+                    return self.answer(outcome, &method, attempt).map(Created::Answer);
                 }
+            } else if retry_unsent {
+                let wait = backoff(attempt);
+                if !budget.allows_retry(attempt, wait) {
+                    return self.answer(outcome, &method, attempt).map(Created::Answer);
+                }
+                tokio::time::sleep(wait).await;
+            } else {
+                return self.answer(outcome, &method, attempt).map(Created::Answer);
             }
-            tokio::time::sleep(backoff(attempt)).await;
-            attempt += 1;
+            attempt = attempt.saturating_add(1);
+            outcome = self
+                .attempt(
+                    &method,
+                    &url,
+                    &headers,
+                    Some(&body),
+                    budget.attempt_timeout(attempt),
+                )
+                .await;
         }
     }
 
@@ -754,6 +781,50 @@ fn holds(stored: &Value, sent: &Value) -> bool {
     }
 }
 
+/// The time and the attempts one request to the provider may take. The timeout bounds
+/// the whole request, retries included, so a caller's wait is bounded by it. Each
+/// attempt but the last may use half of the time that remains: an attempt that stalls
+/// still leaves time to retry it (or, for a create, to read back whether it was
+/// stored), while a slow but healthy answer gets the larger share.
+struct Budget {
+    deadline: Instant,
+    retries: u32,
+}
+
+impl Budget {
+    /// The shortest time an attempt is given; a retry that cannot have it is not made.
+    const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+
+    fn new(timeout: Duration, retries: u32) -> Self {
+        let now = Instant::now();
+        Self {
+            deadline: now
+                .checked_add(timeout)
+                .unwrap_or(now + Duration::from_secs(86_400)),
+            retries,
+        }
+    }
+
+    /// The timeout of attempt `attempt` (0-based), starting now.
+    fn attempt_timeout(&self, attempt: u32) -> Duration {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let share = if attempt >= self.retries {
+            left
+        } else {
+            left / 2
+        };
+        share.max(Self::MIN_ATTEMPT)
+    }
+
+    /// Whether attempt `attempt` may be followed by another after waiting `wait`.
+    fn allows_retry(&self, attempt: u32, wait: Duration) -> bool {
+        attempt < self.retries
+            && Instant::now()
+                .checked_add(wait.saturating_add(Self::MIN_ATTEMPT))
+                .is_some_and(|t| t <= self.deadline)
+    }
+}
+
 /// How an attempt failed, as far as retrying it is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
@@ -1142,6 +1213,33 @@ mod tests {
             assert!(may_retry(&method, Failure::Unknown));
             assert!(!may_retry(&method, Failure::Other));
         }
+    }
+
+    #[test]
+    fn the_budget_bounds_all_attempts_and_leaves_the_last_the_rest() {
+        let budget = Budget::new(Duration::from_secs(8), 2);
+        // Half of what remains for attempts before the last, all of it for the last.
+        let first = budget.attempt_timeout(0);
+        assert!(first <= Duration::from_secs(4) && first > Duration::from_millis(3_900));
+        let last = budget.attempt_timeout(2);
+        assert!(last <= Duration::from_secs(8) && last > Duration::from_millis(7_900));
+        assert!(budget.allows_retry(0, Duration::from_secs(7)));
+        assert!(
+            !budget.allows_retry(0, Duration::from_secs(8)),
+            "past the deadline"
+        );
+        assert!(!budget.allows_retry(2, Duration::ZERO), "retries spent");
+        // No retries: one attempt with the whole timeout.
+        let once = Budget::new(Duration::from_secs(8), 0);
+        assert!(once.attempt_timeout(0) > Duration::from_millis(7_900));
+        assert!(!once.allows_retry(0, Duration::ZERO));
+        // Spent: attempts still get a floor, retries none; huge values do not panic.
+        let spent = Budget::new(Duration::ZERO, 3);
+        assert_eq!(spent.attempt_timeout(1), Budget::MIN_ATTEMPT);
+        assert!(!spent.allows_retry(0, Duration::ZERO));
+        let huge = Budget::new(Duration::MAX, u32::MAX);
+        assert!(!huge.allows_retry(0, Duration::MAX));
+        assert!(huge.attempt_timeout(u32::MAX) > Duration::ZERO);
     }
 
     #[test]

@@ -72,7 +72,8 @@ pub struct ProviderConfig {
     pub client_cert: PathBuf,
     /// The client certificate's private key (PEM).
     pub client_key: PathBuf,
-    /// Timeout of one attempt, in seconds (watches: their own `timeoutSeconds` plus this).
+    /// Timeout of a whole request in seconds, retries included (a watch may stream its own
+    /// `timeoutSeconds` on top). Each attempt but the last may use half of what remains.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
     /// Retries of transient failures (network errors, timeouts, 5xx, 429; for creates and

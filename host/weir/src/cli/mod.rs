@@ -102,10 +102,10 @@ struct ProviderArgs {
     /// The client certificate's key (PEM).
     #[arg(long)]
     events_provider_client_key: Option<PathBuf>,
-    /// Seconds per attempt [default: 30].
+    /// Seconds a request may take, retries included [default: 30].
     #[arg(long)]
     events_provider_timeout: Option<u64>,
-    /// Retries of transient failures [default: 3].
+    /// Retries of transient failures within that time [default: 3].
     #[arg(long)]
     events_provider_retries: Option<u32>,
     /// Caller extra attributes forwarded as X-Remote-Extra-* (repeatable) [default: the
