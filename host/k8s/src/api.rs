@@ -46,10 +46,7 @@ impl FromRequestParts<Arc<EventsApi>> for Caller {
         parts: &mut axum::http::request::Parts,
         api: &Arc<EventsApi>,
     ) -> Result<Self, ApiError> {
-        api.auth.authenticate(
-            &parts.headers,
-            parts.extensions.get::<weir_core::tls::PeerIdentity>(),
-        )
+        api.auth.admit(parts).await
     }
 }
 
@@ -433,7 +430,7 @@ fn accept(h: &HeaderMap) -> &str {
 }
 
 fn is_watch(q: &HashMap<String, String>) -> bool {
-    q.get("watch").is_some_and(|w| w == "true" || w == "1")
+    q.get("watch").is_some_and(|w| super::authz::go_true(w))
 }
 
 async fn collection_get(

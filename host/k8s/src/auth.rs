@@ -7,6 +7,7 @@
 //! without a parent type it is a platform caller and sees everything; otherwise it sees
 //! the events whose scope annotations name its parent.
 
+use super::authz::{attributes, Authorizer};
 use super::settings::{RequestHeaderConfig, ScopeConfig};
 use super::status::ApiError;
 use axum::http::HeaderMap;
@@ -57,11 +58,12 @@ pub struct Caller {
     pub scope: Scope,
 }
 
-/// The Events API's authenticators and scope rules.
+/// The Events API's authenticators, scope rules and authorization step.
 pub struct Authenticator {
     anonymous: bool,
     request_header: Option<RequestHeaderConfig>,
     scope: ScopeConfig,
+    authorizer: Authorizer,
 }
 
 impl Authenticator {
@@ -87,7 +89,25 @@ impl Authenticator {
             anonymous,
             request_header,
             scope,
+            authorizer: Authorizer::allow_all(),
         }
+    }
+
+    /// These authenticators followed by `authorizer`.
+    pub fn with_authorizer(mut self, authorizer: Authorizer) -> Self {
+        self.authorizer = authorizer;
+        self
+    }
+
+    /// The caller of a request once authenticated (401 otherwise) and authorized for what
+    /// the request asks to do (403 otherwise): the one check every Events API request
+    /// passes, in the embedded API and the proxy alike.
+    pub async fn admit(&self, parts: &axum::http::request::Parts) -> Result<Caller, ApiError> {
+        let caller = self.authenticate(&parts.headers, parts.extensions.get::<PeerIdentity>())?;
+        if let Some(attributes) = attributes(&parts.method, parts.uri.path(), parts.uri.query()) {
+            self.authorizer.authorize(&caller, &attributes).await?;
+        }
+        Ok(caller)
     }
 
     /// The caller of a request, or 401 when it cannot be authenticated.

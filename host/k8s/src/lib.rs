@@ -6,6 +6,7 @@
 mod admission;
 mod api;
 mod auth;
+mod authz;
 mod backend;
 mod clickhouse;
 mod convert;

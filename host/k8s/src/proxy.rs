@@ -65,10 +65,7 @@ impl FromRequestParts<Arc<EventsProxy>> for Caller {
         parts: &mut axum::http::request::Parts,
         proxy: &Arc<EventsProxy>,
     ) -> Result<Self, ApiError> {
-        proxy.auth.authenticate(
-            &parts.headers,
-            parts.extensions.get::<weir_core::tls::PeerIdentity>(),
-        )
+        proxy.auth.admit(parts).await
     }
 }
 
@@ -993,8 +990,9 @@ fn query_param<'a>(uri: &'a axum::http::Uri, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// Whether a request is a watch, read as its authorization read it.
 fn is_watch(uri: &axum::http::Uri) -> bool {
-    matches!(query_param(uri, "watch"), Some("true" | "1"))
+    super::authz::asks_watch(uri.query())
 }
 
 /// How long a forwarded watch may stream: its `timeoutSeconds`, else the provider's

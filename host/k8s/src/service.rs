@@ -4,6 +4,7 @@
 
 use crate::admission::Admitter;
 use crate::auth::Authenticator;
+use crate::authz::Authorizer;
 use crate::backend::Backend;
 use crate::settings::{EventsApiConfig, RequestHeaderConfig};
 use std::path::Path;
@@ -37,6 +38,9 @@ pub enum EventsApiError {
     /// The proxy's client could not be built.
     #[error("Events API proxy: {0}")]
     Proxy(#[source] crate::proxy::ProxyError),
+    /// The authorization webhook's kubeconfig is unusable.
+    #[error("Events API authorization: {0}")]
+    Authorization(#[source] crate::authz::AuthzError),
     /// The store could not be opened.
     #[error("Events API store: {0}")]
     Store(#[source] crate::store::StoreError),
@@ -49,11 +53,17 @@ pub async fn events_api(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<axum::Router, EventsApiError> {
     let config = setup.config;
-    let auth = Arc::new(Authenticator::new(
-        setup.anonymous_allowed,
-        setup.request_header.clone(),
-        config.scope.clone(),
-    ));
+    let authorizer = Authorizer::new(config.authorization.as_ref())
+        .await
+        .map_err(EventsApiError::Authorization)?;
+    let auth = Arc::new(
+        Authenticator::new(
+            setup.anonymous_allowed,
+            setup.request_header.clone(),
+            config.scope.clone(),
+        )
+        .with_authorizer(authorizer),
+    );
     if setup.admission_route.is_none() && !setup.anonymous_allowed {
         tracing::warn!("callers are authenticated but no route admits Events API writes: scope annotations are stored as clients send them (add a route `from: [k8s]` with the scope-inject filter)");
     }

@@ -186,6 +186,109 @@ pub struct EventsApiConfig {
     /// days: `retention_hours` rounded up to days, counted from each event's creation).
     #[serde(default)]
     pub clickhouse: Option<ClickHouseConfig>,
+    /// Which authenticated callers may do what. Without it every authenticated caller may
+    /// do everything within its scope.
+    #[serde(default)]
+    pub authorization: Option<AuthorizationConfig>,
+}
+
+/// The authorization step between authentication and the request, as in the
+/// apiserver's chain: the rules first, then the webhook; a request neither allows is
+/// refused with 403.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationConfig {
+    /// Rules that allow requests (nothing here denies: a request no rule allows goes on
+    /// to the webhook, or is refused).
+    #[serde(default)]
+    pub rules: Vec<AccessRule>,
+    /// A SubjectAccessReview webhook, as kube-apiserver's
+    /// `--authorization-webhook-config-file`.
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// Users and groups allowed verbs on resources in namespaces. `*` matches anything.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    /// User names (`system:anonymous` for anonymous callers).
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Groups (`system:authenticated` holds every authenticated caller,
+    /// `system:unauthenticated` anonymous ones).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`.
+    pub verbs: Vec<String>,
+    /// `events`, `eventqueries`, `eventfacetqueries` (default all).
+    #[serde(default = "everything")]
+    pub resources: Vec<String>,
+    /// Namespaces (default all). Requests across all namespaces (a cluster-wide list or
+    /// watch, a query) need `*`.
+    #[serde(default = "everything")]
+    pub namespaces: Vec<String>,
+}
+
+fn everything() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// The verbs rules may name.
+pub const VERBS: [&str; 8] = [
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
+
+/// The resources rules may name.
+pub const RESOURCES: [&str; 3] = ["events", "eventqueries", "eventfacetqueries"];
+
+/// A SubjectAccessReview (`authorization.k8s.io/v1`) webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// A kubeconfig whose current context's cluster is the webhook (its `server` URL,
+    /// CA) and whose user is weir's credential (client certificate or token).
+    pub kubeconfig: PathBuf,
+    /// How long one review may take, in seconds; a review that fails refuses the request.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_seconds: u64,
+    /// How long an allowed answer is reused, in seconds (kube-apiserver: 300).
+    #[serde(default = "default_authorized_ttl")]
+    pub authorized_ttl_seconds: u64,
+    /// How long a refusal is reused, in seconds (kube-apiserver: 30).
+    #[serde(default = "default_unauthorized_ttl")]
+    pub unauthorized_ttl_seconds: u64,
+}
+
+impl WebhookConfig {
+    /// The webhook `kubeconfig` names, with the default timeout and cache times.
+    pub fn new(kubeconfig: PathBuf) -> Self {
+        Self {
+            kubeconfig,
+            timeout_seconds: default_webhook_timeout(),
+            authorized_ttl_seconds: default_authorized_ttl(),
+            unauthorized_ttl_seconds: default_unauthorized_ttl(),
+        }
+    }
+}
+
+fn default_webhook_timeout() -> u64 {
+    5
+}
+
+fn default_authorized_ttl() -> u64 {
+    300
+}
+
+fn default_unauthorized_ttl() -> u64 {
+    30
 }
 
 impl Default for EventsApiConfig {
@@ -199,6 +302,7 @@ impl Default for EventsApiConfig {
             scope: ScopeConfig::default(),
             provider: None,
             clickhouse: None,
+            authorization: None,
         }
     }
 }
@@ -264,6 +368,50 @@ impl EventsApiConfig {
                 }
             }
         }
+        if let Some(authz) = &self.authorization {
+            if authz.rules.is_empty() && authz.webhook.is_none() {
+                problems.push(ConfigProblem::at(
+                    "authorization",
+                    "names neither rules nor a webhook, so it would refuse every request; remove it to let every authenticated caller in, or add rules",
+                ));
+            }
+            for (i, rule) in authz.rules.iter().enumerate() {
+                let at = |field: &str| format!("authorization.rules[{i}].{field}");
+                if rule.users.is_empty() && rule.groups.is_empty() {
+                    problems.push(ConfigProblem::at(
+                        at("users"),
+                        "a rule names the users or groups it allows (`*` for anyone)",
+                    ));
+                }
+                for (field, values, known) in [
+                    ("verbs", &rule.verbs, &VERBS[..]),
+                    ("resources", &rule.resources, &RESOURCES[..]),
+                ] {
+                    if values.is_empty() {
+                        problems.push(ConfigProblem::at(
+                            at(field),
+                            "is empty: the rule allows nothing",
+                        ));
+                    }
+                    for v in values {
+                        if v != "*" && !known.contains(&v.as_str()) {
+                            problems.push(ConfigProblem::at(
+                                at(field),
+                                format!("`{v}` is not one of {} or `*`", known.join(", ")),
+                            ));
+                        }
+                    }
+                }
+            }
+            if let Some(webhook) = &authz.webhook {
+                if webhook.timeout_seconds == 0 {
+                    problems.push(ConfigProblem::at(
+                        "authorization.webhook.timeout_seconds",
+                        "must be at least 1",
+                    ));
+                }
+            }
+        }
         if let Some(ch) = &self.clickhouse {
             let ident_ok = |s: &str| {
                 !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -285,5 +433,52 @@ impl EventsApiConfig {
             }
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let config: EventsApiConfig = serde_norway::from_str(yaml).unwrap();
+        config
+            .problems(false)
+            .into_iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn authorization_problems_name_their_field() {
+        assert!(
+            problems("authorization: { rules: [ { users: [pat], verbs: [get] } ] }").is_empty()
+        );
+        let found = problems("authorization: {}");
+        assert!(
+            found[0].starts_with("authorization: names neither rules nor a webhook"),
+            "{found:?}"
+        );
+        let found = problems(
+            "authorization: { rules: [ { verbs: [get] }, { users: ['*'], verbs: [read], resources: [pods] } ] }",
+        );
+        assert!(
+            found[0].starts_with("authorization.rules[0].users: "),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("authorization.rules[1].verbs: `read` is not one of get, list"),
+            "{found:?}"
+        );
+        assert!(
+            found[2].starts_with("authorization.rules[1].resources: `pods`"),
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 3, "{found:?}");
+        let found = problems("authorization: { webhook: { kubeconfig: k, timeout_seconds: 0 } }");
+        assert_eq!(
+            found,
+            ["authorization.webhook.timeout_seconds: must be at least 1"]
+        );
     }
 }

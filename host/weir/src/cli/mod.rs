@@ -82,6 +82,11 @@ struct ServeArgs {
     /// request to the provider over mTLS instead of storing events here.
     #[arg(long, value_name = "GATES")]
     feature_gates: Option<String>,
+    /// A kubeconfig naming a SubjectAccessReview webhook that authorizes the Events API
+    /// requests no `events_api.authorization.rules` allow, as kube-apiserver's flag of the
+    /// same name (sets `events_api.authorization.webhook.kubeconfig`).
+    #[arg(long, value_name = "KUBECONFIG")]
+    authorization_webhook_config_file: Option<PathBuf>,
     #[command(flatten)]
     provider: ProviderArgs,
 }
@@ -196,6 +201,26 @@ impl ProviderArgs {
     }
 }
 
+#[cfg(not(feature = "k8s"))]
+fn set_authorization_webhook(_: &mut Config, _: PathBuf) -> Result<()> {
+    anyhow::bail!("--authorization-webhook-config-file needs weir built with the `k8s` feature")
+}
+
+/// `--authorization-webhook-config-file`: the webhook's kubeconfig, other settings as
+/// configured or defaulted.
+#[cfg(feature = "k8s")]
+fn set_authorization_webhook(config: &mut Config, kubeconfig: PathBuf) -> Result<()> {
+    let authz = config
+        .events_api
+        .authorization
+        .get_or_insert_with(Default::default);
+    match &mut authz.webhook {
+        Some(webhook) => webhook.kubeconfig = kubeconfig,
+        None => authz.webhook = Some(weir::k8s::settings::WebhookConfig::new(kubeconfig)),
+    }
+    Ok(())
+}
+
 /// Sets up `tracing` output on stderr; colours only when stderr is a terminal (a log file
 /// or collector gets plain text).
 pub fn init_logging(cli: &Cli) {
@@ -275,6 +300,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         config.feature_gates.extend(gates);
     }
     args.provider.apply(&mut config)?;
+    if let Some(kubeconfig) = args.authorization_webhook_config_file {
+        set_authorization_webhook(&mut config, kubeconfig)?;
+    }
     // Flags may have changed what the file said: check the result again.
     config.validate("command line", "")?;
     let admin_tls = config.admin.tls.is_some();
