@@ -184,6 +184,7 @@ async fn rules_then_the_webhook_decide_and_a_refusal_is_403_with_the_apiservers_
         "routes: [ { name: events, from: [k8s], to: [stored] } ]",
     ]
     .join("\n");
+    let d_path = d.to_owned();
     let weir = Weir::start_in(dir, &config);
     let base = weir.url.replace("127.0.0.1", "localhost");
     let pat = user_client(&servers, &users, "pat", &[]);
@@ -337,6 +338,64 @@ async fn rules_then_the_webhook_decide_and_a_refusal_is_403_with_the_apiservers_
         err.contains("Forbidden") && err.contains("cannot list resource \"events\""),
         "{err}"
     );
+
+    // kube-apiserver's flag alone: the webhook is the whole authorization step.
+    let flag_dir = tempfile::tempdir().unwrap();
+    let plain = format!(
+        "{}\n{}",
+        tls, "routes: [ { name: r, to: [tail] } ]\nevents_api: { enabled: true }"
+    );
+    let plain_path = d_path.join("plain.yaml");
+    std::fs::write(&plain_path, plain).unwrap();
+    let data = format!("--data-dir={}", flag_dir.path().display());
+    let config_arg = plain_path.display().to_string();
+    let flag = format!(
+        "--authorization-webhook-config-file={}",
+        d_path.join("hook.kubeconfig").display()
+    );
+    let args = [
+        "serve",
+        "--config",
+        &config_arg,
+        &data,
+        "--listen=127.0.0.1:0",
+        &flag,
+    ];
+    let by_flag = Weir::spawn(flag_dir, &args);
+    let flag_base = by_flag.url.replace("127.0.0.1", "localhost");
+    assert_eq!(
+        call(&wanda, &flag_base, Method::GET, team_a, None).await.0,
+        200
+    );
+    let (code, body) = call(&pat, &flag_base, Method::GET, team_a, None).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(": no policy says so"),
+        "{body}"
+    );
+    drop(by_flag);
+    // A kubeconfig that is not there stops start-up with the file's name.
+    let missing = format!(
+        "--authorization-webhook-config-file={}",
+        d_path.join("nowhere.kubeconfig").display()
+    );
+    let out = std::process::Command::new(weir_bin())
+        .args([
+            "serve",
+            "--config",
+            &config_arg,
+            &data,
+            "--listen=127.0.0.1:0",
+            &missing,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("nowhere.kubeconfig"), "{err}");
 
     // The webhook failing: what it has not answered is refused, and weir goes on serving.
     hook.broken.store(true, Ordering::SeqCst);

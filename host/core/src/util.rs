@@ -54,13 +54,17 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
 }
 
 /// An error and its causes, `outer: inner: innermost` (HTTP clients keep the I/O reason
-/// in an error's sources).
+/// in an error's sources). A cause whose words an outer message already holds (errors
+/// that print their source as well as return it) is not repeated.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let cause = s.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
         source = s.source();
     }
     text
@@ -69,6 +73,19 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_chains_say_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Repeats(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Keeps(#[source] std::io::Error);
+        let io = || std::io::Error::other("disk on fire");
+        assert_eq!(error_chain(&Repeats(io())), "outer: disk on fire");
+        assert_eq!(error_chain(&Keeps(io())), "outer: disk on fire");
+    }
 
     #[test]
     fn backoff_doubles_within_jitter_and_stops_at_the_maximum() {
@@ -90,10 +107,7 @@ mod tests {
             path: "/x".into(),
             source: inner,
         };
-        assert_eq!(
-            error_chain(&outer),
-            "/x: connection refused: connection refused"
-        );
+        assert_eq!(error_chain(&outer), "/x: connection refused");
     }
 
     #[test]

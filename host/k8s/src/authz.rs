@@ -27,7 +27,7 @@ const CACHE_CAPACITY: usize = 10_000;
 #[derive(Debug, thiserror::Error)]
 pub enum AuthzError {
     /// The webhook's kubeconfig could not be read or parsed.
-    #[error("authorization webhook kubeconfig {path}: {source}")]
+    #[error("authorization webhook kubeconfig {path}")]
     Kubeconfig {
         /// The file.
         path: String,
@@ -36,7 +36,7 @@ pub enum AuthzError {
         source: kube::config::KubeconfigError,
     },
     /// The kubeconfig's current context is unusable (no server, bad credentials).
-    #[error("authorization webhook kubeconfig {path}: {source}")]
+    #[error("authorization webhook kubeconfig {path}")]
     Config {
         /// The file.
         path: String,

@@ -15,6 +15,7 @@ mod server;
 mod state;
 pub mod tokens;
 
+pub use weir_core::util::error_chain;
 pub use weir_core::{cesql, cloudevents, dead_letter, event, process, tls};
 #[cfg(feature = "k8s")]
 pub use weir_k8s as k8s;

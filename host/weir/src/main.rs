@@ -18,7 +18,7 @@ fn main() -> std::process::ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", weir::error_chain(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
