@@ -270,7 +270,8 @@ async fn clickhouse_store_serves_every_verb_with_sql_selectors_and_survives_rest
     // the create after the restart.
     let changes = weir.jsonl("activity.jsonl");
     assert_eq!(changes.len(), 34);
-    assert_eq!(changes[33]["subject"], "default/after-restart");
+    assert_eq!(changes[33]["k8sname"], "after-restart");
+    assert_eq!(changes[33]["k8snamespace"], "default");
 }
 
 #[tokio::test(flavor = "multi_thread")]

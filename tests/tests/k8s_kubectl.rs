@@ -365,7 +365,20 @@ fn events_written_through_the_api_flow_on_to_routes_fed_by_k8s() {
     let lines = weir.jsonl("k8s.jsonl");
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0]["type"], "io.k8s.core.v1.Event");
-    assert_eq!(lines[0]["subject"], "default/flow.1");
+    // The CloudEvent's subject is the involved object; the k8s* extensions name the rest.
+    assert_eq!(lines[0]["subject"], "Pod/default/web");
+    for (key, want) in [
+        ("k8snamespace", "default"),
+        ("k8sname", "flow.1"),
+        ("k8sreason", "Started"),
+        ("k8stype", "Normal"),
+        ("k8skind", "Pod"),
+        ("k8sobject", "web"),
+        ("k8scomponent", "kubelet"),
+        ("k8scount", "1"),
+    ] {
+        assert_eq!(lines[0][key], want, "{key}");
+    }
     assert_eq!(lines[0]["k8schange"], "ADDED");
     assert_eq!(lines[0]["data"]["reason"], "Started");
     assert!(lines[0]["data"]["metadata"]["uid"].as_str().is_some());

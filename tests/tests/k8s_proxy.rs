@@ -1168,7 +1168,7 @@ async fn the_admission_route_gets_only_the_changes_its_condition_takes() {
         "routes:".to_owned(),
         "  - name: events".to_owned(),
         "    from: [k8s]".to_owned(),
-        "    when: [ { prefix: { subject: default/keep- } } ]".to_owned(),
+        "    when: [ { prefix: { k8sname: keep- } } ]".to_owned(),
         "    filters: [stamp]".to_owned(),
         "    to: [taken]".to_owned(),
     ]
@@ -1203,7 +1203,7 @@ async fn the_admission_route_gets_only_the_changes_its_condition_takes() {
         .iter()
         .map(|e| {
             (
-                e["subject"].as_str().unwrap(),
+                e["k8sname"].as_str().unwrap(),
                 e["k8schange"].as_str().unwrap(),
             )
         })
@@ -1212,7 +1212,7 @@ async fn the_admission_route_gets_only_the_changes_its_condition_takes() {
     // arrived; the deletion, never admitted, ran the chain on its way (stamped).
     assert_eq!(
         seen,
-        [("default/keep-1", "ADDED"), ("default/keep-1", "DELETED")],
+        [("keep-1", "ADDED"), ("keep-1", "DELETED")],
         "{taken:?}"
     );
     assert_eq!(taken[1]["stamps"], "s", "{taken:?}");

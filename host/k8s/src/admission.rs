@@ -239,20 +239,14 @@ fn origin<'a>(caller: &Caller, route: Option<&'a str>) -> Origin<'a> {
     }
 }
 
-/// A change as a CloudEvent: type `io.k8s.core.v1.Event`, data the core/v1 JSON,
-/// extension `k8schange`.
+/// A change as a CloudEvent: the shape of [`super::ce`] (subject the involved object,
+/// the `k8s*` extensions), data the core/v1 JSON, extension `k8schange`.
 fn cloud_event(core: &Map<String, Value>, id: String, change: &str, json: Bytes) -> Event {
-    let (ns, name) = (
-        convert::meta_str(core, "namespace"),
-        convert::meta_str(core, "name"),
-    );
-    let mut event = Event::new(
-        id,
-        format!("/api/v1/namespaces/{ns}/events"),
-        "io.k8s.core.v1.Event",
-    );
-    event.subject = Some(format!("{ns}/{name}"));
-    event.time = Some(convert::rfc3339_seconds(convert::now_ms()));
+    let mut event = super::ce::event_view(core);
+    event.id = id;
+    if event.time.is_none() {
+        event.time = Some(convert::rfc3339_seconds(convert::now_ms()));
+    }
     event.datacontenttype = Some("application/json".into());
     event.data = Some(json);
     event.set_extension("k8schange", change);

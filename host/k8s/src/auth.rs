@@ -105,7 +105,15 @@ impl Authenticator {
     pub async fn admit(&self, parts: &axum::http::request::Parts) -> Result<Caller, ApiError> {
         let caller = self.authenticate(&parts.headers, parts.extensions.get::<PeerIdentity>())?;
         if let Some(attributes) = attributes(&parts.method, parts.uri.path(), parts.uri.query()) {
-            self.authorizer.authorize(&caller, &attributes).await?;
+            match &caller.principal {
+                Some(p) => self.authorizer.authorize(p, true, &attributes).await?,
+                None => {
+                    let anonymous = anonymous_principal();
+                    self.authorizer
+                        .authorize(&anonymous, false, &attributes)
+                        .await?
+                }
+            }
         }
         Ok(caller)
     }

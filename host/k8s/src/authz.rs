@@ -7,7 +7,7 @@
 //! Without an `authorization` section every authenticated caller may do everything
 //! within its scope (the scope still limits which events it sees).
 
-use super::auth::{Caller, ANONYMOUS_USER, UNAUTHENTICATED_GROUP};
+use super::kubeclient::{self, KubeClientError};
 use super::settings::{AccessRule, AuthorizationConfig, WebhookConfig};
 use super::status::ApiError;
 use axum::http::Method;
@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use weir_router::Principal;
 
 /// The group every authenticated caller is in.
 const AUTHENTICATED_GROUP: &str = "system:authenticated";
@@ -23,28 +24,10 @@ const AUTHENTICATED_GROUP: &str = "system:authenticated";
 /// The most webhook answers kept; beyond it the expired go, then all.
 const CACHE_CAPACITY: usize = 10_000;
 
-/// Why the authorizer could not be set up.
+/// Why the authorizer could not be set up: the webhook's kubeconfig is unusable.
 #[derive(Debug, thiserror::Error)]
-pub enum AuthzError {
-    /// The webhook's kubeconfig could not be read or parsed.
-    #[error("authorization webhook kubeconfig {path}")]
-    Kubeconfig {
-        /// The file.
-        path: String,
-        /// What kube-rs said.
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    /// The kubeconfig's current context is unusable (no server, bad credentials).
-    #[error("authorization webhook kubeconfig {path}")]
-    Config {
-        /// The file.
-        path: String,
-        /// What kube-rs said.
-        #[source]
-        source: kube::Error,
-    },
-}
+#[error("authorization webhook")]
+pub struct AuthzError(#[source] KubeClientError);
 
 /// Why a review got no answer (the request is then refused).
 #[derive(Debug, thiserror::Error)]
@@ -185,16 +168,19 @@ impl Authorizer {
         })
     }
 
-    /// Whether `caller` may make the request `attributes` describes: `Ok` or 403.
+    /// Whether `principal` may make the request `attributes` describes: `Ok` or 403.
+    /// An authenticated principal is also in `system:authenticated`; an anonymous one
+    /// comes as the apiserver names it (`system:anonymous` in `system:unauthenticated`).
     pub async fn authorize(
         &self,
-        caller: &Caller,
+        principal: &Principal,
+        authenticated: bool,
         attributes: &Attributes,
     ) -> Result<(), ApiError> {
         let Some(config) = &self.config else {
             return Ok(());
         };
-        let subject = Subject::of(caller);
+        let subject = Subject::of(principal, authenticated);
         if config
             .rules
             .iter()
@@ -232,26 +218,16 @@ struct Subject {
 }
 
 impl Subject {
-    fn of(caller: &Caller) -> Self {
-        match &caller.principal {
-            Some(p) => {
-                let mut groups = p.groups.clone();
-                if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
-                    groups.push(AUTHENTICATED_GROUP.to_owned());
-                }
-                Self {
-                    user: p.user.clone(),
-                    groups,
-                    extra: p.extra.clone(),
-                    uid: String::new(),
-                }
-            }
-            None => Self {
-                user: ANONYMOUS_USER.to_owned(),
-                groups: vec![UNAUTHENTICATED_GROUP.to_owned()],
-                extra: Vec::new(),
-                uid: String::new(),
-            },
+    fn of(p: &Principal, authenticated: bool) -> Self {
+        let mut groups = p.groups.clone();
+        if authenticated && !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
+            groups.push(AUTHENTICATED_GROUP.to_owned());
+        }
+        Self {
+            user: p.user.clone(),
+            groups,
+            extra: p.extra.clone(),
+            uid: String::new(),
         }
     }
 }
@@ -294,23 +270,9 @@ struct Webhook {
 
 impl Webhook {
     async fn new(config: &WebhookConfig) -> Result<Self, AuthzError> {
-        let path = config.kubeconfig.display().to_string();
-        let kubeconfig =
-            kube::config::Kubeconfig::read_from(&config.kubeconfig).map_err(|source| {
-                AuthzError::Kubeconfig {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-        let mut kube_config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .map_err(|source| AuthzError::Kubeconfig {
-            path: path.clone(),
-            source,
-        })?;
+        let mut kube_config = kubeclient::load(Some(&config.kubeconfig), None)
+            .await
+            .map_err(AuthzError)?;
         let timeout = Duration::from_secs(config.timeout_seconds.max(1));
         // The client joins request paths to the server URL's path; the review is sent
         // to exactly the URL the kubeconfig names, so the client gets only its origin.
@@ -331,10 +293,8 @@ impl Webhook {
         kube_config.connect_timeout = Some(timeout);
         kube_config.read_timeout = Some(timeout);
         kube_config.write_timeout = Some(timeout);
-        let client = kube::Client::try_from(kube_config).map_err(|source| AuthzError::Config {
-            path: path.clone(),
-            source,
-        })?;
+        let client =
+            kubeclient::client(kube_config, Some(&config.kubeconfig)).map_err(AuthzError)?;
         Ok(Self {
             client,
             path: webhook_path,
@@ -535,15 +495,13 @@ mod tests {
         serde_norway::from_str(yaml).unwrap()
     }
 
-    fn caller(user: &str, groups: &[&str]) -> Caller {
-        Caller {
-            principal: Some(std::sync::Arc::new(weir_router::Principal {
-                user: user.into(),
-                groups: groups.iter().map(|g| g.to_string()).collect(),
-                extra: Vec::new(),
-            })),
-            scope: super::super::auth::Scope::Platform,
-        }
+    fn caller(user: &str, groups: &[&str]) -> (Principal, bool) {
+        let principal = Principal {
+            user: user.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            extra: Vec::new(),
+        };
+        (principal, true)
     }
 
     #[tokio::test]
@@ -559,9 +517,13 @@ mod tests {
             webhook: None,
         };
         let authz = Authorizer::new(Some(&config)).await.unwrap();
-        let check = |who: Caller, method: Method, uri: &'static str| {
+        let check = |(who, known): (Principal, bool), method: Method, uri: &'static str| {
             let authz = &authz;
-            async move { authz.authorize(&who, &attrs(method, uri).unwrap()).await }
+            async move {
+                authz
+                    .authorize(&who, known, &attrs(method, uri).unwrap())
+                    .await
+            }
         };
         let pat = || caller("pat", &[]);
         assert!(
@@ -601,14 +563,18 @@ mod tests {
         // system:authenticated holds every authenticated caller, never anonymous ones.
         let query = "/apis/activity.miloapis.com/v1alpha1/eventqueries";
         assert!(check(caller("zed", &[]), Method::POST, query).await.is_ok());
-        let anonymous = Caller {
-            principal: None,
-            scope: super::super::auth::Scope::Platform,
+        let anonymous = Principal {
+            user: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+            extra: Vec::new(),
         };
-        assert!(check(anonymous, Method::POST, query).await.is_err());
+        assert!(check((anonymous, false), Method::POST, query)
+            .await
+            .is_err());
         // No configuration: today's behaviour.
         let open = Authorizer::allow_all();
         let a = attrs(Method::DELETE, "/api/v1/namespaces/x/events").unwrap();
-        assert!(open.authorize(&caller("anyone", &[]), &a).await.is_ok());
+        let (anyone, known) = caller("anyone", &[]);
+        assert!(open.authorize(&anyone, known, &a).await.is_ok());
     }
 }

@@ -1,8 +1,9 @@
 //! Where the Events API keeps events: the embedded store (default) or ClickHouse, behind
 //! one set of calls.
 
+use super::ce::event_time;
 use super::clickhouse::{ClickHouseStore, Narrowing};
-use super::query::{count_facets, event_time, EventQuery, FacetQuery};
+use super::query::{count_facets, EventQuery, FacetQuery};
 use super::store::{Change, EventStore, Precondition, StoreError, Stored, INDEXED_FIELDS};
 use serde_json::{Map, Value};
 use std::sync::Arc;

@@ -484,7 +484,7 @@ impl ClickHouseStore {
 }
 
 /// An event's time (ms since the epoch, to the second) computed from its JSON in SQL,
-/// as [`super::query::event_time`] does: `lastTimestamp`, else `lastObservedTime` (of
+/// as [`super::ce::event_time`] does: `lastTimestamp`, else `lastObservedTime` (of
 /// `series`), `eventTime`, `firstTimestamp`, `creationTimestamp`. Written for the oldest
 /// ClickHouse weir supports (Debian's 18.16: no `JSONExtract*`, no `DateTime64`):
 /// `visitParamExtractString` finds a key at any depth, and these keys occur once in an

@@ -14,13 +14,13 @@
 //! - Field selectors accept both core/v1 (`involvedObject.name`) and events.k8s.io/v1
 //!   (`regarding.name`) labels.
 
+use super::ce::{event_time, event_view};
 use super::convert::{self, ApiVersion};
 use super::selector::FieldSelector;
 use super::status::ApiError;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use weir_core::cesql::Expr;
-use weir_core::Event;
 
 /// The most results of one EventQuery page (and the default page).
 pub const MAX_LIMIT: usize = 1000;
@@ -453,78 +453,6 @@ impl FacetQuery {
             .insert("status".into(), json!({ "facets": facets }));
         Value::Object(self.object)
     }
-}
-
-/// When an event happened, for time ranges: `lastTimestamp`, else `series.lastObservedTime`,
-/// `eventTime`, `firstTimestamp`, `metadata.creationTimestamp`; ms since the epoch.
-pub fn event_time(core: &Map<String, Value>) -> i64 {
-    let series = core.get("series").and_then(Value::as_object);
-    [
-        core.get("lastTimestamp"),
-        series.and_then(|s| s.get("lastObservedTime")),
-        core.get("eventTime"),
-        core.get("firstTimestamp"),
-        convert::metadata(core).and_then(|m| m.get("creationTimestamp")),
-    ]
-    .into_iter()
-    .map(convert::parse_ms)
-    .find(|ms| *ms != 0)
-    .unwrap_or(0)
-}
-
-/// A stored event as the CloudEvent a query's `filter` sees: `id` the uid (else
-/// namespace/name), `source` `/api/v1/namespaces/<ns>/events`, `type`
-/// `io.k8s.core.v1.Event`, `subject` the involved object as `kind/namespace/name`, `time`
-/// the event's time, and extensions `k8snamespace`, `k8sname`, `k8sreason`, `k8stype`
-/// (Normal or Warning), `k8skind` and `k8sobject` (the involved object's kind and name),
-/// `k8scomponent` (source or reporting component) and `k8scount`.
-pub fn event_view(core: &Map<String, Value>) -> Event {
-    let ns = convert::meta_str(core, "namespace");
-    let name = convert::meta_str(core, "name");
-    let uid = convert::meta_str(core, "uid");
-    let id = if uid.is_empty() {
-        format!("{ns}/{name}")
-    } else {
-        uid.to_owned()
-    };
-    let mut e = Event::new(
-        id,
-        format!("/api/v1/namespaces/{ns}/events"),
-        "io.k8s.core.v1.Event",
-    );
-    let at = |path: &[&str]| convert::str_at(core, path);
-    let (kind, object_ns, object) = (
-        at(&["involvedObject", "kind"]),
-        at(&["involvedObject", "namespace"]),
-        at(&["involvedObject", "name"]),
-    );
-    e.subject = Some(format!("{kind}/{object_ns}/{object}"));
-    let time = event_time(core);
-    if time != 0 {
-        e.time = Some(convert::rfc3339_seconds(time));
-    }
-    let component = match at(&["source", "component"]) {
-        "" => at(&["reportingComponent"]),
-        c => c,
-    };
-    let count = core.get("count").and_then(Value::as_i64).unwrap_or(0);
-    for (key, value) in [
-        ("k8snamespace", ns),
-        ("k8sname", name),
-        ("k8sreason", at(&["reason"])),
-        ("k8stype", at(&["type"])),
-        ("k8skind", kind),
-        ("k8sobject", object),
-        ("k8scomponent", component),
-    ] {
-        if !value.is_empty() {
-            e.set_extension(key, value);
-        }
-    }
-    if count > 0 {
-        e.set_extension("k8scount", count.to_string());
-    }
-    e
 }
 
 /// Counts facet values over events (in the range; the caller filters). Values are

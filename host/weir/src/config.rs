@@ -72,6 +72,10 @@ pub struct Config {
     #[cfg(feature = "k8s")]
     #[serde(default)]
     pub events_api: EventsApiConfig,
+    /// The cluster watch: downstream clusters' Events, to routes taking `k8s-watch`.
+    #[cfg(feature = "k8s")]
+    #[serde(default)]
+    pub k8s_watch: weir_k8s::watch::WatchConfig,
     /// TLS for the main listener; with `client_ca`, client certificates authenticate
     /// callers (subject CN = user, O = groups).
     #[serde(default)]
@@ -303,6 +307,9 @@ sink_connectors! {
     /// An HTTP receiver (CloudEvents HTTP binding), behind retries and a circuit breaker.
     #[cfg(feature = "http")]
     "http" => Http(weir_http::HttpSinkConfig),
+    /// An upstream Kubernetes API (or kcp workspace): Events created, repeats patched.
+    #[cfg(feature = "k8s")]
+    "kubernetes" => Kubernetes(weir_k8s::upstream::UpstreamSinkConfig),
 }
 
 /// Source kinds a route may name: `http` always, the others when their connector is
@@ -314,6 +321,7 @@ pub fn source_kinds() -> Vec<&'static str> {
     }
     if cfg!(feature = "k8s") {
         kinds.push("k8s");
+        kinds.push("k8s-watch");
     }
     if cfg!(feature = "kafka") {
         kinds.push("kafka");
@@ -462,6 +470,8 @@ impl Config {
             engine: EngineConfig::default(),
             #[cfg(feature = "k8s")]
             events_api: EventsApiConfig::default(),
+            #[cfg(feature = "k8s")]
+            k8s_watch: Default::default(),
             tls: None,
             authentication: Default::default(),
             #[cfg(feature = "kafka")]
@@ -611,6 +621,12 @@ impl Config {
                         format!("routes[{i}].from[{j}]"),
                         from,
                         "source `k8s` needs `events_api: { enabled: true }`",
+                    );
+                } else if from == "k8s-watch" && !self.watches_clusters() {
+                    issues.add(
+                        format!("routes[{i}].from[{j}]"),
+                        from,
+                        "source `k8s-watch` needs `k8s_watch.clusters`",
                     );
                 }
             }
@@ -965,6 +981,19 @@ impl Config {
     /// Checks the Events API: its own settings, and the route that admits its writes.
     #[cfg(feature = "k8s")]
     fn check_events_api(&self, issues: &mut Issues<'_>) {
+        for problem in self.k8s_watch.problems() {
+            let needle = problem
+                .field
+                .rsplit('.')
+                .next()
+                .unwrap_or("k8s_watch")
+                .to_owned();
+            issues.add(
+                format!("k8s_watch.{}", problem.field),
+                &needle,
+                problem.message,
+            );
+        }
         for problem in self.events_api.problems(self.events_proxy()) {
             let needle = problem
                 .field
@@ -1018,6 +1047,18 @@ impl Config {
     #[cfg(feature = "k8s")]
     pub fn events_api_served(&self) -> bool {
         self.events_api.enabled || self.events_proxy()
+    }
+
+    /// Whether the cluster watch has clusters to watch.
+    #[cfg(feature = "k8s")]
+    pub fn watches_clusters(&self) -> bool {
+        self.k8s_watch.enabled()
+    }
+
+    /// Whether the cluster watch has clusters to watch: never without the `k8s` feature.
+    #[cfg(not(feature = "k8s"))]
+    pub fn watches_clusters(&self) -> bool {
+        false
     }
 
     /// Whether the Events API is served: never without the `k8s` feature.

@@ -210,6 +210,11 @@ async fn start_sources(
         use weir_router::source::StartSource;
         tasks.extend(source.start(name, cx.clone()).await?.tasks);
     }
+    #[cfg(feature = "k8s")]
+    {
+        use weir_router::source::StartSource;
+        tasks.extend(config.k8s_watch.start("k8s_watch", cx.clone()).await?.tasks);
+    }
     let _ = (config, cx);
     Ok((tasks, grpc_addr))
 }

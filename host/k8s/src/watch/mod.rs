@@ -1,0 +1,511 @@
+//! The cluster watch (`k8s_watch`): the Events of downstream Kubernetes clusters, read with
+//! kube-rs watches (list, then watch; relist after `410 Gone`; backoff while an API is
+//! down), handed to the routes fed by `k8s-watch` as CloudEvents of the shape of
+//! [`crate::ce`] with `k8scluster`, `k8ssynctarget` and `k8sworkspace` added.
+//!
+//! Each event is handed on once per resourceVersion: what was delivered is remembered
+//! durably ([`seen`]), so a relist or a restart re-emits nothing already delivered, while
+//! a changed event (its count went up) flows again. Batches are submitted one after the
+//! other per cluster, so events of one involved object keep their order; an event is
+//! remembered only once the routes took its batch (at-least-once).
+
+mod seen;
+
+use crate::ce::event_view;
+use crate::convert::{self, ApiVersion};
+use crate::kubeclient;
+use futures_util::StreamExt as _;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::watcher;
+use kube::runtime::WatchStreamExt as _;
+use prometheus::{IntCounterVec, IntGaugeVec};
+use seen::Seen;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use weir_core::metrics::MetricsRegistry;
+use weir_core::sink::ConfigProblem;
+use weir_core::Event;
+use weir_router::source::{RunningSource, SourceContext, SourceError, StartSource};
+use weir_router::{Origin, RouterError};
+
+/// How often a failing cluster is asked whether it answers again.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// The source kind routes name to take the watched events.
+pub const SOURCE_KIND: &str = "k8s-watch";
+
+/// The cluster watch's settings (`k8s_watch`). Off while `clusters` is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// The downstream clusters.
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+    /// The most events in one batch handed to the routes (default 1000).
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long a batch waits for more events before it goes, ms (default 50).
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    /// The most delivered events remembered per cluster (default 1,000,000).
+    #[serde(default = "default_remember")]
+    pub remember: usize,
+    /// How long a delivered event is remembered, hours (default 24; Kubernetes keeps
+    /// events for one hour by default, so a relist never finds one older).
+    #[serde(default = "default_remember_hours")]
+    pub remember_hours: u64,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            clusters: Vec::new(),
+            max_batch: default_max_batch(),
+            linger_ms: default_linger_ms(),
+            remember: default_remember(),
+            remember_hours: default_remember_hours(),
+        }
+    }
+}
+
+fn default_max_batch() -> usize {
+    1000
+}
+
+fn default_linger_ms() -> u64 {
+    50
+}
+
+fn default_remember() -> usize {
+    1_000_000
+}
+
+fn default_remember_hours() -> u64 {
+    24
+}
+
+/// One downstream cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster's name (`k8scluster`, metric label): letters, digits, `-`, `.`, `_`.
+    pub name: String,
+    /// Its kubeconfig (TLS client certificates, bearer tokens); without one, the
+    /// in-cluster service account or the default kubeconfig.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[serde(default)]
+    pub context: Option<String>,
+    /// The sync target's name (`k8ssynctarget`; default the cluster's name).
+    #[serde(default)]
+    pub sync_target: Option<String>,
+    /// The upstream workspace (kcp logical cluster) its events go to (`k8sworkspace`).
+    #[serde(default)]
+    pub workspace: Option<String>,
+    /// Which API to watch: `core` (core/v1, default) or `events` (events.k8s.io/v1,
+    /// handed on as core/v1). The two show the same events: watch one.
+    #[serde(default)]
+    pub api: WatchApi,
+}
+
+/// See [`ClusterConfig::api`].
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchApi {
+    /// core/v1 Events.
+    #[default]
+    Core,
+    /// events.k8s.io/v1 Events.
+    Events,
+}
+
+impl WatchConfig {
+    /// Whether any cluster is configured.
+    pub fn enabled(&self) -> bool {
+        !self.clusters.is_empty()
+    }
+
+    /// Every problem of the settings; fields relative to `k8s_watch`.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (i, c) in self.clusters.iter().enumerate() {
+            let ok = !c.name.is_empty()
+                && c.name.len() <= 63
+                && c.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+            if !ok {
+                problems.push(ConfigProblem::at(
+                    format!("clusters[{i}].name"),
+                    "1 to 63 letters, digits, `-`, `.` or `_`",
+                ));
+            } else if !names.insert(c.name.as_str()) {
+                problems.push(ConfigProblem::at(
+                    format!("clusters[{i}].name"),
+                    format!("`{}` is named twice", c.name),
+                ));
+            }
+            if let Some(ws) = &c.workspace {
+                if !kubeclient::valid_workspace(ws) {
+                    problems.push(ConfigProblem::at(
+                        format!("clusters[{i}].workspace"),
+                        format!("`{ws}` is not a workspace path (`root:org:team`: lower-case letters, digits, `-`, `:`)"),
+                    ));
+                }
+            }
+        }
+        if self.max_batch == 0 {
+            problems.push(ConfigProblem::at("max_batch", "must be at least 1"));
+        }
+        problems
+    }
+}
+
+/// The watch's metric families (`weir_k8s_watch_*`), labelled by the configured cluster.
+struct WatchMetrics {
+    events: IntCounterVec,
+    up: IntGaugeVec,
+    remembered: IntGaugeVec,
+    relists: IntCounterVec,
+    errors: IntCounterVec,
+}
+
+impl WatchMetrics {
+    fn new(r: &MetricsRegistry) -> Self {
+        Self {
+            events: r.counter(
+                "weir_k8s_watch_events_total",
+                "Events read from a downstream cluster, by cluster and outcome (delivered: handed to the routes; deduplicated: already delivered at this resourceVersion; undecodable).",
+                &["cluster", "outcome"],
+            ),
+            up: r.gauge(
+                "weir_k8s_watch_up",
+                "1 while a cluster's watch is listed and watching, 0 while it is failing or relisting.",
+                &["cluster"],
+            ),
+            remembered: r.gauge(
+                "weir_k8s_watch_remembered",
+                "Delivered events remembered to keep relists from re-emitting them (bounded by k8s_watch.remember).",
+                &["cluster"],
+            ),
+            relists: r.counter(
+                "weir_k8s_watch_relists_total",
+                "Lists of a cluster's events: the first, and each after a 410 Gone or a broken watch.",
+                &["cluster"],
+            ),
+            errors: r.counter(
+                "weir_k8s_watch_errors_total",
+                "Failed list or watch calls to a cluster (retried with backoff).",
+                &["cluster"],
+            ),
+        }
+    }
+}
+
+impl StartSource for WatchConfig {
+    async fn start(&self, name: &str, cx: SourceContext) -> Result<RunningSource, SourceError> {
+        let mut running = RunningSource::default();
+        if !self.enabled() {
+            return Ok(running);
+        }
+        let seen = Arc::new(
+            Seen::open(
+                &cx.data_dir.join("k8s-watch").join("seen.redb"),
+                self.remember,
+                self.remember_hours.saturating_mul(3_600_000),
+            )
+            .map_err(|e| SourceError::new(name, "cannot open the seen-event memory", e))?,
+        );
+        let metrics = Arc::new(WatchMetrics::new(&cx.metrics));
+        for cluster in &self.clusters {
+            let config =
+                kubeclient::load(cluster.kubeconfig.as_deref(), cluster.context.as_deref())
+                    .await
+                    .map_err(|e| {
+                        SourceError::new(name, format!("cluster `{}`", cluster.name), e)
+                    })?;
+            let client = kubeclient::client(config, cluster.kubeconfig.as_ref())
+                .map_err(|e| SourceError::new(name, format!("cluster `{}`", cluster.name), e))?;
+            metrics.up.with_label_values(&[&cluster.name]).set(0);
+            let watch = ClusterWatch {
+                cluster: cluster.clone(),
+                batching: Batching {
+                    max: self.max_batch.max(1),
+                    linger: Duration::from_millis(self.linger_ms),
+                },
+                seen: seen.clone(),
+                metrics: metrics.clone(),
+                cx: cx.clone(),
+            };
+            running.tasks.push(tokio::spawn(watch.run(client)));
+        }
+        tracing::info!(
+            clusters = self.clusters.len(),
+            "watching downstream clusters' events"
+        );
+        Ok(running)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Batching {
+    max: usize,
+    linger: Duration,
+}
+
+/// One cluster's watch.
+struct ClusterWatch {
+    cluster: ClusterConfig,
+    batching: Batching,
+    seen: Arc<Seen>,
+    metrics: Arc<WatchMetrics>,
+    cx: SourceContext,
+}
+
+/// A batch being gathered: the events and the `(uid, resourceVersion)` each stands for.
+#[derive(Default)]
+struct Pending {
+    events: Vec<Event>,
+    versions: HashSet<(String, String)>,
+}
+
+impl ClusterWatch {
+    async fn run(self, client: kube::Client) {
+        let (api_version, gvk) = match self.cluster.api {
+            WatchApi::Core => (ApiVersion::Core, GroupVersionKind::gvk("", "v1", "Event")),
+            WatchApi::Events => (
+                ApiVersion::Events,
+                GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
+            ),
+        };
+        let resource = ApiResource::from_gvk(&gvk);
+        let probe_client = client.clone();
+        let api: Api<DynamicObject> = Api::all_with(client, &resource);
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        let stopped = self.cx.stopped();
+        let mut stopped = std::pin::pin!(stopped);
+        let name = self.cluster.name.as_str();
+        let mut pending = Pending::default();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut failing = false;
+        loop {
+            let next = async {
+                match deadline {
+                    Some(at) => tokio::time::timeout_at(at, stream.next()).await.ok(),
+                    None => Some(stream.next().await),
+                }
+            };
+            // While failing, the API is asked every 2 s whether it answers again: a
+            // watch that resumes where it was (no relist) yields nothing to say so.
+            let failing_now = failing;
+            let probe = async {
+                if failing_now {
+                    tokio::time::sleep(PROBE_EVERY).await;
+                    probe_client.apiserver_version().await.is_ok()
+                } else {
+                    std::future::pending().await
+                }
+            };
+            let item = tokio::select! {
+                _ = &mut stopped => break,
+                item = next => item,
+                answers = probe => {
+                    if answers {
+                        self.metrics.up.with_label_values(&[name]).set(1);
+                        tracing::info!(cluster = name, "the cluster answers again");
+                        failing = false;
+                    }
+                    continue;
+                }
+            };
+            match item {
+                // The linger ran out: the batch goes.
+                None => {}
+                Some(None) => break,
+                Some(Some(Err(e))) => {
+                    self.metrics.errors.with_label_values(&[name]).inc();
+                    self.metrics.up.with_label_values(&[name]).set(0);
+                    if !failing {
+                        tracing::warn!(
+                            cluster = name,
+                            "watching the cluster's events failed; retrying with backoff: {}",
+                            weir_core::util::error_chain(&e)
+                        );
+                        failing = true;
+                    }
+                    continue;
+                }
+                Some(Some(Ok(event))) => {
+                    match event {
+                        watcher::Event::Init => {
+                            self.metrics.relists.with_label_values(&[name]).inc();
+                            self.metrics.up.with_label_values(&[name]).set(0);
+                        }
+                        watcher::Event::InitDone => {
+                            self.metrics.up.with_label_values(&[name]).set(1);
+                            failing = false;
+                        }
+                        watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
+                            self.take(object, api_version, &mut pending);
+                        }
+                        // The syncer copies events; a downstream deletion (expiry) is
+                        // not copied upstream, where retention is the upstream's own.
+                        watcher::Event::Delete(_) => {}
+                    }
+                    if pending.events.len() < self.batching.max {
+                        if !pending.events.is_empty() && deadline.is_none() {
+                            deadline = Some(tokio::time::Instant::now() + self.batching.linger);
+                        }
+                        continue;
+                    }
+                }
+            }
+            deadline = None;
+            if !self.deliver(std::mem::take(&mut pending)).await {
+                return;
+            }
+        }
+        // At shutdown, what was gathered is still handed on.
+        if !pending.events.is_empty() {
+            self.deliver(pending).await;
+        }
+        self.metrics.up.with_label_values(&[name]).set(0);
+    }
+
+    /// Adds one watched object to the batch, unless it was delivered already.
+    fn take(&self, object: DynamicObject, api: ApiVersion, pending: &mut Pending) {
+        let name = self.cluster.name.as_str();
+        let Ok(Value::Object(mut object)) = serde_json::to_value(object) else {
+            self.metrics
+                .events
+                .with_label_values(&[name, "undecodable"])
+                .inc();
+            return;
+        };
+        if let Some(Value::Object(meta)) = object.get_mut("metadata") {
+            meta.remove("managedFields");
+        }
+        let core = match api {
+            ApiVersion::Core => object,
+            other => convert::to_core(object, other),
+        };
+        let key = (
+            convert::meta_str(&core, "uid").to_owned(),
+            convert::meta_str(&core, "resourceVersion").to_owned(),
+        );
+        if key.0.is_empty() {
+            self.metrics
+                .events
+                .with_label_values(&[name, "undecodable"])
+                .inc();
+            return;
+        }
+        // Delivered before, or already in this batch (a relist right after a change).
+        if self.seen.delivered(name, &key.0, &key.1) || pending.versions.contains(&key) {
+            self.metrics
+                .events
+                .with_label_values(&[name, "deduplicated"])
+                .inc();
+            return;
+        }
+        pending.events.push(self.cloud_event(&core, &key.0, &key.1));
+        pending.versions.insert(key);
+    }
+
+    /// A watched event as a CloudEvent.
+    fn cloud_event(&self, core: &Map<String, Value>, uid: &str, version: &str) -> Event {
+        let cluster = &self.cluster;
+        let mut event = event_view(core);
+        event.id = format!("{uid}.{version}");
+        event.source = format!(
+            "/clusters/{}/api/v1/namespaces/{}/events",
+            cluster.name,
+            convert::meta_str(core, "namespace")
+        );
+        event.set_extension("k8scluster", cluster.name.as_str());
+        event.set_extension(
+            "k8ssynctarget",
+            cluster.sync_target.as_deref().unwrap_or(&cluster.name),
+        );
+        if let Some(ws) = &cluster.workspace {
+            event.set_extension("k8sworkspace", ws.as_str());
+        }
+        event.datacontenttype = Some("application/json".into());
+        event.data = serde_json::to_vec(core).ok().map(Into::into);
+        event
+    }
+
+    /// Hands a batch to the routes, retrying while they refuse it for now; remembers it
+    /// once taken. `false` when the router has stopped.
+    async fn deliver(&self, pending: Pending) -> bool {
+        if pending.events.is_empty() {
+            return true;
+        }
+        let name = self.cluster.name.as_str();
+        let n = pending.events.len() as u64;
+        let mut attempt = 0u32;
+        loop {
+            let origin = Origin {
+                source_kind: SOURCE_KIND,
+                ..Default::default()
+            };
+            match self
+                .cx
+                .router
+                .submit_to(origin, pending.events.clone())
+                .await
+            {
+                Ok(_) => break,
+                Err(RouterError::Stopped(_)) => return false,
+                Err(e) => {
+                    attempt = attempt.saturating_add(1);
+                    let pause = match &e {
+                        RouterError::RateLimited {
+                            retry_after_secs, ..
+                        } => Duration::from_secs((*retry_after_secs).clamp(1, 60)),
+                        _ => weir_core::util::backoff(
+                            attempt,
+                            Duration::from_millis(100),
+                            Duration::from_secs(10),
+                        ),
+                    };
+                    tracing::warn!(
+                        cluster = name,
+                        ?pause,
+                        "the routes did not take a batch of watched events: {e}; retrying"
+                    );
+                    let mut stopped = self.cx.shutdown.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stopped.wait_for(|s| *s) => return false,
+                    }
+                }
+            }
+        }
+        self.metrics
+            .events
+            .with_label_values(&[name, "delivered"])
+            .inc_by(n);
+        let versions: Vec<(String, String)> = pending.versions.into_iter().collect();
+        let recorded = self.seen.record(name, &versions, weir_core::util::now_ms());
+        self.metrics
+            .remembered
+            .with_label_values(&[name])
+            .set(i64::try_from(self.seen.len(name)).unwrap_or(i64::MAX));
+        if let Err(e) = recorded {
+            tracing::error!(
+                cluster = name,
+                "cannot remember delivered events (a restart may hand them on again): {}",
+                weir_core::util::error_chain(&e)
+            );
+        }
+        true
+    }
+}

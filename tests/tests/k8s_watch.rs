@@ -1,0 +1,310 @@
+//! The cluster syncer end to end: weir S watches a downstream cluster's Events with
+//! kube-rs and writes them to an upstream Kubernetes API with kube-rs. Both clusters are
+//! weir Events API instances (embedded store) on TLS, reached through kubeconfigs with
+//! generated client certificates, which kube-rs talks to exactly as to a real API server.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::pki::Pki;
+use common::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A cluster played by weir: its kubeconfig (client certificate `syncer`) and an HTTPS
+/// client for the test's own reads and writes.
+struct Cluster {
+    weir: Weir,
+    kubeconfig: String,
+    http: reqwest::Client,
+    base: String,
+    listen: String,
+    config: String,
+}
+
+fn cluster_config(dir: &Path, servers: &Pki, users: &Pki, name: &str) -> String {
+    let (cert, key) = servers.issue(name, &["localhost"]);
+    std::fs::write(dir.join("server.pem"), cert).unwrap();
+    std::fs::write(dir.join("server.key"), key).unwrap();
+    std::fs::write(dir.join("users-ca.pem"), &users.ca_pem).unwrap();
+    format!(
+        "tls: {{ cert: {0}/server.pem, key: {0}/server.key, client_ca: {0}/users-ca.pem }}\nevents_api: {{ enabled: true }}\nroutes: [ {{ name: r, to: [tail] }} ]\n",
+        dir.display()
+    )
+}
+
+fn start_cluster(servers: &Pki, users: &Pki, name: &str, kube_dir: &Path) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cluster_config(dir.path(), servers, users, name);
+    let weir = Weir::start_in(dir, &config);
+    let base = weir.url.replace("127.0.0.1", "localhost");
+    let listen = weir.url.trim_start_matches("https://").to_owned();
+    let (cert, key) = users.issue("syncer", &[]);
+    let (cert_path, key_path) = (
+        kube_dir.join(format!("{name}-syncer.pem")),
+        kube_dir.join(format!("{name}-syncer.key")),
+    );
+    std::fs::write(&cert_path, &cert).unwrap();
+    std::fs::write(&key_path, &key).unwrap();
+    std::fs::write(kube_dir.join("servers-ca.pem"), &servers.ca_pem).unwrap();
+    let kubeconfig = kube_dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster: {{ server: \"{base}\", certificate-authority: {} }}\nusers:\n- name: syncer\n  user: {{ client-certificate: {}, client-key: {} }}\ncontexts:\n- name: {name}\n  context: {{ cluster: {name}, user: syncer }}\ncurrent-context: {name}\n",
+            kube_dir.join("servers-ca.pem").display(),
+            cert_path.display(),
+            key_path.display()
+        ),
+    )
+    .unwrap();
+    let http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(servers.ca_pem.as_bytes()).unwrap())
+        .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    Cluster {
+        weir,
+        kubeconfig: kubeconfig.display().to_string(),
+        http,
+        base,
+        listen,
+        config,
+    }
+}
+
+impl Cluster {
+    async fn create(&self, name: &str, object: &str) {
+        let event = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": object, "namespace": "default"},
+            "reason": "BackOff", "message": format!("back-off restarting {object}"), "type": "Warning",
+            "source": {"component": "kubelet"},
+            "firstTimestamp": "2026-12-06T10:00:00Z", "lastTimestamp": "2026-12-06T10:00:00Z",
+            "count": 1,
+        });
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/namespaces/default/events", self.base))
+            .json(&event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    }
+
+    async fn events(&self) -> Vec<Value> {
+        let list: Value = self
+            .http
+            .get(format!("{}/api/v1/events", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut items = list["items"].as_array().cloned().unwrap_or_default();
+        items.sort_by_key(|e| e["metadata"]["name"].as_str().unwrap_or("").to_owned());
+        items
+    }
+
+    /// Waits until the cluster holds `n` events (at most 30 s).
+    async fn wait_for(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let events = self.events().await;
+            if events.len() >= n || Instant::now() > deadline {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn syncer_config(downstream: &Cluster, upstream: &Cluster) -> String {
+    format!(
+        "k8s_watch:\n  linger_ms: 20\n  clusters:\n    - {{ name: east, kubeconfig: {}, sync_target: east-target }}\n\
+sinks:\n  upstream: {{ type: kubernetes, kubeconfig: {} }}\n  seen: {{ type: file, path: seen.jsonl }}\n\
+routes:\n  - {{ name: sync, from: [k8s-watch], to: [upstream, seen] }}\n",
+        downstream.kubeconfig, upstream.kubeconfig
+    )
+}
+
+async fn metrics_of(weir: &Weir) -> String {
+    get_text(&format!("{}/metrics", weir.url)).await.1
+}
+
+/// Waits until `f` holds of the syncer's metrics (at most 30 s).
+async fn wait_metrics(weir: &Weir, what: &str, f: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = metrics_of(weir).await;
+        if f(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{what}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the syncer's file sink holds `n` lines, then a little longer to see that
+/// no more come.
+async fn settled_lines(weir: &Weir, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while weir.jsonl("seen.jsonl").len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    weir.jsonl("seen.jsonl")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_are_copied_upstream_once_patched_on_repeat_and_never_re_emitted() {
+    let kube_dir = tempfile::tempdir().unwrap();
+    let (servers, users) = (Pki::new("servers CA"), Pki::new("users CA"));
+    let down = start_cluster(&servers, &users, "east", kube_dir.path());
+    let up = start_cluster(&servers, &users, "kcp", kube_dir.path());
+    for i in 0..20 {
+        down.create(&format!("e{i:02}"), &format!("pod-{}", i % 5))
+            .await;
+    }
+
+    // What the cluster held before the syncer started is listed and copied.
+    let syncer = Weir::start(&syncer_config(&down, &up));
+    let copied = up.wait_for(20).await;
+    assert_eq!(copied.len(), 20);
+    let downstream = down.events().await;
+    for (d, u) in downstream.iter().zip(&copied) {
+        assert_eq!(u["metadata"]["name"], d["metadata"]["name"]);
+        assert_eq!(u["message"], d["message"]);
+        assert_eq!(u["involvedObject"], d["involvedObject"]);
+        assert_ne!(
+            u["metadata"]["uid"], d["metadata"]["uid"],
+            "uid cleared on create"
+        );
+    }
+    // Each as a CloudEvent of the documented shape.
+    let lines = settled_lines(&syncer, 20).await;
+    assert_eq!(lines.len(), 20);
+    let first = lines
+        .iter()
+        .find(|e| e["k8sname"] == "e00")
+        .expect("e00 handed on");
+    assert_eq!(first["type"], "io.k8s.core.v1.Event");
+    assert_eq!(first["subject"], "Pod/default/pod-0");
+    assert_eq!(first["k8scluster"], "east");
+    assert_eq!(first["k8ssynctarget"], "east-target");
+    assert_eq!(first["k8sreason"], "BackOff");
+    assert_eq!(first["k8stype"], "Warning");
+    assert_eq!(
+        first["source"],
+        "/clusters/east/api/v1/namespaces/default/events"
+    );
+    let uid = downstream[0]["metadata"]["uid"].as_str().unwrap();
+    assert!(first["id"].as_str().unwrap().starts_with(uid), "{first}");
+
+    // A repeat (the count went up) patches the upstream event: no second event.
+    let resp = down
+        .http
+        .patch(format!(
+            "{}/api/v1/namespaces/default/events/e00",
+            down.base
+        ))
+        .header("content-type", "application/merge-patch+json")
+        .body(
+            r#"{"count": 5, "lastTimestamp": "2026-12-06T10:05:00Z", "message": "back-off again"}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let e00 = loop {
+        let events = up.events().await;
+        let e00 = events[0].clone();
+        if e00["count"] == 5 || Instant::now() > deadline {
+            assert_eq!(events.len(), 20, "patched, not created");
+            break e00;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(e00["count"], 5, "{e00}");
+    assert_eq!(e00["message"], "back-off again");
+    assert_eq!(e00["lastTimestamp"], "2026-12-06T10:05:00Z");
+    let text = metrics_of(&syncer).await;
+    assert_eq!(
+        metric(
+            &text,
+            "weir_k8s_upstream_writes_total{outcome=\"patched\",sink=\"upstream\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(settled_lines(&syncer, 21).await.len(), 21);
+
+    // Restart the syncer: the relist finds only what it delivered; nothing re-emitted.
+    let (clean, dir) = syncer.terminate();
+    assert!(clean, "the syncer stopped cleanly");
+    let syncer = Weir::start_in(dir, &syncer_config(&down, &up));
+    wait_metrics(&syncer, "20 deduplicated after the restart", |m| {
+        metric(
+            m,
+            "weir_k8s_watch_events_total{cluster=\"east\",outcome=\"deduplicated\"}",
+        ) == Some(20.0)
+    })
+    .await;
+    assert_eq!(
+        settled_lines(&syncer, 21).await.len(),
+        21,
+        "nothing re-emitted"
+    );
+    down.create("e20", "pod-new").await;
+    assert_eq!(up.wait_for(21).await.len(), 21);
+    assert_eq!(settled_lines(&syncer, 22).await.len(), 22);
+
+    // Restart the downstream API: the watch breaks, backs off, resumes (or relists), and
+    // goes on without re-emitting what it delivered.
+    let Cluster {
+        weir: down_weir,
+        kubeconfig,
+        http,
+        base,
+        listen,
+        config,
+    } = down;
+    let (_, down_dir) = down_weir.terminate();
+    wait_metrics(&syncer, "the watch noticed the downstream was gone", |m| {
+        metric(m, "weir_k8s_watch_up{cluster=\"east\"}") == Some(0.0)
+    })
+    .await;
+    let down = Cluster {
+        weir: Weir::start_at(down_dir, &listen, &config),
+        kubeconfig,
+        http,
+        base,
+        listen,
+        config,
+    };
+    wait_metrics(&syncer, "watching again after the restart", |m| {
+        metric(m, "weir_k8s_watch_up{cluster=\"east\"}") == Some(1.0)
+            && metric(m, "weir_k8s_watch_errors_total{cluster=\"east\"}").unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    down.create("e21", "pod-new").await;
+    assert_eq!(up.wait_for(22).await.len(), 22);
+    let lines = settled_lines(&syncer, 23).await;
+    assert_eq!(lines.len(), 23, "only the new event after the relist");
+    let names: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .map(|e| e["k8sname"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names.len(),
+        22,
+        "e00 twice (created, then its repeat), every other once"
+    );
+}
