@@ -7,7 +7,10 @@ pub struct Context {
     pub tenant: String,
     /// The route they travel on.
     pub route: String,
-    /// The kind of source: "http", "kafka", "grpc", "k8s-api", "k8s-watch".
+    /// The kind of source: "http", "grpc", "kafka", "k8s" (Events API), "k8s-watch"
+    /// (cluster watch), "replay", "tick", "admin" (dry run), "cli" (`weir filter test`).
+    /// Kubernetes Events carry `subject` = the involved object (`kind/namespace/name`)
+    /// and the `k8s*` extensions (see `wit/filter.wit`).
     pub source_kind: String,
     /// The authenticated caller, when the source authenticates.
     pub principal: Option<Principal>,

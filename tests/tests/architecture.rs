@@ -283,3 +283,45 @@ fn the_check_finds_a_cycle_and_reads_groups_and_super_paths() {
     .collect();
     assert_eq!(cycles(&graph), vec![vec!["a", "b", "c"]]);
 }
+
+/// Every source kind the host hands filters (`source_kind: "…"` in `host/`) is one that
+/// `wit/filter.wit` documents, so filter authors can rely on the list.
+#[test]
+fn the_wit_file_documents_every_source_kind_the_host_sends() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let wit = std::fs::read_to_string(root.join("wit/filter.wit")).expect("wit/filter.wit");
+    let doc: String = wit
+        .split("record context")
+        .nth(1)
+        .and_then(|r| r.split("source-kind: string").next())
+        .expect("the context record documents source-kind")
+        .to_owned();
+    let mut sent = BTreeSet::new();
+    let mut files = vec![root.join("host")];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("readable") {
+                files.push(entry.expect("entry").path());
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).expect("readable");
+            for (i, _) in text.match_indices("source_kind: \"") {
+                let rest = &text[i + "source_kind: \"".len()..];
+                sent.insert(rest[..rest.find('"').expect("closing quote")].to_owned());
+            }
+            for constant in ["REPLAY_SOURCE: &str = \"", "SOURCE_KIND: &str = \""] {
+                for (i, _) in text.match_indices(constant) {
+                    let rest = &text[i + constant.len()..];
+                    sent.insert(rest[..rest.find('"').expect("closing quote")].to_owned());
+                }
+            }
+        }
+    }
+    assert!(sent.len() >= 8, "found {sent:?}");
+    for kind in &sent {
+        assert!(
+            doc.contains(&format!("\"{kind}\"")),
+            "the host sends source kind `{kind}`, which wit/filter.wit does not document"
+        );
+    }
+}
