@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const GUESTS: [(&str, &str); 9] = [
+const GUESTS: [(&str, &str); 10] = [
+    ("k8s-transform", "k8s_transform"),
     ("trigger-route", "trigger_route"),
     ("dedup", "dedup"),
     ("rate-limit", "rate_limit"),

@@ -125,12 +125,17 @@ impl Cluster {
     }
 }
 
+/// The syncer: the watch of `downstream`, the `k8s-transform` filter (built from
+/// `filters/` in this test run), the upstream sink and a file of what the route saw.
 fn syncer_config(downstream: &Cluster, upstream: &Cluster) -> String {
     format!(
         "k8s_watch:\n  linger_ms: 20\n  clusters:\n    - {{ name: east, kubeconfig: {}, sync_target: east-target }}\n\
+filters:\n  k8s-transform: {{ path: {}, config: {{ namespace_prefix: east-, labels: {{ synced: \"yes\" }} }} }}\n\
 sinks:\n  upstream: {{ type: kubernetes, kubeconfig: {} }}\n  seen: {{ type: file, path: seen.jsonl }}\n\
-routes:\n  - {{ name: sync, from: [k8s-watch], to: [upstream, seen] }}\n",
-        downstream.kubeconfig, upstream.kubeconfig
+routes:\n  - {{ name: sync, from: [k8s-watch], filters: [k8s-transform], to: [upstream, seen] }}\n",
+        downstream.kubeconfig,
+        wasm::K8S_TRANSFORM,
+        upstream.kubeconfig
     )
 }
 
@@ -179,9 +184,20 @@ async fn events_are_copied_upstream_once_patched_on_repeat_and_never_re_emitted(
     assert_eq!(copied.len(), 20);
     let downstream = down.events().await;
     for (d, u) in downstream.iter().zip(&copied) {
-        assert_eq!(u["metadata"]["name"], d["metadata"]["name"]);
+        // Transformed as the kcp syncer does: name, namespaces, labels, annotations.
+        let name = d["metadata"]["name"].as_str().unwrap();
+        assert_eq!(u["metadata"]["name"], format!("east-target-{name}"));
+        assert_eq!(u["metadata"]["namespace"], "east-default");
+        assert_eq!(u["involvedObject"]["namespace"], "east-default");
+        assert_eq!(u["involvedObject"]["name"], d["involvedObject"]["name"]);
         assert_eq!(u["message"], d["message"]);
-        assert_eq!(u["involvedObject"], d["involvedObject"]);
+        assert_eq!(u["metadata"]["labels"]["kcp.io/sync-target"], "east-target");
+        assert_eq!(u["metadata"]["labels"]["synced"], "yes");
+        assert_eq!(
+            u["metadata"]["annotations"]["kcp.io/source-cluster"],
+            "east"
+        );
+        assert!(u["metadata"]["annotations"]["kcp.io/synced-at"].is_string());
         assert_ne!(
             u["metadata"]["uid"], d["metadata"]["uid"],
             "uid cleared on create"
@@ -192,10 +208,10 @@ async fn events_are_copied_upstream_once_patched_on_repeat_and_never_re_emitted(
     assert_eq!(lines.len(), 20);
     let first = lines
         .iter()
-        .find(|e| e["k8sname"] == "e00")
+        .find(|e| e["k8sname"] == "east-target-e00")
         .expect("e00 handed on");
     assert_eq!(first["type"], "io.k8s.core.v1.Event");
-    assert_eq!(first["subject"], "Pod/default/pod-0");
+    assert_eq!(first["subject"], "Pod/east-default/pod-0");
     assert_eq!(first["k8scluster"], "east");
     assert_eq!(first["k8ssynctarget"], "east-target");
     assert_eq!(first["k8sreason"], "BackOff");

@@ -27,6 +27,7 @@ pub mod wasm {
     pub const RATE_LIMIT: &str = env!("WEIR_WASM_RATE_LIMIT");
     pub const OTHER_WORLD: &str = env!("WEIR_WASM_OTHER_WORLD");
     pub const TRIGGER_ROUTE: &str = env!("WEIR_WASM_TRIGGER_ROUTE");
+    pub const K8S_TRANSFORM: &str = env!("WEIR_WASM_K8S_TRANSFORM");
 }
 
 /// The workspace root (from the runtime environment cargo and nextest set, so a test
