@@ -324,3 +324,79 @@ async fn events_are_copied_upstream_once_patched_on_repeat_and_never_re_emitted(
         "e00 twice (created, then its repeat), every other once"
     );
 }
+
+impl Cluster {
+    /// Creates an event of `ty` and `reason` for pod `object`.
+    async fn create_typed(&self, name: &str, object: &str, ty: &str, reason: &str) {
+        let event = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": object, "namespace": "default"},
+            "reason": reason, "message": format!("{reason} on {object}"), "type": ty,
+            "source": {"component": "kubelet"}, "count": 1,
+        });
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/namespaces/default/events", self.base))
+            .json(&event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_k8s_filter_policy_decides_what_syncs_and_a_replacement_applies_from_the_next_batch() {
+    let kube_dir = tempfile::tempdir().unwrap();
+    let (servers, users) = (Pki::new("servers CA"), Pki::new("users CA"));
+    let down = start_cluster(&servers, &users, "east", kube_dir.path());
+    let up = start_cluster(&servers, &users, "kcp", kube_dir.path());
+    let config = format!(
+        "k8s_watch:\n  linger_ms: 20\n  clusters:\n    - {{ name: east, kubeconfig: {} }}\n\
+filters:\n  k8s-filter: {{ path: {}, config: {{ minimum_severity: Warning, exclude_reasons: [\"Probe*\"] }} }}\n\
+sinks:\n  upstream: {{ type: kubernetes, kubeconfig: {} }}\n\
+routes:\n  - {{ name: sync, from: [k8s-watch], filters: [k8s-filter], to: [upstream] }}\n",
+        down.kubeconfig,
+        wasm::K8S_FILTER,
+        up.kubeconfig
+    );
+    let syncer = Weir::start(&config);
+    down.create_typed("n1", "web", "Normal", "Pulled").await;
+    down.create_typed("w1", "web", "Warning", "BackOff").await;
+    down.create_typed("w2", "web", "Warning", "ProbeFailed")
+        .await;
+    down.create_typed("w3", "db", "Warning", "FailedMount")
+        .await;
+    let names = |events: Vec<Value>| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(up.wait_for(2).await), ["w1", "w3"]);
+
+    // Replace the policy through the admin API: Normal events pass, BackOff does not.
+    let wasm = std::fs::read(wasm::K8S_FILTER).unwrap();
+    let resp = reqwest::Client::new()
+        .put(format!("{}/v1/filters/k8s-filter", syncer.url))
+        .header("authorization", syncer.admin_auth())
+        .header(
+            "x-weir-filter-config",
+            r#"{"exclude_reasons": ["BackOff"]}"#,
+        )
+        .body(wasm)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    down.create_typed("n2", "web", "Normal", "Pulled").await;
+    down.create_typed("w4", "web", "Warning", "BackOff").await;
+    down.create_typed("w5", "web", "Warning", "ProbeFailed")
+        .await;
+    assert_eq!(names(up.wait_for(4).await), ["n2", "w1", "w3", "w5"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(up.events().await.len(), 4, "w4 stayed out");
+    let text = metrics_of(&syncer).await;
+    assert!(text.contains("filtered_by_severity"), "{text}");
+}

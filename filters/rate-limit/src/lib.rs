@@ -8,8 +8,8 @@
 //! Config: `{"key": ["source"], "rate_per_sec": 100, "burst": 200, "over_limit": "drop"}`.
 
 use serde::Deserialize;
-use std::time::Duration;
-use weir_guest::host::{self, state};
+use weir_guest::bucket::TokenBuckets;
+use weir_guest::host;
 use weir_guest::{Context, Event, Filter, Verdict};
 
 /// What happens to events over the limit.
@@ -47,63 +47,20 @@ fn default_key() -> Vec<String> {
 /// The filter.
 pub struct RateLimit {
     config: Config,
-    burst: f64,
-    ttl: Duration,
-}
-
-/// A bucket as stored: tokens (f64) and last refill (ms), little-endian.
-fn decode(raw: &[u8]) -> Option<(f64, u64)> {
-    let tokens = f64::from_le_bytes(raw.get(..8)?.try_into().ok()?);
-    let last = u64::from_le_bytes(raw.get(8..16)?.try_into().ok()?);
-    Some((tokens, last))
-}
-
-fn encode(tokens: f64, last: u64) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&tokens.to_le_bytes());
-    out[8..].copy_from_slice(&last.to_le_bytes());
-    out
-}
-
-impl RateLimit {
-    /// Takes a token for `key` at `now_ms`; whether one was available.
-    fn take(&self, key: &str, now_ms: u64) -> bool {
-        let (tokens, last) = state::get(key)
-            .as_deref()
-            .and_then(decode)
-            .unwrap_or((self.burst, now_ms));
-        let elapsed = now_ms.saturating_sub(last) as f64 / 1000.0;
-        let tokens = (tokens + elapsed * self.config.rate_per_sec).min(self.burst);
-        let (allowed, left) = if tokens >= 1.0 {
-            (true, tokens - 1.0)
-        } else {
-            (false, tokens)
-        };
-        // When the cap is full the bucket is not remembered: fail open, counted.
-        if state::set(key, &encode(left, now_ms), Some(self.ttl)).is_err() {
-            host::counter_add("rate_limit_state_full", 1);
-        }
-        allowed
-    }
+    buckets: TokenBuckets,
 }
 
 impl Filter for RateLimit {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, String> {
-        if !(config.rate_per_sec > 0.0 && config.rate_per_sec.is_finite()) {
-            return Err("rate_per_sec must be a positive number".into());
-        }
         let burst = config.burst.unwrap_or(config.rate_per_sec.max(1.0));
-        if !(burst >= 1.0 && burst.is_finite()) {
-            return Err("burst must be at least 1".into());
-        }
+        let buckets = TokenBuckets::new(config.rate_per_sec, burst)
+            .map_err(|e| format!("rate_per_sec and burst: {e}"))?;
         if config.key.is_empty() {
             return Err("key must name at least one attribute".into());
         }
-        // A bucket untouched for this long is full again: it can be forgotten.
-        let ttl = Duration::from_secs_f64(burst / config.rate_per_sec + 1.0);
-        Ok(Self { config, burst, ttl })
+        Ok(Self { config, buckets })
     }
 
     fn process(&mut self, _ctx: &Context, event: &Event<'_>) -> Verdict {
@@ -114,7 +71,7 @@ impl Filter for RateLimit {
             }
             key.push_str(event.attribute(attr).unwrap_or(""));
         }
-        if self.take(&key, host::now_ms()) {
+        if self.buckets.take(&key, host::now_ms()) {
             return Verdict::Keep;
         }
         host::counter_add("over_limit", 1);

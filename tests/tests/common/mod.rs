@@ -28,6 +28,7 @@ pub mod wasm {
     pub const OTHER_WORLD: &str = env!("WEIR_WASM_OTHER_WORLD");
     pub const TRIGGER_ROUTE: &str = env!("WEIR_WASM_TRIGGER_ROUTE");
     pub const K8S_TRANSFORM: &str = env!("WEIR_WASM_K8S_TRANSFORM");
+    pub const K8S_FILTER: &str = env!("WEIR_WASM_K8S_FILTER");
 }
 
 /// The workspace root (from the runtime environment cargo and nextest set, so a test
