@@ -311,3 +311,85 @@ routes:\n  - name: good\n    filters: [severity]\n    to: [good-out]\n  - name: 
     );
     assert!(weir.alive());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tick_output_is_held_to_the_output_limit_and_delivered_or_dead_lettered_like_any_other() {
+    let config = format!(
+        "tenants:\n  default:\n    limits: {{ timeout_ms: 1000, memory_mb: 64, output_mb: 16 }}\n\
+filters:\n{}{}\
+sinks:\n  out: {{ type: file, path: ticks.jsonl }}\n  dlq: {{ type: file, path: dlq.jsonl }}\n  \
+broken: {{ type: http, url: \"http://127.0.0.1:9/in\", retry: {{ max_retries: 0 }} }}\n\
+routes:\n  - {{ name: emit-ok, filters: [hostile-tick-emit], to: [out] }}\n  \
+- {{ name: emit-broken, filters: [hostile-tick-emit], to: [broken], dead_letter: dlq }}\n  \
+- {{ name: huge, filters: [hostile-tick-huge], to: [out] }}\n",
+        filter_yaml("hostile-tick-emit", wasm::HOSTILE, "{ mode: tick-emit }"),
+        filter_yaml("hostile-tick-huge", wasm::HOSTILE, "{ mode: tick-huge }"),
+    );
+    let weir = Weir::start(&config);
+    // A first event starts each route's lane; ticks run on live lanes.
+    let (status, _) = post_batch(&weir.url, &json!([event("start", "t", json!({}))])).await;
+    assert!(status < 300, "{status}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (ticks, letters, metrics) = loop {
+        let ticks: Vec<_> = weir
+            .jsonl("ticks.jsonl")
+            .into_iter()
+            .filter(|e| e["type"] == "hostile.tick")
+            .collect();
+        let letters = weir.jsonl("dlq.jsonl");
+        let (_, metrics) = get_text(&format!("{}/metrics", weir.url)).await;
+        let huge_failed = metric(
+            &metrics,
+            "weir_filter_failures_total{filter=\"hostile-tick-huge\",kind=\"bad_output\",route=\"huge\",tenant=\"default\"}",
+        )
+        .unwrap_or(0.0);
+        let tick_letters = letters
+            .iter()
+            .filter(|l| l["event"]["type"] == "hostile.tick")
+            .count();
+        if (ticks.len() >= 4 && tick_letters >= 2 && huge_failed >= 1.0)
+            || Instant::now() > deadline
+        {
+            break (ticks, letters, metrics);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Delivered and counted as the route's output.
+    assert!(ticks.len() >= 4, "{ticks:?}");
+    assert!(
+        metric(
+            &metrics,
+            "weir_route_events_total{outcome=\"delivered\",route=\"emit-ok\"}"
+        )
+        .unwrap_or(0.0)
+            >= 5.0,
+        "{metrics}"
+    );
+    // A sink that fails them: dead letters, with the reason.
+    assert!(letters.len() >= 2, "{letters:?}");
+    assert!(
+        letters.iter().all(|l| l["route"] == "emit-broken"),
+        "{letters:?}"
+    );
+    assert!(
+        letters
+            .iter()
+            .filter(|l| l["event"]["type"] == "hostile.tick")
+            .count()
+            >= 2,
+        "{letters:?}"
+    );
+    // Over the output limit: refused as bad output, nothing of it delivered.
+    assert!(
+        metrics.contains(
+            "weir_filter_failures_total{filter=\"hostile-tick-huge\",kind=\"bad_output\""
+        ),
+        "{metrics}"
+    );
+    assert!(
+        ticks
+            .iter()
+            .all(|e| e["id"].as_str().unwrap_or("").len() < 40 && e.to_string().len() < 10_000),
+        "no part of a 20 MiB tick was delivered"
+    );
+}

@@ -214,17 +214,31 @@ impl FilterInstance {
         Ok(out)
     }
 
-    /// Calls `tick`, returning the events the filter emits.
+    /// Calls `tick`, returning the events the filter emits. Like `process`'s answer,
+    /// what one tick emits is held to the tenant's output limit.
     pub fn tick(&mut self, now_ms: u64) -> Result<Vec<wit::Event>, FilterError> {
         let live = self.live()?;
-        match live.bindings.call_tick(&mut live.store, now_ms) {
-            Ok(events) => Ok(events),
+        let events = match live.bindings.call_tick(&mut live.store, now_ms) {
+            Ok(events) => events,
             Err(e) => {
                 let err = self.classify(e, FilterError::Trap);
                 self.recycle();
-                Err(err)
+                return Err(err);
             }
+        };
+        let cap = usize::try_from(self.limits.output_mb << 20).unwrap_or(usize::MAX);
+        let size = events
+            .iter()
+            .fold(0usize, |n, e| n.saturating_add(emitted_size(e)));
+        if size > cap {
+            self.recycle();
+            return Err(FilterError::BadOutput(format!(
+                "tick emitted {} events of {size} bytes, over the output limit of {} MiB",
+                events.len(),
+                self.limits.output_mb
+            )));
         }
+        Ok(events)
     }
 
     /// Throws the instance away (its memory may be corrupt) and counts it; the next call
@@ -234,4 +248,27 @@ impl FilterInstance {
         self.metrics
             .instance_recycled(&self.ident.filter, &self.ident.tenant);
     }
+}
+
+/// The bytes an emitted event holds: its attributes, extensions and data.
+fn emitted_size(e: &wit::Event) -> usize {
+    let optional = [&e.subject, &e.time, &e.datacontenttype, &e.dataschema]
+        .iter()
+        .map(|o| o.as_ref().map_or(0, String::len))
+        .sum::<usize>();
+    let extensions = e
+        .extensions
+        .iter()
+        .map(|(k, v)| k.len().saturating_add(v.len()))
+        .fold(0usize, usize::saturating_add);
+    [
+        e.id.len(),
+        e.source.len(),
+        e.type_.len(),
+        optional,
+        extensions,
+        e.data.as_ref().map_or(0, Vec::len),
+    ]
+    .into_iter()
+    .fold(0usize, usize::saturating_add)
 }

@@ -1,6 +1,7 @@
 //! A deliberately hostile filter for the containment tests. Its `init` configuration picks
 //! the misbehaviour: `{"mode": "loop" | "memory" | "trap" | "wrong-count" | "huge-output"
-//! | "garbage" | "error" | "reject-config" | "flaky" | "keep"}`. `flaky` traps the first
+//! | "garbage" | "error" | "reject-config" | "flaky" | "keep" | "tick-emit" | "tick-huge"}`.
+//! `tick-emit` emits two events each tick; `tick-huge` emits 20 MiB each tick. `flaky` traps the first
 //! time it sees a batch (remembered in the tenant's state, which outlives the instance)
 //! and keeps it the next time.
 //!
@@ -79,8 +80,25 @@ mod component {
             }
         }
 
-        fn tick(_now_ms: u64) -> Vec<Event> {
-            Vec::new()
+        fn tick(now_ms: u64) -> Vec<Event> {
+            let event = |i: u64, data: Vec<u8>| Event {
+                id: format!("tick-{now_ms}-{i}"),
+                source: "/hostile/tick".into(),
+                type_: "hostile.tick".into(),
+                subject: None,
+                time: None,
+                datacontenttype: Some("application/octet-stream".into()),
+                dataschema: None,
+                extensions: Vec::new(),
+                data: Some(data),
+            };
+            match MODE.with(|m| m.borrow().clone()).as_str() {
+                // Two small events every tick.
+                "tick-emit" => (0..2).map(|i| event(i, b"tick".to_vec())).collect(),
+                // 20 MiB in one tick: over any output limit.
+                "tick-huge" => (0..20).map(|i| event(i, vec![0u8; 1 << 20])).collect(),
+                _ => Vec::new(),
+            }
         }
     }
 
