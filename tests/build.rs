@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const GUESTS: [(&str, &str); 11] = [
+const GUESTS: [(&str, &str); 12] = [
+    ("k8s-correlate", "k8s_correlate"),
     ("k8s-filter", "k8s_filter"),
     ("k8s-transform", "k8s_transform"),
     ("trigger-route", "trigger_route"),

@@ -400,3 +400,161 @@ routes:\n  - {{ name: sync, from: [k8s-watch], filters: [k8s-filter], to: [upstr
     let text = metrics_of(&syncer).await;
     assert!(text.contains("filtered_by_severity"), "{text}");
 }
+
+/// The syncer with the whole policy: `k8s-correlate` then `k8s-transform`.
+fn correlating_syncer_config(downstream: &Cluster, upstream: &Cluster) -> String {
+    format!(
+        "k8s_watch:\n  linger_ms: 20\n  clusters:\n    - {{ name: east, kubeconfig: {} }}\n\
+filters:\n  k8s-correlate: {{ path: {}, config: {{ flush_seconds: 1 }} }}\n  k8s-transform: {{ path: {}, config: {{ rename: false }} }}\n\
+sinks:\n  upstream: {{ type: kubernetes, kubeconfig: {} }}\n\
+routes:\n  - {{ name: sync, from: [k8s-watch], filters: [k8s-correlate, k8s-transform], to: [upstream] }}\n",
+        downstream.kubeconfig,
+        wasm::K8S_CORRELATE,
+        wasm::K8S_TRANSFORM,
+        upstream.kubeconfig
+    )
+}
+
+impl Cluster {
+    /// Creates a Warning event about pod `object` with this reason and message.
+    async fn create_message(&self, name: &str, object: &str, reason: &str, message: &str) {
+        let event = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": object, "namespace": "default"},
+            "reason": reason, "message": message, "type": "Warning",
+            "source": {"component": "kubelet", "host": "node-1"}, "count": 1,
+            "firstTimestamp": "2026-12-06T10:00:00Z", "lastTimestamp": "2026-12-06T10:00:00Z",
+        });
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/namespaces/default/events", self.base))
+            .json(&event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    }
+
+    /// Sets a downstream event's count (the producer's correlator counting a repeat).
+    async fn recount(&self, name: &str, count: u64) {
+        let resp = self
+            .http
+            .patch(format!(
+                "{}/api/v1/namespaces/default/events/{name}",
+                self.base
+            ))
+            .header("content-type", "application/merge-patch+json")
+            .body(json!({"count": count}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
+    /// Waits until `f` holds of the cluster's events (at most 30 s); returns them.
+    async fn wait_until(&self, what: &str, f: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let events = self.events().await;
+            if f(&events) {
+                return events;
+            }
+            assert!(Instant::now() < deadline, "{what}: {events:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn aggregates(events: &[Value]) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("(combined from similar events): "))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_storm_is_correlated_upstream_and_a_pending_aggregate_outlives_a_restart() {
+    let kube_dir = tempfile::tempdir().unwrap();
+    let (servers, users) = (Pki::new("servers CA"), Pki::new("users CA"));
+    let down = start_cluster(&servers, &users, "east", kube_dir.path());
+    let up = start_cluster(&servers, &users, "kcp", kube_dir.path());
+    let syncer = Weir::start(&correlating_syncer_config(&down, &up));
+    // A flapping pod: twelve different messages of one reason. Nine pass as they are;
+    // from the tenth they are folded into one aggregate, flushed by the tick.
+    for i in 0..12 {
+        down.create_message(
+            &format!("flap-{i:02}"),
+            "web",
+            "BackOff",
+            &format!("back-off {i}"),
+        )
+        .await;
+    }
+    // A repeating event: its producer counts it up to 5.
+    down.create_message("pull", "db", "Pulled", "image pulled")
+        .await;
+    for count in 2..=5 {
+        down.recount("pull", count).await;
+    }
+    let events = up
+        .wait_until(
+            "9 single events, the aggregate of 3, the repeat at 5",
+            |e| {
+                let agg = aggregates(e);
+                agg.len() == 1
+                    && agg[0]["count"] == 3
+                    && e.iter()
+                        .any(|x| x["metadata"]["name"] == "pull" && x["count"] == 5)
+            },
+        )
+        .await;
+    assert_eq!(events.len(), 11, "9 + 1 aggregate + 1 repeat: {events:#?}");
+    let aggregate_name = aggregates(&events)[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(aggregate_name.starts_with("web."), "{aggregate_name}");
+    // The single events name the aggregate of their group.
+    let linked = events
+        .iter()
+        .filter(|e| {
+            e["metadata"]["annotations"]["events.weir.dev/aggregate"] == aggregate_name.as_str()
+        })
+        .count();
+    assert_eq!(linked, 10, "nine single events and the aggregate itself");
+
+    // Restart the syncer; meanwhile the storm goes on. The pending aggregate is in the
+    // durable filter state: after the restart it grows under the same name.
+    let (clean, dir) = syncer.terminate();
+    assert!(clean);
+    for i in 12..15 {
+        down.create_message(
+            &format!("flap-{i:02}"),
+            "web",
+            "BackOff",
+            &format!("back-off {i}"),
+        )
+        .await;
+    }
+    let syncer = Weir::start_in(dir, &correlating_syncer_config(&down, &up));
+    let events = up
+        .wait_until("the aggregate at 6 after the restart", |e| {
+            aggregates(e).first().is_some_and(|a| a["count"] == 6)
+        })
+        .await;
+    assert_eq!(
+        events.len(),
+        11,
+        "no new event, the aggregate patched: {events:#?}"
+    );
+    assert_eq!(
+        aggregates(&events)[0]["metadata"]["name"],
+        aggregate_name.as_str()
+    );
+    drop(syncer);
+}

@@ -29,6 +29,7 @@ pub mod wasm {
     pub const TRIGGER_ROUTE: &str = env!("WEIR_WASM_TRIGGER_ROUTE");
     pub const K8S_TRANSFORM: &str = env!("WEIR_WASM_K8S_TRANSFORM");
     pub const K8S_FILTER: &str = env!("WEIR_WASM_K8S_FILTER");
+    pub const K8S_CORRELATE: &str = env!("WEIR_WASM_K8S_CORRELATE");
 }
 
 /// The workspace root (from the runtime environment cargo and nextest set, so a test

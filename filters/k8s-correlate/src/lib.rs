@@ -1,0 +1,566 @@
+//! `k8s-correlate`: client-go's event correlator (`tools/record/events_cache.go`) applied
+//! to Kubernetes Events synced from downstream clusters, so the upstream gets counted,
+//! aggregated, spam-limited events instead of a storm.
+//!
+//! For each event, in client-go's order:
+//! 1. **Repeats of one downstream event** (same uid) count by how much its `count` grew;
+//!    the same uid at the same count again is a duplicate and is dropped.
+//! 2. **Aggregation** (`EventAggregatorByReasonFunc`): events alike in source (component,
+//!    host), involved object (kind, namespace, name, uid, apiVersion), type, reason and
+//!    reporting controller/instance — the *aggregate key* — but different in message are
+//!    similar. Once `max_events` (10) different messages were seen within
+//!    `interval_seconds` (600) of each other, further similar events are **folded** into
+//!    one aggregate event whose message is `(combined from similar events): <message>`
+//!    and whose count is the number of occurrences folded. Folded events are not passed
+//!    on; the aggregate is kept in the tenant's durable state and emitted by `tick` every
+//!    `flush_seconds` (10) while it grows, so a restart loses no pending aggregate.
+//! 3. **Counting** (`eventLogger`): an event alike in everything including its message
+//!    (the *event key*) to one seen before gets that first event's name and
+//!    `firstTimestamp` and the running `count` — the upstream sink then patches the one
+//!    upstream event instead of creating another.
+//! 4. **Spam filter** (`EventSourceObjectSpamFilter`): per source and involved object a
+//!    token bucket of `spam_burst` (25) events refilled at `spam_qps` (one per 300 s);
+//!    without a token the event is dropped.
+//!
+//! Every passed event and every aggregate carries the annotation
+//! `events.weir.dev/aggregate` naming the aggregate of its group and window, which links
+//! related events. With `across_clusters`, the aggregate key leaves out the cluster and
+//! the source host and uid, so the same object's events from several clusters (once the
+//! namespaces are mapped alike) are grouped; `k8scluster` is in the key otherwise.
+//!
+//! Deliberate differences from client-go:
+//! - Aggregate names are deterministic — `<object>.<hash of aggregate key and window>`,
+//!   windows being `interval_seconds` long and aligned to the epoch — where client-go
+//!   uses the current time. Two weir replicas syncing the same clusters name (and so
+//!   patch) the same upstream aggregate instead of creating two.
+//! - Aggregates are held and flushed by `tick` (the kcp syncer's `AggregationWindow`),
+//!   where client-go writes each occurrence of the aggregate at once.
+//! - Memory is the tenant's state with expiry instead of LRU caches of 4,096 entries:
+//!   event logs and spam buckets expire after `remember_seconds` (3600) unused,
+//!   aggregates after their window; at most `max_pending` (4096) aggregates are pending.
+//! - Counts add up downstream counts (an event that arrives with count 5 counts 5).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::time::Duration;
+use weir_guest::bucket::TokenBuckets;
+use weir_guest::host::{self, state};
+use weir_guest::{Context, Event, Filter, OwnedEvent, Patch, Verdict};
+
+/// The annotation naming an event's aggregate.
+pub const AGGREGATE_ANNOTATION: &str = "events.weir.dev/aggregate";
+/// What an aggregate's message starts with (client-go's words).
+pub const COMBINED: &str = "(combined from similar events): ";
+/// The state key of the pending aggregates' index.
+const PENDING: &str = "correlate:pending";
+
+/// Configuration (client-go's defaults).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Different messages of similar events before they are aggregated (10).
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// The aggregation window, seconds (600).
+    #[serde(default = "default_interval")]
+    pub interval_seconds: u64,
+    /// How often a growing aggregate is emitted, seconds (10).
+    #[serde(default = "default_flush")]
+    pub flush_seconds: u64,
+    /// Events a source may send about one object at once (25).
+    #[serde(default = "default_burst")]
+    pub spam_burst: u32,
+    /// Refill of that budget per second (1/300).
+    #[serde(default = "default_qps")]
+    pub spam_qps: f64,
+    /// Group the same object's events across clusters.
+    #[serde(default)]
+    pub across_clusters: bool,
+    /// How long event logs, spam buckets and seen uids are kept unused, seconds (3600).
+    #[serde(default = "default_remember")]
+    pub remember_seconds: u64,
+    /// The most aggregates pending at once (4096); beyond it, new aggregates pass their
+    /// events through uncombined.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+}
+
+fn default_max_events() -> usize {
+    10
+}
+fn default_interval() -> u64 {
+    600
+}
+fn default_flush() -> u64 {
+    10
+}
+fn default_burst() -> u32 {
+    25
+}
+fn default_qps() -> f64 {
+    1.0 / 300.0
+}
+fn default_remember() -> u64 {
+    3600
+}
+fn default_max_pending() -> usize {
+    4096
+}
+
+/// An aggregate group's record (client-go's `aggregateRecord`) and, once it aggregates,
+/// the pending aggregate event.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct AggregateRecord {
+    /// Hashes of the different messages seen (at most `max_events`).
+    messages: Vec<u64>,
+    /// When a similar event was last seen (host clock, ms).
+    last_ms: u64,
+    /// The aggregate event, once the group aggregates.
+    aggregate: Option<Aggregate>,
+}
+
+/// A pending aggregate event.
+#[derive(Debug, Serialize, Deserialize)]
+struct Aggregate {
+    name: String,
+    count: u64,
+    /// The count last emitted.
+    flushed: u64,
+    /// When it was last emitted (host clock, ms).
+    flushed_ms: u64,
+    first_timestamp: String,
+    last_timestamp: String,
+    message: String,
+    /// The event's core/v1 fields the aggregate repeats (namespace, involved object,
+    /// type, reason, source, reporting fields).
+    template: Map<String, Value>,
+    /// The CloudEvent attributes the aggregate carries on (subject, `k8s*` extensions).
+    attributes: Vec<(String, String)>,
+}
+
+/// An event key's record (client-go's `eventLog`).
+#[derive(Debug, Serialize, Deserialize)]
+struct EventLog {
+    count: u64,
+    first_timestamp: String,
+    name: String,
+}
+
+/// FNV-1a, 64 bits: state keys and names must hash alike in every build and version of
+/// the filter (std's hasher promises no such thing), and this is all it takes.
+fn fnv(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0x1f)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
+    let mut cur = v;
+    for key in path {
+        cur = &cur[*key];
+    }
+    cur.as_str().unwrap_or("")
+}
+
+fn get_json<T: for<'de> Deserialize<'de>>(key: &str) -> Option<T> {
+    state::get(key).and_then(|raw| serde_json::from_slice(&raw).ok())
+}
+
+fn put_json<T: Serialize>(key: &str, value: &T, ttl: Duration) {
+    let Ok(raw) = serde_json::to_vec(value) else {
+        return;
+    };
+    if state::set(key, &raw, Some(ttl)).is_err() {
+        host::counter_add("state_full", 1);
+    }
+}
+
+/// RFC 3339 seconds of host milliseconds.
+fn rfc3339(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The filter.
+pub struct Correlate {
+    config: Config,
+    spam: TokenBuckets,
+    interval_ms: u64,
+    remember: Duration,
+}
+
+impl Correlate {
+    /// The aggregate key (client-go's `EventAggregatorByReasonFunc`, plus the cluster
+    /// unless grouping across clusters).
+    fn aggregate_key(&self, e: &Value, cluster: &str) -> u64 {
+        let o = |k: &str| str_at(e, &["involvedObject", k]);
+        let mut parts = vec![
+            str_at(e, &["source", "component"]),
+            o("kind"),
+            o("namespace"),
+            o("name"),
+            o("apiVersion"),
+            str_at(e, &["type"]),
+            str_at(e, &["reason"]),
+            str_at(e, &["reportingComponent"]),
+            str_at(e, &["reportingInstance"]),
+        ];
+        if !self.config.across_clusters {
+            parts.extend([cluster, str_at(e, &["source", "host"]), o("uid")]);
+        }
+        fnv(&parts)
+    }
+
+    /// The name of the aggregate of `key` in the window holding `now_ms`.
+    fn aggregate_name(&self, e: &Value, key: u64, now_ms: u64) -> String {
+        let window = now_ms / self.interval_ms.max(1);
+        let object = str_at(e, &["involvedObject", "name"]);
+        let object = if object.is_empty() { "event" } else { object };
+        let mut name = format!(
+            "{object}.{:016x}",
+            fnv(&[&key.to_string(), &window.to_string()])
+        );
+        name.truncate(253);
+        name
+    }
+
+    /// Step 1: how many occurrences this event stands for; 0 for a duplicate.
+    fn occurrences(&self, e: &Value) -> u64 {
+        let count = e["count"].as_u64().unwrap_or(1).max(1);
+        let uid = str_at(e, &["metadata", "uid"]);
+        if uid.is_empty() {
+            return count;
+        }
+        let key = format!("correlate:uid:{uid}");
+        let last = state::get(&key)
+            .and_then(|raw| raw.get(..8).and_then(|b| b.try_into().ok()))
+            .map(u64::from_le_bytes)
+            .unwrap_or(0);
+        if count <= last {
+            return 0;
+        }
+        if state::set(&key, &count.to_le_bytes(), Some(self.remember)).is_err() {
+            host::counter_add("state_full", 1);
+        }
+        count - last
+    }
+
+    /// Step 2: records the event in its aggregate group; `true` when it was folded into
+    /// the group's aggregate.
+    #[allow(clippy::too_many_arguments)]
+    fn aggregate(
+        &self,
+        e: &Value,
+        event: &Event<'_>,
+        key: u64,
+        name: &str,
+        occurrences: u64,
+        now_ms: u64,
+    ) -> bool {
+        let state_key = format!("correlate:agg:{key:016x}");
+        let mut record: AggregateRecord = get_json(&state_key).unwrap_or_default();
+        if now_ms.saturating_sub(record.last_ms) > self.interval_ms {
+            record = AggregateRecord::default();
+        }
+        let message = str_at(e, &["message"]);
+        let local = fnv(&[message]);
+        if !record.messages.contains(&local) && record.messages.len() < self.config.max_events {
+            record.messages.push(local);
+        }
+        record.last_ms = now_ms;
+        let folded = record.messages.len() >= self.config.max_events
+            && (record.aggregate.is_some() || self.add_pending(&state_key));
+        if folded {
+            let last_timestamp = match str_at(e, &["lastTimestamp"]) {
+                "" => rfc3339(now_ms),
+                t => t.to_owned(),
+            };
+            let aggregate = record.aggregate.get_or_insert_with(|| Aggregate {
+                name: name.to_owned(),
+                count: 0,
+                flushed: 0,
+                flushed_ms: 0,
+                first_timestamp: last_timestamp.clone(),
+                last_timestamp: last_timestamp.clone(),
+                message: String::new(),
+                template: template(e),
+                attributes: event
+                    .extensions()
+                    .filter(|(k, _)| k.starts_with("k8s") && *k != "k8scount" && *k != "k8sname")
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .chain(
+                        event
+                            .subject()
+                            .map(|s| ("subject".to_owned(), s.to_owned())),
+                    )
+                    .collect(),
+            });
+            aggregate.count = aggregate.count.saturating_add(occurrences);
+            aggregate.last_timestamp = last_timestamp;
+            aggregate.message = format!("{COMBINED}{message}");
+        }
+        let ttl = Duration::from_millis(self.interval_ms.saturating_add(60_000));
+        put_json(&state_key, &record, ttl);
+        folded
+    }
+
+    /// Adds a group to the pending index; `false` when the index is full.
+    fn add_pending(&self, state_key: &str) -> bool {
+        let mut pending: Vec<String> = get_json(PENDING).unwrap_or_default();
+        if pending.len() >= self.config.max_pending {
+            host::counter_add("pending_full", 1);
+            return false;
+        }
+        pending.push(state_key.to_owned());
+        put_json(PENDING, &pending, Duration::from_secs(86_400 * 365));
+        true
+    }
+
+    /// Step 3: the running count, first name and first timestamp of the event key.
+    fn observe(&self, e: &mut Map<String, Value>, cluster: &str, occurrences: u64) {
+        let v = Value::Object(std::mem::take(e));
+        let o = |k: &str| str_at(&v, &["involvedObject", k]);
+        let key = fnv(&[
+            cluster,
+            str_at(&v, &["source", "component"]),
+            str_at(&v, &["source", "host"]),
+            o("kind"),
+            o("namespace"),
+            o("name"),
+            o("fieldPath"),
+            o("uid"),
+            o("apiVersion"),
+            str_at(&v, &["type"]),
+            str_at(&v, &["reason"]),
+            str_at(&v, &["message"]),
+        ]);
+        let Value::Object(mut map) = v else {
+            return;
+        };
+        let state_key = format!("correlate:log:{key:016x}");
+        let log = match get_json::<EventLog>(&state_key) {
+            Some(mut log) => {
+                log.count = log.count.saturating_add(occurrences);
+                log
+            }
+            None => EventLog {
+                count: occurrences,
+                first_timestamp: map
+                    .get("firstTimestamp")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+                name: map
+                    .get("metadata")
+                    .and_then(|m| m.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+            },
+        };
+        map.insert("count".into(), log.count.into());
+        if !log.first_timestamp.is_empty() {
+            map.insert("firstTimestamp".into(), log.first_timestamp.clone().into());
+        }
+        if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+            if !log.name.is_empty() {
+                meta.insert("name".into(), log.name.clone().into());
+            }
+        }
+        put_json(&state_key, &log, self.remember);
+        *e = map;
+    }
+}
+
+/// The fields an aggregate repeats from the event that started it.
+fn template(e: &Value) -> Map<String, Value> {
+    let mut t = Map::new();
+    for field in [
+        "involvedObject",
+        "type",
+        "reason",
+        "source",
+        "reportingComponent",
+        "reportingInstance",
+    ] {
+        if let Some(v) = e.get(field) {
+            t.insert(field.into(), v.clone());
+        }
+    }
+    if let Some(ns) = e["metadata"]["namespace"].as_str() {
+        t.insert("namespace".into(), ns.into());
+    }
+    t
+}
+
+fn set_annotation(e: &mut Map<String, Value>, key: &str, value: &str) {
+    let meta = e
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(meta) = meta {
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !annotations.is_object() {
+            *annotations = Value::Object(Map::new());
+        }
+        if let Value::Object(a) = annotations {
+            a.insert(key.into(), value.into());
+        }
+    }
+}
+
+impl Filter for Correlate {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        if config.max_events < 1 {
+            return Err("max_events must be at least 1".into());
+        }
+        if config.interval_seconds == 0 || config.flush_seconds == 0 {
+            return Err("interval_seconds and flush_seconds must be at least 1".into());
+        }
+        let spam = TokenBuckets::new(config.spam_qps, f64::from(config.spam_burst))
+            .map_err(|e| format!("spam_qps and spam_burst: {e}"))?;
+        Ok(Self {
+            spam,
+            interval_ms: config.interval_seconds.saturating_mul(1000),
+            remember: Duration::from_secs(config.remember_seconds.max(1)),
+            config,
+        })
+    }
+
+    fn process(&mut self, _ctx: &Context, event: &Event<'_>) -> Verdict {
+        let Ok(Value::Object(mut core)) = event.json_value() else {
+            return Verdict::Keep;
+        };
+        let now = host::now_ms();
+        let value = Value::Object(core.clone());
+        let occurrences = self.occurrences(&value);
+        if occurrences == 0 {
+            host::counter_add("duplicates", 1);
+            return Verdict::drop("k8s-correlate: already seen at this count");
+        }
+        let cluster = event.extension("k8scluster").unwrap_or("");
+        let key = self.aggregate_key(&value, cluster);
+        let aggregate_name = self.aggregate_name(&value, key, now);
+        if self.aggregate(&value, event, key, &aggregate_name, occurrences, now) {
+            host::counter_add("aggregated", 1);
+            return Verdict::drop(format!("k8s-correlate: folded into {aggregate_name}"));
+        }
+        drop(value);
+        self.observe(&mut core, cluster, occurrences);
+        // The spam filter, per source and object.
+        let spam_key = {
+            let v = Value::Object(core.clone());
+            let o = |k: &str| str_at(&v, &["involvedObject", k]).to_owned();
+            format!(
+                "correlate:spam:{:016x}",
+                fnv(&[
+                    cluster,
+                    str_at(&v, &["source", "component"]),
+                    str_at(&v, &["source", "host"]),
+                    &o("kind"),
+                    &o("namespace"),
+                    &o("name"),
+                    &o("uid"),
+                    &o("apiVersion"),
+                ])
+            )
+        };
+        if !self.spam.take(&spam_key, now) {
+            host::counter_add("spam_filtered", 1);
+            return Verdict::drop("k8s-correlate: over the spam budget of its source and object");
+        }
+        set_annotation(&mut core, AGGREGATE_ANNOTATION, &aggregate_name);
+        let count = core.get("count").and_then(Value::as_u64).unwrap_or(1);
+        let name = core["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        let mut patch = Patch::new().set("k8scount", count.to_string());
+        if !name.is_empty() {
+            patch = patch.set("k8sname", name);
+        }
+        Verdict::Patch(patch.json(&Value::Object(core)))
+    }
+
+    fn tick(&mut self, now_ms: u64) -> Vec<OwnedEvent> {
+        let Some(pending) = get_json::<Vec<String>>(PENDING) else {
+            return Vec::new();
+        };
+        let flush_ms = self.config.flush_seconds.saturating_mul(1000);
+        let mut out = Vec::new();
+        let mut still = Vec::with_capacity(pending.len());
+        for state_key in pending {
+            let Some(mut record) = get_json::<AggregateRecord>(&state_key) else {
+                continue;
+            };
+            let expired = now_ms.saturating_sub(record.last_ms) > self.interval_ms;
+            let Some(aggregate) = record.aggregate.as_mut() else {
+                continue;
+            };
+            let due = aggregate.count > aggregate.flushed
+                && (expired || now_ms.saturating_sub(aggregate.flushed_ms) >= flush_ms);
+            if due {
+                out.push(aggregate_event(aggregate));
+                aggregate.flushed = aggregate.count;
+                aggregate.flushed_ms = now_ms;
+                host::counter_add("aggregates_emitted", 1);
+            }
+            if expired && aggregate.count == aggregate.flushed {
+                // The window closed and its last count went out: a later similar event
+                // starts afresh.
+                state::delete(&state_key);
+                continue;
+            }
+            if due {
+                let ttl = Duration::from_millis(self.interval_ms.saturating_add(60_000));
+                put_json(&state_key, &record, ttl);
+            }
+            still.push(state_key);
+        }
+        put_json(PENDING, &still, Duration::from_secs(86_400 * 365));
+        out
+    }
+}
+
+/// A pending aggregate as the core/v1 Event it stands for.
+fn aggregate_event(a: &Aggregate) -> OwnedEvent {
+    let mut core = a.template.clone();
+    let namespace = core
+        .remove("namespace")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut meta = Map::new();
+    meta.insert("name".into(), a.name.clone().into());
+    meta.insert("namespace".into(), namespace.into());
+    core.insert("metadata".into(), Value::Object(meta));
+    core.insert("apiVersion".into(), "v1".into());
+    core.insert("kind".into(), "Event".into());
+    core.insert("message".into(), a.message.clone().into());
+    core.insert("count".into(), a.count.into());
+    core.insert("firstTimestamp".into(), a.first_timestamp.clone().into());
+    core.insert("lastTimestamp".into(), a.last_timestamp.clone().into());
+    set_annotation(&mut core, AGGREGATE_ANNOTATION, &a.name);
+    let mut event = OwnedEvent::new(
+        format!("{}.{}", a.name, a.count),
+        "/k8s-correlate",
+        "io.k8s.core.v1.Event",
+    )
+    .with_json(&Value::Object(core));
+    for (k, v) in &a.attributes {
+        event.set(k, v.clone());
+    }
+    event.set("k8sname", a.name.clone());
+    event.set("k8scount", a.count.to_string());
+    event
+}
+
+weir_guest::export_filter!(Correlate);
+
+#[cfg(test)]
+mod tests;
