@@ -297,6 +297,15 @@ async fn events_are_copied_upstream_once_patched_on_repeat_and_never_re_emitted(
         metric(m, "weir_k8s_watch_up{cluster=\"east\"}") == Some(0.0)
     })
     .await;
+    // The watch's health in /readyz?verbose: failing, but informational — the router
+    // stays ready while one downstream cluster is away.
+    let (status, ready) = get_text(&format!("{}/readyz?verbose", syncer.url)).await;
+    assert_eq!(status, 200, "{ready}");
+    assert!(
+        ready.contains("[-]k8s-watch/east failed (informational): ")
+            && ready.ends_with("readyz check passed\n"),
+        "{ready}"
+    );
     let down = Cluster {
         weir: Weir::start_at(down_dir, &listen, &config),
         kubeconfig,
@@ -310,6 +319,8 @@ async fn events_are_copied_upstream_once_patched_on_repeat_and_never_re_emitted(
             && metric(m, "weir_k8s_watch_errors_total{cluster=\"east\"}").unwrap_or(0.0) >= 1.0
     })
     .await;
+    let (_, ready) = get_text(&format!("{}/readyz?verbose", syncer.url)).await;
+    assert!(ready.contains("[+]k8s-watch/east ok\n"), "{ready}");
     down.create("e21", "pod-new").await;
     assert_eq!(up.wait_for(22).await.len(), 22);
     let lines = settled_lines(&syncer, 23).await;
@@ -557,4 +568,108 @@ async fn a_storm_is_correlated_upstream_and_a_pending_aggregate_outlives_a_resta
         aggregate_name.as_str()
     );
     drop(syncer);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_cluster_syncs_into_its_own_kcp_workspace() {
+    let kube_dir = tempfile::tempdir().unwrap();
+    let (servers, users) = (Pki::new("servers CA"), Pki::new("users CA"));
+    let east = start_cluster(&servers, &users, "east", kube_dir.path());
+    let west = start_cluster(&servers, &users, "west", kube_dir.path());
+    // The upstream plays a kcp: `/clusters/<workspace>/…`, each its own event space.
+    let kcp_dir = tempfile::tempdir().unwrap();
+    let kcp_config = cluster_config(kcp_dir.path(), &servers, &users, "kcp").replace(
+        "events_api: { enabled: true }",
+        "events_api: { enabled: true, workspaces: { enabled: true, max: 4 } }",
+    );
+    let kcp_weir = Weir::start_in(kcp_dir, &kcp_config);
+    let kcp_base = kcp_weir.url.replace("127.0.0.1", "localhost");
+    let (cert, key) = users.issue("syncer", &[]);
+    std::fs::write(kube_dir.path().join("kcp-syncer.pem"), &cert).unwrap();
+    std::fs::write(kube_dir.path().join("kcp-syncer.key"), &key).unwrap();
+    let kcp_kubeconfig = kube_dir.path().join("kcp.kubeconfig");
+    std::fs::write(
+        &kcp_kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kcp\n  cluster: {{ server: \"{kcp_base}\", certificate-authority: {0}/servers-ca.pem }}\nusers:\n- name: syncer\n  user: {{ client-certificate: {0}/kcp-syncer.pem, client-key: {0}/kcp-syncer.key }}\ncontexts:\n- name: kcp\n  context: {{ cluster: kcp, user: syncer }}\ncurrent-context: kcp\n",
+            kube_dir.path().display()
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "k8s_watch:\n  linger_ms: 20\n  clusters:\n    - {{ name: east, kubeconfig: {}, workspace: \"root:acme:prod\" }}\n    - {{ name: west, kubeconfig: {}, workspace: \"root:acme:staging\" }}\n\
+sinks:\n  upstream: {{ type: kubernetes, kubeconfig: {} }}\n\
+routes:\n  - {{ name: sync, from: [k8s-watch], to: [upstream] }}\n",
+        east.kubeconfig,
+        west.kubeconfig,
+        kcp_kubeconfig.display()
+    );
+    let _syncer = Weir::start(&config);
+    // The same name in both clusters: no clash, each in its workspace.
+    east.create_message("same", "web", "BackOff", "east's")
+        .await;
+    west.create_message("same", "web", "BackOff", "west's")
+        .await;
+    west.create_message("only-west", "db", "BackOff", "west's too")
+        .await;
+    let http = &east.http;
+    let list = |ws: &'static str| {
+        let url = format!("{kcp_base}/clusters/{ws}/api/v1/events");
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let list: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                if items.len() >= if ws.ends_with("prod") { 1 } else { 2 }
+                    || Instant::now() > deadline
+                {
+                    return items;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let prod = list("root:acme:prod").await;
+    let staging = list("root:acme:staging").await;
+    assert_eq!(prod.len(), 1, "{prod:?}");
+    assert_eq!(prod[0]["message"], "east's");
+    assert_eq!(staging.len(), 2, "{staging:?}");
+    assert!(staging
+        .iter()
+        .any(|e| e["metadata"]["name"] == "same" && e["message"] == "west's"));
+    // The root space and other workspaces hold none of it.
+    let root: Value = http
+        .get(format!("{kcp_base}/api/v1/events"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(root["items"].as_array().map(Vec::len), Some(0));
+    // Real kubectl, pointed at a workspace as at a cluster.
+    let kdir = kube_dir.path();
+    let workspace_config = std::fs::read_to_string(&kcp_kubeconfig).unwrap().replace(
+        &format!("server: \"{kcp_base}\""),
+        &format!("server: \"{kcp_base}/clusters/root:acme:staging\""),
+    );
+    std::fs::write(kdir.join("staging.kubeconfig"), workspace_config).unwrap();
+    let out = std::process::Command::new("kubectl")
+        .args(["get", "events", "-A", "-o", "name"])
+        .arg(format!("--cache-dir={}", kdir.join("kube-cache").display()))
+        .env("KUBECONFIG", kdir.join("staging.kubeconfig"))
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        ["event/only-west", "event/same"],
+        "{names}"
+    );
+    drop(kcp_weir);
 }

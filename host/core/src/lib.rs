@@ -10,6 +10,7 @@ pub mod cesql;
 pub mod cloudevents;
 pub mod dead_letter;
 pub mod event;
+pub mod health;
 pub mod metrics;
 pub mod pb;
 mod problem;

@@ -23,5 +23,6 @@ mod store;
 mod table;
 pub mod upstream;
 pub mod watch;
+mod workspaces;
 
 pub use service::{events_api, EventsApiError, EventsApiSetup};

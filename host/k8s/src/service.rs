@@ -85,6 +85,11 @@ pub async fn events_api(
         return Ok(crate::proxy::routes(Arc::new(proxy)));
     }
     let retention = std::time::Duration::from_secs(config.retention_hours.saturating_mul(3600));
+    let settings = crate::store::StoreSettings {
+        retention,
+        max_events: config.max_events,
+        watch_history: config.watch_history,
+    };
     let store = match &config.clickhouse {
         Some(ch) => Backend::ClickHouse(
             crate::clickhouse::ClickHouseStore::open(
@@ -97,16 +102,21 @@ pub async fn events_api(
             .map_err(EventsApiError::Store)?,
         ),
         None => Backend::Embedded(
-            crate::store::EventStore::open(
-                &setup.data_dir.join("events.redb"),
-                crate::store::StoreSettings {
-                    retention,
-                    max_events: config.max_events,
-                    watch_history: config.watch_history,
-                },
-            )
-            .map_err(EventsApiError::Store)?,
+            crate::store::EventStore::open(&setup.data_dir.join("events.redb"), settings.clone())
+                .map_err(EventsApiError::Store)?,
         ),
     };
-    Ok(crate::api::routes(store, shutdown, auth, admitter))
+    let mut routes = crate::api::routes(store, shutdown.clone(), auth.clone(), admitter.clone());
+    if config.workspaces.enabled {
+        let workspaces = crate::workspaces::Workspaces::new(
+            setup.data_dir.join("workspaces"),
+            settings,
+            shutdown,
+            auth,
+            admitter,
+            config.workspaces.max,
+        );
+        routes = routes.merge(crate::workspaces::routes(Arc::new(workspaces)));
+    }
+    Ok(routes)
 }

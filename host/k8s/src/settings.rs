@@ -190,6 +190,34 @@ pub struct EventsApiConfig {
     /// do everything within its scope.
     #[serde(default)]
     pub authorization: Option<AuthorizationConfig>,
+    /// kcp-style logical clusters: `/clusters/<workspace>/…` (embedded store only).
+    #[serde(default)]
+    pub workspaces: WorkspacesConfig,
+}
+
+/// kcp-style logical clusters on the embedded Events API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspacesConfig {
+    /// Serve `/clusters/<workspace>/…`, each workspace its own event space.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The most workspaces (default 64); created on first use.
+    #[serde(default = "default_max_workspaces")]
+    pub max: usize,
+}
+
+impl Default for WorkspacesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max: default_max_workspaces(),
+        }
+    }
+}
+
+fn default_max_workspaces() -> usize {
+    64
 }
 
 /// The authorization step between authentication and the request, as in the
@@ -303,6 +331,7 @@ impl Default for EventsApiConfig {
             provider: None,
             clickhouse: None,
             authorization: None,
+            workspaces: WorkspacesConfig::default(),
         }
     }
 }
@@ -367,6 +396,12 @@ impl EventsApiConfig {
                     }
                 }
             }
+        }
+        if self.workspaces.enabled && (self.clickhouse.is_some() || proxy) {
+            problems.push(ConfigProblem::at(
+                "workspaces.enabled",
+                "workspaces are served from the embedded store only (not with clickhouse or in proxy mode)",
+            ));
         }
         if let Some(authz) = &self.authorization {
             if authz.rules.is_empty() && authz.webhook.is_none() {

@@ -33,6 +33,8 @@ pub struct SourceContext {
     pub max_request_bytes: usize,
     /// The sinks that can hold dead letters, by name (for a source's own `dead_letter`).
     pub dead_letter_sinks: BTreeMap<String, Arc<dyn Sink>>,
+    /// Where the source registers its health checks (`/readyz?verbose`).
+    pub health: weir_core::health::HealthChecks,
 }
 
 impl SourceContext {

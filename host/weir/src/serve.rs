@@ -368,6 +368,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     );
     let main_tls = main_listener_tls(&config)?;
     let (listener, addr) = bind(config.listen).await?;
+    let health = weir_core::health::HealthChecks::default();
     let app_state = Arc::new(AppState {
         router: router.clone(),
         registry,
@@ -383,6 +384,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         max_request_bytes: config.ingest.max_request_bytes,
         ready: Default::default(),
         sinks: sinks.clone(),
+        health: health.clone(),
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -398,6 +400,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             .filter(|(name, _)| config.sinks[*name].builder().capabilities().dead_letters)
             .map(|(name, sink)| (name.clone(), sink.clone()))
             .collect(),
+        health: health.clone(),
     };
     // The admin API on its own listener (TLS with client certificates when configured).
     let (admin_addr, admin_task) = match config.admin.listen {

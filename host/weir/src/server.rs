@@ -66,12 +66,52 @@ async fn tail(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respons
         .into_response()
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n").into_response()
+/// Readiness: `ready`, or with `?verbose` as kube-apiserver lists it, each check on a line
+/// (`[+]name ok`, `[-]name failed: reason`) and `readyz check passed` or `failed`.
+/// Informational checks (a downstream cluster's watch) are listed but do not fail it.
+async fn readyz(
+    State(state): State<Arc<AppState>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let started = state.ready.load(Ordering::Relaxed);
+    let results = state.health.run();
+    let ready = started && results.iter().all(|r| !r.critical || r.failure.is_none());
+    let status = if ready {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let verbose = query.as_deref().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv == "verbose" || kv.starts_with("verbose="))
+    });
+    if !verbose {
+        let text = if ready { "ready\n" } else { "not ready\n" };
+        return (status, text).into_response();
     }
+    let mut text = String::new();
+    let line = |text: &mut String, name: &str, failure: Option<&str>, critical: bool| match failure
+    {
+        None => text.push_str(&format!("[+]{name} ok\n")),
+        Some(why) if critical => text.push_str(&format!("[-]{name} failed: {why}\n")),
+        Some(why) => text.push_str(&format!("[-]{name} failed (informational): {why}\n")),
+    };
+    line(&mut text, "ping", None, true);
+    line(
+        &mut text,
+        "started",
+        (!started).then_some("starting or shutting down"),
+        true,
+    );
+    for r in &results {
+        line(&mut text, &r.name, r.failure.as_deref(), r.critical);
+    }
+    text.push_str(if ready {
+        "readyz check passed\n"
+    } else {
+        "readyz check failed\n"
+    });
+    (status, text).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

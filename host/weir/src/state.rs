@@ -45,6 +45,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// The open sinks by name (for `GET /v1/stats`).
     pub sinks: BTreeMap<String, Arc<dyn Sink>>,
+    /// The components' health checks (`/readyz?verbose`).
+    pub health: weir_core::health::HealthChecks,
 }
 
 /// A JSON error answer: `{"error": code, "reason": text}`.

@@ -233,7 +233,15 @@ impl StartSource for WatchConfig {
             let client = kubeclient::client(config, cluster.kubeconfig.as_ref())
                 .map_err(|e| SourceError::new(name, format!("cluster `{}`", cluster.name), e))?;
             metrics.up.with_label_values(&[&cluster.name]).set(0);
+            let health = Arc::new(ClusterHealth::default());
+            let check = health.clone();
+            cx.health.register(
+                format!("k8s-watch/{}", cluster.name),
+                false,
+                Arc::new(move || check.check()),
+            );
             let watch = ClusterWatch {
+                health,
                 cluster: cluster.clone(),
                 batching: Batching {
                     max: self.max_batch.max(1),
@@ -259,8 +267,37 @@ struct Batching {
     linger: Duration,
 }
 
+/// Whether a cluster's watch is listed and watching, and if not, why.
+#[derive(Default)]
+struct ClusterHealth {
+    up: std::sync::atomic::AtomicBool,
+    why: std::sync::Mutex<String>,
+}
+
+impl ClusterHealth {
+    fn set(&self, up: bool, why: &str) {
+        self.up.store(up, std::sync::atomic::Ordering::Relaxed);
+        if !up {
+            *self.why.lock().unwrap_or_else(|p| p.into_inner()) = why.to_owned();
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.up.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let why = self.why.lock().unwrap_or_else(|p| p.into_inner());
+        Err(if why.is_empty() {
+            "not listed yet".to_owned()
+        } else {
+            why.clone()
+        })
+    }
+}
+
 /// One cluster's watch.
 struct ClusterWatch {
+    health: Arc<ClusterHealth>,
     cluster: ClusterConfig,
     batching: Batching,
     seen: Arc<Seen>,
@@ -319,6 +356,7 @@ impl ClusterWatch {
                 answers = probe => {
                     if answers {
                         self.metrics.up.with_label_values(&[name]).set(1);
+                        self.health.set(true, "");
                         tracing::info!(cluster = name, "the cluster answers again");
                         failing = false;
                     }
@@ -332,6 +370,7 @@ impl ClusterWatch {
                 Some(Some(Err(e))) => {
                     self.metrics.errors.with_label_values(&[name]).inc();
                     self.metrics.up.with_label_values(&[name]).set(0);
+                    self.health.set(false, &weir_core::util::error_chain(&e));
                     if !failing {
                         tracing::warn!(
                             cluster = name,
@@ -347,9 +386,11 @@ impl ClusterWatch {
                         watcher::Event::Init => {
                             self.metrics.relists.with_label_values(&[name]).inc();
                             self.metrics.up.with_label_values(&[name]).set(0);
+                            self.health.set(false, "listing");
                         }
                         watcher::Event::InitDone => {
                             self.metrics.up.with_label_values(&[name]).set(1);
+                            self.health.set(true, "");
                             failing = false;
                         }
                         watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
@@ -377,6 +418,7 @@ impl ClusterWatch {
             self.deliver(pending).await;
         }
         self.metrics.up.with_label_values(&[name]).set(0);
+        self.health.set(false, "stopped");
     }
 
     /// Adds one watched object to the batch, unless it was delivered already.
