@@ -673,3 +673,150 @@ routes:\n  - {{ name: sync, from: [k8s-watch], to: [upstream] }}\n",
     );
     drop(kcp_weir);
 }
+
+/// Creates `events` (name, object, reason, message) in a cluster, 16 at a time.
+async fn create_many(cluster: &Cluster, events: Vec<(String, String, String, String)>) {
+    use futures_util::StreamExt as _;
+    futures_util::stream::iter(events.into_iter().map(
+        |(name, object, reason, message)| async move {
+            cluster
+                .create_message(&name, &object, &reason, &message)
+                .await
+        },
+    ))
+    .buffer_unordered(16)
+    .collect::<Vec<()>>()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_clusters_with_storms_through_two_replicas_leave_exactly_what_the_correlator_says() {
+    const SINGLES: usize = 600;
+    let kube_dir = tempfile::tempdir().unwrap();
+    let (servers, users) = (Pki::new("servers CA"), Pki::new("users CA"));
+    let clusters: Vec<Cluster> = ["east", "west", "north"]
+        .iter()
+        .map(|name| start_cluster(&servers, &users, name, kube_dir.path()))
+        .collect();
+    let up = start_cluster(&servers, &users, "kcp", kube_dir.path());
+    let config = {
+        let mut c = String::from("k8s_watch:\n  linger_ms: 20\n  clusters:\n");
+        for (cluster, name) in clusters.iter().zip(["east", "west", "north"]) {
+            c += &format!(
+                "    - {{ name: {name}, kubeconfig: {} }}\n",
+                cluster.kubeconfig
+            );
+        }
+        c + &format!(
+            "filters:\n  k8s-correlate: {{ path: {}, config: {{ flush_seconds: 1 }} }}\n  k8s-transform: {{ path: {} }}\n\
+sinks:\n  upstream: {{ type: kubernetes, kubeconfig: {} }}\n\
+routes:\n  - {{ name: sync, from: [k8s-watch], filters: [k8s-correlate, k8s-transform], to: [upstream] }}\n",
+            wasm::K8S_CORRELATE,
+            wasm::K8S_TRANSFORM,
+            up.kubeconfig
+        )
+    };
+    // Two replicas syncing the same clusters into the same upstream.
+    let a = Weir::start(&config);
+    let b = Weir::start(&config);
+    for cluster in &clusters {
+        let mut events = Vec::new();
+        // Single events, one per object: each synced as it is.
+        for i in 0..SINGLES {
+            events.push((
+                format!("single-{i:04}"),
+                format!("pod-{i}"),
+                "Started".into(),
+                "started".into(),
+            ));
+        }
+        // A flapping object: 30 different messages of one reason.
+        for i in 0..30 {
+            events.push((
+                format!("flap-{i:02}"),
+                "flappy".into(),
+                "BackOff".into(),
+                format!("back-off {i}"),
+            ));
+        }
+        // A noisy source: 40 identical events about one object.
+        for i in 0..40 {
+            events.push((
+                format!("noise-{i:02}"),
+                "noisy".into(),
+                "Pulled".into(),
+                "image pulled".into(),
+            ));
+        }
+        create_many(cluster, events).await;
+    }
+    // Per cluster: the singles; 9 flaps as they are plus their aggregate counting the
+    // other 21; the noise counted under its first name up to the spam budget of 25.
+    let per_cluster = SINGLES + 9 + 1 + 1;
+    let events = up
+        .wait_until("everything synced and settled", |e| {
+            let aggs = aggregates(e);
+            e.len() == 3 * per_cluster
+                && aggs.len() == 3
+                && aggs.iter().all(|a| a["count"] == 21)
+                && e.iter()
+                    .filter(|x| x["involvedObject"]["name"] == "noisy")
+                    .all(|x| x["count"] == 25)
+        })
+        .await;
+    for name in ["east", "west", "north"] {
+        let mine: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["metadata"]["labels"]["kcp.io/sync-target"] == name)
+            .collect();
+        assert_eq!(mine.len(), per_cluster, "{name}");
+        let noisy: Vec<&&Value> = mine
+            .iter()
+            .filter(|e| e["involvedObject"]["name"] == "noisy")
+            .collect();
+        assert_eq!(noisy.len(), 1, "{name}: the noise is one event");
+        // Under the name of the first noise event the watch saw (they are created
+        // concurrently, so not necessarily noise-00); both replicas saw the same one.
+        assert!(
+            noisy[0]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{name}-noise-")),
+            "{}",
+            noisy[0]
+        );
+        let flaps = mine
+            .iter()
+            .filter(|e| e["involvedObject"]["name"] == "flappy")
+            .count();
+        assert_eq!(flaps, 10, "{name}: nine flaps and their aggregate");
+    }
+    // No name twice (the API would refuse it anyway), and both replicas worked: each
+    // created or patched, and the one that lost a race found the other's write.
+    let names: std::collections::BTreeSet<&str> = events
+        .iter()
+        .map(|e| e["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), events.len());
+    for replica in [&a, &b] {
+        let text = metrics_of(replica).await;
+        let written: f64 = ["created", "patched", "unchanged"]
+            .iter()
+            .filter_map(|o| {
+                metric(
+                    &text,
+                    &format!("weir_k8s_upstream_writes_total{{outcome=\"{o}\",sink=\"upstream\"}}"),
+                )
+            })
+            .sum();
+        assert!(written >= (3 * per_cluster) as f64, "{text}");
+        assert_eq!(
+            metric(
+                &text,
+                "weir_k8s_upstream_writes_total{outcome=\"failed\",sink=\"upstream\"}"
+            ),
+            Some(0.0),
+            "{text}"
+        );
+    }
+}

@@ -850,6 +850,14 @@ async fn patch(
         ],
     )?;
     let patch = Value::Object(patch);
+    // A resourceVersion in the patch is a precondition, as the apiserver has it.
+    let precondition = match patch["metadata"]["resourceVersion"].as_str() {
+        Some(rv) if !rv.is_empty() => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion `{rv}`")))?,
+        ),
+        _ => None,
+    };
     for _attempt in 0..5 {
         let old = api
             .store
@@ -857,6 +865,9 @@ async fn patch(
             .await?
             .filter(|s| visible(&api, &caller, s))
             .ok_or_else(|| ApiError::not_found(&name))?;
+        if precondition.is_some_and(|rv| rv != old.rv) {
+            return Err(StoreError::Conflict(name).into());
+        }
         let mut current = Value::Object(to_version(&old.object, version));
         merge_patch(&mut current, &patch);
         let Value::Object(obj) = current else {

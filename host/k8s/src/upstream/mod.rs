@@ -138,10 +138,14 @@ impl BuildSink for UpstreamSinkConfig {
             resource: ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Event")),
             writes: cx.metrics.counter(
                 "weir_k8s_upstream_writes_total",
-                "Events written to an upstream Kubernetes API, by sink and outcome (created, patched, failed).",
+                "Events written to an upstream Kubernetes API, by sink and outcome (created, patched, unchanged: it already held as high a count, failed).",
                 &["sink", "outcome"],
             ),
         };
+        // Every outcome's series from the start, so a dashboard sees 0 rather than none.
+        for outcome in ["created", "patched", "unchanged", "failed"] {
+            sink.writes.with_label_values(&[cx.name, outcome]).inc_by(0);
+        }
         // The default workspace's client now, so a bad TLS setting stops the start.
         sink.client(sink.workspace.as_deref())
             .map_err(|e| SinkError::setup(cx.name, "cannot build the upstream client", e))?;
@@ -181,6 +185,8 @@ enum Failure {
 enum Written {
     Created,
     Patched,
+    /// The upstream already held as high a count.
+    Unchanged,
 }
 
 impl UpstreamSink {
@@ -284,34 +290,58 @@ impl UpstreamSink {
         }
     }
 
-    /// Patches the existing upstream event `name` with what a repeat changes.
+    /// Patches the existing upstream event `name` with what a repeat changes — unless
+    /// it already holds as high a count (another replica, or a later write, got there
+    /// first): counts only go up. The patch carries the resourceVersion it was decided
+    /// on, so a concurrent change makes it try again rather than lower the count.
     async fn patch(
         &self,
         api: &Api<DynamicObject>,
         name: &str,
         core: &Map<String, Value>,
     ) -> Result<Written, Failure> {
-        let mut patch = Map::new();
-        for field in ["count", "lastTimestamp", "series", "message", "eventTime"] {
-            if let Some(v) = core.get(field) {
-                patch.insert(field.into(), v.clone());
+        let want = core.get("count").and_then(Value::as_u64);
+        for _ in 0..5 {
+            let current = self.bounded(api.get(name)).await?;
+            let have = current
+                .data
+                .get("count")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            if want.is_some_and(|want| want <= have) {
+                return Ok(Written::Unchanged);
             }
-        }
-        if let Some(meta) = convert::metadata(core) {
-            let mut m = Map::new();
-            for field in ["labels", "annotations"] {
-                if let Some(v) = meta.get(field) {
-                    m.insert(field.into(), v.clone());
+            let mut patch = Map::new();
+            for field in ["count", "lastTimestamp", "series", "message", "eventTime"] {
+                if let Some(v) = core.get(field) {
+                    patch.insert(field.into(), v.clone());
                 }
             }
-            if !m.is_empty() {
-                patch.insert("metadata".into(), Value::Object(m));
+            let mut m = Map::new();
+            if let Some(meta) = convert::metadata(core) {
+                for field in ["labels", "annotations"] {
+                    if let Some(v) = meta.get(field) {
+                        m.insert(field.into(), v.clone());
+                    }
+                }
+            }
+            if let Some(rv) = &current.metadata.resource_version {
+                m.insert("resourceVersion".into(), rv.clone().into());
+            }
+            patch.insert("metadata".into(), Value::Object(m));
+            let patch = Patch::Merge(Value::Object(patch));
+            match self
+                .bounded(api.patch(name, &PatchParams::default(), &patch))
+                .await
+            {
+                Ok(_) => return Ok(Written::Patched),
+                Err(Failure::Refused(Some(409), _)) => continue,
+                Err(other) => return Err(other),
             }
         }
-        let patch = Patch::Merge(Value::Object(patch));
-        self.bounded(api.patch(name, &PatchParams::default(), &patch))
-            .await
-            .map(|_| Written::Patched)
+        Err(Failure::Transient(format!(
+            "the upstream event {name} kept changing while it was patched"
+        )))
     }
 
     /// One request within the timeout, its failure classified.
@@ -398,11 +428,12 @@ impl Sink for UpstreamSink {
             .collect(),
         );
         let (mut failed, mut retry, mut reason) = (Vec::new(), Vec::new(), None);
-        let (mut created, mut patched) = (0u64, 0u64);
+        let (mut created, mut patched, mut unchanged) = (0u64, 0u64, 0u64);
         for (i, answer) in answers.into_iter().flatten() {
             match answer {
                 Ok(Written::Created) => created += 1,
                 Ok(Written::Patched) => patched += 1,
+                Ok(Written::Unchanged) => unchanged += 1,
                 Err(Failure::Transient(why)) => {
                     failed.push(i);
                     retry.push(i);
@@ -420,6 +451,9 @@ impl Sink for UpstreamSink {
         self.writes
             .with_label_values(&[&self.name, "patched"])
             .inc_by(patched);
+        self.writes
+            .with_label_values(&[&self.name, "unchanged"])
+            .inc_by(unchanged);
         if failed.is_empty() {
             return Ok(());
         }
