@@ -35,17 +35,21 @@
 //!   patch) the same upstream aggregate instead of creating two.
 //! - Aggregates are held and flushed by `tick` (the kcp syncer's `AggregationWindow`),
 //!   where client-go writes each occurrence of the aggregate at once.
-//! - Memory is the tenant's state with expiry instead of LRU caches of 4,096 entries:
-//!   event logs and spam buckets expire after `remember_seconds` (3600) unused,
-//!   aggregates after their window; at most `max_pending` (4096) aggregates are pending.
+//! - Memory: event logs, aggregate groups and downstream uids are kept in the instance,
+//!   in least-recently-used maps of `max_keys` (65,536) entries each — client-go's are
+//!   4,096, which a syncer watching a whole cluster outgrows. They start empty after a
+//!   restart, as client-go's do. What must survive a restart is durable in the tenant's
+//!   state: each aggregating group's record with its pending aggregate (at most
+//!   `max_pending`, 65,536) and the spam buckets.
 //! - Counts add up downstream counts (an event that arrives with count 5 counts 5).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::time::Duration;
 use weir_guest::bucket::TokenBuckets;
 use weir_guest::host::{self, state};
-use weir_guest::{Context, Event, Filter, OwnedEvent, Patch, Verdict};
+use weir_guest::{Context, Event, Filter, OwnedEvent, Patch, Verdict, Verdicts};
 
 /// The annotation naming an event's aggregate.
 pub const AGGREGATE_ANNOTATION: &str = "events.weir.dev/aggregate";
@@ -76,11 +80,12 @@ pub struct Config {
     /// Group the same object's events across clusters.
     #[serde(default)]
     pub across_clusters: bool,
-    /// How long event logs, spam buckets and seen uids are kept unused, seconds (3600).
-    #[serde(default = "default_remember")]
-    pub remember_seconds: u64,
-    /// The most aggregates pending at once (4096); beyond it, new aggregates pass their
-    /// events through uncombined.
+    /// The most event keys, aggregate groups and downstream uids remembered, each
+    /// (65,536); beyond it the least recently used go, as client-go's LRU caches do.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+    /// The most aggregates pending at once (65,536); beyond it, new aggregates pass
+    /// their events through uncombined.
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
 }
@@ -100,11 +105,11 @@ fn default_burst() -> u32 {
 fn default_qps() -> f64 {
     1.0 / 300.0
 }
-fn default_remember() -> u64 {
-    3600
+fn default_max_keys() -> usize {
+    65_536
 }
 fn default_max_pending() -> usize {
-    4096
+    65_536
 }
 
 /// An aggregate group's record (client-go's `aggregateRecord`) and, once it aggregates,
@@ -187,12 +192,62 @@ fn rfc3339(ms: u64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// A map of at most `cap` entries: beyond it, the least recently used tenth goes (in
+/// one pass, so the cost is amortised). Hand-written: a few lines, and no dependency for
+/// the guest to carry.
+struct Bounded<V> {
+    map: HashMap<u64, (V, u64)>,
+    cap: usize,
+    clock: u64,
+}
+
+impl<V> Bounded<V> {
+    fn new(cap: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            cap: cap.max(1),
+            clock: 0,
+        }
+    }
+
+    fn get_mut(&mut self, key: u64) -> Option<&mut V> {
+        self.clock += 1;
+        let now = self.clock;
+        self.map.get_mut(&key).map(|(v, used)| {
+            *used = now;
+            v
+        })
+    }
+
+    fn insert(&mut self, key: u64, value: V) {
+        self.clock += 1;
+        self.map.insert(key, (value, self.clock));
+        if self.map.len() > self.cap {
+            let mut ages: Vec<u64> = self.map.values().map(|(_, used)| *used).collect();
+            let drop = (self.cap / 10).max(1);
+            let (_, cutoff, _) = ages.select_nth_unstable(drop);
+            let cutoff = *cutoff;
+            self.map.retain(|_, (_, used)| *used > cutoff);
+        }
+    }
+
+    fn remove(&mut self, key: u64) {
+        self.map.remove(&key);
+    }
+}
+
 /// The filter.
 pub struct Correlate {
     config: Config,
     spam: TokenBuckets,
     interval_ms: u64,
-    remember: Duration,
+    groups: Bounded<AggregateRecord>,
+    logs: Bounded<EventLog>,
+    uids: Bounded<u64>,
+    /// The groups with a pending aggregate (their aggregate keys), read from state on
+    /// first use and written back once per tick when they changed.
+    pending: Option<std::collections::BTreeSet<u64>>,
+    pending_changed: bool,
 }
 
 impl Correlate {
@@ -231,23 +286,18 @@ impl Correlate {
     }
 
     /// Step 1: how many occurrences this event stands for; 0 for a duplicate.
-    fn occurrences(&self, e: &Value) -> u64 {
+    fn occurrences(&mut self, e: &Value) -> u64 {
         let count = e["count"].as_u64().unwrap_or(1).max(1);
         let uid = str_at(e, &["metadata", "uid"]);
         if uid.is_empty() {
             return count;
         }
-        let key = format!("correlate:uid:{uid}");
-        let last = state::get(&key)
-            .and_then(|raw| raw.get(..8).and_then(|b| b.try_into().ok()))
-            .map(u64::from_le_bytes)
-            .unwrap_or(0);
+        let key = fnv(&[uid]);
+        let last = self.uids.get_mut(key).map_or(0, |c| *c);
         if count <= last {
             return 0;
         }
-        if state::set(&key, &count.to_le_bytes(), Some(self.remember)).is_err() {
-            host::counter_add("state_full", 1);
-        }
+        self.uids.insert(key, count);
         count - last
     }
 
@@ -255,7 +305,7 @@ impl Correlate {
     /// the group's aggregate.
     #[allow(clippy::too_many_arguments)]
     fn aggregate(
-        &self,
+        &mut self,
         e: &Value,
         event: &Event<'_>,
         key: u64,
@@ -264,7 +314,11 @@ impl Correlate {
         now_ms: u64,
     ) -> bool {
         let state_key = format!("correlate:agg:{key:016x}");
-        let mut record: AggregateRecord = get_json(&state_key).unwrap_or_default();
+        // In memory; else, for a group that was aggregating before a restart, in state.
+        let mut record = match self.groups.get_mut(key) {
+            Some(r) => std::mem::take(r),
+            None => get_json(&state_key).unwrap_or_default(),
+        };
         if now_ms.saturating_sub(record.last_ms) > self.interval_ms {
             record = AggregateRecord::default();
         }
@@ -275,7 +329,7 @@ impl Correlate {
         }
         record.last_ms = now_ms;
         let folded = record.messages.len() >= self.config.max_events
-            && (record.aggregate.is_some() || self.add_pending(&state_key));
+            && (record.aggregate.is_some() || self.add_pending(key));
         if folded {
             let last_timestamp = match str_at(e, &["lastTimestamp"]) {
                 "" => rfc3339(now_ms),
@@ -305,63 +359,83 @@ impl Correlate {
             aggregate.last_timestamp = last_timestamp;
             aggregate.message = format!("{COMBINED}{message}");
         }
-        let ttl = Duration::from_millis(self.interval_ms.saturating_add(60_000));
-        put_json(&state_key, &record, ttl);
+        if record.aggregate.is_some() {
+            let ttl = Duration::from_millis(self.interval_ms.saturating_add(60_000));
+            put_json(&state_key, &record, ttl);
+        }
+        self.groups.insert(key, record);
         folded
     }
 
+    /// The pending index, read from state on first use.
+    fn pending(&mut self) -> &mut std::collections::BTreeSet<u64> {
+        self.pending.get_or_insert_with(|| {
+            get_json::<Vec<u64>>(PENDING)
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
+        })
+    }
+
+    /// Writes the pending index when it changed.
+    fn save_pending(&mut self) {
+        if self.pending_changed {
+            let list: Vec<u64> = self.pending().iter().copied().collect();
+            put_json(PENDING, &list, Duration::from_secs(86_400 * 365));
+            self.pending_changed = false;
+        }
+    }
+
     /// Adds a group to the pending index; `false` when the index is full.
-    fn add_pending(&self, state_key: &str) -> bool {
-        let mut pending: Vec<String> = get_json(PENDING).unwrap_or_default();
-        if pending.len() >= self.config.max_pending {
+    fn add_pending(&mut self, key: u64) -> bool {
+        let max = self.config.max_pending;
+        let pending = self.pending();
+        if pending.len() >= max {
             host::counter_add("pending_full", 1);
             return false;
         }
-        pending.push(state_key.to_owned());
-        put_json(PENDING, &pending, Duration::from_secs(86_400 * 365));
+        pending.insert(key);
+        self.pending_changed = true;
         true
     }
 
     /// Step 3: the running count, first name and first timestamp of the event key.
-    fn observe(&self, e: &mut Map<String, Value>, cluster: &str, occurrences: u64) {
-        let v = Value::Object(std::mem::take(e));
-        let o = |k: &str| str_at(&v, &["involvedObject", k]);
+    fn observe(&mut self, map: &mut Map<String, Value>, cluster: &str, occurrences: u64) {
+        let at = |path: &[&str]| -> &str {
+            let mut cur = map.get(path[0]);
+            for key in &path[1..] {
+                cur = cur.and_then(|v| v.get(*key));
+            }
+            cur.and_then(Value::as_str).unwrap_or("")
+        };
+        let o = |k: &'static str| at(&["involvedObject", k]);
         let key = fnv(&[
             cluster,
-            str_at(&v, &["source", "component"]),
-            str_at(&v, &["source", "host"]),
+            at(&["source", "component"]),
+            at(&["source", "host"]),
             o("kind"),
             o("namespace"),
             o("name"),
             o("fieldPath"),
             o("uid"),
             o("apiVersion"),
-            str_at(&v, &["type"]),
-            str_at(&v, &["reason"]),
-            str_at(&v, &["message"]),
+            at(&["type"]),
+            at(&["reason"]),
+            at(&["message"]),
         ]);
-        let Value::Object(mut map) = v else {
-            return;
-        };
-        let state_key = format!("correlate:log:{key:016x}");
-        let log = match get_json::<EventLog>(&state_key) {
-            Some(mut log) => {
+        let log = match self.logs.get_mut(key) {
+            Some(log) => {
                 log.count = log.count.saturating_add(occurrences);
-                log
+                EventLog {
+                    count: log.count,
+                    first_timestamp: log.first_timestamp.clone(),
+                    name: log.name.clone(),
+                }
             }
             None => EventLog {
                 count: occurrences,
-                first_timestamp: map
-                    .get("firstTimestamp")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned(),
-                name: map
-                    .get("metadata")
-                    .and_then(|m| m.get("name"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned(),
+                first_timestamp: at(&["firstTimestamp"]).to_owned(),
+                name: at(&["metadata", "name"]).to_owned(),
             },
         };
         map.insert("count".into(), log.count.into());
@@ -373,8 +447,7 @@ impl Correlate {
                 meta.insert("name".into(), log.name.clone().into());
             }
         }
-        put_json(&state_key, &log, self.remember);
-        *e = map;
+        self.logs.insert(key, log);
     }
 }
 
@@ -431,17 +504,24 @@ impl Filter for Correlate {
         Ok(Self {
             spam,
             interval_ms: config.interval_seconds.saturating_mul(1000),
-            remember: Duration::from_secs(config.remember_seconds.max(1)),
+            groups: Bounded::new(config.max_keys),
+            logs: Bounded::new(config.max_keys),
+            uids: Bounded::new(config.max_keys),
+            pending: None,
+            pending_changed: false,
             config,
         })
     }
 
     fn process(&mut self, _ctx: &Context, event: &Event<'_>) -> Verdict {
-        let Ok(Value::Object(mut core)) = event.json_value() else {
+        // Parsed once; every key is read from it by reference.
+        let Ok(mut value) = event.json_value() else {
             return Verdict::Keep;
         };
+        if !value.is_object() {
+            return Verdict::Keep;
+        }
         let now = host::now_ms();
-        let value = Value::Object(core.clone());
         let occurrences = self.occurrences(&value);
         if occurrences == 0 {
             host::counter_add("duplicates", 1);
@@ -454,53 +534,73 @@ impl Filter for Correlate {
             host::counter_add("aggregated", 1);
             return Verdict::drop(format!("k8s-correlate: folded into {aggregate_name}"));
         }
-        drop(value);
-        self.observe(&mut core, cluster, occurrences);
-        // The spam filter, per source and object.
+        // The spam key, per source and object (counting changes neither).
         let spam_key = {
-            let v = Value::Object(core.clone());
-            let o = |k: &str| str_at(&v, &["involvedObject", k]).to_owned();
+            let o = |k: &str| str_at(&value, &["involvedObject", k]);
             format!(
                 "correlate:spam:{:016x}",
                 fnv(&[
                     cluster,
-                    str_at(&v, &["source", "component"]),
-                    str_at(&v, &["source", "host"]),
-                    &o("kind"),
-                    &o("namespace"),
-                    &o("name"),
-                    &o("uid"),
-                    &o("apiVersion"),
+                    str_at(&value, &["source", "component"]),
+                    str_at(&value, &["source", "host"]),
+                    o("kind"),
+                    o("namespace"),
+                    o("name"),
+                    o("uid"),
+                    o("apiVersion"),
                 ])
             )
         };
+        let Value::Object(core) = &mut value else {
+            return Verdict::Keep;
+        };
+        self.observe(core, cluster, occurrences);
         if !self.spam.take(&spam_key, now) {
             host::counter_add("spam_filtered", 1);
             return Verdict::drop("k8s-correlate: over the spam budget of its source and object");
         }
-        set_annotation(&mut core, AGGREGATE_ANNOTATION, &aggregate_name);
+        set_annotation(core, AGGREGATE_ANNOTATION, &aggregate_name);
         let count = core.get("count").and_then(Value::as_u64).unwrap_or(1);
-        let name = core["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        let name = core
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let mut patch = Patch::new().set("k8scount", count.to_string());
         if !name.is_empty() {
             patch = patch.set("k8sname", name);
         }
-        Verdict::Patch(patch.json(&Value::Object(core)))
+        Verdict::Patch(patch.json(&value))
+    }
+
+    /// Each event as [`Filter::process`]; the pending index is written once per batch
+    /// when it changed (so a restart finds every pending aggregate).
+    fn process_batch(&mut self, ctx: &Context, events: &[Event<'_>], out: &mut Verdicts) {
+        for event in events {
+            out.push(&self.process(ctx, event));
+        }
+        self.save_pending();
     }
 
     fn tick(&mut self, now_ms: u64) -> Vec<OwnedEvent> {
-        let Some(pending) = get_json::<Vec<String>>(PENDING) else {
-            return Vec::new();
-        };
+        let keys: Vec<u64> = self.pending().iter().copied().collect();
         let flush_ms = self.config.flush_seconds.saturating_mul(1000);
+        let ttl = Duration::from_millis(self.interval_ms.saturating_add(60_000));
         let mut out = Vec::new();
-        let mut still = Vec::with_capacity(pending.len());
-        for state_key in pending {
-            let Some(mut record) = get_json::<AggregateRecord>(&state_key) else {
+        for key in keys {
+            let state_key = format!("correlate:agg:{key:016x}");
+            // The instance's copy when it has one (a restart leaves only the state's).
+            let in_memory = self.groups.get_mut(key).map(std::mem::take);
+            let Some(mut record) = in_memory.or_else(|| get_json(&state_key)) else {
+                self.pending().remove(&key);
+                self.pending_changed = true;
                 continue;
             };
             let expired = now_ms.saturating_sub(record.last_ms) > self.interval_ms;
             let Some(aggregate) = record.aggregate.as_mut() else {
+                self.pending().remove(&key);
+                self.pending_changed = true;
                 continue;
             };
             let due = aggregate.count > aggregate.flushed
@@ -515,15 +615,16 @@ impl Filter for Correlate {
                 // The window closed and its last count went out: a later similar event
                 // starts afresh.
                 state::delete(&state_key);
+                self.pending().remove(&key);
+                self.pending_changed = true;
                 continue;
             }
             if due {
-                let ttl = Duration::from_millis(self.interval_ms.saturating_add(60_000));
                 put_json(&state_key, &record, ttl);
             }
-            still.push(state_key);
+            self.groups.insert(key, record);
         }
-        put_json(PENDING, &still, Duration::from_secs(86_400 * 365));
+        self.save_pending();
         out
     }
 }
