@@ -615,6 +615,7 @@ impl Filter for Correlate {
                 // The window closed and its last count went out: a later similar event
                 // starts afresh.
                 state::delete(&state_key);
+                self.groups.remove(key);
                 self.pending().remove(&key);
                 self.pending_changed = true;
                 continue;
