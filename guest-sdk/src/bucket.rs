@@ -5,7 +5,42 @@
 //! per source) and `k8s-correlate` (client-go's spam filter).
 
 use crate::host::{self, state};
+use crate::{Event, Verdict};
+use serde::Deserialize;
 use std::time::Duration;
+
+/// What happens to an event over its limit.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OverLimit {
+    /// Drop it (default).
+    #[default]
+    Drop,
+    /// Send it to this sink instead of the route's sinks.
+    Route(String),
+}
+
+impl OverLimit {
+    /// The verdict for an event over its limit; `why` is the drop reason.
+    pub fn verdict(&self, why: &'static str) -> Verdict {
+        match self {
+            OverLimit::Drop => Verdict::drop(why),
+            OverLimit::Route(sink) => Verdict::route(sink.clone()),
+        }
+    }
+}
+
+/// A bucket key: `prefix` then the values of `attributes` (absent ones empty), apart.
+pub fn key_of(prefix: &str, event: &Event<'_>, attributes: &[String]) -> String {
+    let mut key = String::from(prefix);
+    for (i, attr) in attributes.iter().enumerate() {
+        if i > 0 {
+            key.push('\u{1f}');
+        }
+        key.push_str(event.attribute(attr).unwrap_or(""));
+    }
+    key
+}
 
 /// Buckets of one kind (one rate and size), keyed by the caller.
 #[derive(Debug, Clone)]

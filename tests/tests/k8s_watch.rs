@@ -77,13 +77,14 @@ fn start_cluster(servers: &Pki, users: &Pki, name: &str, kube_dir: &Path) -> Clu
 }
 
 impl Cluster {
-    async fn create(&self, name: &str, object: &str) {
+    /// Creates an event about pod `object`; every other create helper comes here.
+    async fn create_event(&self, name: &str, object: &str, ty: &str, reason: &str, message: &str) {
         let event = json!({
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": name, "namespace": "default"},
             "involvedObject": {"kind": "Pod", "name": object, "namespace": "default"},
-            "reason": "BackOff", "message": format!("back-off restarting {object}"), "type": "Warning",
-            "source": {"component": "kubelet"},
+            "reason": reason, "message": message, "type": ty,
+            "source": {"component": "kubelet", "host": "node-1"},
             "firstTimestamp": "2026-12-06T10:00:00Z", "lastTimestamp": "2026-12-06T10:00:00Z",
             "count": 1,
         });
@@ -95,6 +96,12 @@ impl Cluster {
             .await
             .unwrap();
         assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    }
+
+    async fn create(&self, name: &str, object: &str) {
+        let message = format!("back-off restarting {object}");
+        self.create_event(name, object, "Warning", "BackOff", &message)
+            .await
     }
 
     async fn events(&self) -> Vec<Value> {
@@ -339,21 +346,8 @@ async fn events_are_copied_upstream_once_patched_on_repeat_and_never_re_emitted(
 impl Cluster {
     /// Creates an event of `ty` and `reason` for pod `object`.
     async fn create_typed(&self, name: &str, object: &str, ty: &str, reason: &str) {
-        let event = json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": name, "namespace": "default"},
-            "involvedObject": {"kind": "Pod", "name": object, "namespace": "default"},
-            "reason": reason, "message": format!("{reason} on {object}"), "type": ty,
-            "source": {"component": "kubelet"}, "count": 1,
-        });
-        let resp = self
-            .http
-            .post(format!("{}/api/v1/namespaces/default/events", self.base))
-            .json(&event)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+        let message = format!("{reason} on {object}");
+        self.create_event(name, object, ty, reason, &message).await
     }
 }
 
@@ -429,22 +423,8 @@ routes:\n  - {{ name: sync, from: [k8s-watch], filters: [k8s-correlate, k8s-tran
 impl Cluster {
     /// Creates a Warning event about pod `object` with this reason and message.
     async fn create_message(&self, name: &str, object: &str, reason: &str, message: &str) {
-        let event = json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": name, "namespace": "default"},
-            "involvedObject": {"kind": "Pod", "name": object, "namespace": "default"},
-            "reason": reason, "message": message, "type": "Warning",
-            "source": {"component": "kubelet", "host": "node-1"}, "count": 1,
-            "firstTimestamp": "2026-12-06T10:00:00Z", "lastTimestamp": "2026-12-06T10:00:00Z",
-        });
-        let resp = self
-            .http
-            .post(format!("{}/api/v1/namespaces/default/events", self.base))
-            .json(&event)
-            .send()
+        self.create_event(name, object, "Warning", reason, message)
             .await
-            .unwrap();
-        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     }
 
     /// Sets a downstream event's count (the producer's correlator counting a repeat).

@@ -21,19 +21,8 @@
 use glob::Pattern;
 use serde::Deserialize;
 use serde_json::Value;
-use weir_guest::bucket::TokenBuckets;
+use weir_guest::bucket::{key_of, OverLimit, TokenBuckets};
 use weir_guest::{host, Context, Event, Filter, Verdict};
-
-/// What happens to events over the rate.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum OverLimit {
-    /// Drop them (default).
-    #[default]
-    Drop,
-    /// Send them to this sink instead of the route's sinks.
-    Route(String),
-}
 
 /// Configuration.
 #[derive(Debug, Deserialize, Default)]
@@ -224,21 +213,14 @@ impl Filter for K8sFilter {
         let Some(buckets) = &self.buckets else {
             return Verdict::Keep;
         };
-        let mut key = String::from("k8s-filter:");
-        for (i, attr) in self.config.source_key.iter().enumerate() {
-            if i > 0 {
-                key.push('\u{1f}');
-            }
-            key.push_str(event.attribute(attr).unwrap_or(""));
-        }
+        let key = key_of("k8s-filter:", event, &self.config.source_key);
         if buckets.take(&key, host::now_ms()) {
             return Verdict::Keep;
         }
         host::counter_add("rate_limited", 1);
-        match &self.config.over_limit {
-            OverLimit::Drop => Verdict::drop("k8s-filter: over max_events_per_minute"),
-            OverLimit::Route(sink) => Verdict::route(sink.clone()),
-        }
+        self.config
+            .over_limit
+            .verdict("k8s-filter: over max_events_per_minute")
     }
 }
 

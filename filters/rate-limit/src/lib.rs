@@ -8,20 +8,9 @@
 //! Config: `{"key": ["source"], "rate_per_sec": 100, "burst": 200, "over_limit": "drop"}`.
 
 use serde::Deserialize;
-use weir_guest::bucket::TokenBuckets;
+use weir_guest::bucket::{key_of, OverLimit, TokenBuckets};
 use weir_guest::host;
 use weir_guest::{Context, Event, Filter, Verdict};
-
-/// What happens to events over the limit.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum OverLimit {
-    /// Drop them (default).
-    #[default]
-    Drop,
-    /// Send them to this sink instead of the route's sinks.
-    Route(String),
-}
 
 /// Configuration.
 #[derive(Debug, Deserialize)]
@@ -64,21 +53,12 @@ impl Filter for RateLimit {
     }
 
     fn process(&mut self, _ctx: &Context, event: &Event<'_>) -> Verdict {
-        let mut key = String::from("bucket:");
-        for (i, attr) in self.config.key.iter().enumerate() {
-            if i > 0 {
-                key.push('\u{1f}');
-            }
-            key.push_str(event.attribute(attr).unwrap_or(""));
-        }
+        let key = key_of("bucket:", event, &self.config.key);
         if self.buckets.take(&key, host::now_ms()) {
             return Verdict::Keep;
         }
         host::counter_add("over_limit", 1);
-        match &self.config.over_limit {
-            OverLimit::Drop => Verdict::drop("over the rate limit"),
-            OverLimit::Route(sink) => Verdict::route(sink.clone()),
-        }
+        self.config.over_limit.verdict("over the rate limit")
     }
 }
 
