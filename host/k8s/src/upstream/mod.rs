@@ -301,7 +301,8 @@ impl UpstreamSink {
         core: &Map<String, Value>,
     ) -> Result<Written, Failure> {
         let want = core.get("count").and_then(Value::as_u64);
-        for _ in 0..5 {
+        // Replicas patching one event race; each round reads afresh, so a few settle it.
+        for _ in 0..8 {
             let current = self.bounded(api.get(name)).await?;
             let have = current
                 .data
