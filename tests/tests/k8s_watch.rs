@@ -475,6 +475,16 @@ impl Cluster {
     }
 }
 
+/// Events `flap-<i>` about pod `web`, one reason, a different message each.
+async fn flap(cluster: &Cluster, range: std::ops::Range<usize>) {
+    for i in range {
+        let (name, message) = (format!("flap-{i:02}"), format!("back-off {i}"));
+        cluster
+            .create_message(&name, "web", "BackOff", &message)
+            .await;
+    }
+}
+
 fn aggregates(events: &[Value]) -> Vec<&Value> {
     events
         .iter()
@@ -495,15 +505,7 @@ async fn a_storm_is_correlated_upstream_and_a_pending_aggregate_outlives_a_resta
     let syncer = Weir::start(&correlating_syncer_config(&down, &up));
     // A flapping pod: twelve different messages of one reason. Nine pass as they are;
     // from the tenth they are folded into one aggregate, flushed by the tick.
-    for i in 0..12 {
-        down.create_message(
-            &format!("flap-{i:02}"),
-            "web",
-            "BackOff",
-            &format!("back-off {i}"),
-        )
-        .await;
-    }
+    flap(&down, 0..12).await;
     // A repeating event: its producer counts it up to 5.
     down.create_message("pull", "db", "Pulled", "image pulled")
         .await;
@@ -541,15 +543,7 @@ async fn a_storm_is_correlated_upstream_and_a_pending_aggregate_outlives_a_resta
     // durable filter state: after the restart it grows under the same name.
     let (clean, dir) = syncer.terminate();
     assert!(clean);
-    for i in 12..15 {
-        down.create_message(
-            &format!("flap-{i:02}"),
-            "web",
-            "BackOff",
-            &format!("back-off {i}"),
-        )
-        .await;
-    }
+    flap(&down, 12..15).await;
     let syncer = Weir::start_in(dir, &correlating_syncer_config(&down, &up));
     let events = up
         .wait_until("the aggregate at 6 after the restart", |e| {

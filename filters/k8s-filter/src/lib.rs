@@ -21,6 +21,7 @@
 use glob::Pattern;
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use weir_guest::bucket::{key_of, OverLimit, TokenBuckets};
 use weir_guest::{host, Context, Event, Filter, Verdict};
 
@@ -90,6 +91,11 @@ impl Rule {
         })
     }
 
+    /// Whether the rule allows everything (no patterns), so its value need not be built.
+    fn is_open(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_empty()
+    }
+
     fn allows(&self, value: &str) -> bool {
         (self.include.is_empty() || self.include.iter().any(|p| p.matches(value)))
             && !self.exclude.iter().any(|p| p.matches(value))
@@ -112,46 +118,42 @@ fn rank(ty: &str) -> u8 {
     u8::from(ty.eq_ignore_ascii_case("warning"))
 }
 
-/// The fields a decision looks at, from extensions or else the data.
-struct Fields {
-    ty: String,
-    reason: String,
-    namespace: String,
-    object: String,
+/// The fields a decision looks at: borrowed from the extensions, or else read from the
+/// data (parsed once, only when an extension is missing).
+struct Fields<'a> {
+    ty: Cow<'a, str>,
+    reason: Cow<'a, str>,
+    namespace: Cow<'a, str>,
+    kind: Cow<'a, str>,
+    name: Cow<'a, str>,
 }
 
-impl Fields {
-    fn of(event: &Event<'_>) -> Self {
-        let ext = |name: &str| event.extension(name).map(str::to_owned);
-        let data = || {
-            event
-                .is_json()
-                .then(|| event.json_value().ok())
-                .flatten()
-                .unwrap_or(Value::Null)
-        };
+impl<'a> Fields<'a> {
+    fn of(event: &Event<'a>) -> Self {
         let mut parsed: Option<Value> = None;
-        let mut field = |ext_name: &str, path: &[&str]| -> String {
-            if let Some(v) = ext(ext_name) {
-                return v;
+        let mut field = |ext_name: &str, path: &[&str]| -> Cow<'a, str> {
+            if let Some(v) = event.extension(ext_name) {
+                return Cow::Borrowed(v);
             }
-            let json = parsed.get_or_insert_with(data);
+            let json = parsed.get_or_insert_with(|| {
+                event
+                    .is_json()
+                    .then(|| event.json_value().ok())
+                    .flatten()
+                    .unwrap_or(Value::Null)
+            });
             let mut cur = &*json;
             for key in path {
                 cur = &cur[*key];
             }
-            cur.as_str().unwrap_or("").to_owned()
+            Cow::Owned(cur.as_str().unwrap_or("").to_owned())
         };
-        let ty = field("k8stype", &["type"]);
-        let reason = field("k8sreason", &["reason"]);
-        let namespace = field("k8snamespace", &["metadata", "namespace"]);
-        let kind = field("k8skind", &["involvedObject", "kind"]);
-        let name = field("k8sobject", &["involvedObject", "name"]);
         Self {
-            ty,
-            reason,
-            namespace,
-            object: format!("{kind}/{name}"),
+            ty: field("k8stype", &["type"]),
+            reason: field("k8sreason", &["reason"]),
+            namespace: field("k8snamespace", &["metadata", "namespace"]),
+            kind: field("k8skind", &["involvedObject", "kind"]),
+            name: field("k8sobject", &["involvedObject", "name"]),
         }
     }
 }
@@ -201,7 +203,8 @@ impl Filter for K8sFilter {
             Some("reason")
         } else if !self.namespaces.allows(&f.namespace) {
             Some("namespace")
-        } else if !self.objects.allows(&f.object) {
+        } else if !self.objects.is_open() && !self.objects.allows(&format!("{}/{}", f.kind, f.name))
+        {
             Some("object")
         } else {
             None

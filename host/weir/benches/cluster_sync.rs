@@ -172,6 +172,10 @@ fn kubeconfig(dir: &std::path::Path, name: &str, addr: std::net::SocketAddr) -> 
     path.display().to_string()
 }
 
+async fn scrape(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 fn metric(text: &str, prefix: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(prefix))
@@ -239,14 +243,7 @@ routes:\n  - name: sync\n    from: [k8s-watch]\n    filters: [k8s-filter, k8s-co
     // The first delivery: start-up (compiling three components) is over.
     let mut first: Option<(Instant, usize)> = None;
     let (elapsed, finished) = loop {
-        let text = http
-            .get(&metrics_url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = scrape(&http, &metrics_url).await;
         let delivered = metric(
             &text,
             "weir_k8s_watch_events_total{cluster=\"east\",outcome=\"delivered\"}",
@@ -294,14 +291,7 @@ routes:\n  - name: sync\n    from: [k8s-watch]\n    filters: [k8s-filter, k8s-co
         cpu * 1e6 / total as f64,
         peak_mib()
     );
-    let text = http
-        .get(&metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&http, &metrics_url).await;
     for line in text.lines().filter(|l| {
         (l.starts_with("weir_filter_failures_total") || l.starts_with("weir_guest_"))
             && !l.ends_with(" 0")

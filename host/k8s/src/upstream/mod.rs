@@ -173,6 +173,27 @@ struct UpstreamSink {
     writes: IntCounterVec,
 }
 
+/// What a repeat of an event changes upstream: `count`, `lastTimestamp`, `series`,
+/// `message`, `eventTime`, and its labels and annotations.
+fn repeat_fields(core: &Map<String, Value>) -> Map<String, Value> {
+    let mut patch = Map::new();
+    for field in ["count", "lastTimestamp", "series", "message", "eventTime"] {
+        if let Some(v) = core.get(field) {
+            patch.insert(field.into(), v.clone());
+        }
+    }
+    let mut m = Map::new();
+    if let Some(meta) = convert::metadata(core) {
+        for field in ["labels", "annotations"] {
+            if let Some(v) = meta.get(field) {
+                m.insert(field.into(), v.clone());
+            }
+        }
+    }
+    patch.insert("metadata".into(), Value::Object(m));
+    patch
+}
+
 /// Why one event was not written.
 enum Failure {
     /// May succeed if tried again.
@@ -260,16 +281,17 @@ impl UpstreamSink {
             .to_owned();
         core.insert("apiVersion".into(), "v1".into());
         core.insert("kind".into(), "Event".into());
+        let repeat = repeat_fields(&core);
         let api: Api<DynamicObject> = Api::namespaced_with(client, &namespace, &self.resource);
         let key = format!("{ws}/{namespace}/{name}");
         let known = !name.is_empty() && self.known().contains(&key);
         if known {
-            match self.patch(&api, &name, &core).await {
+            match self.patch(&api, &name, &repeat).await {
                 Err(Failure::Refused(Some(404), _)) => {}
                 other => return other,
             }
         }
-        let object: DynamicObject = serde_json::from_value(Value::Object(core.clone()))
+        let object: DynamicObject = serde_json::from_value(Value::Object(core))
             .map_err(|e| Failure::Refused(None, format!("not a Kubernetes object: {e}")))?;
         let created = self
             .bounded(api.create(&PostParams::default(), &object))
@@ -280,7 +302,7 @@ impl UpstreamSink {
                 Ok(Written::Created)
             }
             Err(Failure::Refused(Some(409), _)) if !name.is_empty() => {
-                let patched = self.patch(&api, &name, &core).await;
+                let patched = self.patch(&api, &name, &repeat).await;
                 if patched.is_ok() {
                     self.remember(key);
                 }
@@ -298,9 +320,9 @@ impl UpstreamSink {
         &self,
         api: &Api<DynamicObject>,
         name: &str,
-        core: &Map<String, Value>,
+        repeat: &Map<String, Value>,
     ) -> Result<Written, Failure> {
-        let want = core.get("count").and_then(Value::as_u64);
+        let want = repeat.get("count").and_then(Value::as_u64);
         // Replicas patching one event race; each round reads afresh, so a few settle it.
         for _ in 0..8 {
             let current = self.bounded(api.get(name)).await?;
@@ -312,24 +334,13 @@ impl UpstreamSink {
             if want.is_some_and(|want| want <= have) {
                 return Ok(Written::Unchanged);
             }
-            let mut patch = Map::new();
-            for field in ["count", "lastTimestamp", "series", "message", "eventTime"] {
-                if let Some(v) = core.get(field) {
-                    patch.insert(field.into(), v.clone());
-                }
-            }
-            let mut m = Map::new();
-            if let Some(meta) = convert::metadata(core) {
-                for field in ["labels", "annotations"] {
-                    if let Some(v) = meta.get(field) {
-                        m.insert(field.into(), v.clone());
-                    }
-                }
-            }
-            if let Some(rv) = &current.metadata.resource_version {
+            let mut patch = repeat.clone();
+            if let (Some(rv), Some(Value::Object(m))) = (
+                &current.metadata.resource_version,
+                patch.get_mut("metadata"),
+            ) {
                 m.insert("resourceVersion".into(), rv.clone().into());
             }
-            patch.insert("metadata".into(), Value::Object(m));
             let patch = Patch::Merge(Value::Object(patch));
             match self
                 .bounded(api.patch(name, &PatchParams::default(), &patch))
