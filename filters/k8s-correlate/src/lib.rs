@@ -136,11 +136,31 @@ struct Aggregate {
     first_timestamp: String,
     last_timestamp: String,
     message: String,
-    /// The event's core/v1 fields the aggregate repeats (namespace, involved object,
-    /// type, reason, source, reporting fields).
+    /// What the aggregate repeats from its first event; durable under a key of its own,
+    /// written when the aggregate starts and when it is emitted, so the record written
+    /// per batch stays small.
+    #[serde(skip)]
+    shape: Shape,
+}
+
+/// What an aggregate repeats from the event that started it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Shape {
+    /// The event's core/v1 fields (namespace, involved object, type, reason, source,
+    /// reporting fields).
     template: Map<String, Value>,
-    /// The CloudEvent attributes the aggregate carries on (subject, `k8s*` extensions).
+    /// The CloudEvent attributes carried on (subject, `k8s*` extensions).
     attributes: Vec<(String, String)>,
+}
+
+/// The state key of an aggregate group's record.
+fn record_key(key: u64) -> String {
+    format!("correlate:agg:{key:016x}")
+}
+
+/// The state key of a pending aggregate's [`Shape`].
+fn shape_key(key: u64) -> String {
+    format!("correlate:shape:{key:016x}")
 }
 
 /// An event key's record (client-go's `eventLog`).
@@ -170,6 +190,22 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
         cur = &cur[*key];
     }
     cur.as_str().unwrap_or("")
+}
+
+/// A group's durable record with its aggregate's shape; a record whose shape is gone (it
+/// cannot be emitted) loses its aggregate.
+fn load_group(key: u64) -> Option<AggregateRecord> {
+    let mut record: AggregateRecord = get_json(&record_key(key))?;
+    if let Some(aggregate) = record.aggregate.as_mut() {
+        match get_json::<Shape>(&shape_key(key)) {
+            Some(shape) => aggregate.shape = shape,
+            None => {
+                host::counter_add("aggregates_lost", 1);
+                record.aggregate = None;
+            }
+        }
+    }
+    Some(record)
 }
 
 fn get_json<T: for<'de> Deserialize<'de>>(key: &str) -> Option<T> {
@@ -219,16 +255,30 @@ impl<V> Bounded<V> {
         })
     }
 
-    fn insert(&mut self, key: u64, value: V) {
+    /// Inserts `value`; returns the entries that went to make room.
+    fn insert(&mut self, key: u64, value: V) -> Vec<(u64, V)> {
         self.clock += 1;
         self.map.insert(key, (value, self.clock));
-        if self.map.len() > self.cap {
-            let mut ages: Vec<u64> = self.map.values().map(|(_, used)| *used).collect();
-            let drop = (self.cap / 10).max(1);
-            let (_, cutoff, _) = ages.select_nth_unstable(drop);
-            let cutoff = *cutoff;
-            self.map.retain(|_, (_, used)| *used > cutoff);
+        if self.map.len() <= self.cap {
+            return Vec::new();
         }
+        let mut ages: Vec<u64> = self.map.values().map(|(_, used)| *used).collect();
+        let drop = (self.cap / 10).max(1);
+        let (_, cutoff, _) = ages.select_nth_unstable(drop);
+        let cutoff = *cutoff;
+        let old: Vec<u64> = self
+            .map
+            .iter()
+            .filter(|(_, (_, used))| *used <= cutoff)
+            .map(|(k, _)| *k)
+            .collect();
+        old.into_iter()
+            .filter_map(|k| self.map.remove(&k).map(|(v, _)| (k, v)))
+            .collect()
+    }
+
+    fn get(&self, key: u64) -> Option<&V> {
+        self.map.get(&key).map(|(v, _)| v)
     }
 
     fn remove(&mut self, key: u64) {
@@ -248,6 +298,8 @@ pub struct Correlate {
     /// first use and written back once per tick when they changed.
     pending: Option<std::collections::BTreeSet<u64>>,
     pending_changed: bool,
+    /// Aggregating groups changed in this batch: their records are written once, after it.
+    dirty: std::collections::BTreeSet<u64>,
 }
 
 impl Correlate {
@@ -274,10 +326,13 @@ impl Correlate {
 
     /// The name of the aggregate of `key` in the window holding `now_ms`.
     fn aggregate_name(&self, e: &Value, key: u64, now_ms: u64) -> String {
+        use std::fmt::Write as _;
         let window = now_ms / self.interval_ms.max(1);
         let object = str_at(e, &["involvedObject", "name"]);
         let object = if object.is_empty() { "event" } else { object };
-        let mut name = format!(
+        let mut name = String::with_capacity(object.len() + 17);
+        let _ = write!(
+            name,
             "{object}.{:016x}",
             fnv(&[&key.to_string(), &window.to_string()])
         );
@@ -303,21 +358,18 @@ impl Correlate {
 
     /// Step 2: records the event in its aggregate group; `true` when it was folded into
     /// the group's aggregate.
-    #[allow(clippy::too_many_arguments)]
     fn aggregate(
         &mut self,
         e: &Value,
         event: &Event<'_>,
         key: u64,
-        name: &str,
         occurrences: u64,
         now_ms: u64,
     ) -> bool {
-        let state_key = format!("correlate:agg:{key:016x}");
         // In memory; else, for a group that was aggregating before a restart, in state.
         let mut record = match self.groups.get_mut(key) {
             Some(r) => std::mem::take(r),
-            None => get_json(&state_key).unwrap_or_default(),
+            None => load_group(key).unwrap_or_default(),
         };
         if now_ms.saturating_sub(record.last_ms) > self.interval_ms {
             record = AggregateRecord::default();
@@ -335,36 +387,72 @@ impl Correlate {
                 "" => rfc3339(now_ms),
                 t => t.to_owned(),
             };
-            let aggregate = record.aggregate.get_or_insert_with(|| Aggregate {
-                name: name.to_owned(),
-                count: 0,
-                flushed: 0,
-                flushed_ms: 0,
-                first_timestamp: last_timestamp.clone(),
-                last_timestamp: last_timestamp.clone(),
-                message: String::new(),
-                template: template(e),
-                attributes: event
-                    .extensions()
-                    .filter(|(k, _)| k.starts_with("k8s") && *k != "k8scount" && *k != "k8sname")
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .chain(
-                        event
-                            .subject()
-                            .map(|s| ("subject".to_owned(), s.to_owned())),
-                    )
-                    .collect(),
-            });
-            aggregate.count = aggregate.count.saturating_add(occurrences);
-            aggregate.last_timestamp = last_timestamp;
-            aggregate.message = format!("{COMBINED}{message}");
+            if record.aggregate.is_none() {
+                let shape = Shape {
+                    template: template(e),
+                    attributes: event
+                        .extensions()
+                        .filter(|(k, _)| {
+                            k.starts_with("k8s") && *k != "k8scount" && *k != "k8sname"
+                        })
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .chain(
+                            event
+                                .subject()
+                                .map(|s| ("subject".to_owned(), s.to_owned())),
+                        )
+                        .collect(),
+                };
+                put_json(&shape_key(key), &shape, self.state_ttl());
+                record.aggregate = Some(Aggregate {
+                    name: self.aggregate_name(e, key, now_ms),
+                    count: 0,
+                    flushed: 0,
+                    flushed_ms: 0,
+                    first_timestamp: last_timestamp.clone(),
+                    last_timestamp: String::new(),
+                    message: String::new(),
+                    shape,
+                });
+            }
+            if let Some(aggregate) = record.aggregate.as_mut() {
+                aggregate.count = aggregate.count.saturating_add(occurrences);
+                aggregate.last_timestamp = last_timestamp;
+                aggregate.message.clear();
+                aggregate.message.push_str(COMBINED);
+                aggregate.message.push_str(message);
+            }
         }
         if record.aggregate.is_some() {
-            let ttl = Duration::from_millis(self.interval_ms.saturating_add(60_000));
-            put_json(&state_key, &record, ttl);
+            self.dirty.insert(key);
         }
-        self.groups.insert(key, record);
+        self.keep_group(key, record);
         folded
+    }
+
+    /// How long a group's durable record outlives its last event.
+    fn state_ttl(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.saturating_add(60_000))
+    }
+
+    /// Keeps a group in memory; a group pushed out while it has unwritten changes is
+    /// written now.
+    fn keep_group(&mut self, key: u64, record: AggregateRecord) {
+        for (old, record) in self.groups.insert(key, record) {
+            if self.dirty.remove(&old) {
+                put_json(&record_key(old), &record, self.state_ttl());
+            }
+        }
+    }
+
+    /// Writes the records of the groups changed since the last call.
+    fn save_groups(&mut self) {
+        let ttl = self.state_ttl();
+        for key in std::mem::take(&mut self.dirty) {
+            if let Some(record) = self.groups.get(key) {
+                put_json(&record_key(key), record, ttl);
+            }
+        }
     }
 
     /// The pending index, read from state on first use.
@@ -509,6 +597,7 @@ impl Filter for Correlate {
             uids: Bounded::new(config.max_keys),
             pending: None,
             pending_changed: false,
+            dirty: Default::default(),
             config,
         })
     }
@@ -529,10 +618,13 @@ impl Filter for Correlate {
         }
         let cluster = event.extension("k8scluster").unwrap_or("");
         let key = self.aggregate_key(&value, cluster);
-        let aggregate_name = self.aggregate_name(&value, key, now);
-        if self.aggregate(&value, event, key, &aggregate_name, occurrences, now) {
+        if self.aggregate(&value, event, key, occurrences, now) {
             host::counter_add("aggregated", 1);
-            return Verdict::drop(format!("k8s-correlate: folded into {aggregate_name}"));
+            let name = self.groups.get(key).and_then(|r| r.aggregate.as_ref());
+            return Verdict::drop(format!(
+                "k8s-correlate: folded into {}",
+                name.map_or("its aggregate", |a| a.name.as_str())
+            ));
         }
         // The spam key, per source and object (counting changes neither).
         let spam_key = {
@@ -559,6 +651,13 @@ impl Filter for Correlate {
             host::counter_add("spam_filtered", 1);
             return Verdict::drop("k8s-correlate: over the spam budget of its source and object");
         }
+        let aggregate_name = match self.groups.get(key).and_then(|r| r.aggregate.as_ref()) {
+            Some(a) => a.name.clone(),
+            None => self.aggregate_name(&value, key, now),
+        };
+        let Value::Object(core) = &mut value else {
+            return Verdict::Keep;
+        };
         set_annotation(core, AGGREGATE_ANNOTATION, &aggregate_name);
         let count = core.get("count").and_then(Value::as_u64).unwrap_or(1);
         let name = core
@@ -580,19 +679,19 @@ impl Filter for Correlate {
         for event in events {
             out.push(&self.process(ctx, event));
         }
+        self.save_groups();
         self.save_pending();
     }
 
     fn tick(&mut self, now_ms: u64) -> Vec<OwnedEvent> {
         let keys: Vec<u64> = self.pending().iter().copied().collect();
         let flush_ms = self.config.flush_seconds.saturating_mul(1000);
-        let ttl = Duration::from_millis(self.interval_ms.saturating_add(60_000));
+        let ttl = self.state_ttl();
         let mut out = Vec::new();
         for key in keys {
-            let state_key = format!("correlate:agg:{key:016x}");
             // The instance's copy when it has one (a restart leaves only the state's).
             let in_memory = self.groups.get_mut(key).map(std::mem::take);
-            let Some(mut record) = in_memory.or_else(|| get_json(&state_key)) else {
+            let Some(mut record) = in_memory.or_else(|| load_group(key)) else {
                 self.pending().remove(&key);
                 self.pending_changed = true;
                 continue;
@@ -614,16 +713,23 @@ impl Filter for Correlate {
             if expired && aggregate.count == aggregate.flushed {
                 // The window closed and its last count went out: a later similar event
                 // starts afresh.
-                state::delete(&state_key);
+                state::delete(&record_key(key));
+                state::delete(&shape_key(key));
                 self.groups.remove(key);
+                self.dirty.remove(&key);
                 self.pending().remove(&key);
                 self.pending_changed = true;
                 continue;
             }
             if due {
-                put_json(&state_key, &record, ttl);
+                put_json(&record_key(key), &record, ttl);
+                // The shape lives as long as its record.
+                if let Some(aggregate) = &record.aggregate {
+                    put_json(&shape_key(key), &aggregate.shape, ttl);
+                }
+                self.dirty.remove(&key);
             }
-            self.groups.insert(key, record);
+            self.keep_group(key, record);
         }
         self.save_pending();
         out
@@ -632,7 +738,7 @@ impl Filter for Correlate {
 
 /// A pending aggregate as the core/v1 Event it stands for.
 fn aggregate_event(a: &Aggregate) -> OwnedEvent {
-    let mut core = a.template.clone();
+    let mut core = a.shape.template.clone();
     let namespace = core
         .remove("namespace")
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -654,7 +760,7 @@ fn aggregate_event(a: &Aggregate) -> OwnedEvent {
         "io.k8s.core.v1.Event",
     )
     .with_json(&Value::Object(core));
-    for (k, v) in &a.attributes {
+    for (k, v) in &a.shape.attributes {
         event.set(k, v.clone());
     }
     event.set("k8sname", a.name.clone());

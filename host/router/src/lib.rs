@@ -17,6 +17,7 @@ mod tenants;
 
 pub use metrics::Metrics;
 pub use router::{
-    Admission, Origin, Outcome, Principal, Router, RouterError, REPLAY_SOURCE, TICK_INTERVAL,
+    Admission, Origin, Outcome, Principal, Refused, Router, RouterError, Submission, REPLAY_SOURCE,
+    TICK_INTERVAL,
 };
 pub use tenants::{StoreError as TenantStoreError, TenantDirectory, TenantSettings};

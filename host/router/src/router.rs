@@ -113,6 +113,40 @@ pub struct Origin<'a> {
     pub tenant_hint: Option<&'a str>,
 }
 
+/// A submission the routes did not queue, with its events when none was queued (a rate
+/// limit, an unknown route), so that the source can offer them again.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why.
+    pub error: RouterError,
+    /// The events, in their order per tenant; empty when some were queued already.
+    pub events: Vec<Event>,
+}
+
+/// Events queued on the routes' lanes ([`Router::enqueue_to`]), to be waited on.
+#[must_use = "a submission is done only once its outcome was awaited"]
+pub struct Submission {
+    /// Per route lane: the route's name and where its answer comes.
+    waits: Vec<(Arc<str>, Answer)>,
+}
+
+/// Where a lane answers a job.
+type Answer = oneshot::Receiver<Result<Outcome, RouterError>>;
+
+impl Submission {
+    /// Waits until every route has written the events (or dead-lettered them).
+    pub async fn outcome(self) -> Result<Outcome, RouterError> {
+        let mut total = Outcome::default();
+        for (name, wait) in self.waits {
+            let outcome = wait
+                .await
+                .map_err(|_| RouterError::Stopped(name.to_string()))??;
+            total.add(&outcome);
+        }
+        Ok(total)
+    }
+}
+
 struct Job {
     events: Vec<Event>,
     principal: Option<Arc<Principal>>,
@@ -359,7 +393,23 @@ impl Router {
         origin: Origin<'_>,
         events: Vec<Event>,
     ) -> Result<Outcome, RouterError> {
-        self.dispatch(origin, events, true, || JobMode::Full).await
+        self.enqueue_to(origin, events)
+            .await
+            .map_err(|r| r.error)?
+            .outcome()
+            .await
+    }
+
+    /// Hands events to the routes like [`Router::submit_to`] but returns once they are
+    /// queued on the routes' lanes, with the [`Submission`] to wait on. A source can so
+    /// keep several batches in flight: lanes take them in the order they were queued, so
+    /// order is kept across submissions of one caller that queues one after the other.
+    pub async fn enqueue_to(
+        &self,
+        origin: Origin<'_>,
+        events: Vec<Event>,
+    ) -> Result<Submission, Refused> {
+        self.enqueue(origin, events, true, || JobMode::Full).await
     }
 
     /// Runs one event through the filters of the route `origin.route` (its condition
@@ -411,15 +461,30 @@ impl Router {
         self.dispatch(origin, events, false, || JobMode::Full).await
     }
 
-    /// Splits events by tenant and hands them to the lanes of the routes fed by the
-    /// source; `intake` charges the tenants' rate limits and counts them as received.
+    /// [`Router::enqueue`], then waits for the routes to be done with the events.
     async fn dispatch(
         &self,
         origin: Origin<'_>,
         events: Vec<Event>,
         intake: bool,
-        mut mode: impl FnMut() -> JobMode,
+        mode: impl FnMut() -> JobMode,
     ) -> Result<Outcome, RouterError> {
+        self.enqueue(origin, events, intake, mode)
+            .await
+            .map_err(|r| r.error)?
+            .outcome()
+            .await
+    }
+
+    /// Splits events by tenant and hands them to the lanes of the routes fed by the
+    /// source; `intake` charges the tenants' rate limits and counts them as received.
+    async fn enqueue(
+        &self,
+        origin: Origin<'_>,
+        events: Vec<Event>,
+        intake: bool,
+        mut mode: impl FnMut() -> JobMode,
+    ) -> Result<Submission, Refused> {
         let Origin {
             source_kind,
             route,
@@ -438,7 +503,10 @@ impl Router {
             .filter(|r| route.is_none_or(|name| &*r.spec.name == name))
             .collect();
         if let (Some(name), true) = (route, targets.is_empty()) {
-            return Err(RouterError::UnknownRoute(name.to_owned()));
+            return Err(Refused {
+                error: RouterError::UnknownRoute(name.to_owned()),
+                events,
+            });
         }
         // Split by tenant once; every route gets each tenant's share on that tenant's lane.
         let mut by_tenant: Vec<(String, Vec<Event>)> = Vec::new();
@@ -464,7 +532,10 @@ impl Router {
             }
         }
         if intake {
-            self.take_tokens(&by_tenant)?;
+            if let Err(error) = self.take_tokens(&by_tenant) {
+                let events = by_tenant.into_iter().flat_map(|(_, e)| e).collect();
+                return Err(Refused { error, events });
+            }
             self.shared
                 .metrics
                 .received
@@ -488,21 +559,22 @@ impl Router {
                     mode: mode(),
                     done,
                 };
-                self.lane(route, tenant)?
+                let stopped = || Refused {
+                    error: RouterError::Stopped(route.spec.name.to_string()),
+                    events: Vec::new(),
+                };
+                self.lane(route, tenant)
+                    .map_err(|error| Refused {
+                        error,
+                        events: Vec::new(),
+                    })?
                     .send(Msg::Job(job))
                     .await
-                    .map_err(|_| RouterError::Stopped(route.spec.name.to_string()))?;
+                    .map_err(|_| stopped())?;
                 waits.push((route.spec.name.clone(), wait));
             }
         }
-        let mut total = Outcome::default();
-        for (name, wait) in waits {
-            let outcome = wait
-                .await
-                .map_err(|_| RouterError::Stopped(name.to_string()))??;
-            total.add(&outcome);
-        }
-        Ok(total)
+        Ok(Submission { waits })
     }
 
     /// Takes each tenant's events from its events-per-second bucket (a burst of one

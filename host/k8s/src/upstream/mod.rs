@@ -124,7 +124,7 @@ impl BuildSink for UpstreamSinkConfig {
         .join()
         .map_err(|_| SinkError::setup_msg(cx.name, "reading the kubeconfig panicked"))?
         .map_err(|e| SinkError::setup(cx.name, "cannot read the upstream's kubeconfig", e))?;
-        let sink = UpstreamSink {
+        let sink = Upstream {
             name: cx.name.to_owned(),
             runtime,
             base: loaded,
@@ -149,12 +149,16 @@ impl BuildSink for UpstreamSinkConfig {
         // The default workspace's client now, so a bad TLS setting stops the start.
         sink.client(sink.workspace.as_deref())
             .map_err(|e| SinkError::setup(cx.name, "cannot build the upstream client", e))?;
-        Ok(Arc::new(sink))
+        Ok(Arc::new(UpstreamSink(Arc::new(sink))))
     }
 }
 
-/// See [`UpstreamSinkConfig`].
-struct UpstreamSink {
+/// See [`UpstreamSinkConfig`]. Its writes run as a task on the runtime, so that the
+/// route's thread only waits for them and the runtime's threads do the HTTP and JSON work.
+struct UpstreamSink(Arc<Upstream>);
+
+/// The upstream's clients and what is known of it.
+struct Upstream {
     name: String,
     /// Route threads are not the runtime's: requests run on it through this handle.
     runtime: tokio::runtime::Handle,
@@ -210,7 +214,7 @@ enum Written {
     Unchanged,
 }
 
-impl UpstreamSink {
+impl Upstream {
     /// The client of `workspace` (the configured URL for `None`).
     fn client(&self, workspace: Option<&str>) -> Result<kube::Client, kubeclient::KubeClientError> {
         let key = workspace.unwrap_or("");
@@ -391,18 +395,22 @@ impl UpstreamSink {
         known.insert(key);
     }
 
+    /// What a write of `event` needs, taken from it on the route's thread: its
+    /// workspace and data.
+    fn prepare(&self, event: &Event) -> Result<(Option<String>, bytes::Bytes), Failure> {
+        let ws = self.workspace_of(event)?.map(str::to_owned);
+        match &event.data {
+            Some(data) => Ok((ws, data.clone())),
+            None => Err(not_an_event()),
+        }
+    }
+
     /// One event's write: decoded, routed to its workspace's client, written.
-    async fn write_one(&self, event: &Event) -> Result<Written, Failure> {
-        let core = match event.data.as_deref().map(serde_json::from_slice::<Value>) {
-            Some(Ok(Value::Object(core))) => core,
-            _ => {
-                return Err(Failure::Refused(
-                    None,
-                    "the event's data is not a core/v1 Event (JSON object)".into(),
-                ))
-            }
+    async fn write_one(&self, ws: Option<&str>, data: &[u8]) -> Result<Written, Failure> {
+        let core = match serde_json::from_slice::<Value>(data) {
+            Ok(Value::Object(core)) => core,
+            _ => return Err(not_an_event()),
         };
-        let ws = self.workspace_of(event)?;
         let client = self
             .client(ws)
             .map_err(|e| Failure::Refused(None, weir_core::util::error_chain(&e)))?;
@@ -410,35 +418,64 @@ impl UpstreamSink {
     }
 }
 
+fn not_an_event() -> Failure {
+    Failure::Refused(
+        None,
+        "the event's data is not a core/v1 Event (JSON object)".into(),
+    )
+}
+
 impl Sink for UpstreamSink {
     fn write(&self, events: &[&Event]) -> Result<(), SinkError> {
+        let sink = &self.0;
         if events.is_empty() {
             return Ok(());
         }
         // Events of one involved object in order; objects in parallel.
-        let mut groups: Vec<Vec<usize>> = Vec::new();
+        type Prepared = (usize, Result<(Option<String>, bytes::Bytes), Failure>);
+        let mut groups: Vec<Vec<Prepared>> = Vec::new();
         let mut by_object: HashMap<&str, usize> = HashMap::new();
         for (i, event) in events.iter().enumerate() {
             let object = event.subject.as_deref().unwrap_or("");
+            let item = (i, sink.prepare(event));
             match by_object.get(object) {
-                Some(&g) => groups[g].push(i),
+                Some(&g) => groups[g].push(item),
                 None => {
                     by_object.insert(object, groups.len());
-                    groups.push(vec![i]);
+                    groups.push(vec![item]);
                 }
             }
         }
-        let answers: Vec<Vec<(usize, Result<Written, Failure>)>> = self.runtime.block_on(
-            futures_util::stream::iter(groups.into_iter().map(|group| async move {
-                let mut out = Vec::with_capacity(group.len());
-                for i in group {
-                    out.push((i, self.write_one(events[i]).await));
+        let writer = sink.clone();
+        let task = sink.runtime.spawn(async move {
+            let max_in_flight = writer.max_in_flight;
+            futures_util::stream::iter(groups.into_iter().map(|group| {
+                let writer = writer.clone();
+                async move {
+                    let mut out = Vec::with_capacity(group.len());
+                    for (i, item) in group {
+                        let written = match item {
+                            Ok((ws, data)) => writer.write_one(ws.as_deref(), &data).await,
+                            Err(failure) => Err(failure),
+                        };
+                        out.push((i, written));
+                    }
+                    out
                 }
-                out
             }))
-            .buffer_unordered(self.max_in_flight)
-            .collect(),
-        );
+            .buffer_unordered(max_in_flight)
+            .collect::<Vec<Vec<(usize, Result<Written, Failure>)>>>()
+            .await
+        });
+        let answers = match sink.runtime.block_on(task) {
+            Ok(answers) => answers,
+            Err(e) => {
+                return Err(SinkError::Unavailable {
+                    sink: sink.name.clone(),
+                    reason: format!("the writing task failed: {e}"),
+                })
+            }
+        };
         let (mut failed, mut retry, mut reason) = (Vec::new(), Vec::new(), None);
         let (mut created, mut patched, mut unchanged) = (0u64, 0u64, 0u64);
         for (i, answer) in answers.into_iter().flatten() {
@@ -457,32 +494,32 @@ impl Sink for UpstreamSink {
                 }
             }
         }
-        self.writes
-            .with_label_values(&[&self.name, "created"])
+        sink.writes
+            .with_label_values(&[&sink.name, "created"])
             .inc_by(created);
-        self.writes
-            .with_label_values(&[&self.name, "patched"])
+        sink.writes
+            .with_label_values(&[&sink.name, "patched"])
             .inc_by(patched);
-        self.writes
-            .with_label_values(&[&self.name, "unchanged"])
+        sink.writes
+            .with_label_values(&[&sink.name, "unchanged"])
             .inc_by(unchanged);
         if failed.is_empty() {
             return Ok(());
         }
-        self.writes
-            .with_label_values(&[&self.name, "failed"])
+        sink.writes
+            .with_label_values(&[&sink.name, "failed"])
             .inc_by(failed.len() as u64);
         failed.sort_unstable();
         retry.sort_unstable();
         let reason = reason.unwrap_or_default();
         if failed.len() == events.len() && retry.len() == failed.len() {
             return Err(SinkError::Unavailable {
-                sink: self.name.clone(),
+                sink: sink.name.clone(),
                 reason,
             });
         }
         Err(SinkError::Partial {
-            sink: self.name.clone(),
+            sink: sink.name.clone(),
             failed,
             retry,
             reason,
@@ -491,7 +528,7 @@ impl Sink for UpstreamSink {
 
     fn write_dead_letters(&self, _: &[DeadLetter<'_>]) -> Result<(), SinkError> {
         Err(SinkError::Refused {
-            sink: self.name.clone(),
+            sink: self.0.name.clone(),
             reason: "a kubernetes sink holds no dead letters".into(),
         })
     }

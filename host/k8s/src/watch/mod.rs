@@ -15,7 +15,8 @@ use crate::ce::event_view;
 use crate::convert::{self, ApiVersion};
 use crate::kubeclient;
 use futures_util::StreamExt as _;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ApiResource, GroupVersionKind};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt as _;
 use prometheus::{IntCounterVec, IntGaugeVec};
@@ -30,7 +31,7 @@ use weir_core::metrics::MetricsRegistry;
 use weir_core::sink::ConfigProblem;
 use weir_core::Event;
 use weir_router::source::{RunningSource, SourceContext, SourceError, StartSource};
-use weir_router::{Origin, RouterError};
+use weir_router::{Origin, Outcome, Refused, RouterError};
 
 /// How often a failing cluster is asked whether it answers again.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -309,7 +310,105 @@ struct ClusterWatch {
 #[derive(Default)]
 struct Pending {
     events: Vec<Event>,
-    versions: HashSet<(String, String)>,
+    versions: Vec<(String, String)>,
+}
+
+/// A watched Event as the API sent it: its JSON object (without `managedFields`), read
+/// in one pass, and the metadata the watcher keeps track of. `DynamicObject` would read
+/// it through serde's buffered `flatten` and need converting back to JSON.
+#[derive(Clone, Debug)]
+struct WatchedEvent {
+    metadata: ObjectMeta,
+    object: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for WatchedEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut object = Map::deserialize(d)?;
+        if let Some(Value::Object(meta)) = object.get_mut("metadata") {
+            meta.remove("managedFields");
+        }
+        let field = |key: &str| {
+            Some(convert::meta_str(&object, key))
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let metadata = ObjectMeta {
+            name: field("name"),
+            namespace: field("namespace"),
+            uid: field("uid"),
+            resource_version: field("resourceVersion"),
+            ..ObjectMeta::default()
+        };
+        Ok(Self { metadata, object })
+    }
+}
+
+impl kube::Resource for WatchedEvent {
+    type DynamicType = ApiResource;
+    type Scope = kube::core::DynamicResourceScope;
+
+    fn kind(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.kind.as_str().into()
+    }
+
+    fn group(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.group.as_str().into()
+    }
+
+    fn version(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.version.as_str().into()
+    }
+
+    fn api_version(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.api_version.as_str().into()
+    }
+
+    fn plural(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.plural.as_str().into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// How many batches of one cluster may be with the routes at once. The routes take them
+/// in order (so per-object order holds), and the watch reads the next while the routes
+/// filter and write the last.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// A batch the routes took and are working on.
+struct InFlight {
+    outcome:
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Outcome, RouterError>> + Send>>,
+    versions: Vec<(String, String)>,
+}
+
+/// What woke the watch loop. Lives on the stack for one turn of the loop: boxing the
+/// large variant would cost an allocation per watched event.
+#[allow(clippy::large_enum_variant)]
+enum Wake {
+    Stopped,
+    /// The next watch item; `None` when the batch's linger ran out.
+    Item(Option<Option<Result<watcher::Event<WatchedEvent>, watcher::Error>>>),
+    /// The API answered a probe while the watch was failing.
+    Answers(bool),
+    /// The oldest batch in flight is done.
+    Done(Result<Outcome, RouterError>),
+}
+
+/// Why a watch stream ended.
+enum Ended {
+    /// The router stopped or the stream ended: the watch is over.
+    Stopped,
+    /// A batch was not written: the watch lists again (after a pause), which hands on
+    /// everything not remembered as delivered.
+    Relist,
 }
 
 impl ClusterWatch {
@@ -322,38 +421,94 @@ impl ClusterWatch {
             ),
         };
         let resource = ApiResource::from_gvk(&gvk);
-        let probe_client = client.clone();
-        let api: Api<DynamicObject> = Api::all_with(client, &resource);
+        let name = self.cluster.name.as_str();
+        let mut relists = 0u32;
+        loop {
+            let api: Api<WatchedEvent> = Api::all_with(client.clone(), &resource);
+            match self.watch(api, client.clone(), api_version).await {
+                Ended::Stopped => break,
+                Ended::Relist => {
+                    relists = relists.saturating_add(1);
+                    let pause = weir_core::util::backoff(
+                        relists,
+                        Duration::from_millis(500),
+                        Duration::from_secs(30),
+                    );
+                    let mut stopped = self.cx.shutdown.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stopped.wait_for(|s| *s) => break,
+                    }
+                }
+            }
+        }
+        self.metrics.up.with_label_values(&[name]).set(0);
+        self.health.set(false, "stopped");
+    }
+
+    /// One watch stream, from its list until the router stops or a batch fails.
+    async fn watch(
+        &self,
+        api: Api<WatchedEvent>,
+        probe_client: kube::Client,
+        api_version: ApiVersion,
+    ) -> Ended {
         let stream = watcher(api, watcher::Config::default()).default_backoff();
         let mut stream = std::pin::pin!(stream);
         let stopped = self.cx.stopped();
         let mut stopped = std::pin::pin!(stopped);
         let name = self.cluster.name.as_str();
         let mut pending = Pending::default();
+        let mut in_flight: std::collections::VecDeque<InFlight> = Default::default();
+        // Versions handed to the routes but not yet remembered as delivered.
+        let mut unrecorded: HashSet<(String, String)> = HashSet::new();
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut failing = false;
-        loop {
-            let next = async {
-                match deadline {
-                    Some(at) => tokio::time::timeout_at(at, stream.next()).await.ok(),
-                    None => Some(stream.next().await),
-                }
-            };
-            // While failing, the API is asked every 2 s whether it answers again: a
-            // watch that resumes where it was (no relist) yields nothing to say so.
+        let ended = loop {
+            let full = in_flight.len() >= BATCHES_IN_FLIGHT;
             let failing_now = failing;
-            let probe = async {
-                if failing_now {
-                    tokio::time::sleep(PROBE_EVERY).await;
-                    probe_client.apiserver_version().await.is_ok()
+            let wake = {
+                let next = async {
+                    match deadline {
+                        Some(at) => tokio::time::timeout_at(at, stream.next()).await.ok(),
+                        None => Some(stream.next().await),
+                    }
+                };
+                // While failing, the API is asked every 2 s whether it answers again: a
+                // watch that resumes where it was (no relist) yields nothing to say so.
+                let probe = async {
+                    if failing_now {
+                        tokio::time::sleep(PROBE_EVERY).await;
+                        probe_client.apiserver_version().await.is_ok()
+                    } else {
+                        std::future::pending().await
+                    }
+                };
+                let done = async {
+                    match in_flight.front_mut() {
+                        Some(f) => f.outcome.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                // The routes' answers come first: a full pipeline reads nothing new.
+                if full {
+                    tokio::select! {
+                        _ = &mut stopped => Wake::Stopped,
+                        outcome = done => Wake::Done(outcome),
+                    }
                 } else {
-                    std::future::pending().await
+                    tokio::select! {
+                        biased;
+                        _ = &mut stopped => Wake::Stopped,
+                        outcome = done => Wake::Done(outcome),
+                        item = next => Wake::Item(item),
+                        answers = probe => Wake::Answers(answers),
+                    }
                 }
             };
-            let item = tokio::select! {
-                _ = &mut stopped => break,
-                item = next => item,
-                answers = probe => {
+            let item = match wake {
+                Wake::Stopped => break Ended::Stopped,
+                Wake::Answers(answers) => {
                     if answers {
                         self.metrics.up.with_label_values(&[name]).set(1);
                         self.health.set(true, "");
@@ -362,11 +517,21 @@ impl ClusterWatch {
                     }
                     continue;
                 }
+                Wake::Done(outcome) => {
+                    let Some(batch) = in_flight.pop_front() else {
+                        continue;
+                    };
+                    match self.delivered(outcome, batch, &mut unrecorded) {
+                        Ok(()) => continue,
+                        Err(ended) => break ended,
+                    }
+                }
+                Wake::Item(item) => item,
             };
             match item {
                 // The linger ran out: the batch goes.
                 None => {}
-                Some(None) => break,
+                Some(None) => break Ended::Stopped,
                 Some(Some(Err(e))) => {
                     self.metrics.errors.with_label_values(&[name]).inc();
                     self.metrics.up.with_label_values(&[name]).set(0);
@@ -394,7 +559,7 @@ impl ClusterWatch {
                             failing = false;
                         }
                         watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
-                            self.take(object, api_version, &mut pending);
+                            self.take(object, api_version, &mut pending, &mut unrecorded);
                         }
                         // The syncer copies events; a downstream deletion (expiry) is
                         // not copied upstream, where retention is the upstream's own.
@@ -409,56 +574,61 @@ impl ClusterWatch {
                 }
             }
             deadline = None;
-            if !self.deliver(std::mem::take(&mut pending)).await {
-                return;
+            match self.hand_on(std::mem::take(&mut pending)).await {
+                Ok(Some(batch)) => in_flight.push_back(batch),
+                Ok(None) => {}
+                Err(ended) => break ended,
+            }
+        };
+        // What was gathered is still handed on, and what is in flight waited for (at
+        // shutdown the routes finish what they hold).
+        if matches!(ended, Ended::Stopped) && !pending.events.is_empty() {
+            if let Ok(Some(batch)) = self.hand_on(pending).await {
+                in_flight.push_back(batch);
             }
         }
-        // At shutdown, what was gathered is still handed on.
-        if !pending.events.is_empty() {
-            self.deliver(pending).await;
+        while let Some(mut batch) = in_flight.pop_front() {
+            let outcome = batch.outcome.as_mut().await;
+            // A failure here is logged; the relist (or restart) hands the batch on again.
+            let _ = self.delivered(outcome, batch, &mut unrecorded);
         }
-        self.metrics.up.with_label_values(&[name]).set(0);
-        self.health.set(false, "stopped");
+        ended
     }
 
     /// Adds one watched object to the batch, unless it was delivered already.
-    fn take(&self, object: DynamicObject, api: ApiVersion, pending: &mut Pending) {
+    /// `unrecorded` holds what was taken but is not yet remembered as delivered.
+    fn take(
+        &self,
+        object: WatchedEvent,
+        api: ApiVersion,
+        pending: &mut Pending,
+        unrecorded: &mut HashSet<(String, String)>,
+    ) {
         let name = self.cluster.name.as_str();
-        let Ok(Value::Object(mut object)) = serde_json::to_value(object) else {
+        let WatchedEvent { metadata, object } = object;
+        let (Some(uid), Some(version)) = (metadata.uid, metadata.resource_version) else {
             self.metrics
                 .events
                 .with_label_values(&[name, "undecodable"])
                 .inc();
             return;
         };
-        if let Some(Value::Object(meta)) = object.get_mut("metadata") {
-            meta.remove("managedFields");
-        }
-        let core = match api {
-            ApiVersion::Core => object,
-            other => convert::to_core(object, other),
-        };
-        let key = (
-            convert::meta_str(&core, "uid").to_owned(),
-            convert::meta_str(&core, "resourceVersion").to_owned(),
-        );
-        if key.0.is_empty() {
-            self.metrics
-                .events
-                .with_label_values(&[name, "undecodable"])
-                .inc();
-            return;
-        }
-        // Delivered before, or already in this batch (a relist right after a change).
-        if self.seen.delivered(name, &key.0, &key.1) || pending.versions.contains(&key) {
+        let key = (uid, version);
+        // Delivered before, or already taken (a relist right after a change).
+        if self.seen.delivered(name, &key.0, &key.1) || unrecorded.contains(&key) {
             self.metrics
                 .events
                 .with_label_values(&[name, "deduplicated"])
                 .inc();
             return;
         }
+        let core = match api {
+            ApiVersion::Core => object,
+            other => convert::to_core(object, other),
+        };
         pending.events.push(self.cloud_event(&core, &key.0, &key.1));
-        pending.versions.insert(key);
+        unrecorded.insert(key.clone());
+        pending.versions.push(key);
     }
 
     /// A watched event as a CloudEvent.
@@ -484,59 +654,102 @@ impl ClusterWatch {
         event
     }
 
-    /// Hands a batch to the routes, retrying while they refuse it for now; remembers it
-    /// once taken. `false` when the router has stopped.
-    async fn deliver(&self, pending: Pending) -> bool {
-        if pending.events.is_empty() {
-            return true;
+    /// Hands a batch to the routes, retrying while they refuse it for now (a tenant's
+    /// rate limit); `None` for an empty batch.
+    async fn hand_on(&self, pending: Pending) -> Result<Option<InFlight>, Ended> {
+        let Pending {
+            mut events,
+            versions,
+        } = pending;
+        if events.is_empty() {
+            return Ok(None);
         }
         let name = self.cluster.name.as_str();
-        let n = pending.events.len() as u64;
         let mut attempt = 0u32;
         loop {
             let origin = Origin {
                 source_kind: SOURCE_KIND,
                 ..Default::default()
             };
-            match self
-                .cx
-                .router
-                .submit_to(origin, pending.events.clone())
-                .await
-            {
-                Ok(_) => break,
-                Err(RouterError::Stopped(_)) => return false,
-                Err(e) => {
-                    attempt = attempt.saturating_add(1);
-                    let pause = match &e {
-                        RouterError::RateLimited {
-                            retry_after_secs, ..
-                        } => Duration::from_secs((*retry_after_secs).clamp(1, 60)),
-                        _ => weir_core::util::backoff(
-                            attempt,
-                            Duration::from_millis(100),
-                            Duration::from_secs(10),
-                        ),
-                    };
-                    tracing::warn!(
-                        cluster = name,
-                        ?pause,
-                        "the routes did not take a batch of watched events: {e}; retrying"
-                    );
-                    let mut stopped = self.cx.shutdown.clone();
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = stopped.wait_for(|s| *s) => return false,
-                    }
+            let refused = match self.cx.router.enqueue_to(origin, events).await {
+                Ok(submission) => {
+                    return Ok(Some(InFlight {
+                        outcome: Box::pin(submission.outcome()),
+                        versions,
+                    }))
                 }
+                Err(refused) => refused,
+            };
+            let Refused {
+                error,
+                events: back,
+            } = refused;
+            if matches!(error, RouterError::Stopped(_)) {
+                return Err(Ended::Stopped);
+            }
+            if back.is_empty() {
+                // Part of it was queued: the relist hands on what is not remembered.
+                tracing::warn!(
+                    cluster = name,
+                    "the routes took part of a batch of watched events: {error}; listing again"
+                );
+                return Err(Ended::Relist);
+            }
+            events = back;
+            attempt = attempt.saturating_add(1);
+            let pause = match &error {
+                RouterError::RateLimited {
+                    retry_after_secs, ..
+                } => Duration::from_secs((*retry_after_secs).clamp(1, 60)),
+                _ => weir_core::util::backoff(
+                    attempt,
+                    Duration::from_millis(100),
+                    Duration::from_secs(10),
+                ),
+            };
+            tracing::warn!(
+                cluster = name,
+                ?pause,
+                "the routes did not take a batch of watched events: {error}; retrying"
+            );
+            let mut stopped = self.cx.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stopped.wait_for(|s| *s) => return Err(Ended::Stopped),
+            }
+        }
+    }
+
+    /// Remembers a batch the routes are done with; a batch they could not write (not
+    /// even as dead letters) makes the watch list again.
+    fn delivered(
+        &self,
+        outcome: Result<Outcome, RouterError>,
+        batch: InFlight,
+        unrecorded: &mut HashSet<(String, String)>,
+    ) -> Result<(), Ended> {
+        let name = self.cluster.name.as_str();
+        for key in &batch.versions {
+            unrecorded.remove(key);
+        }
+        match outcome {
+            Ok(_) => {}
+            Err(RouterError::Stopped(_)) => return Err(Ended::Stopped),
+            Err(e) => {
+                tracing::warn!(
+                    cluster = name,
+                    "the routes could not write a batch of watched events: {e}; listing again"
+                );
+                return Err(Ended::Relist);
             }
         }
         self.metrics
             .events
             .with_label_values(&[name, "delivered"])
-            .inc_by(n);
-        let versions: Vec<(String, String)> = pending.versions.into_iter().collect();
-        let recorded = self.seen.record(name, &versions, weir_core::util::now_ms());
+            .inc_by(batch.versions.len() as u64);
+        let recorded = self
+            .seen
+            .record(name, &batch.versions, weir_core::util::now_ms());
         self.metrics
             .remembered
             .with_label_values(&[name])
@@ -548,6 +761,6 @@ impl ClusterWatch {
                 weir_core::util::error_chain(&e)
             );
         }
-        true
+        Ok(())
     }
 }
