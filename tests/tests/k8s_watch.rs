@@ -463,14 +463,32 @@ impl Cluster {
 
     /// Waits until `f` holds of the cluster's events (at most 30 s); returns them.
     async fn wait_until(&self, what: &str, f: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_until_within(what, Duration::from_secs(30), f)
+            .await
+    }
+
+    /// Waits until `f` holds of the cluster's events (at most `limit`); returns them.
+    async fn wait_until_within(
+        &self,
+        what: &str,
+        limit: Duration,
+        f: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
         loop {
             let events = self.events().await;
             if f(&events) {
                 return events;
             }
-            assert!(Instant::now() < deadline, "{what}: {events:#?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if Instant::now() > deadline {
+                let shown: Vec<&Value> = events.iter().take(50).collect();
+                panic!(
+                    "{what}: not within {limit:?}; {} events, {} aggregates; the first: {shown:#?}",
+                    events.len(),
+                    aggregates(&events).len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 }
@@ -486,14 +504,13 @@ async fn flap(cluster: &Cluster, range: std::ops::Range<usize>) {
 }
 
 fn aggregates(events: &[Value]) -> Vec<&Value> {
-    events
-        .iter()
-        .filter(|e| {
-            e["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("(combined from similar events): "))
-        })
-        .collect()
+    events.iter().filter(|e| is_aggregate(e)).collect()
+}
+
+fn is_aggregate(event: &Value) -> bool {
+    event["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("(combined from similar events): "))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -681,26 +698,76 @@ async fn create_many(cluster: &Cluster, events: Vec<(String, String, String, Str
     .await;
 }
 
+/// Per downstream cluster of the big test: single events, one per object.
+const SINGLES: usize = 400;
+/// Objects in a storm, and events about each (a different message each).
+const STORM_OBJECTS: usize = 40;
+const STORM_EACH: usize = 830;
+
+/// One cluster's share of the big test: singles, a storm over many objects, a flapping
+/// object and a noisy source.
+fn storm_events() -> Vec<(String, String, String, String)> {
+    let mut events = Vec::new();
+    for i in 0..SINGLES {
+        events.push((
+            format!("single-{i:04}"),
+            format!("pod-{i}"),
+            "Started".into(),
+            "started".into(),
+        ));
+    }
+    // The storm: objects interleaved, as a node going bad makes them.
+    for i in 0..STORM_EACH {
+        for o in 0..STORM_OBJECTS {
+            events.push((
+                format!("storm-{o:02}-{i:04}"),
+                format!("crashing-{o:02}"),
+                "BackOff".into(),
+                format!("back-off restarting container, attempt {i}"),
+            ));
+        }
+    }
+    // A flapping object: 30 different messages of one reason.
+    for i in 0..30 {
+        events.push((
+            format!("flap-{i:02}"),
+            "flappy".into(),
+            "BackOff".into(),
+            format!("back-off {i}"),
+        ));
+    }
+    // A noisy source: 40 identical events about one object.
+    for i in 0..40 {
+        events.push((
+            format!("noise-{i:02}"),
+            "noisy".into(),
+            "Pulled".into(),
+            "image pulled".into(),
+        ));
+    }
+    events
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_clusters_with_storms_through_two_replicas_leave_exactly_what_the_correlator_says() {
-    const SINGLES: usize = 600;
     let kube_dir = tempfile::tempdir().unwrap();
     let (servers, users) = (Pki::new("servers CA"), Pki::new("users CA"));
-    let clusters: Vec<Cluster> = ["east", "west", "north"]
+    let names = ["east", "west", "north"];
+    let clusters: Vec<Cluster> = names
         .iter()
         .map(|name| start_cluster(&servers, &users, name, kube_dir.path()))
         .collect();
     let up = start_cluster(&servers, &users, "kcp", kube_dir.path());
     let config = {
         let mut c = String::from("k8s_watch:\n  linger_ms: 20\n  clusters:\n");
-        for (cluster, name) in clusters.iter().zip(["east", "west", "north"]) {
+        for (cluster, name) in clusters.iter().zip(names) {
             c += &format!(
-                "    - {{ name: {name}, kubeconfig: {} }}\n",
+                "    - {{ name: {name}, kubeconfig: {}, sync_target: {name}-target }}\n",
                 cluster.kubeconfig
             );
         }
         c + &format!(
-            "filters:\n  k8s-correlate: {{ path: {}, config: {{ flush_seconds: 1 }} }}\n  k8s-transform: {{ path: {} }}\n\
+            "filters:\n  k8s-correlate: {{ path: {}, config: {{ flush_seconds: 1 }} }}\n  k8s-transform: {{ path: {}, config: {{ namespace_prefix: synced- }} }}\n\
 sinks:\n  upstream: {{ type: kubernetes, kubeconfig: {} }}\n\
 routes:\n  - {{ name: sync, from: [k8s-watch], filters: [k8s-correlate, k8s-transform], to: [upstream] }}\n",
             wasm::K8S_CORRELATE,
@@ -708,93 +775,169 @@ routes:\n  - {{ name: sync, from: [k8s-watch], filters: [k8s-correlate, k8s-tran
             up.kubeconfig
         )
     };
-    // Two replicas syncing the same clusters into the same upstream.
+    // Two replicas syncing the same clusters into the same upstream, both watching
+    // before the storm starts (so each sees every event in the downstream's order).
     let a = Weir::start(&config);
     let b = Weir::start(&config);
-    for cluster in &clusters {
-        let mut events = Vec::new();
-        // Single events, one per object: each synced as it is.
-        for i in 0..SINGLES {
-            events.push((
-                format!("single-{i:04}"),
-                format!("pod-{i}"),
-                "Started".into(),
-                "started".into(),
-            ));
-        }
-        // A flapping object: 30 different messages of one reason.
-        for i in 0..30 {
-            events.push((
-                format!("flap-{i:02}"),
-                "flappy".into(),
-                "BackOff".into(),
-                format!("back-off {i}"),
-            ));
-        }
-        // A noisy source: 40 identical events about one object.
-        for i in 0..40 {
-            events.push((
-                format!("noise-{i:02}"),
-                "noisy".into(),
-                "Pulled".into(),
-                "image pulled".into(),
-            ));
-        }
-        create_many(cluster, events).await;
-    }
-    // Per cluster: the singles; 9 flaps as they are plus their aggregate counting the
-    // other 21; the noise counted under its first name up to the spam budget of 25.
-    let per_cluster = SINGLES + 9 + 1 + 1;
-    let events = up
-        .wait_until("everything synced and settled", |e| {
-            let aggs = aggregates(e);
-            e.len() == 3 * per_cluster
-                && aggs.len() == 3
-                && aggs.iter().all(|a| a["count"] == 21)
-                && e.iter()
-                    .filter(|x| x["involvedObject"]["name"] == "noisy")
-                    .all(|x| x["count"] == 25)
+    for replica in [&a, &b] {
+        wait_metrics(replica, "every watch is up", |text| {
+            names.iter().all(|n| {
+                metric(text, &format!("weir_k8s_watch_up{{cluster=\"{n}\"}}")) == Some(1.0)
+            })
         })
         .await;
-    for name in ["east", "west", "north"] {
+    }
+    let started = Instant::now();
+    futures_util::future::join_all(clusters.iter().map(|c| create_many(c, storm_events()))).await;
+    let total = 3 * storm_events().len();
+    assert!(total >= 100_000, "{total}");
+    eprintln!(
+        "created {total} downstream events in {:.1?}",
+        started.elapsed()
+    );
+
+    // Per cluster: the singles; per storm object 9 events as they are and an aggregate
+    // of the other 821; the same for the flapping object (9 and 21); the noise counted
+    // under its first name up to the spam budget of 25.
+    let per_cluster = SINGLES + STORM_OBJECTS * 10 + 10 + 1;
+    let folded = (STORM_EACH - 9) as u64;
+    let events = up
+        .wait_until_within(
+            "everything synced and settled",
+            Duration::from_secs(600),
+            |e| {
+                let aggs = aggregates(e);
+                e.len() == 3 * per_cluster
+                    && aggs.len() == 3 * (STORM_OBJECTS + 1)
+                    && aggs.iter().all(|a| {
+                        let want = if a["involvedObject"]["name"] == "flappy" {
+                            21
+                        } else {
+                            folded
+                        };
+                        a["count"] == want
+                    })
+                    && e.iter()
+                        .filter(|x| x["involvedObject"]["name"] == "noisy")
+                        .all(|x| x["count"] == 25)
+            },
+        )
+        .await;
+    eprintln!(
+        "synced and settled {:.1?} after the first create",
+        started.elapsed()
+    );
+    // No name twice (the API would refuse it anyway).
+    let upstream_names: std::collections::BTreeSet<&str> = events
+        .iter()
+        .map(|e| e["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(upstream_names.len(), events.len());
+    for (cluster, name) in clusters.iter().zip(names) {
+        let target = format!("{name}-target");
         let mine: Vec<&Value> = events
             .iter()
-            .filter(|e| e["metadata"]["labels"]["kcp.io/sync-target"] == name)
+            .filter(|e| e["metadata"]["labels"]["kcp.io/sync-target"] == target.as_str())
             .collect();
         assert_eq!(mine.len(), per_cluster, "{name}");
+        // Names, namespaces, labels and annotations as configured.
+        for e in &mine {
+            let meta = &e["metadata"];
+            assert!(
+                meta["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{target}-")),
+                "{e}"
+            );
+            assert_eq!(meta["namespace"], "synced-default", "{e}");
+            assert_eq!(e["involvedObject"]["namespace"], "synced-default", "{e}");
+            assert_eq!(meta["annotations"]["kcp.io/source-cluster"], name, "{e}");
+            assert!(meta["annotations"]["kcp.io/synced-at"].is_string(), "{e}");
+            assert!(
+                meta["annotations"]["events.weir.dev/aggregate"].is_string(),
+                "{e}"
+            );
+        }
         let noisy: Vec<&&Value> = mine
             .iter()
             .filter(|e| e["involvedObject"]["name"] == "noisy")
             .collect();
         assert_eq!(noisy.len(), 1, "{name}: the noise is one event");
-        // Under the name of the first noise event the watch saw (they are created
-        // concurrently, so not necessarily noise-00); both replicas saw the same one.
-        assert!(
-            noisy[0]["metadata"]["name"]
-                .as_str()
-                .unwrap()
-                .starts_with(&format!("{name}-noise-")),
-            "{}",
-            noisy[0]
-        );
         let flaps = mine
             .iter()
             .filter(|e| e["involvedObject"]["name"] == "flappy")
             .count();
         assert_eq!(flaps, 10, "{name}: nine flaps and their aggregate");
+
+        // Order per object: the events that pass as they are are the first nine of their
+        // object downstream, and the aggregate's message is its object's last one.
+        let downstream = cluster.events().await;
+        let mut by_object: std::collections::BTreeMap<&str, Vec<&Value>> = Default::default();
+        for e in &downstream {
+            by_object
+                .entry(e["involvedObject"]["name"].as_str().unwrap())
+                .or_default()
+                .push(e);
+        }
+        for o in (0..STORM_OBJECTS)
+            .map(|o| format!("crashing-{o:02}"))
+            .chain(["flappy".into()])
+        {
+            let mut theirs = by_object.remove(o.as_str()).unwrap_or_default();
+            theirs.sort_by_key(|e| {
+                e["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            });
+            let first_nine: Vec<String> = theirs[..9]
+                .iter()
+                .map(|e| format!("{target}-{}", e["metadata"]["name"].as_str().unwrap()))
+                .collect();
+            let synced: Vec<&&Value> = mine
+                .iter()
+                .filter(|e| e["involvedObject"]["name"] == o.as_str())
+                .collect();
+            let mut passed: Vec<String> = synced
+                .iter()
+                .filter(|e| !is_aggregate(e))
+                .map(|e| e["metadata"]["name"].as_str().unwrap().to_owned())
+                .collect();
+            passed.sort();
+            let mut want = first_nine.clone();
+            want.sort();
+            assert_eq!(passed, want, "{name}/{o}: the first nine pass");
+            let aggregate = synced.iter().find(|e| is_aggregate(e)).unwrap();
+            let last = theirs.last().unwrap()["message"].as_str().unwrap();
+            assert_eq!(
+                aggregate["message"],
+                format!("(combined from similar events): {last}"),
+                "{name}/{o}: the aggregate ends with its object's last message"
+            );
+        }
     }
-    // No name twice (the API would refuse it anyway), and both replicas worked: each
-    // created, patched, or found the other's write already there. (A patch that lost a
-    // race with the other replica several times is retried by the sink's backoff, so a
-    // transient `failed` count is allowed; the upstream's final state above is what
-    // must hold.)
-    let names: std::collections::BTreeSet<&str> = events
-        .iter()
-        .map(|e| e["metadata"]["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names.len(), events.len());
+    // Both replicas worked: each created, patched, or found the other's write there;
+    // each accounts, per cluster, for every watched event: written as it was (the
+    // singles, nine per flapping object, the noise up to its budget) or dropped by the
+    // correlator (folded into an aggregate, or over the spam budget).
     for replica in [&a, &b] {
         let text = metrics_of(replica).await;
+        for name in names {
+            let routed = |outcome: &str| {
+                metric(
+                    &text,
+                    &format!(
+                        "weir_k8s_watch_routed_total{{cluster=\"{name}\",outcome=\"{outcome}\"}}"
+                    ),
+                )
+            };
+            let written = SINGLES + 9 * (STORM_OBJECTS + 1) + 25;
+            let dropped = STORM_OBJECTS * (STORM_EACH - 9) + 21 + 15;
+            assert_eq!(routed("written"), Some(written as f64), "{name}");
+            assert_eq!(routed("dropped"), Some(dropped as f64), "{name}");
+        }
         let written: f64 = ["created", "patched", "unchanged"]
             .iter()
             .filter_map(|o| {

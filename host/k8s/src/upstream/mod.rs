@@ -286,7 +286,8 @@ impl Upstream {
         core.insert("apiVersion".into(), "v1".into());
         core.insert("kind".into(), "Event".into());
         let repeat = repeat_fields(&core);
-        let api: Api<DynamicObject> = Api::namespaced_with(client, &namespace, &self.resource);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &namespace, &self.resource);
         let key = format!("{ws}/{namespace}/{name}");
         let known = !name.is_empty() && self.known().contains(&key);
         if known {
@@ -295,11 +296,14 @@ impl Upstream {
                 other => return other,
             }
         }
-        let object: DynamicObject = serde_json::from_value(Value::Object(core))
+        // The object as it is, and the answer unread: a create needs only its status.
+        let body = serde_json::to_vec(&core)
             .map_err(|e| Failure::Refused(None, format!("not a Kubernetes object: {e}")))?;
-        let created = self
-            .bounded(api.create(&PostParams::default(), &object))
-            .await;
+        let url = <DynamicObject as kube::Resource>::url_path(&self.resource, Some(&namespace));
+        let request = kube::core::Request::new(url)
+            .create(&PostParams::default(), body)
+            .map_err(|e| Failure::Refused(None, format!("cannot make the create: {e}")))?;
+        let created = self.bounded(client.request_text(request)).await;
         match created {
             Ok(_) => {
                 self.remember(key);

@@ -175,6 +175,7 @@ struct WatchMetrics {
     remembered: IntGaugeVec,
     relists: IntCounterVec,
     errors: IntCounterVec,
+    routed: IntCounterVec,
 }
 
 impl WatchMetrics {
@@ -199,6 +200,11 @@ impl WatchMetrics {
                 "weir_k8s_watch_relists_total",
                 "Lists of a cluster's events: the first, and each after a 410 Gone or a broken watch.",
                 &["cluster"],
+            ),
+            routed: r.counter(
+                "weir_k8s_watch_routed_total",
+                "What the routes made of a cluster's delivered events, by cluster and outcome: written (by the routes' sinks; an event written to two sinks counts twice), routed (to a sink a filter named), dropped (by a filter: filtered out, folded into an aggregate, over a rate or spam budget, a duplicate; the filters' own counters say which), dead_lettered, skipped (no route's condition matched).",
+                &["cluster", "outcome"],
             ),
             errors: r.counter(
                 "weir_k8s_watch_errors_total",
@@ -733,7 +739,22 @@ impl ClusterWatch {
             unrecorded.remove(key);
         }
         match outcome {
-            Ok(_) => {}
+            Ok(outcome) => {
+                for (label, n) in [
+                    ("written", outcome.delivered),
+                    ("routed", outcome.routed),
+                    ("dropped", outcome.dropped),
+                    ("dead_lettered", outcome.dead_lettered),
+                    ("skipped", outcome.skipped),
+                ] {
+                    if n > 0 {
+                        self.metrics
+                            .routed
+                            .with_label_values(&[name, label])
+                            .inc_by(n);
+                    }
+                }
+            }
             Err(RouterError::Stopped(_)) => return Err(Ended::Stopped),
             Err(e) => {
                 tracing::warn!(
