@@ -608,12 +608,44 @@ async fn each_cluster_syncs_into_its_own_kcp_workspace() {
     let config = format!(
         "k8s_watch:\n  linger_ms: 20\n  clusters:\n    - {{ name: east, kubeconfig: {}, workspace: \"root:acme:prod\" }}\n    - {{ name: west, kubeconfig: {}, workspace: \"root:acme:staging\" }}\n\
 sinks:\n  upstream: {{ type: kubernetes, kubeconfig: {} }}\n\
-routes:\n  - {{ name: sync, from: [k8s-watch], to: [upstream] }}\n",
+routes:\n  - {{ name: sync, from: [k8s-watch], to: [upstream] }}\n  - {{ name: producers, from: [http], to: [upstream] }}\n",
         east.kubeconfig,
         west.kubeconfig,
         kcp_kubeconfig.display()
     );
-    let _syncer = Weir::start(&config);
+    let syncer = Weir::start(&config);
+    // A producer naming a workspace no watched cluster names is refused (dead-lettered):
+    // it cannot steer writes into another workspace of the upstream.
+    let core = json!({
+        "metadata": {"name": "steered", "namespace": "default"},
+        "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default"},
+        "reason": "BackOff", "message": "steered", "type": "Warning", "count": 1,
+    });
+    let (status, body) = post_batch(
+        &syncer.url,
+        &json!([event(
+            "steer-1",
+            "io.k8s.core.v1.Event",
+            json!({"k8sworkspace": "root:other", "data": core})
+        )]),
+    )
+    .await;
+    assert!(status < 300, "{status} {body}");
+    wait_metrics(
+        &syncer,
+        "the steered event refused and dead-lettered",
+        |t| {
+            metric(
+                t,
+                "weir_k8s_upstream_writes_total{outcome=\"failed\",sink=\"upstream\"}",
+            ) == Some(1.0)
+                && metric_sum(t, "weir_dead_letters_total") == 1.0
+        },
+    )
+    .await;
+    let letters = syncer.jsonl("dead-letter.jsonl");
+    assert_eq!(letters.len(), 1);
+    assert!(reason(&letters[0]).contains("root:other"), "{}", letters[0]);
     // The same name in both clusters: no clash, each in its workspace.
     east.create_message("same", "web", "BackOff", "east's")
         .await;
@@ -656,6 +688,15 @@ routes:\n  - {{ name: sync, from: [k8s-watch], to: [upstream] }}\n",
         .await
         .unwrap();
     assert_eq!(root["items"].as_array().map(Vec::len), Some(0));
+    let other: Value = http
+        .get(format!("{kcp_base}/clusters/root:other/api/v1/events"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["items"].as_array().map(Vec::len), Some(0), "{other}");
     // Real kubectl, pointed at a workspace as at a cluster.
     let kdir = kube_dir.path();
     let workspace_config = std::fs::read_to_string(&kcp_kubeconfig).unwrap().replace(

@@ -507,6 +507,21 @@ impl Config {
                 source.cluster.get_or_insert_with(|| cluster.clone());
             }
         }
+        // A kubernetes sink takes by default the workspaces the watched clusters name.
+        #[cfg(feature = "k8s")]
+        {
+            let watched: Vec<String> = self
+                .k8s_watch
+                .clusters
+                .iter()
+                .filter_map(|c| c.workspace.clone())
+                .collect();
+            for sink in self.sinks.values_mut() {
+                if let SinkConfig::Kubernetes(k8s) = sink {
+                    k8s.workspaces.get_or_insert_with(|| watched.clone());
+                }
+            }
+        }
         self
     }
 

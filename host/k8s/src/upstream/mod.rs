@@ -53,6 +53,11 @@ pub struct UpstreamSinkConfig {
     /// The extension naming an event's workspace (default `k8sworkspace`).
     #[serde(default = "default_workspace_extension")]
     pub workspace_extension: String,
+    /// The workspaces an event may name by that extension (default: those of
+    /// `k8s_watch.clusters`). An event naming another is refused and dead-lettered, so a
+    /// producer cannot steer writes into a workspace the configuration does not name.
+    #[serde(default)]
+    pub workspaces: Option<Vec<String>>,
     /// Requests in flight at once for one write (default 16).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
@@ -95,6 +100,14 @@ impl BuildSink for UpstreamSinkConfig {
                 ));
             }
         }
+        for (i, ws) in self.workspaces.iter().flatten().enumerate() {
+            if !kubeclient::valid_workspace(ws) {
+                problems.push(ConfigProblem::at(
+                    format!("workspaces[{i}]"),
+                    format!("`{ws}` is not a workspace path (`root:org:team`)"),
+                ));
+            }
+        }
         if self.max_in_flight == 0 {
             problems.push(ConfigProblem::at("max_in_flight", "must be at least 1"));
         }
@@ -131,6 +144,7 @@ impl BuildSink for UpstreamSinkConfig {
             kubeconfig: self.kubeconfig.clone(),
             workspace: self.workspace.clone(),
             workspace_extension: self.workspace_extension.clone(),
+            allowed: self.workspaces.iter().flatten().cloned().collect(),
             max_in_flight: self.max_in_flight.max(1),
             timeout: Duration::from_millis(self.timeout_ms.max(1)),
             clients: Mutex::new(HashMap::new()),
@@ -167,6 +181,8 @@ struct Upstream {
     kubeconfig: Option<PathBuf>,
     workspace: Option<String>,
     workspace_extension: String,
+    /// The workspaces an event may name.
+    allowed: HashSet<String>,
     max_in_flight: usize,
     timeout: Duration,
     /// Workspace ("" for none) → client.
@@ -239,7 +255,16 @@ impl Upstream {
     /// that is not a workspace path.
     fn workspace_of<'e>(&'e self, event: &'e Event) -> Result<Option<&'e str>, Failure> {
         match event.extension(&self.workspace_extension) {
-            Some(ws) if kubeclient::valid_workspace(ws) => Ok(Some(ws)),
+            Some(ws) if self.workspace.as_deref() == Some(ws) || self.allowed.contains(ws) => {
+                Ok(Some(ws))
+            }
+            Some(ws) if kubeclient::valid_workspace(ws) => Err(Failure::Refused(
+                None,
+                format!(
+                    "`{}` = `{ws}` is not a workspace this sink writes to (its `workspaces`)",
+                    self.workspace_extension
+                ),
+            )),
             Some(ws) => Err(Failure::Refused(
                 None,
                 format!(
