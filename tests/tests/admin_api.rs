@@ -600,3 +600,92 @@ async fn every_admin_endpoint_needs_a_known_credential_and_admin_only_ones_refus
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_the_configuration_gives_cannot_be_squatted_and_owners_are_decided_under_the_lock() {
+    let with_owned = config(32 << 20).replace(
+        "  stamp: {}\n",
+        "  stamp: {}\n  acme-policy: { owner: acme }\n",
+    );
+    let weir = Weir::start(&with_owned);
+    let admin = Admin::new(&weir);
+    // `stamp` is named by the configuration without a path (the `weir filter push`
+    // workflow): it belongs to the platform before anyone uploads it.
+    let (status, answer) = admin
+        .upload("stamp", stamp_wasm(), r#"{"stamp":"g"}"#, GLOBEX)
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = admin.get("/v1/filters/stamp", Some(ADMIN)).await;
+    assert_eq!((status, &answer["owner"]), (200, &Value::Null), "{answer}");
+    // A name the configuration gives to acme: acme may push it, globex may not.
+    let (status, answer) = admin
+        .upload("acme-policy", stamp_wasm(), r#"{"stamp":"g"}"#, GLOBEX)
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = admin
+        .upload("acme-policy", stamp_wasm(), r#"{"stamp":"a"}"#, ACME)
+        .await;
+    assert_eq!(status, 201, "{answer}");
+
+    // Two tenants creating the same new name at once: one gets it, the other a 403
+    // (a check before the upload's lock would let both add versions).
+    for i in 0..6 {
+        let name = format!("race-{i}");
+        let (a, g) = tokio::join!(
+            admin.upload(&name, stamp_wasm(), r#"{"stamp":"a"}"#, ACME),
+            admin.upload(&name, stamp_wasm(), r#"{"stamp":"g"}"#, GLOBEX),
+        );
+        let mut statuses = [a.0, g.0];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [201, 403], "{name}: {a:?} {g:?}");
+        let winner = if a.0 == 201 { "acme" } else { "globex" };
+        let (_, record) = admin.get(&format!("/v1/filters/{name}"), Some(ADMIN)).await;
+        assert_eq!(record["owner"], winner, "{record}");
+        assert_eq!(
+            record["versions"].as_array().map(Vec::len),
+            Some(1),
+            "{record}"
+        );
+    }
+
+    // A name globex took before the configuration named it changes hands at the next
+    // start, and globex's code no longer runs under it.
+    let (status, _) = admin
+        .upload("late", stamp_wasm(), r#"{"stamp":"g"}"#, GLOBEX)
+        .await;
+    assert_eq!(status, 201);
+    let dir = weir.kill();
+    let renamed = with_owned.replace("  stamp: {}\n", "  stamp: {}\n  late: {}\n");
+    let weir = Weir::start_in(dir, &renamed);
+    let admin = Admin::new(&weir);
+    let (status, record) = admin.get("/v1/filters/late", Some(ADMIN)).await;
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["owner"], Value::Null, "{record}");
+    assert_eq!(record["versions"], json!([]), "{record}");
+    let (status, _) = admin
+        .upload("late", stamp_wasm(), r#"{"stamp":"g"}"#, GLOBEX)
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_without_a_credential_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let weir = Weir::start(&config(32 << 20));
+    let addr = weir.url.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // A 30 MB upload that sends 1 KB and then nothing: an answer can only come from
+    // a server that did not wait for the body.
+    let head = format!(
+        "PUT /v1/filters/stamp HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 30000000\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&[0u8; 1024]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut answer))
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}

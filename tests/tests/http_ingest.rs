@@ -475,3 +475,42 @@ sinks:\n  out: { type: file, path: out.jsonl }\nroutes:\n  - { name: main, to: [
         (404, Some("unknown_route"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_tail_ends_at_shutdown_and_does_not_hold_it_up() {
+    let weir = Weir::start("routes:\n  - { name: r, to: [tail] }\n");
+    let mut tail = reqwest::Client::new()
+        .get(format!("{}/v1/tail", weir.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.status(), 200);
+    let (status, _) = post_batch(
+        &weir.url,
+        &serde_json::json!([event("t-1", "demo", serde_json::json!({}))]),
+    )
+    .await;
+    assert!(status < 300);
+    let line = tokio::time::timeout(std::time::Duration::from_secs(10), tail.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&line).contains("t-1"));
+    // SIGTERM with the tail still open: weir stops (before, it waited for the tail's
+    // client forever), and the tail's stream ends cleanly.
+    let started = std::time::Instant::now();
+    let (clean, _dir) = tokio::task::spawn_blocking(move || weir.terminate())
+        .await
+        .unwrap();
+    assert!(clean, "weir did not stop cleanly");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(5), tail.chunk())
+        .await
+        .expect("the stream ended");
+    assert!(matches!(rest, Ok(None) | Err(_)), "{rest:?}");
+}

@@ -384,3 +384,40 @@ fn events_written_through_the_api_flow_on_to_routes_fed_by_k8s() {
     assert!(lines[0]["data"]["metadata"]["uid"].as_str().is_some());
     assert_eq!(lines[1]["k8schange"], "DELETED");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_asking_for_the_largest_timeout_streams_instead_of_panicking() {
+    let weir = Weir::start(CONFIG);
+    let http = reqwest::Client::new();
+    // u64::MAX seconds: kube-apiserver would wait that long; weir caps it at a day. Before
+    // the cap, adding it to the clock panicked the watch's task and the stream just ended.
+    let mut watch = http
+        .get(format!(
+            "{}/api/v1/namespaces/default/events?watch=1&timeoutSeconds=18446744073709551615",
+            weir.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), 200);
+    let event = serde_json::json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "after-the-watch", "namespace": "default"},
+        "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default"},
+        "reason": "Started", "message": "started", "type": "Normal",
+    });
+    let created = http
+        .post(format!("{}/api/v1/namespaces/default/events", weir.url))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let chunk = tokio::time::timeout(Duration::from_secs(10), watch.chunk())
+        .await
+        .expect("the watch streams")
+        .unwrap()
+        .expect("the watch is still open");
+    let line = String::from_utf8_lossy(&chunk);
+    assert!(line.contains("after-the-watch"), "{line}");
+}

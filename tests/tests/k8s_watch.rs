@@ -800,7 +800,13 @@ async fn three_clusters_with_storms_through_two_replicas_leave_exactly_what_the_
         .collect();
     let up = start_cluster(&servers, &users, "kcp", kube_dir.path());
     let config = {
-        let mut c = String::from("k8s_watch:\n  linger_ms: 20\n  clusters:\n");
+        // The correlator's calls get time to spare: on a loaded CI machine a 1000-event
+        // batch can take longer than the default 200 ms, and a timed-out call restarts the
+        // instance, whose in-memory groups start afresh (the semantics under test here
+        // are the correlator's, not the limits').
+        let mut c = String::from(
+            "tenants:\n  default:\n    limits: { timeout_ms: 10000 }\nk8s_watch:\n  linger_ms: 20\n  clusters:\n",
+        );
         for (cluster, name) in clusters.iter().zip(names) {
             c += &format!(
                 "    - {{ name: {name}, kubeconfig: {}, sync_target: {name}-target }}\n",

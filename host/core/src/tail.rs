@@ -1,44 +1,183 @@
 //! The in-process event stream behind `GET /v1/tail` and `weir tail`.
+//!
+//! Each reader has its own queue, bounded in bytes: a reader that stops reading while
+//! lines pile up past the bound is dropped (its stream ends, and a counter says so)
+//! rather than pinning memory. Closing the hub ends every stream, so open tails never
+//! hold up a shutdown.
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// The default bound of one reader's queue: 8 MiB.
+pub const DEFAULT_READER_BYTES: usize = 8 << 20;
 
 /// The in-process stream behind `GET /v1/tail` and `weir tail`: JSON lines, dropped when
-/// nobody listens, never blocking the route (slow readers miss lines and are told so).
+/// nobody listens, never blocking the route.
 #[derive(Clone)]
 pub struct TailHub {
-    tx: broadcast::Sender<Bytes>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    readers: Mutex<Vec<Reader>>,
+    /// Set once: no new readers, every stream ended.
+    closed: AtomicBool,
+    max_reader_bytes: usize,
+    /// Called with the number of readers dropped for being too slow.
+    on_drop: Box<dyn Fn(u64) + Send + Sync>,
+}
+
+/// The hub's side of one reader.
+struct Reader {
+    tx: mpsc::UnboundedSender<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// One reader's stream of JSON lines; it ends when the hub closes or drops the reader.
+pub struct TailStream {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl futures_core::Stream for TailStream {
+    type Item = Bytes;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Bytes>> {
+        let polled = self.rx.poll_recv(cx);
+        if let std::task::Poll::Ready(Some(line)) = &polled {
+            self.queued.fetch_sub(line.len(), Ordering::Relaxed);
+        }
+        polled
+    }
 }
 
 impl Default for TailHub {
     fn default() -> Self {
-        Self::new()
+        Self::new(DEFAULT_READER_BYTES, |_| {})
     }
 }
 
 impl TailHub {
-    /// A hub buffering up to 16k lines per reader.
-    pub fn new() -> Self {
+    /// A hub whose readers may each fall `max_reader_bytes` behind; `on_drop` counts the
+    /// readers dropped for falling further.
+    pub fn new(max_reader_bytes: usize, on_drop: impl Fn(u64) + Send + Sync + 'static) -> Self {
         Self {
-            tx: broadcast::channel(1 << 14).0,
+            inner: Arc::new(Inner {
+                readers: Mutex::new(Vec::new()),
+                closed: AtomicBool::new(false),
+                max_reader_bytes: max_reader_bytes.max(1),
+                on_drop: Box::new(on_drop),
+            }),
         }
     }
 
-    /// A new reader.
-    pub fn subscribe(&self) -> broadcast::Receiver<Bytes> {
-        self.tx.subscribe()
+    fn readers(&self) -> std::sync::MutexGuard<'_, Vec<Reader>> {
+        self.inner.readers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new reader (its stream is empty and ended at once when the hub is closed).
+    pub fn subscribe(&self) -> TailStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        if !self.inner.closed.load(Ordering::Acquire) {
+            self.readers().push(Reader {
+                tx,
+                queued: queued.clone(),
+            });
+        }
+        TailStream { rx, queued }
+    }
+
+    /// How many readers are connected.
+    pub fn readers_count(&self) -> usize {
+        self.readers().len()
+    }
+
+    /// Ends every reader's stream and takes no new ones (at shutdown).
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.readers().clear();
     }
 
     /// Sends the JSON lines `fill` writes to every reader (nothing when nobody listens).
+    /// A reader whose queue would pass its bound is dropped.
     pub fn publish(&self, fill: impl FnOnce(&mut Vec<u8>)) {
-        if self.tx.receiver_count() == 0 {
+        if self.readers().is_empty() {
             return;
         }
         let mut buf = Vec::new();
         fill(&mut buf);
-        for line in buf.split_inclusive(|b| *b == b'\n') {
-            // No receivers between the check and here is fine: the line is not needed.
-            let _ = self.tx.send(Bytes::copy_from_slice(line));
+        let buf = Bytes::from(buf);
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for (i, b) in buf.iter().enumerate() {
+            if *b == b'\n' {
+                lines.push(buf.slice(start..=i));
+                start = i + 1;
+            }
         }
+        if start < buf.len() {
+            lines.push(buf.slice(start..));
+        }
+        let bytes: usize = lines.iter().map(Bytes::len).sum();
+        let max = self.inner.max_reader_bytes;
+        let mut dropped = 0u64;
+        self.readers().retain(|reader| {
+            let queued = reader.queued.load(Ordering::Relaxed);
+            if queued.saturating_add(bytes) > max || reader.tx.is_closed() {
+                dropped += u64::from(!reader.tx.is_closed());
+                return false;
+            }
+            reader.queued.fetch_add(bytes, Ordering::Relaxed);
+            lines
+                .iter()
+                .all(|line| reader.tx.send(line.clone()).is_ok())
+        });
+        if dropped > 0 {
+            (self.inner.on_drop)(dropped);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt as _;
+
+    #[tokio::test]
+    async fn a_reader_that_falls_too_far_behind_is_dropped_and_counted() {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let counter = dropped.clone();
+        let hub = TailHub::new(1000, move |n| {
+            counter.fetch_add(n as usize, Ordering::Relaxed);
+        });
+        let mut fast = hub.subscribe();
+        let slow = hub.subscribe();
+        for i in 0..20 {
+            hub.publish(|b| b.extend_from_slice(format!("{{\"n\":{i:090}}}\n").as_bytes()));
+            // The fast reader keeps up; the slow one never reads.
+            assert!(fast.next().await.is_some());
+        }
+        assert_eq!(dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(hub.readers_count(), 1);
+        // The slow reader gets what was queued before it was dropped, then the end.
+        let got: Vec<Bytes> = slow.collect().await;
+        assert!(got.len() < 20 && !got.is_empty(), "{}", got.len());
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_stream_and_refuses_new_readers() {
+        let hub = TailHub::default();
+        let reader = hub.subscribe();
+        hub.publish(|b| b.extend_from_slice(b"{}\n{}\n"));
+        hub.close();
+        assert_eq!(reader.collect::<Vec<_>>().await.len(), 2);
+        assert!(hub.subscribe().next().await.is_none());
+        hub.publish(|_| panic!("nobody listens: nothing is written"));
     }
 }

@@ -353,6 +353,19 @@ fn event_routes<const API: u8>(
         )
 }
 
+/// The longest a watch may stream, whatever its `timeoutSeconds` asks (a day).
+pub const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// How long a watch streams: its `timeoutSeconds` (at most [`MAX_WATCH_TIMEOUT`]), else
+/// (absent, 0 or not a number) kube-apiserver's default of 30 minutes. A client's number
+/// never reaches time arithmetic unbounded.
+pub fn watch_timeout(raw: Option<&str>) -> Duration {
+    match raw.and_then(|t| t.trim().parse::<u64>().ok()) {
+        None | Some(0) => Duration::from_secs(1800),
+        Some(secs) => Duration::from_secs(secs).min(MAX_WATCH_TIMEOUT),
+    }
+}
+
 /// The selectors and options of a list or watch.
 struct ListQuery {
     fields: FieldSelector,
@@ -1034,10 +1047,7 @@ fn watch(
             }
         },
     };
-    let timeout = q
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .map_or(Duration::from_secs(1800), Duration::from_secs);
+    let timeout = watch_timeout(q.get("timeoutSeconds").map(String::as_str));
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     tokio::spawn(async move {
@@ -1216,5 +1226,60 @@ mod tests {
             (42, ("ns".into(), "a.b".into()))
         );
         assert!(decode_continue("%%%").is_err());
+    }
+
+    /// A query parameter's value as a hostile client might send it: extreme numbers,
+    /// signs, exponents, whitespace, junk.
+    fn hostile_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just(u64::MAX.to_string()),
+            Just("18446744073709551616".to_owned()),
+            Just("1e309".to_owned()),
+            Just(" 5".to_owned()),
+            "[0-9]{15,40}",
+            ".{0,40}",
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever a client puts in the list and watch parameters, parsing answers (a
+        /// query or a 400) and the watch's deadline is bounded: nothing panics.
+        #[test]
+        fn hostile_query_parameters_never_panic_and_watch_deadlines_stay_bounded(
+            values in proptest::collection::vec(hostile_value(), 10),
+        ) {
+            let keys = [
+                "limit", "continue", "timeoutSeconds", "resourceVersion",
+                "resourceVersionMatch", "fieldSelector", "labelSelector", "watch",
+                "allowWatchBookmarks", "includeObject",
+            ];
+            let q: HashMap<String, String> = keys
+                .iter()
+                .zip(&values)
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
+            for api in [ApiVersion::Core, ApiVersion::Events] {
+                let _ = ListQuery::parse(&q, api);
+            }
+            let timeout = watch_timeout(q.get("timeoutSeconds").map(String::as_str));
+            proptest::prop_assert!(timeout <= MAX_WATCH_TIMEOUT);
+            proptest::prop_assert!(timeout > Duration::ZERO);
+            let _deadline = tokio::time::Instant::now() + timeout;
+        }
+    }
+
+    #[test]
+    fn the_reported_timeout_is_capped_not_a_panic() {
+        assert_eq!(
+            watch_timeout(Some("18446744073709551615")),
+            MAX_WATCH_TIMEOUT
+        );
+        assert_eq!(watch_timeout(Some("0")), Duration::from_secs(1800));
+        assert_eq!(watch_timeout(Some("-1")), Duration::from_secs(1800));
+        assert_eq!(watch_timeout(Some("60")), Duration::from_secs(60));
+        assert_eq!(watch_timeout(None), Duration::from_secs(1800));
     }
 }

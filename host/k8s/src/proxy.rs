@@ -998,11 +998,7 @@ fn is_watch(uri: &axum::http::Uri) -> bool {
 /// How long a forwarded watch may stream: its `timeoutSeconds`, else the provider's
 /// default of 30 minutes.
 fn watch_timeout(uri: &axum::http::Uri) -> Duration {
-    Duration::from_secs(
-        query_param(uri, "timeoutSeconds")
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(1800),
-    )
+    super::api::watch_timeout(query_param(uri, "timeoutSeconds"))
 }
 
 type Shared = State<Arc<EventsProxy>>;

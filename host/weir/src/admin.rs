@@ -5,7 +5,7 @@ use crate::state::{error, AppState};
 use crate::tokens::Role;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Json;
@@ -195,9 +195,23 @@ async fn put_filter(
     Query(query): Query<PutQuery>,
     request: Request,
 ) -> Response {
-    // The body is read (bounded) before any refusal: answering while a client is still
-    // sending makes most clients report a broken connection instead of the answer.
+    // Who is asking is settled before the (up to `max_component_bytes`) body is read: an
+    // unauthenticated client gets its 401 at once and the connection closes.
     let (parts, body) = request.into_parts();
+    let (caller, role) = match state
+        .tokens
+        .check(&parts.headers, parts.extensions.get::<PeerIdentity>())
+    {
+        Ok(who) => who,
+        Err(reason) => {
+            let mut refusal = error(StatusCode::UNAUTHORIZED, "unauthenticated", reason);
+            refusal.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return refusal;
+        }
+    };
     let limit = state.max_component_bytes;
     let body = match Limited::new(body, limit).collect().await {
         Ok(b) => b.to_bytes(),
@@ -209,13 +223,6 @@ async fn put_filter(
             )
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
-    };
-    let (caller, role) = match state
-        .tokens
-        .check(&parts.headers, parts.extensions.get::<PeerIdentity>())
-    {
-        Ok(who) => who,
-        Err(reason) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", reason),
     };
     if let Some(existing) = state.registry.record(&name) {
         if !role.may_touch(&existing) {

@@ -225,6 +225,10 @@ pub struct FilterConfig {
     /// Configuration passed to the filter's `init`, as JSON.
     #[serde(default)]
     pub config: Option<serde_json::Value>,
+    /// The tenant that owns the name and may upload its versions (default: the
+    /// platform, whose versions only admins upload).
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 const MIXED_PROTOBUF_FILE: &str = "a protobuf file sink cannot hold both events and dead letters (the two message types carry no tag); name another file";
@@ -425,6 +429,7 @@ impl Config {
                 FilterConfig {
                     path: Some(filters_dir.join(format!("{}.wasm", name.replace('-', "_")))),
                     config: Some(config),
+                    owner: None,
                 },
             )
         };
@@ -575,6 +580,7 @@ impl Config {
             found: Vec::new(),
         };
         self.check_routes(&mut issues);
+        self.check_filter_owners(&mut issues);
         self.check_sinks(&mut issues);
         #[cfg(feature = "kafka")]
         self.check_kafka(&mut issues);
@@ -598,6 +604,22 @@ impl Config {
         if let Some(upstream) = &self.grpc.upstream {
             if let Err(message) = upstream.problem() {
                 issues.add("grpc.upstream.url", &upstream.url, message);
+            }
+        }
+    }
+
+    /// A filter's `owner` names a configured tenant.
+    fn check_filter_owners(&self, issues: &mut Issues<'_>) {
+        for (name, filter) in &self.filters {
+            if let Some(owner) = &filter.owner {
+                if !self.tenants.contains_key(owner) {
+                    let defined: Vec<&str> = self.tenants.keys().map(String::as_str).collect();
+                    issues.add(
+                        format!("filters.{name}.owner"),
+                        owner,
+                        format!("unknown tenant `{owner}` (defined: {})", defined.join(", ")),
+                    );
+                }
             }
         }
     }

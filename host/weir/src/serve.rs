@@ -89,6 +89,17 @@ fn open_registry(
         path: config.data_dir.display().to_string(),
         reason: e.to_string(),
     })?;
+    // Every name the configuration gives belongs to its owner before any upload can
+    // take it (the `weir filter push` workflow names a filter without a path).
+    for (name, fc) in &config.filters {
+        registry
+            .claim(name, fc.owner.as_deref())
+            .map_err(|e| RouterError::Filter {
+                name: name.clone(),
+                path: config.data_dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+    }
     for (name, fc) in &config.filters {
         let Some(path) = &fc.path else { continue };
         let config_json = fc
@@ -333,7 +344,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })?);
     let registry_of_metrics = Arc::new(MetricsRegistry::new());
     let metrics = Arc::new(Metrics::new(registry_of_metrics.clone()));
-    let tail = TailHub::new();
+    let tail_dropped = registry_of_metrics
+        .counter(
+            "weir_tail_readers_dropped_total",
+            "Readers of GET /v1/tail dropped for falling more than 8 MiB behind.",
+            &[],
+        )
+        .with_label_values(&[] as &[&str]);
+    let tail = TailHub::new(weir_core::tail::DEFAULT_READER_BYTES, move |n| {
+        tail_dropped.inc_by(n)
+    });
     let sinks = open_sinks(&config, &registry_of_metrics, &tail)?;
     let state_path = config.data_dir.join("state.redb");
     let state = Arc::new(tokio::task::block_in_place(|| {
@@ -454,6 +474,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         tokio::spawn(async move {
             let _ = stopped.await;
             shutdown_state.ready.store(false, Ordering::Relaxed);
+            // Open tails would hold the listener's graceful shutdown forever.
+            shutdown_state.tail.close();
             tracing::info!("shutting down: no new requests, draining routes");
             let _ = shutdown_tx.send(true);
         });

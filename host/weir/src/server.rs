@@ -4,7 +4,7 @@ use crate::ingest::{ingest_all, ingest_route};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
@@ -12,7 +12,6 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::BroadcastStream;
 
 /// The HTTP listener's routes (the admin API's are merged in by `serve` when it has no
 /// listener of its own).
@@ -49,16 +48,13 @@ async fn stats(State(state): State<Arc<AppState>>) -> axum::Json<serde_json::Val
     axum::Json(serde_json::json!({ "sinks": sinks }))
 }
 
-async fn tail(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let _ = headers;
-    let stream = BroadcastStream::new(state.tail.subscribe()).map(|item| {
-        Ok::<_, std::convert::Infallible>(match item {
-            Ok(line) => line,
-            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-                bytes::Bytes::from(format!("{{\"lagged\":{n}}}\n"))
-            }
-        })
-    });
+/// `GET /v1/tail`: the events leaving the router, as JSON lines. A reader too slow to
+/// keep up is dropped (its stream ends); every stream ends at shutdown.
+async fn tail(State(state): State<Arc<AppState>>) -> Response {
+    let stream = state
+        .tail
+        .subscribe()
+        .map(Ok::<_, std::convert::Infallible>);
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(stream),

@@ -56,6 +56,10 @@ pub enum RegistryError {
     /// No such filter (404).
     #[error("no filter named `{0}`")]
     NotFound(String),
+    /// The name belongs to another owner: the platform (named in the configuration) or
+    /// another tenant (403).
+    #[error("filter `{0}` belongs to another tenant or to the platform")]
+    Forbidden(String),
     /// No such version (404).
     #[error("filter `{name}` has no version {version}")]
     NoVersion {
@@ -82,6 +86,7 @@ impl RegistryError {
             RegistryError::TooLarge { .. } => 413,
             RegistryError::WrongWorld(_) | RegistryError::Rejected(_) => 422,
             RegistryError::NotFound(_) | RegistryError::NoVersion { .. } => 404,
+            RegistryError::Forbidden(_) => 403,
             RegistryError::NoPrevious(_) => 409,
             RegistryError::Store(_) => 500,
         }
@@ -97,6 +102,7 @@ impl RegistryError {
             RegistryError::WrongWorld(_) => "wrong_world",
             RegistryError::Rejected(_) => "config_rejected",
             RegistryError::NotFound(_) | RegistryError::NoVersion { .. } => "not_found",
+            RegistryError::Forbidden(_) => "forbidden",
             RegistryError::NoPrevious(_) => "no_previous_version",
             RegistryError::Store(_) => "store_failed",
         }
@@ -119,7 +125,9 @@ pub struct Upload<'a> {
     pub component: &'a [u8],
     /// The configuration (JSON text; empty means `{}`).
     pub config: &'a str,
-    /// The owning tenant for a new filter (`None`: platform).
+    /// The tenant uploading (`None`: an admin, for the platform). A tenant may add
+    /// versions only to a filter it owns, or create a filter no one holds; an admin to
+    /// any. A new filter belongs to the uploading tenant (or the platform).
     pub owner: Option<&'a str>,
     /// Who uploads (for the record).
     pub by: &'a str,
@@ -296,6 +304,13 @@ impl FilterRegistry {
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         self.store.put_blob(&compiled.hash, upload.component)?;
         let mut index = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
+        // Ownership is decided here, under the writer lock, where the version is added: a
+        // check before it could race another upload creating the filter.
+        if let (Some(tenant), Some(record)) = (upload.owner, index.filters.get(name)) {
+            if record.owner.as_deref() != Some(tenant) {
+                return Err(RegistryError::Forbidden(name.to_owned()));
+            }
+        }
         let record = index
             .filters
             .entry(name.to_owned())
@@ -326,6 +341,46 @@ impl FilterRegistry {
         );
         tracing::info!(filter = name, version = version.version, hash = %version.hash, by = upload.by, "filter version active");
         Ok(version)
+    }
+
+    /// Claims a name the configuration file names for its owner (`None`: the platform),
+    /// before any upload can: the record is made (without versions) when missing. The
+    /// configuration is authoritative: a record held by another owner changes hands and
+    /// loses its versions, so code uploaded by a squatter never runs under the name.
+    pub fn claim(&self, name: &str, owner: Option<&str>) -> Result<(), RegistryError> {
+        if !valid_name(name) {
+            return Err(RegistryError::BadName(name.to_owned()));
+        }
+        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut index = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match index.filters.get_mut(name) {
+            Some(record) if record.owner.as_deref() == owner => return Ok(()),
+            Some(record) => {
+                tracing::warn!(
+                    filter = name,
+                    held_by = record.owner.as_deref().unwrap_or("the platform"),
+                    owner = owner.unwrap_or("the platform"),
+                    dropped_versions = record.versions.len(),
+                    "the configuration names this filter for another owner: it changes hands and its versions are dropped"
+                );
+                record.owner = owner.map(str::to_owned);
+                record.versions.clear();
+                record.active = 0;
+            }
+            None => {
+                index.filters.insert(
+                    name.to_owned(),
+                    FilterRecord {
+                        owner: owner.map(str::to_owned),
+                        active: 0,
+                        versions: Vec::new(),
+                    },
+                );
+            }
+        }
+        self.store.save_index(&index)?;
+        self.publish(index, name, None);
+        Ok(())
     }
 
     /// Makes the configuration file's component the active version unless the active
