@@ -69,12 +69,15 @@ async fn receiver(inbox: Arc<Inbox>, tls: Option<weir::tls::TlsSettings>) -> Str
     match tls {
         Some(tls) => {
             let config = weir::tls::server_config(&tls, &[]).unwrap();
-            tokio::spawn(weir::tls::serve_tls(
+            tokio::spawn(weir::listener::serve(
                 listener,
-                config,
+                Some(weir::listener::Tls {
+                    config,
+                    trust: None,
+                }),
                 app,
                 std::future::pending(),
-                None,
+                Default::default(),
             ));
             format!("https://localhost:{port}")
         }

@@ -87,12 +87,15 @@ async fn hook(servers: &Pki, dir: &std::path::Path) -> Hook {
         "https://localhost:{}/authorize",
         listener.local_addr().unwrap().port()
     );
-    tokio::spawn(weir::tls::serve_tls(
+    tokio::spawn(weir::listener::serve(
         listener,
-        tls,
+        Some(weir::listener::Tls {
+            config: tls,
+            trust: None,
+        }),
         app,
         std::future::pending(),
-        None,
+        Default::default(),
     ));
     Hook {
         url,

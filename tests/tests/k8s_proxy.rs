@@ -625,12 +625,15 @@ async fn scripted(certs: &Certs, script: Script) -> Scripted {
         "https://localhost:{}",
         listener.local_addr().unwrap().port()
     );
-    tokio::spawn(weir::tls::serve_tls(
+    tokio::spawn(weir::listener::serve(
         listener,
-        tls,
+        Some(weir::listener::Tls {
+            config: tls,
+            trust: None,
+        }),
         app,
         std::future::pending(),
-        None,
+        Default::default(),
     ));
     Scripted {
         url,

@@ -11,6 +11,7 @@ pub mod cloudevents;
 pub mod dead_letter;
 pub mod event;
 pub mod health;
+pub mod listener;
 pub mod metrics;
 pub mod pb;
 mod problem;

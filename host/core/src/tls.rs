@@ -1,20 +1,14 @@
 //! TLS listeners with optional client-certificate authentication (rustls, ring), and the
 //! peer identity (certificate CN and O) handed to handlers as a request extension.
 
-use axum::extract::Request;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
 /// TLS settings of a listener.
 #[derive(Debug, Clone, Deserialize)]
@@ -99,7 +93,7 @@ impl PeerTrust {
         })
     }
 
-    fn classify(&self, chain: &[CertificateDer<'static>], identity: &mut PeerIdentity) {
+    pub(crate) fn classify(&self, chain: &[CertificateDer<'static>], identity: &mut PeerIdentity) {
         let Some((leaf, intermediates)) = chain.split_first() else {
             return;
         };
@@ -257,98 +251,4 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> PeerIdentity {
             .collect(),
     };
     identity
-}
-
-/// Serves `app` over TLS until `shutdown` completes; each request carries the client's
-/// [`PeerIdentity`] (when it presented a verified certificate) as an extension. With
-/// `trust`, the identity says which CA the certificate chains to; without, any verified
-/// certificate names a user.
-pub async fn serve_tls(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    app: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    trust: Option<Arc<PeerTrust>>,
-) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(config);
-    // Open connections finish their requests at shutdown (and let go of the router's
-    // state) before this returns, as the plain-HTTP listener's graceful shutdown does.
-    let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer_addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let trust = trust.clone();
-        let graceful = graceful.clone();
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer_addr, "TLS handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer_addr, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let chain = tls.get_ref().1.peer_certificates();
-            let identity = chain.and_then(|c| c.first()).map(|leaf| {
-                let mut identity = identity_of(leaf);
-                if let (Some(trust), Some(chain)) = (&trust, chain) {
-                    trust.classify(chain, &mut identity);
-                }
-                identity
-            });
-            let service = app.map_request(move |mut req: Request<hyper::body::Incoming>| {
-                if let Some(id) = &identity {
-                    req.extensions_mut().insert(id.clone());
-                }
-                req
-            });
-            let service = hyper_util::service::TowerToHyperService::new(service);
-            let io = hyper_util::rt::TokioIo::new(tls);
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
-            drop(graceful);
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer_addr, "connection ended: {e}");
-            }
-        });
-    }
-    drop(listener);
-    // Handshakes in flight still hold a handle (at most their 10 s timeout).
-    let mut graceful = graceful;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(11);
-    let graceful = loop {
-        match Arc::try_unwrap(graceful) {
-            Ok(g) => break Some(g),
-            Err(g) if tokio::time::Instant::now() < deadline => {
-                graceful = g;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(_) => break None,
-        }
-    };
-    if let Some(graceful) = graceful {
-        if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("TLS connections still open 30 s after shutdown began");
-        }
-    }
-    Ok(())
 }

@@ -35,6 +35,8 @@ pub struct SourceContext {
     pub dead_letter_sinks: BTreeMap<String, Arc<dyn Sink>>,
     /// Where the source registers its health checks (`/readyz?verbose`).
     pub health: weir_core::health::HealthChecks,
+    /// The bounds of a listening source's connections.
+    pub connections: weir_core::listener::ConnectionLimits,
 }
 
 impl SourceContext {

@@ -192,11 +192,18 @@ impl StartSource for GrpcConfig {
             max_decoding_bytes: cx.max_request_bytes,
         };
         let done = cx.stopped();
+        let limits = cx.connections;
+        let keepalive = std::time::Duration::from_millis(limits.header_timeout_ms.max(1));
         let task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
+                // A peer that stops answering pings is let go; one connection carries at
+                // most 128 calls at once.
+                .http2_keepalive_interval(Some(keepalive))
+                .http2_keepalive_timeout(Some(keepalive))
+                .max_concurrent_streams(Some(128))
                 .add_service(service)
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    capped_incoming(listener, limits.max_connections),
                     done,
                 )
                 .await;
@@ -208,5 +215,82 @@ impl StartSource for GrpcConfig {
             tasks: vec![task],
             addr: Some(addr),
         })
+    }
+}
+
+/// The listener's connections, at most `max` open at once: beyond it nothing more is
+/// accepted until one closes (new clients wait in the kernel's backlog).
+fn capped_incoming(
+    listener: tokio::net::TcpListener,
+    max: usize,
+) -> impl futures_core::Stream<Item = std::io::Result<CappedConnection>> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    futures_util::stream::unfold((listener, slots), |(listener, slots)| async move {
+        let slot = slots.clone().acquire_owned().await.ok()?;
+        let accepted = listener
+            .accept()
+            .await
+            .map(|(tcp, _)| CappedConnection { tcp, _slot: slot });
+        Some((accepted, (listener, slots)))
+    })
+}
+
+/// A connection holding one of the listener's slots until it closes.
+struct CappedConnection {
+    tcp: tokio::net::TcpStream,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tonic::transport::server::Connected for CappedConnection {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.tcp.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for CappedConnection {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CappedConnection {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
     }
 }

@@ -34,6 +34,10 @@ pub const ENV_PREFIX: &str = "WEIR__";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The bounds of every HTTP listener's connections (the main and admin listeners) and
+    /// of the gRPC listener's.
+    #[serde(default)]
+    pub connections: weir_core::listener::ConnectionLimits,
     /// Address of the HTTP listener (ingest, tail, health, metrics).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -461,6 +465,7 @@ impl Config {
 
     fn empty() -> Self {
         Self {
+            connections: Default::default(),
             listen: default_listen(),
             data_dir: default_data_dir(),
             ingest: IngestConfig::default(),
@@ -581,6 +586,9 @@ impl Config {
         };
         self.check_routes(&mut issues);
         self.check_filter_owners(&mut issues);
+        for (field, message) in self.connections.problems() {
+            issues.add(format!("connections.{field}"), field, message);
+        }
         self.check_sinks(&mut issues);
         #[cfg(feature = "kafka")]
         self.check_kafka(&mut issues);

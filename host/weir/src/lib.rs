@@ -16,7 +16,7 @@ mod state;
 pub mod tokens;
 
 pub use weir_core::util::error_chain;
-pub use weir_core::{cesql, cloudevents, dead_letter, event, process, tls};
+pub use weir_core::{cesql, cloudevents, dead_letter, event, listener, process, tls};
 #[cfg(feature = "k8s")]
 pub use weir_k8s as k8s;
 #[cfg(feature = "kafka")]

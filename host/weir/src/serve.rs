@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use weir_core::listener::Tls;
 use weir_core::metrics::MetricsRegistry;
 use weir_core::resilience::Resilient;
 use weir_core::sink::{Sink, SinkContext, SinkError};
@@ -421,6 +422,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             .map(|(name, sink)| (name.clone(), sink.clone()))
             .collect(),
         health: health.clone(),
+        connections: config.connections,
     };
     // The admin API on its own listener (TLS with client certificates when configured).
     let (admin_addr, admin_task) = match config.admin.listen {
@@ -430,19 +432,20 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 .route("/healthz", axum::routing::get(|| async { "ok\n" }))
                 .with_state(app_state.clone());
             let done = source_cx.stopped();
-            let task = match &config.admin.tls {
-                Some(tls) => {
-                    let tls = weir_core::tls::server_config(tls, &[]).map_err(ServeError::Tls)?;
-                    tokio::spawn(weir_core::tls::serve_tls(
-                        admin_listener,
-                        tls,
-                        app,
-                        done,
-                        None,
-                    ))
-                }
-                None => tokio::spawn(crate::server::serve(admin_listener, app, done)),
+            let tls = match &config.admin.tls {
+                Some(tls) => Some(Tls {
+                    config: weir_core::tls::server_config(tls, &[]).map_err(ServeError::Tls)?,
+                    trust: None,
+                }),
+                None => None,
             };
+            let task = tokio::spawn(weir_core::listener::serve(
+                admin_listener,
+                tls,
+                app,
+                done,
+                config.connections,
+            ));
             (Some(admin_addr), Some(task))
         }
         None => (None, None),
@@ -467,6 +470,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
     });
     let main_done = source_cx.stopped();
+    let connections = config.connections;
     drop(source_cx);
     let task = tokio::spawn(async move {
         app_state.ready.store(true, Ordering::Relaxed);
@@ -479,12 +483,17 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             tracing::info!("shutting down: no new requests, draining routes");
             let _ = shutdown_tx.send(true);
         });
-        let result = match main_tls {
-            Some((tls, trust)) => {
-                weir_core::tls::serve_tls(listener, tls, main_app, main_done, Some(trust)).await
-            }
-            None => crate::server::serve(listener, main_app, main_done).await,
-        };
+        let result = weir_core::listener::serve(
+            listener,
+            main_tls.map(|(config, trust)| Tls {
+                config,
+                trust: Some(trust),
+            }),
+            main_app,
+            main_done,
+            connections,
+        )
+        .await;
         if let Some(task) = admin_task {
             let _ = task.await;
         }

@@ -8,10 +8,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 
 /// The HTTP listener's routes (the admin API's are merged in by `serve` when it has no
 /// listener of its own).
@@ -24,17 +22,6 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/stats", get(stats))
-}
-
-/// Serves until `shutdown` completes, then stops accepting and finishes open requests.
-pub async fn serve(
-    listener: TcpListener,
-    app: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// `GET /v1/stats`: figures of the sinks that have any (the Toggle sink's buffer, spill
