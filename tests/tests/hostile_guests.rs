@@ -11,8 +11,9 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 /// (mode, expected text in the dead-letter reason, failure kind in metrics)
-const MODES: [(&str, &str, &str); 7] = [
+const MODES: [(&str, &str, &str); 8] = [
     ("loop", "time limit of 1000 ms", "timeout"),
+    ("sleep", "may not block", "trap"),
     ("memory", "memory limit of 64 MiB", "memory"),
     ("trap", "trapped", "trap"),
     ("wrong-count", "4 verdicts for 3 events", "bad_output"),
@@ -391,5 +392,36 @@ routes:\n  - {{ name: emit-ok, filters: [hostile-tick-emit], to: [out] }}\n  \
             .iter()
             .all(|e| e["id"].as_str().unwrap_or("").len() < 40 && e.to_string().len() < 10_000),
         "no part of a 20 MiB tick was delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_is_held_to_the_callers_tenant_limits() {
+    const ACME: &str = "acme-dry-run-token";
+    let config = format!(
+        "tenants:\n  acme:\n    limits: {{ timeout_ms: 150 }}\n\
+admin:\n  tokens:\n    - {{ name: acme-ci, sha256: {}, role: \"tenant:acme\" }}\n\
+filters:\n  looping: {{ path: {}, config: {{ mode: loop }}, owner: acme }}\n\
+routes:\n  - {{ name: r, to: [tail] }}\n",
+        weir::tokens::hash_token(ACME),
+        wasm::HOSTILE
+    );
+    let weir = Weir::start(&config);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/filters/looping/test", weir.url))
+        .bearer_auth(ACME)
+        .body(json!([event("d-1", "t", json!({}))]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let answer: serde_json::Value = resp.json().await.unwrap();
+    // acme's 150 ms, not the default 200 ms.
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("time limit of 150 ms"),
+        "{answer}"
     );
 }

@@ -116,6 +116,7 @@ impl FilterEngine {
         let engine = Engine::new(&config).map_err(setup)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(setup)?;
+        refuse_blocking(&mut linker).map_err(setup)?;
         Filter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(setup)?;
         if let Some(dir) = &options.cache_dir {
@@ -219,4 +220,33 @@ impl FilterEngine {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compiled-filter cache");
         }
     }
+}
+
+/// What a filter that waits is told (its call fails with it).
+pub const BLOCKING_REFUSED: &str =
+    "filters may not block: a sleep or wait (wasi:io/poll) was refused";
+
+/// Replaces WASI's waiting calls (`poll`, `pollable.block`: a sleep, a blocking read)
+/// with ones that fail the call. The epoch deadline interrupts wasm code, not a host call
+/// that waits, so a filter that slept would hold its thread and instance past its time
+/// limit. Nothing else a filter may reach waits: it has no sockets, files or stdin.
+fn refuse_blocking(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::DynPollable;
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance("wasi:io/poll@0.2.12")?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |_, (_,): (Resource<DynPollable>,)| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::msg(BLOCKING_REFUSED))
+        },
+    )?;
+    poll.func_wrap(
+        "poll",
+        |_, (_,): (Vec<Resource<DynPollable>>,)| -> wasmtime::Result<(Vec<u32>,)> {
+            Err(wasmtime::Error::msg(BLOCKING_REFUSED))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }

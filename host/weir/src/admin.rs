@@ -356,9 +356,11 @@ async fn dry_run(
         Role::Admin => "default".to_owned(),
     };
     let registry = state.registry.clone();
+    // The caller's tenant's limits: a dry run is held to what a real run would be.
+    let limits = state.tenants.limits(&tenant);
     let result = tokio::task::spawn_blocking(move || {
         let mut instance = registry
-            .instantiate(&active.compiled, &active.config, &tenant, Limits::default())
+            .instantiate(&active.compiled, &active.config, &tenant, limits)
             .map_err(|e| e.to_string())?;
         let mut writer = BatchWriter::new();
         for e in &events {

@@ -64,6 +64,11 @@ mod component {
                     }
                 }
                 "trap" => panic!("hostile filter traps on purpose"),
+                "sleep" => {
+                    // A host call the epoch deadline cannot interrupt, were it allowed.
+                    std::thread::sleep(std::time::Duration::from_secs(60));
+                    Ok(keep_all(count))
+                }
                 "wrong-count" => Ok(keep_all(count + 1)),
                 "huge-output" => Ok(vec![0u8; 20 << 20]),
                 "garbage" => Ok(b"these are not verdicts".to_vec()),
