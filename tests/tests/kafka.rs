@@ -600,7 +600,7 @@ async fn roost_keeper_lifecycle_publishing_and_trigger_routing() {
         .create_topics(&["triggers", "lifecycle", "teardown", "scale", "audit"], 1)
         .await;
     let config = format!(
-        "filters:\n{}kafka:\n  cluster:\n    brokers: [\"{}\"]\n  sources:\n    triggers:\n      topics: [triggers]\n      group_id: roost\n      auto_offset_reset: earliest\n      route: triggers\nsinks:\n  lifecycle: {{type: kafka, topic: lifecycle}}\n  teardown-handler: {{type: kafka, topic: teardown, compression: gzip}}\n  scale-handler: {{type: kafka, topic: scale, compression: snappy}}\n  audit: {{type: kafka, topic: audit, mode: structured, publish: async}}\nroutes:\n  - name: lifecycle\n    from: [http]\n    to: [lifecycle]\n  - name: triggers\n    from: [kafka]\n    filters: [trigger-route]\n    to: [audit]\n",
+        "metrics:\n  event_types: [io.roost-keeper.trigger.scale]\nfilters:\n{}kafka:\n  cluster:\n    brokers: [\"{}\"]\n  sources:\n    triggers:\n      topics: [triggers]\n      group_id: roost\n      auto_offset_reset: earliest\n      route: triggers\nsinks:\n  lifecycle: {{type: kafka, topic: lifecycle}}\n  teardown-handler: {{type: kafka, topic: teardown, compression: gzip}}\n  scale-handler: {{type: kafka, topic: scale, compression: snappy}}\n  audit: {{type: kafka, topic: audit, mode: structured, publish: async}}\nroutes:\n  - name: lifecycle\n    from: [http]\n    to: [lifecycle]\n  - name: triggers\n    from: [kafka]\n    filters: [trigger-route]\n    to: [audit]\n    routable: [teardown-handler, scale-handler]\n",
         filter_yaml(
             "trigger-route",
             wasm::TRIGGER_ROUTE,
@@ -672,6 +672,26 @@ async fn roost_keeper_lifecycle_publishing_and_trigger_routing() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Event types are label values only when configured (`metrics.event_types`): the
+    // others, which any producer chooses, count as `other`.
+    let (_, m) = get_text(&format!("{}/metrics", weir.url)).await;
+    let consumed = |ty: &str| {
+        metric(
+            &m,
+            &format!("weir_kafka_consumed_total{{topic=\"triggers\",type=\"{ty}\"}}"),
+        )
+    };
+    assert_eq!(consumed("io.roost-keeper.trigger.scale"), Some(1.0), "{m}");
+    assert_eq!(consumed("other"), Some(3.0), "{m}");
+    assert!(!m.contains("trigger.teardown\""), "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "weir_kafka_published_total{sink=\"lifecycle\",topic=\"lifecycle\",type=\"other\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
 }
 
 /// SIGTERM stops reading, finishes the batches in flight and commits them: a restarted

@@ -12,7 +12,7 @@ fn config() -> String {
     format!(
         "filters:\n{}{}\
 sinks:\n  out: {{ type: file, path: out.jsonl }}\n  slow: {{ type: file, path: slow.jsonl }}\n\
-routes:\n  - name: dedup\n    filters: [dedup]\n    to: [out]\n  - name: limited\n    filters: [rate-limit]\n    to: [out]\n",
+routes:\n  - name: dedup\n    filters: [dedup]\n    to: [out]\n  - name: limited\n    filters: [rate-limit]\n    to: [out]\n    routable: [slow]\n  - name: unlisted\n    filters: [rate-limit]\n    to: [out]\n",
         filter_yaml("dedup", wasm::DEDUP, "{ window_ms: 3600000 }"),
         filter_yaml(
             "rate-limit",
@@ -96,4 +96,22 @@ async fn rate_limit_routes_over_limit_events_and_remembers_buckets_across_restar
     // The bucket (refilling one token per 1000 s) is still empty after the restart.
     let answer = send(&weir, "limited", &["r5"]).await;
     assert_eq!(answer["routed"].as_u64(), Some(1), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_verdict_may_only_name_the_sinks_its_route_lists() {
+    let weir = Weir::start(&config());
+    // The same filter on a route that does not list `slow` as routable: what it routes
+    // there is dead-lettered, and nothing reaches `slow`.
+    let answer = send(&weir, "unlisted", &["u1", "u2", "u3", "u4", "u5"]).await;
+    assert_eq!(answer["delivered"], 3, "{answer}");
+    assert_eq!(answer["dead_lettered"], 2, "{answer}");
+    assert!(weir.jsonl("slow.jsonl").is_empty());
+    let letters = weir.jsonl("dead-letter.jsonl");
+    assert_eq!(letters.len(), 2);
+    assert!(
+        reason(&letters[0]).contains("may not send events to sink `slow`"),
+        "{}",
+        letters[0]
+    );
 }

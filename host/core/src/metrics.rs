@@ -16,12 +16,47 @@ use std::sync::Mutex;
 pub struct MetricsRegistry {
     registry: Registry,
     families: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
+    /// The event types that may be label values (`metrics.event_types`).
+    event_types: TypeLabels,
 }
+
+/// Event types as `type` label values: the configured ones as they are, any other as
+/// [`OTHER_TYPE`]. Event types are chosen by producers; as label values unbounded, they
+/// would grow the series without end.
+#[derive(Debug, Clone, Default)]
+pub struct TypeLabels(std::sync::Arc<std::collections::HashSet<String>>);
+
+impl TypeLabels {
+    /// The label value of `ty`.
+    pub fn label<'a>(&self, ty: &'a str) -> &'a str {
+        if self.0.contains(ty) {
+            ty
+        } else {
+            OTHER_TYPE
+        }
+    }
+}
+
+/// The label value of event types not configured as labels.
+pub const OTHER_TYPE: &str = "other";
 
 impl MetricsRegistry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty registry whose `type` labels take only these event types ([`TypeLabels`]).
+    pub fn with_event_types(types: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            event_types: TypeLabels(std::sync::Arc::new(types.into_iter().collect())),
+            ..Self::default()
+        }
+    }
+
+    /// How event types become `type` label values here.
+    pub fn type_labels(&self) -> TypeLabels {
+        self.event_types.clone()
     }
 
     /// The family called `name`, registering it with `make` the first time. Names and
@@ -95,5 +130,19 @@ mod tests {
         let r = MetricsRegistry::new();
         r.counter("weir_test", "Test.", &["sink"]);
         r.gauge("weir_test", "Test.", &["sink"]);
+    }
+}
+
+#[cfg(test)]
+mod type_label_tests {
+    use super::*;
+
+    #[test]
+    fn only_configured_types_become_label_values() {
+        let r = MetricsRegistry::with_event_types(["order.created".to_owned()]);
+        let labels = r.type_labels();
+        assert_eq!(labels.label("order.created"), "order.created");
+        assert_eq!(labels.label("made.up.by.a.producer.42"), OTHER_TYPE);
+        assert_eq!(MetricsRegistry::new().type_labels().label("x"), OTHER_TYPE);
     }
 }

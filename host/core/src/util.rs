@@ -23,23 +23,32 @@ pub struct FileError {
 }
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the
-/// directory. A reader sees the old contents or the new, never a mix.
+/// directory. A reader sees the old contents or the new, never a mix. The file is the
+/// owner's only (mode 0600 from its creation, on Unix): the data directory holds tokens,
+/// events and filter code.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let err = |path: &Path| {
         let path = path.to_owned();
         move |source| FileError { path, source }
     };
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp).map_err(err(&tmp))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp).map_err(err(&tmp))?;
     file.write_all(bytes).map_err(err(&tmp))?;
     file.sync_all().map_err(err(&tmp))?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(err(path))?;
-    if let Some(dir) = path.parent() {
-        // Make the rename itself durable.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Make the rename itself durable; a failure to is the write's failure.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err(dir))?;
     }
     Ok(())
 }
@@ -118,5 +127,16 @@ mod tests {
         write_atomically(&path, b"two").expect("write");
         assert_eq!(std::fs::read(&path).expect("read"), b"two");
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_written_atomically_are_the_owners_only_from_the_start() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("admin-token");
+        write_atomically(&path, b"secret").expect("write");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     }
 }

@@ -757,38 +757,55 @@ async fn put(
             _ => None,
         }
     };
-    let Some(old) = api.store.get(&ns, &name).await? else {
-        // Events may be created by an update (as the apiserver allows).
-        let mut fresh = core;
-        let meta = meta_mut(&mut fresh);
-        meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
-        meta.insert(
-            "creationTimestamp".into(),
-            convert::rfc3339_seconds(now_ms()).into(),
-        );
-        meta.remove("resourceVersion");
-        let Admitted {
-            object: fresh,
-            passage,
-        } = api.admitter.admit(&caller, "ADDED", fresh).await?;
-        within_scope(&api, &caller, &fresh)?;
-        let stored = api.store.create(fresh).await?;
-        forward(&api, &caller, "ADDED", &stored, passage).await;
-        return Ok(with_warnings(
-            versioned_response(StatusCode::CREATED, &stored, version),
-            &warnings,
-        ));
-    };
-    if !visible(&api, &caller, &old) {
-        return Err(ApiError::not_found(&name));
+    // The update is conditioned on the version whose visibility was checked (the
+    // client's resourceVersion, else the one read here): a concurrent replacement cannot
+    // slip in between the check and the write. Without a client version, a conflict
+    // reads and checks again, as the apiserver's unconditional update retries.
+    for _attempt in 0..5 {
+        let Some(old) = api.store.get(&ns, &name).await? else {
+            // Events may be created by an update (as the apiserver allows).
+            let mut fresh = core;
+            let meta = meta_mut(&mut fresh);
+            meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
+            meta.insert(
+                "creationTimestamp".into(),
+                convert::rfc3339_seconds(now_ms()).into(),
+            );
+            meta.remove("resourceVersion");
+            let Admitted {
+                object: fresh,
+                passage,
+            } = api.admitter.admit(&caller, "ADDED", fresh).await?;
+            within_scope(&api, &caller, &fresh)?;
+            let stored = api.store.create(fresh).await?;
+            forward(&api, &caller, "ADDED", &stored, passage).await;
+            return Ok(with_warnings(
+                versioned_response(StatusCode::CREATED, &stored, version),
+                &warnings,
+            ));
+        };
+        if !visible(&api, &caller, &old) {
+            return Err(ApiError::not_found(&name));
+        }
+        let condition = Some(expected.unwrap_or(old.rv));
+        let mut attempt = core.clone();
+        keep_immutable(&mut attempt, &old);
+        let (attempt, passage) = admit_update(&api, &caller, attempt, condition).await?;
+        match api.store.update(attempt, condition).await {
+            Ok(stored) => {
+                forward(&api, &caller, "MODIFIED", &stored, passage).await;
+                return Ok(with_warnings(
+                    versioned_response(StatusCode::OK, &stored, version),
+                    &warnings,
+                ));
+            }
+            Err(StoreError::Conflict(_)) if expected.is_none() => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
-    keep_immutable(&mut core, &old);
-    let (core, passage) = admit_update(&api, &caller, core, expected).await?;
-    let stored = api.store.update(core, expected).await?;
-    forward(&api, &caller, "MODIFIED", &stored, passage).await;
-    Ok(with_warnings(
-        versioned_response(StatusCode::OK, &stored, version),
-        &warnings,
+    Err(ApiError::conflict(
+        "the event kept changing while it was replaced; try again".into(),
+        &name,
     ))
 }
 

@@ -126,7 +126,7 @@ impl Authenticator {
     ) -> Result<Caller, ApiError> {
         if let (Some(rh), Some(peer)) = (&self.request_header, peer) {
             if peer.front_proxy {
-                if let Some(principal) = from_headers(rh, headers) {
+                if let Some(principal) = from_headers(rh, headers)? {
                     return Ok(self.caller(Some(principal)));
                 }
             }
@@ -192,7 +192,13 @@ impl Authenticator {
 }
 
 /// The principal a front proxy names in its headers (`None` without a user header).
-fn from_headers(rh: &RequestHeaderConfig, headers: &HeaderMap) -> Option<Principal> {
+/// The principal the front proxy names; `Err` (403) when an extra attribute cannot be
+/// read (not visible ASCII): skipping it could drop the caller's scope and make it a
+/// platform caller, so the request is refused instead.
+fn from_headers(
+    rh: &RequestHeaderConfig,
+    headers: &HeaderMap,
+) -> Result<Option<Principal>, ApiError> {
     let values = |name: &str| {
         headers
             .get_all(name)
@@ -202,10 +208,13 @@ fn from_headers(rh: &RequestHeaderConfig, headers: &HeaderMap) -> Option<Princip
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
-    let user = rh
+    let Some(user) = rh
         .username_headers
         .iter()
-        .find_map(|h| values(h).into_iter().next())?;
+        .find_map(|h| values(h).into_iter().next())
+    else {
+        return Ok(None);
+    };
     let groups = rh.group_headers.iter().flat_map(|h| values(h)).collect();
     let mut extra: Vec<(String, Vec<String>)> = Vec::new();
     for (name, value) in headers {
@@ -220,17 +229,21 @@ fn from_headers(rh: &RequestHeaderConfig, headers: &HeaderMap) -> Option<Princip
         let key = percent_encoding::percent_decode_str(key)
             .decode_utf8()
             .map_or_else(|_| key.to_owned(), |k| k.into_owned());
-        let Ok(value) = value.to_str() else { continue };
+        let Ok(value) = value.to_str() else {
+            return Err(ApiError::forbidden_request(format!(
+                "the extra attribute `{key}` from the front proxy is not visible ASCII"
+            )));
+        };
         match extra.iter_mut().find(|(k, _)| *k == key) {
             Some((_, values)) => values.push(value.to_owned()),
             None => extra.push((key, vec![value.to_owned()])),
         }
     }
-    Some(Principal {
+    Ok(Some(Principal {
         user,
         groups,
         extra,
-    })
+    }))
 }
 
 /// Header names of the request-header scheme, as a proxy sends them.
@@ -361,6 +374,21 @@ mod tests {
             .expect("anonymous")
             .principal
             .is_none());
+    }
+
+    #[test]
+    fn an_unreadable_extra_refuses_the_request_instead_of_dropping_the_scope() {
+        let auth = Authenticator::new(false, Some(rh()), ScopeConfig::default());
+        let mut h = HeaderMap::new();
+        h.insert("X-Remote-User", "bob".parse().expect("valid"));
+        h.insert(
+            "X-Remote-Extra-Iam.miloapis.com%2Fparent-type",
+            axum::http::HeaderValue::from_bytes(b"Organiza\xc3\xa7\xc3\xa3o").expect("obs-text"),
+        );
+        let refused = auth
+            .authenticate(&h, Some(&peer(true, false)))
+            .expect_err("refused");
+        assert_eq!(refused.code, 403);
     }
 
     #[test]

@@ -99,6 +99,11 @@ impl ApiError {
         Self::new(401, "Unauthorized", message.into())
     }
 
+    /// 403 `Forbidden` for a request (not about one event).
+    pub fn forbidden_request(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message.into())
+    }
+
     /// 403 `Forbidden` for an event.
     pub fn forbidden(name: &str, message: impl Into<String>) -> Self {
         let mut e = Self::new(403, "Forbidden", message.into());

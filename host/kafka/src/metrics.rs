@@ -1,7 +1,7 @@
 //! The Kafka source's and sinks' metric families (`weir_kafka_*`).
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec};
-use weir_core::metrics::MetricsRegistry;
+use weir_core::metrics::{MetricsRegistry, TypeLabels};
 use weir_core::resilience::BreakerMetrics;
 
 /// Kafka figures, labelled by topic and event type where they concern events.
@@ -22,6 +22,8 @@ pub struct KafkaMetrics {
     pub breaker: BreakerMetrics,
     /// Offsets committed by a source's consumer group, by group and topic.
     pub committed: IntCounterVec,
+    /// How event types become `type` label values (configured ones, else `other`).
+    pub types: TypeLabels,
 }
 
 impl KafkaMetrics {
@@ -30,17 +32,17 @@ impl KafkaMetrics {
         Self {
             consumed: r.counter(
                 "weir_kafka_consumed_total",
-                "Records read from Kafka, by topic and event type.",
+                "Records read from Kafka, by topic and event type (types listed in metrics.event_types; others `other`).",
                 &["topic", "type"],
             ),
             published: r.counter(
                 "weir_kafka_published_total",
-                "Records acknowledged by Kafka, by sink, topic and event type.",
+                "Records acknowledged by Kafka, by sink, topic and event type (types listed in metrics.event_types; others `other`).",
                 &["sink", "topic", "type"],
             ),
             failed: r.counter(
                 "weir_kafka_publish_failed_total",
-                "Records Kafka did not take, by sink, topic and event type.",
+                "Records Kafka did not take, by sink, topic and event type (types listed in metrics.event_types; others `other`).",
                 &["sink", "topic", "type"],
             ),
             publish_seconds: r.histogram(
@@ -65,6 +67,7 @@ impl KafkaMetrics {
                 "Records whose offsets a Kafka source stored for commit, by group and topic.",
                 &["group", "topic"],
             ),
+            types: r.type_labels(),
         }
     }
 }

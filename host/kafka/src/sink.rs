@@ -119,6 +119,7 @@ struct SinkMetrics {
     refused: IntCounter,
     published: prometheus::IntCounterVec,
     failed_by_type: prometheus::IntCounterVec,
+    types: weir_core::metrics::TypeLabels,
 }
 
 impl BuildSink for KafkaSinkConfig {
@@ -214,6 +215,7 @@ impl KafkaSink {
                 refused: k.breaker.refused.with_label_values(&[name]),
                 published: k.published.clone(),
                 failed_by_type: k.failed.clone(),
+                types: k.types.clone(),
             },
         })
     }
@@ -442,7 +444,11 @@ impl KafkaSink {
                 }
                 i += 1;
             }
-            let l = [self.name.as_str(), self.topic.as_str(), ty.as_str()];
+            let l = [
+                self.name.as_str(),
+                self.topic.as_str(),
+                self.metrics.types.label(ty),
+            ];
             if ok > 0 {
                 self.metrics.published.with_label_values(&l).inc_by(ok);
             }

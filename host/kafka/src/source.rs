@@ -421,7 +421,9 @@ impl Worker {
         }
         let mut consumed: HashMap<(&str, &str), u64> = HashMap::new();
         for (event, (topic, _)) in batch.events.iter().zip(&batch.parts) {
-            *consumed.entry((topic, event.ty.as_str())).or_default() += 1;
+            *consumed
+                .entry((topic, self.metrics.types.label(&event.ty)))
+                .or_default() += 1;
         }
         for (raw, _) in &batch.poison {
             *consumed

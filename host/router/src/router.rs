@@ -200,6 +200,8 @@ struct RouteSpec {
     when: Condition,
     default_chain: Vec<String>,
     to: Vec<String>,
+    /// Sinks a `route` verdict may name besides `to`.
+    routable: Vec<String>,
     dead_letter: String,
     policy: FailurePolicy,
     filter_retries: u32,
@@ -304,6 +306,7 @@ impl Router {
                         })?,
                         default_chain: rc.filters.clone(),
                         to: rc.to.clone(),
+                        routable: rc.routable.clone(),
                         dead_letter: rc.dead_letter.clone(),
                         policy: rc.on_failure,
                         filter_retries: rc.filter_retries,
@@ -1171,6 +1174,14 @@ impl RouteWorker {
             }
         }
         for (sink_name, item) in routed {
+            if !self.spec.to.contains(&sink_name) && !self.spec.routable.contains(&sink_name) {
+                let reason = format!(
+                    "route `{}` may not send events to sink `{sink_name}` (list it in the route's `routable`)",
+                    self.spec.name
+                );
+                dead.push((item, sink_name, reason));
+                continue;
+            }
             let written = self
                 .shared
                 .sinks

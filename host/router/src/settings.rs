@@ -75,6 +75,11 @@ pub struct RouteConfig {
     pub tenants: BTreeMap<String, TenantRoute>,
     /// Sinks receiving kept events.
     pub to: Vec<String>,
+    /// The sinks a filter's `route` verdict may send an event to, besides `to` (default
+    /// none). An event routed anywhere else is dead-lettered: a tenant's filter cannot
+    /// write into sinks its route was not given.
+    #[serde(default)]
+    pub routable: Vec<String>,
     /// The sink for dead letters.
     #[serde(default = "default_dead_letter")]
     pub dead_letter: String,
@@ -103,6 +108,7 @@ impl RouteConfig {
             filters,
             tenants: BTreeMap::new(),
             to,
+            routable: Vec::new(),
             dead_letter: default_dead_letter(),
             on_failure: FailurePolicy::default(),
             filter_retries: 0,

@@ -18,6 +18,48 @@ pub struct HostState {
     pub(crate) filter: Arc<str>,
     pub(crate) state: Arc<TenantState>,
     pub(crate) metrics: Arc<FilterMetrics>,
+    pub(crate) log_budget: LogBudget,
+}
+
+/// How many log lines an instance may write: a burst of [`LOG_BURST`], refilled at
+/// [`LOG_PER_SECOND`]; lines over it are dropped and counted (a filter must not flood the
+/// router's log).
+pub(crate) struct LogBudget {
+    tokens: f64,
+    at: std::time::Instant,
+    /// Lines dropped since the last one that went out.
+    dropped: u64,
+}
+
+/// Log lines an instance may write at once.
+const LOG_BURST: f64 = 100.0;
+/// Log lines an instance may write per second, on average.
+const LOG_PER_SECOND: f64 = 10.0;
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        Self {
+            tokens: LOG_BURST,
+            at: std::time::Instant::now(),
+            dropped: 0,
+        }
+    }
+}
+
+impl LogBudget {
+    /// Whether a line may go out now.
+    fn take(&mut self, now: std::time::Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * LOG_PER_SECOND).min(LOG_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped = self.dropped.saturating_add(1);
+            false
+        }
+    }
 }
 
 impl WasiView for HostState {
@@ -38,12 +80,21 @@ impl types::Host for HostState {}
 
 impl host::Host for HostState {
     fn log(&mut self, level: host::Level, mut message: String) {
+        if !self.log_budget.take(std::time::Instant::now()) {
+            self.metrics
+                .log_lines_dropped(&self.filter, &self.tenant, 1);
+            return;
+        }
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
             while !message.is_char_boundary(cut) {
                 cut -= 1;
             }
             message.truncate(cut);
+        }
+        let dropped = std::mem::take(&mut self.log_budget.dropped);
+        if dropped > 0 {
+            message.insert_str(0, &format!("[{dropped} earlier lines dropped] "));
         }
         let (tenant, filter) = (&*self.tenant, &*self.filter);
         match level {
@@ -99,5 +150,23 @@ impl HostState {
         k.push('\u{0}');
         k.push_str(key);
         k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_storm_is_held_to_the_budget() {
+        let mut budget = LogBudget::default();
+        let start = std::time::Instant::now();
+        let passed = (0..10_000).filter(|_| budget.take(start)).count();
+        assert_eq!(passed, LOG_BURST as usize);
+        assert_eq!(budget.dropped, 10_000 - LOG_BURST as u64);
+        // A second later, ten more.
+        let later = start + std::time::Duration::from_secs(1);
+        let passed = (0..1000).filter(|_| budget.take(later)).count();
+        assert_eq!(passed, LOG_PER_SECOND as usize);
     }
 }

@@ -139,6 +139,7 @@ impl FilterInstance {
             filter: self.ident.filter.clone(),
             state: self.state.clone(),
             metrics: self.metrics.clone(),
+            log_budget: Default::default(),
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|s| &mut s.limits);

@@ -2,20 +2,23 @@
 //! filters define through the host API.
 
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use weir_core::metrics::MetricsRegistry;
 
-/// How many distinct guest-defined metric series may exist; beyond that, samples are
-/// counted under the name `other` (a filter must not blow up the metrics endpoint).
-const MAX_GUEST_SERIES: usize = 1000;
+/// How many distinct guest-defined metric series one tenant's filters may make; beyond
+/// that, that tenant's samples are counted under the name `other` (a filter must not blow
+/// up the metrics endpoint, and one tenant must not use up another's series).
+const MAX_GUEST_SERIES_PER_TENANT: usize = 200;
 
 /// The filter runtime's metric families.
 pub struct FilterMetrics {
     recycled: IntCounterVec,
     guest_counters: IntCounterVec,
     guest_histograms: HistogramVec,
-    guest_series: Mutex<HashSet<(String, String, String)>>,
+    /// tenant → its series (filter, name).
+    guest_series: Mutex<HashMap<String, HashSet<(String, String)>>>,
+    log_dropped: IntCounterVec,
 }
 
 impl FilterMetrics {
@@ -36,7 +39,12 @@ impl FilterMetrics {
                 HistogramOpts::new("weir_filter_histogram", "Histograms defined by filters."),
                 &["filter", "tenant", "name"],
             ),
-            guest_series: Mutex::new(HashSet::new()),
+            guest_series: Mutex::new(HashMap::new()),
+            log_dropped: registry.counter(
+                "weir_filter_log_lines_dropped_total",
+                "Log lines of filters dropped for going over the per-instance budget (a burst of 100, then 10 a second).",
+                &["filter", "tenant"],
+            ),
         }
     }
 
@@ -57,15 +65,23 @@ impl FilterMetrics {
                 }
             })
             .collect();
-        let mut series = self.guest_series.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (filter.to_owned(), tenant.to_owned(), clean);
-        if series.contains(&key) || series.len() < MAX_GUEST_SERIES {
-            let name = key.2.clone();
+        let mut all = self.guest_series.lock().unwrap_or_else(|e| e.into_inner());
+        let series = all.entry(tenant.to_owned()).or_default();
+        let key = (filter.to_owned(), clean);
+        if series.contains(&key) || series.len() < MAX_GUEST_SERIES_PER_TENANT {
+            let name = key.1.clone();
             series.insert(key);
             name
         } else {
             "other".to_owned()
         }
+    }
+
+    /// Counts log lines of a filter dropped over its budget.
+    pub fn log_lines_dropped(&self, filter: &str, tenant: &str, n: u64) {
+        self.log_dropped
+            .with_label_values(&[filter, tenant])
+            .inc_by(n);
     }
 
     /// A filter-defined counter.
@@ -80,5 +96,22 @@ impl FilterMetrics {
         let name = self.guest_name(filter, tenant, name);
         self.guest_histograms
             .with_label_values(&[filter, tenant, &name])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_tenant_has_its_own_series_budget() {
+        let m = FilterMetrics::new(&MetricsRegistry::new());
+        // A noisy tenant uses up its own budget...
+        for i in 0..MAX_GUEST_SERIES_PER_TENANT + 50 {
+            m.filter_counter("f", "noisy", &format!("n{i}")).inc();
+        }
+        assert_eq!(m.guest_name("f", "noisy", "one-more"), "other");
+        // ...and another tenant still gets its own names.
+        assert_eq!(m.guest_name("f", "quiet", "mine"), "mine");
     }
 }

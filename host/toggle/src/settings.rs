@@ -17,9 +17,13 @@ pub struct ToggleSinkConfig {
     #[serde(default)]
     pub tls: Option<ClientTls>,
     /// A bearer token sent as `authorization: Bearer ...`, read from a file or an
-    /// environment variable (never from the configuration itself, never logged).
+    /// environment variable (never from the configuration itself, never logged). Only
+    /// over `https://`, unless `allow_token_over_plaintext`.
     #[serde(default)]
     pub token: Option<TokenSource>,
+    /// Send the token over a plain `http://` URL anyway (anyone on the path can read it).
+    #[serde(default)]
+    pub allow_token_over_plaintext: bool,
     /// Named preset of buffer and batching settings.
     #[serde(default)]
     pub profile: Profile,
@@ -210,6 +214,15 @@ impl ToggleSinkConfig {
             return Err("max_message_bytes must be at least 1024".into());
         }
         check_endpoint(&self.url, self.tls.as_ref())?;
+        if self.token.is_some()
+            && self.url.starts_with("http://")
+            && !self.allow_token_over_plaintext
+        {
+            return Err(format!(
+                "the token would go in clear to `{}`: use https:// (or set allow_token_over_plaintext)",
+                self.url
+            ));
+        }
         Ok(s)
     }
 }
@@ -318,6 +331,13 @@ mod tests {
     fn nonsense_is_refused_with_a_reason() {
         let bad = parse("url: http://t:1\nbuffer_size: 10\nflush_threshold: 20").settings();
         assert!(bad.expect_err("invalid").contains("flush_threshold"));
+        let clear = parse("url: http://t:1\ntoken: !env TOGGLE_TOKEN").settings();
+        assert!(clear.expect_err("refused").contains("in clear"));
+        let allowed =
+            parse("url: http://t:1\ntoken: !env TOGGLE_TOKEN\nallow_token_over_plaintext: true");
+        assert!(allowed.settings().is_ok());
+        let tls = parse("url: https://t:1\ntoken: !env TOGGLE_TOKEN");
+        assert!(tls.settings().is_ok());
         let bad = parse("url: t:1").settings();
         assert!(bad.expect_err("invalid").contains("http://"));
         assert!(serde_norway::from_str::<ToggleSinkConfig>("url: x\nbuffer: 1").is_err());

@@ -34,6 +34,9 @@ pub const ENV_PREFIX: &str = "WEIR__";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Metric settings.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The bounds of every HTTP listener's connections (the main and admin listeners) and
     /// of the gRPC listener's.
     #[serde(default)]
@@ -186,6 +189,16 @@ fn default_listen() -> SocketAddr {
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./weir-data")
+}
+
+/// Metric settings (`metrics`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// The event types that may appear as `type` label values; any other type is counted
+    /// as `other`, so producers cannot grow the series without end.
+    #[serde(default)]
+    pub event_types: Vec<String>,
 }
 
 /// Limits of the HTTP source.
@@ -465,6 +478,7 @@ impl Config {
 
     fn empty() -> Self {
         Self {
+            metrics: Default::default(),
             connections: Default::default(),
             listen: default_listen(),
             data_dir: default_data_dir(),
@@ -703,6 +717,18 @@ impl Config {
                         format!(
                             "unknown tenant `{tenant}` (defined: {})",
                             known(self.tenants.keys().collect())
+                        ),
+                    );
+                }
+            }
+            for (j, sink) in route.routable.iter().enumerate() {
+                if !self.sinks.contains_key(sink) {
+                    issues.add(
+                        format!("routes[{i}].routable[{j}]"),
+                        sink,
+                        format!(
+                            "unknown sink `{sink}` (defined: {})",
+                            known(self.sinks.keys().collect())
                         ),
                     );
                 }

@@ -343,7 +343,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         max_instances: config.engine.max_instances,
         ..EngineOptions::default()
     })?);
-    let registry_of_metrics = Arc::new(MetricsRegistry::new());
+    let registry_of_metrics = Arc::new(MetricsRegistry::with_event_types(
+        config.metrics.event_types.iter().cloned(),
+    ));
     let metrics = Arc::new(Metrics::new(registry_of_metrics.clone()));
     let tail_dropped = registry_of_metrics
         .counter(

@@ -67,12 +67,8 @@ impl Tokens {
                 uuid::Uuid::new_v4().simple()
             );
             let path = data_dir.join(TOKEN_FILE);
+            // Created 0600: never readable by others, not even for a moment.
             weir_core::util::write_atomically(&path, token.as_bytes()).map_err(|e| e.source)?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-            }
             tracing::info!(path = %path.display(), "no admin tokens configured: generated one");
             by_hash.insert(hash_token(&token), ("generated".into(), Role::Admin));
         }
