@@ -2,6 +2,21 @@
 
 use serde_json::{Map, Value};
 
+/// The longest object name Kubernetes takes (a DNS subdomain).
+pub const MAX_NAME: usize = 253;
+
+/// Cuts `name` to at most `max` bytes, at a character boundary (a name may hold
+/// multi-byte characters the apiserver did not refuse; cutting inside one would panic).
+pub fn cut_name(name: &mut String, max: usize) {
+    if name.len() > max {
+        let mut at = max;
+        while !name.is_char_boundary(at) {
+            at -= 1;
+        }
+        name.truncate(at);
+    }
+}
+
 /// The event's `type` ("Normal" or "Warning").
 pub fn event_type(event: &Value) -> Option<&str> {
     event.get("type").and_then(Value::as_str)
@@ -87,5 +102,20 @@ mod tests {
         );
         assert!(remove_annotation(&mut e, "a/b"));
         assert!(!set_annotation(&mut json!([1]), "a", "b"));
+    }
+}
+
+#[cfg(test)]
+mod cut_tests {
+    use super::*;
+
+    #[test]
+    fn names_are_cut_at_a_character_boundary() {
+        let mut name = format!("{}é", "a".repeat(252));
+        cut_name(&mut name, MAX_NAME);
+        assert_eq!(name.len(), 252);
+        let mut short = "web".to_owned();
+        cut_name(&mut short, MAX_NAME);
+        assert_eq!(short, "web");
     }
 }

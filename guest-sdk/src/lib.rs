@@ -30,10 +30,10 @@
 //!
 //! Build the component with `cargo build --target wasm32-wasip2 --release`.
 
-#[doc(hidden)]
 pub mod bucket;
 mod context;
 mod event;
+#[doc(hidden)]
 pub mod glue;
 pub mod host;
 pub mod k8s;

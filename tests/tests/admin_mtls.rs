@@ -124,4 +124,67 @@ async fn client_certificates_map_to_roles_on_a_separate_tls_admin_listener() {
         forged.is_err(),
         "a certificate from another CA fails the handshake"
     );
+
+    // The CLI reaches the TLS admin listener with a CA and a client certificate, from
+    // flags or from the environment, and needs no token then.
+    let files = tempfile::tempdir().unwrap();
+    let put = |name: &str, text: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (ca, ops_cert, ops_key) = (
+        put("ca.pem", &pki.ca_pem),
+        put("ops.pem", &ops.0),
+        put("ops.key", &ops.1),
+    );
+    let cli = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(weir_bin());
+        c.args(args)
+            .current_dir(files.path())
+            .env_remove("WEIR_TOKEN")
+            .env_remove("WEIR_CA")
+            .env_remove("WEIR_CLIENT_CERT")
+            .env_remove("WEIR_CLIENT_KEY");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let out = cli(
+        &[
+            "filter", "list", "--url", &admin, "--ca", &ca, "--cert", &ops_cert, "--key", &ops_key,
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stamp"));
+    let out = cli(
+        &["tenant", "list", "--url", &admin],
+        &[
+            ("WEIR_CA", &ca),
+            ("WEIR_CLIENT_CERT", &ops_cert),
+            ("WEIR_CLIENT_KEY", &ops_key),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("acme"));
+    // Without the CA, the router's certificate is not trusted.
+    let out = cli(
+        &[
+            "filter", "list", "--url", &admin, "--cert", &ops_cert, "--key", &ops_key,
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach the router"), "{stderr}");
 }

@@ -653,6 +653,29 @@ routes:\n  - {{ name: sync, from: [k8s-watch], to: [upstream] }}\n  - {{ name: p
         .await;
     west.create_message("only-west", "db", "BackOff", "west's too")
         .await;
+    // A client without credentials is refused before any workspace is opened: it cannot
+    // use up `max` or leave stores behind.
+    let stranger = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(servers.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    for ws in ["root:junk-1", "root:junk-2"] {
+        let resp = stranger
+            .get(format!("{kcp_base}/clusters/{ws}/api/v1/events"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{ws}");
+    }
+    let opened: Vec<String> = std::fs::read_dir(kcp_weir.data("workspaces"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!opened.iter().any(|w| w.contains("junk")), "{opened:?}");
     let http = &east.http;
     let list = |ws: &'static str| {
         let url = format!("{kcp_base}/clusters/{ws}/api/v1/events");
@@ -1112,4 +1135,37 @@ routes:\n  - {{ name: sync, from: [k8s-watch], to: [upstream, seen] }}\n",
         10,
         "nothing re-emitted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_rate_limit_below_the_batch_size_splits_batches_instead_of_stalling() {
+    let kube_dir = tempfile::tempdir().unwrap();
+    let (servers, users) = (Pki::new("servers CA"), Pki::new("users CA"));
+    let down = start_cluster(&servers, &users, "east", kube_dir.path());
+    let up = start_cluster(&servers, &users, "kcp", kube_dir.path());
+    // 150 events already there: the first list hands them on in one batch of 150, which
+    // a limit of 40 events a second can never take whole.
+    let events: Vec<(String, String, String, String)> = (0..150)
+        .map(|i| {
+            (
+                format!("e-{i:03}"),
+                format!("pod-{i}"),
+                "Started".to_owned(),
+                "started".to_owned(),
+            )
+        })
+        .collect();
+    create_many(&down, events).await;
+    let config = format!(
+        "tenants:\n  default:\n    limits: {{ events_per_sec: 40 }}\n\
+k8s_watch:\n  linger_ms: 200\n  clusters:\n    - {{ name: east, kubeconfig: {} }}\n\
+sinks:\n  upstream: {{ type: kubernetes, kubeconfig: {} }}\n\
+routes:\n  - {{ name: sync, from: [k8s-watch], to: [upstream] }}\n",
+        down.kubeconfig, up.kubeconfig
+    );
+    let _syncer = Weir::start(&config);
+    let synced = up
+        .wait_until("all 150 synced at 40 a second", |e| e.len() == 150)
+        .await;
+    assert_eq!(synced.len(), 150);
 }

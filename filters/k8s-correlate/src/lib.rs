@@ -330,13 +330,14 @@ impl Correlate {
         let window = now_ms / self.interval_ms.max(1);
         let object = str_at(e, &["involvedObject", "name"]);
         let object = if object.is_empty() { "event" } else { object };
-        let mut name = String::with_capacity(object.len() + 17);
+        // The object's part is cut so the hash always fits (names stay distinct).
+        let mut name = object.to_owned();
+        weir_guest::k8s::cut_name(&mut name, weir_guest::k8s::MAX_NAME - 17);
         let _ = write!(
             name,
-            "{object}.{:016x}",
+            ".{:016x}",
             fnv(&[&key.to_string(), &window.to_string()])
         );
-        name.truncate(253);
         name
     }
 
@@ -700,6 +701,8 @@ impl Filter for Correlate {
             let Some(aggregate) = record.aggregate.as_mut() else {
                 self.pending().remove(&key);
                 self.pending_changed = true;
+                // Its message history stays.
+                self.keep_group(key, record);
                 continue;
             };
             let due = aggregate.count > aggregate.flushed

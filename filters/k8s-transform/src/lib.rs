@@ -77,9 +77,6 @@ pub struct Transform {
     reverse: BTreeMap<String, String>,
 }
 
-/// The most bytes of a Kubernetes object name.
-const MAX_NAME: usize = 253;
-
 impl Transform {
     /// The upstream namespace of downstream namespace `ns`.
     pub fn upstream_namespace(&self, ns: &str) -> String {
@@ -183,7 +180,7 @@ impl Filter for Transform {
                 let prefix = format!("{target}-");
                 if !name.starts_with(&prefix) {
                     let mut renamed = format!("{prefix}{name}");
-                    renamed.truncate(MAX_NAME);
+                    weir_guest::k8s::cut_name(&mut renamed, weir_guest::k8s::MAX_NAME);
                     patch = patch.set("k8sname", renamed.as_str());
                     meta.insert("name".into(), Value::String(renamed));
                 }

@@ -129,7 +129,9 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
+                    // Out of file descriptors, most often: pause rather than spin.
                     tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
             },
@@ -138,17 +140,15 @@ pub async fn serve(
         let (tls, app, graceful) = (tls.clone(), app.clone(), graceful.clone());
         tokio::spawn(async move {
             let _slot = slot;
+            // HTTP/1.1 only (TLS offers only it, too): its header deadline also ends an idle
+            // connection, where an HTTP/2 peer answering pings could hold a slot forever.
             let mut builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .http1_only();
             builder
                 .http1()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(limits.header_timeout());
-            builder
-                .http2()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .keep_alive_interval(Some(limits.header_timeout()))
-                .keep_alive_timeout(limits.header_timeout());
             let body_timeout = limits.body_timeout();
             match tls {
                 None => {

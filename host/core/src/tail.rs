@@ -13,6 +13,9 @@ use tokio::sync::mpsc;
 /// The default bound of one reader's queue: 8 MiB.
 pub const DEFAULT_READER_BYTES: usize = 8 << 20;
 
+/// The most readers at once (so at most 64 × the reader bound is held in all).
+pub const MAX_READERS: usize = 64;
+
 /// The in-process stream behind `GET /v1/tail` and `weir tail`: JSON lines, dropped when
 /// nobody listens, never blocking the route.
 #[derive(Clone)]
@@ -80,17 +83,22 @@ impl TailHub {
         self.inner.readers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new reader (its stream is empty and ended at once when the hub is closed).
-    pub fn subscribe(&self) -> TailStream {
+    /// A new reader (its stream is empty and ended at once when the hub is closed);
+    /// `None` when [`MAX_READERS`] are reading already.
+    pub fn subscribe(&self) -> Option<TailStream> {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         if !self.inner.closed.load(Ordering::Acquire) {
-            self.readers().push(Reader {
+            let mut readers = self.readers();
+            if readers.len() >= MAX_READERS {
+                return None;
+            }
+            readers.push(Reader {
                 tx,
                 queued: queued.clone(),
             });
         }
-        TailStream { rx, queued }
+        Some(TailStream { rx, queued })
     }
 
     /// How many readers are connected.
@@ -129,7 +137,8 @@ impl TailHub {
         let mut dropped = 0u64;
         self.readers().retain(|reader| {
             let queued = reader.queued.load(Ordering::Relaxed);
-            if queued.saturating_add(bytes) > max || reader.tx.is_closed() {
+            // A reader that has read everything takes the next publish whatever its size.
+            if (queued > 0 && queued.saturating_add(bytes) > max) || reader.tx.is_closed() {
                 dropped += u64::from(!reader.tx.is_closed());
                 return false;
             }
@@ -149,6 +158,14 @@ mod tests {
     use super::*;
     use futures_util::StreamExt as _;
 
+    #[test]
+    fn readers_are_capped() {
+        let hub = TailHub::default();
+        let readers: Vec<_> = (0..MAX_READERS).map(|_| hub.subscribe()).collect();
+        assert!(readers.iter().all(Option::is_some));
+        assert!(hub.subscribe().is_none());
+    }
+
     #[tokio::test]
     async fn a_reader_that_falls_too_far_behind_is_dropped_and_counted() {
         let dropped = Arc::new(AtomicUsize::new(0));
@@ -156,8 +173,8 @@ mod tests {
         let hub = TailHub::new(1000, move |n| {
             counter.fetch_add(n as usize, Ordering::Relaxed);
         });
-        let mut fast = hub.subscribe();
-        let slow = hub.subscribe();
+        let mut fast = hub.subscribe().expect("room");
+        let slow = hub.subscribe().expect("room");
         for i in 0..20 {
             hub.publish(|b| b.extend_from_slice(format!("{{\"n\":{i:090}}}\n").as_bytes()));
             // The fast reader keeps up; the slow one never reads.
@@ -173,11 +190,11 @@ mod tests {
     #[tokio::test]
     async fn closing_ends_every_stream_and_refuses_new_readers() {
         let hub = TailHub::default();
-        let reader = hub.subscribe();
+        let reader = hub.subscribe().expect("room");
         hub.publish(|b| b.extend_from_slice(b"{}\n{}\n"));
         hub.close();
         assert_eq!(reader.collect::<Vec<_>>().await.len(), 2);
-        assert!(hub.subscribe().next().await.is_none());
+        assert!(hub.subscribe().expect("ended").next().await.is_none());
         hub.publish(|_| panic!("nobody listens: nothing is written"));
     }
 }

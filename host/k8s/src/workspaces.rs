@@ -125,10 +125,6 @@ async fn in_workspace(
     if !valid_workspace(workspace) {
         return ApiError::not_found(workspace).into_response();
     }
-    let api = match workspaces.api(workspace) {
-        Ok(api) => api,
-        Err(e) => return e.into_response(),
-    };
     // The request as the workspace's API sees it: the prefix gone.
     let (mut parts, body) = request.into_parts();
     let prefix_len = "/clusters/".len() + workspace.len();
@@ -149,6 +145,16 @@ async fn in_workspace(
     if let Some(peer) = peer {
         parts.extensions.insert(peer);
     }
+    // Who asks, and whether they may, is settled before a workspace is opened (or made):
+    // an unauthenticated client must not use up `max` or leave stores behind.
+    if let Err(e) = workspaces.auth.admit(&parts).await {
+        return e.into_response();
+    }
+    // Opening a store reads and writes files: off the runtime's threads.
+    let api = match tokio::task::block_in_place(|| workspaces.api(workspace)) {
+        Ok(api) => api,
+        Err(e) => return e.into_response(),
+    };
     match api.oneshot(Request::from_parts(parts, body)).await {
         Ok(response) => response,
         Err(never) => match never {},

@@ -681,6 +681,9 @@ struct Item {
 
 const NO_JOB: usize = usize::MAX;
 
+/// The dead-letter stage of an event a filter routed to a sink its route may not use.
+const UNROUTABLE: &str = "unroutable";
+
 /// What a chain run produced.
 #[derive(Default)]
 struct Results {
@@ -1179,7 +1182,8 @@ impl RouteWorker {
                     "route `{}` may not send events to sink `{sink_name}` (list it in the route's `routable`)",
                     self.spec.name
                 );
-                dead.push((item, sink_name, reason));
+                // The stage is a metric label: a fixed word, not the filter's sink name.
+                dead.push((item, UNROUTABLE.to_owned(), reason));
                 continue;
             }
             let written = self
@@ -1196,7 +1200,7 @@ impl RouteWorker {
                 Some(Err(e)) => dead.push((item, sink_name, e.to_string())),
                 None => dead.push((
                     item,
-                    sink_name.clone(),
+                    UNROUTABLE.to_owned(),
                     format!("unknown sink `{sink_name}`"),
                 )),
             }

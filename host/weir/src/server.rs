@@ -38,10 +38,17 @@ async fn stats(State(state): State<Arc<AppState>>) -> axum::Json<serde_json::Val
 /// `GET /v1/tail`: the events leaving the router, as JSON lines. A reader too slow to
 /// keep up is dropped (its stream ends); every stream ends at shutdown.
 async fn tail(State(state): State<Arc<AppState>>) -> Response {
-    let stream = state
-        .tail
-        .subscribe()
-        .map(Ok::<_, std::convert::Infallible>);
+    let Some(stream) = state.tail.subscribe() else {
+        return crate::state::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_readers",
+            format!(
+                "{} tail readers are connected already",
+                weir_core::tail::MAX_READERS
+            ),
+        );
+    };
+    let stream = stream.map(Ok::<_, std::convert::Infallible>);
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(stream),

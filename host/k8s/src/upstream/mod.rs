@@ -321,7 +321,7 @@ impl Upstream {
                 other => return other,
             }
         }
-        // The object as it is, and the answer unread: a create needs only its status.
+        // The object as it is, and the answer not decoded: a create needs only its status.
         let body = serde_json::to_vec(&core)
             .map_err(|e| Failure::Refused(None, format!("not a Kubernetes object: {e}")))?;
         let url = <DynamicObject as kube::Resource>::url_path(&self.resource, Some(&namespace));

@@ -312,11 +312,19 @@ struct ClusterWatch {
     cx: SourceContext,
 }
 
-/// A batch being gathered: the events and the `(uid, resourceVersion)` each stands for.
+/// A batch being gathered.
 #[derive(Default)]
 struct Pending {
     events: Vec<Event>,
-    versions: Vec<(String, String)>,
+}
+
+/// The `(uid, resourceVersion)` each watched event stands for, from its id.
+fn versions_of(events: &[Event]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter_map(|e| e.id.rsplit_once('.'))
+        .map(|(uid, version)| (uid.to_owned(), version.to_owned()))
+        .collect()
 }
 
 /// A watched Event as the API sent it: its JSON object (without `managedFields`), read
@@ -581,16 +589,15 @@ impl ClusterWatch {
             }
             deadline = None;
             match self.hand_on(std::mem::take(&mut pending)).await {
-                Ok(Some(batch)) => in_flight.push_back(batch),
-                Ok(None) => {}
+                Ok(batches) => in_flight.extend(batches),
                 Err(ended) => break ended,
             }
         };
         // What was gathered is still handed on, and what is in flight waited for (at
         // shutdown the routes finish what they hold).
         if matches!(ended, Ended::Stopped) && !pending.events.is_empty() {
-            if let Ok(Some(batch)) = self.hand_on(pending).await {
-                in_flight.push_back(batch);
+            if let Ok(batches) = self.hand_on(pending).await {
+                in_flight.extend(batches);
             }
         }
         while let Some(mut batch) = in_flight.pop_front() {
@@ -633,8 +640,7 @@ impl ClusterWatch {
             other => convert::to_core(object, other),
         };
         pending.events.push(self.cloud_event(&core, &key.0, &key.1));
-        unrecorded.insert(key.clone());
-        pending.versions.push(key);
+        unrecorded.insert(key);
     }
 
     /// A watched event as a CloudEvent.
@@ -660,29 +666,32 @@ impl ClusterWatch {
         event
     }
 
-    /// Hands a batch to the routes, retrying while they refuse it for now (a tenant's
-    /// rate limit); `None` for an empty batch.
-    async fn hand_on(&self, pending: Pending) -> Result<Option<InFlight>, Ended> {
-        let Pending {
-            mut events,
-            versions,
-        } = pending;
-        if events.is_empty() {
-            return Ok(None);
-        }
+    /// Hands a batch to the routes, retrying while they refuse it for now. A batch
+    /// larger than a tenant's events-per-second limit can never pass whole: it is split
+    /// into pieces the limit takes, handed on in order.
+    async fn hand_on(&self, pending: Pending) -> Result<Vec<InFlight>, Ended> {
         let name = self.cluster.name.as_str();
+        let mut pieces = std::collections::VecDeque::from([pending.events]);
+        let mut taken = Vec::new();
         let mut attempt = 0u32;
-        loop {
+        while let Some(events) = pieces.pop_front() {
+            if events.is_empty() {
+                continue;
+            }
             let origin = Origin {
                 source_kind: SOURCE_KIND,
                 ..Default::default()
             };
+            // What each event stands for, from its id (`<uid>.<resourceVersion>`).
+            let versions = versions_of(&events);
             let refused = match self.cx.router.enqueue_to(origin, events).await {
                 Ok(submission) => {
-                    return Ok(Some(InFlight {
+                    taken.push(InFlight {
                         outcome: Box::pin(submission.outcome()),
                         versions,
-                    }))
+                    });
+                    attempt = 0;
+                    continue;
                 }
                 Err(refused) => refused,
             };
@@ -701,17 +710,34 @@ impl ClusterWatch {
                 );
                 return Err(Ended::Relist);
             }
-            events = back;
             attempt = attempt.saturating_add(1);
             let pause = match &error {
                 RouterError::RateLimited {
-                    retry_after_secs, ..
-                } => Duration::from_secs((*retry_after_secs).clamp(1, 60)),
-                _ => weir_core::util::backoff(
-                    attempt,
-                    Duration::from_millis(100),
-                    Duration::from_secs(10),
-                ),
+                    retry_after_secs,
+                    limit,
+                    ..
+                } => {
+                    let most = usize::try_from(*limit).unwrap_or(usize::MAX).max(1);
+                    let mut split = Vec::new();
+                    let mut rest = back;
+                    while rest.len() > most {
+                        let tail = rest.split_off(most);
+                        split.push(std::mem::replace(&mut rest, tail));
+                    }
+                    split.push(rest);
+                    for piece in split.into_iter().rev() {
+                        pieces.push_front(piece);
+                    }
+                    Duration::from_secs((*retry_after_secs).clamp(1, 60))
+                }
+                _ => {
+                    pieces.push_front(back);
+                    weir_core::util::backoff(
+                        attempt,
+                        Duration::from_millis(100),
+                        Duration::from_secs(10),
+                    )
+                }
             };
             tracing::warn!(
                 cluster = name,
@@ -724,6 +750,7 @@ impl ClusterWatch {
                 _ = stopped.wait_for(|s| *s) => return Err(Ended::Stopped),
             }
         }
+        Ok(taken)
     }
 
     /// Remembers a batch the routes are done with; a batch they could not write (not
@@ -768,9 +795,11 @@ impl ClusterWatch {
             .events
             .with_label_values(&[name, "delivered"])
             .inc_by(batch.versions.len() as u64);
-        let recorded = self
-            .seen
-            .record(name, &batch.versions, weir_core::util::now_ms());
+        // A commit waits for the disk: the runtime moves its other work off this thread.
+        let recorded = tokio::task::block_in_place(|| {
+            self.seen
+                .record(name, &batch.versions, weir_core::util::now_ms())
+        });
         self.metrics
             .remembered
             .with_label_values(&[name])

@@ -127,24 +127,12 @@ impl Seen {
         delivered: &[(String, String)],
         now_ms: u64,
     ) -> Result<(), SeenError> {
-        let mut clusters = self.lock();
-        let Cluster { entries, pruned_ms } = clusters.entry(cluster.to_owned()).or_default();
-        let txn = self.db.begin_write().map_err(store)?;
-        {
-            let mut table = txn.open_table(SEEN).map_err(store)?;
-            let mut key = String::new();
-            let mut value = Vec::new();
+        // The memory first, under the lock; the file after, without it (a commit waits
+        // for the disk, and every cluster's lookups take this lock).
+        let forgotten = {
+            let mut clusters = self.lock();
+            let Cluster { entries, pruned_ms } = clusters.entry(cluster.to_owned()).or_default();
             for (uid, version) in delivered {
-                key.clear();
-                key.push_str(cluster);
-                key.push('\0');
-                key.push_str(uid);
-                value.clear();
-                value.extend_from_slice(&now_ms.to_le_bytes());
-                value.extend_from_slice(version.as_bytes());
-                table
-                    .insert(key.as_str(), value.as_slice())
-                    .map_err(store)?;
                 entries.insert(
                     uid.clone(),
                     Entry {
@@ -153,17 +141,36 @@ impl Seen {
                     },
                 );
             }
-            for uid in forget(
+            forget(
                 entries,
                 pruned_ms,
                 now_ms,
                 self.max_age_ms,
                 self.max_entries,
-            ) {
-                key.clear();
-                key.push_str(cluster);
-                key.push('\0');
-                key.push_str(&uid);
+            )
+        };
+        let key_of = |key: &mut String, uid: &str| {
+            key.clear();
+            key.push_str(cluster);
+            key.push('\0');
+            key.push_str(uid);
+        };
+        let txn = self.db.begin_write().map_err(store)?;
+        {
+            let mut table = txn.open_table(SEEN).map_err(store)?;
+            let mut key = String::new();
+            let mut value = Vec::new();
+            for (uid, version) in delivered {
+                key_of(&mut key, uid);
+                value.clear();
+                value.extend_from_slice(&now_ms.to_le_bytes());
+                value.extend_from_slice(version.as_bytes());
+                table
+                    .insert(key.as_str(), value.as_slice())
+                    .map_err(store)?;
+            }
+            for uid in forgotten {
+                key_of(&mut key, &uid);
                 table.remove(key.as_str()).map_err(store)?;
             }
         }

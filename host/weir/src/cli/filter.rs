@@ -24,6 +24,48 @@ pub struct AdminArgs {
     /// File holding the token, when --token is not given.
     #[arg(long, default_value = "weir-data/admin-token")]
     token_file: PathBuf,
+    /// PEM CA bundle the router's certificate must chain to (an `https://` admin listener).
+    #[arg(long, env = "WEIR_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// PEM client certificate for an admin listener that asks for one (with --key); its
+    /// common name is mapped to a role by the router, so no token is needed.
+    #[arg(long, env = "WEIR_CLIENT_CERT", value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, env = "WEIR_CLIENT_KEY", value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+/// An HTTP client trusting `ca` (besides nothing else) and presenting `cert` and `key`.
+pub fn tls_client(
+    ca: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<reqwest::Client> {
+    let read = |path: &Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let mut builder = reqwest::Client::builder().use_rustls_tls();
+    if let Some(ca) = ca {
+        for cert in reqwest::Certificate::from_pem_bundle(&read(ca)?)
+            .with_context(|| format!("{}: not a PEM certificate bundle", ca.display()))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if let (Some(cert), Some(key)) = (cert, key) {
+        let mut pem = read(cert)?;
+        pem.push(b'\n');
+        pem.extend(read(key)?);
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).with_context(|| {
+            format!(
+                "{} and {}: not a certificate and key",
+                cert.display(),
+                key.display()
+            )
+        })?);
+    }
+    builder.build().context("cannot set up the HTTP client")
 }
 
 /// The admin token: the one given (flag or WEIR_TOKEN), else the contents of `file`
@@ -47,13 +89,27 @@ impl AdminArgs {
         admin_token(self.token.as_deref(), &self.token_file)
     }
 
+    /// The HTTP client for the admin API (its CA and client certificate when given).
+    pub fn client(&self) -> Result<reqwest::Client> {
+        tls_client(
+            self.ca.as_deref(),
+            self.cert.as_deref(),
+            self.key.as_deref(),
+        )
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url.trim_end_matches('/'))
     }
 
-    /// Sends an admin request with the token and prints the router's answer.
+    /// Sends an admin request with the token (none needed with a client certificate)
+    /// and prints the router's answer.
     pub fn call(&self, request: reqwest::RequestBuilder) -> Result<ExitCode> {
-        let request = request.bearer_auth(self.token()?);
+        let request = match (self.token(), &self.cert) {
+            (Ok(token), _) => request.bearer_auth(token),
+            (Err(_), Some(_)) => request,
+            (Err(e), None) => return Err(e),
+        };
         super::runtime()?.block_on(async move {
             let response = request.send().await.context("cannot reach the router")?;
             answer(response).await
@@ -168,7 +224,7 @@ pub fn run(cmd: FilterCommand) -> Result<ExitCode> {
             let bytes =
                 std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
             serde_json::from_str::<serde_json::Value>(&config).context("--config must be JSON")?;
-            let client = reqwest::Client::new();
+            let client = admin.client()?;
             admin.call(
                 client
                     .put(admin.url(&format!("/v1/filters/{name}")))
@@ -177,9 +233,7 @@ pub fn run(cmd: FilterCommand) -> Result<ExitCode> {
                     .body(bytes),
             )
         }
-        FilterCommand::List { admin } => {
-            admin.call(reqwest::Client::new().get(admin.url("/v1/filters")))
-        }
+        FilterCommand::List { admin } => admin.call(admin.client()?.get(admin.url("/v1/filters"))),
         FilterCommand::Rollback {
             name,
             version,
@@ -190,14 +244,17 @@ pub fn run(cmd: FilterCommand) -> Result<ExitCode> {
                 None => String::new(),
             };
             admin.call(
-                reqwest::Client::new()
+                admin
+                    .client()?
                     .post(admin.url(&format!("/v1/filters/{name}/rollback")))
                     .body(body),
             )
         }
-        FilterCommand::Rm { name, admin } => {
-            admin.call(reqwest::Client::new().delete(admin.url(&format!("/v1/filters/{name}"))))
-        }
+        FilterCommand::Rm { name, admin } => admin.call(
+            admin
+                .client()?
+                .delete(admin.url(&format!("/v1/filters/{name}"))),
+        ),
         FilterCommand::New { name, dir, sdk } => new(&name, dir, sdk),
         FilterCommand::Build { path } => {
             let wasm = build(&path)?;

@@ -345,7 +345,14 @@ fn read_topic(args: &EventReplayArgs, topic: &str, dlq: bool) -> Result<Input> {
 }
 
 /// Runs an event replay.
-pub async fn run(args: &EventReplayArgs, to: Option<&str>) -> Result<ExitCode> {
+/// `client` reaches the router (its CA and client certificate when given); with a client
+/// certificate (`with_cert`), no admin token is needed.
+pub async fn run(
+    args: &EventReplayArgs,
+    to: Option<&str>,
+    client: reqwest::Client,
+    with_cert: bool,
+) -> Result<ExitCode> {
     let Some(route) = &args.route else {
         bail!("--route is needed: the route to send the events through");
     };
@@ -353,7 +360,12 @@ pub async fn run(args: &EventReplayArgs, to: Option<&str>) -> Result<ExitCode> {
         bail!("--batch-size must be at least 1");
     }
     let base = to.unwrap_or("http://127.0.0.1:8080").trim_end_matches('/');
-    let token = super::filter::admin_token(args.admin_token.as_deref(), &args.admin_token_file)?;
+    let token =
+        match super::filter::admin_token(args.admin_token.as_deref(), &args.admin_token_file) {
+            Ok(token) => Some(token),
+            Err(_) if with_cert => None,
+            Err(e) => return Err(e),
+        };
     let input = match (&args.dlq, &args.dlq_topic, &args.topic) {
         (Some(file), _, _) => read_dlq_file(file)?,
         (None, Some(topic), _) => {
@@ -391,7 +403,6 @@ pub async fn run(args: &EventReplayArgs, to: Option<&str>) -> Result<ExitCode> {
         )
         .context("progress template")?,
     );
-    let client = reqwest::Client::new();
     let url = format!("{base}/v1/replay/{route}");
     let started = Instant::now();
     let mut counts = [0u64; 5];
@@ -402,9 +413,11 @@ pub async fn run(args: &EventReplayArgs, to: Option<&str>) -> Result<ExitCode> {
         let body = bytes::Bytes::from(serde_json::to_vec(&body)?);
         let mut attempt = 0;
         let answer = loop {
-            let response = client
-                .post(&url)
-                .bearer_auth(&token)
+            let mut request = client.post(&url);
+            if let Some(token) = &token {
+                request = request.bearer_auth(token);
+            }
+            let response = request
                 .header("content-type", BATCH_JSON)
                 .body(body.clone())
                 .send()

@@ -45,7 +45,6 @@ pub enum TenantCommand {
 
 /// Runs a tenant command.
 pub fn run(cmd: TenantCommand) -> Result<ExitCode> {
-    let client = reqwest::Client::new();
     let (request, admin) = match cmd {
         TenantCommand::Set {
             name,
@@ -70,17 +69,23 @@ pub fn run(cmd: TenantCommand) -> Result<ExitCode> {
                     serde_json::from_str(&limits).context("--limits must be JSON")?;
                 body.insert("limits".into(), v);
             }
-            let req = client
+            let req = admin
+                .client()?
                 .put(admin.url(&format!("/v1/tenants/{name}")))
                 .body(serde_json::Value::Object(body).to_string());
             (req, admin)
         }
-        TenantCommand::Get { name, admin } => {
-            (client.get(admin.url(&format!("/v1/tenants/{name}"))), admin)
-        }
-        TenantCommand::List { admin } => (client.get(admin.url("/v1/tenants")), admin),
+        TenantCommand::Get { name, admin } => (
+            admin
+                .client()?
+                .get(admin.url(&format!("/v1/tenants/{name}"))),
+            admin,
+        ),
+        TenantCommand::List { admin } => (admin.client()?.get(admin.url("/v1/tenants")), admin),
         TenantCommand::Rm { name, admin } => (
-            client.delete(admin.url(&format!("/v1/tenants/{name}"))),
+            admin
+                .client()?
+                .delete(admin.url(&format!("/v1/tenants/{name}"))),
             admin,
         ),
     };
