@@ -696,17 +696,10 @@ async fn create(
         return Err(ApiError::invalid(&name, "metadata.name", "Invalid value: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"));
     }
     meta.insert("name".into(), name.clone().into());
-    meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
-    meta.insert(
-        "creationTimestamp".into(),
-        convert::rfc3339_seconds(now_ms()).into(),
-    );
-    meta.remove("resourceVersion");
     let Admitted {
         object: core,
         passage,
-    } = api.admitter.admit(&caller, "ADDED", core).await?;
-    within_scope(&api, &caller, &core)?;
+    } = admit_new(&api, &caller, core).await?;
     if q.get("dryRun").is_some_and(|d| d == "All") {
         return Ok(with_warnings(
             json_response(
@@ -764,19 +757,10 @@ async fn put(
     for _attempt in 0..5 {
         let Some(old) = api.store.get(&ns, &name).await? else {
             // Events may be created by an update (as the apiserver allows).
-            let mut fresh = core;
-            let meta = meta_mut(&mut fresh);
-            meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
-            meta.insert(
-                "creationTimestamp".into(),
-                convert::rfc3339_seconds(now_ms()).into(),
-            );
-            meta.remove("resourceVersion");
             let Admitted {
                 object: fresh,
                 passage,
-            } = api.admitter.admit(&caller, "ADDED", fresh).await?;
-            within_scope(&api, &caller, &fresh)?;
+            } = admit_new(&api, &caller, core).await?;
             let stored = api.store.create(fresh).await?;
             forward(&api, &caller, "ADDED", &stored, passage).await;
             return Ok(with_warnings(
@@ -807,6 +791,26 @@ async fn put(
         "the event kept changing while it was replaced; try again".into(),
         &name,
     ))
+}
+
+/// A new event as it is stored: stamped (a uid, its creation time, no resourceVersion),
+/// admitted by the filters and within the caller's scope. What a create, and an update
+/// that creates, do before storing.
+async fn admit_new(
+    api: &EventsApi,
+    caller: &Caller,
+    mut core: Map<String, Value>,
+) -> Result<Admitted, ApiError> {
+    let meta = meta_mut(&mut core);
+    meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
+    meta.insert(
+        "creationTimestamp".into(),
+        convert::rfc3339_seconds(now_ms()).into(),
+    );
+    meta.remove("resourceVersion");
+    let admitted = api.admitter.admit(caller, "ADDED", core).await?;
+    within_scope(api, caller, &admitted.object)?;
+    Ok(admitted)
 }
 
 /// Runs an update through the admission filters, keeping the resourceVersion

@@ -110,7 +110,8 @@ pub struct SpillConfig {
     /// Most bytes of spill files kept (default 1 GiB).
     #[serde(default)]
     pub max_bytes: Option<u64>,
-    /// What happens at the cap: `drop-oldest` (default) or `refuse-newest`.
+    /// What happens at the cap: `refuse-newest` (default: the write fails and is
+    /// dead-lettered, nothing acknowledged is lost) or `drop-oldest` (spilled events go).
     #[serde(default)]
     pub when_full: WhenFull,
 }

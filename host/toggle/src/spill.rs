@@ -17,10 +17,12 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum WhenFull {
-    /// Delete the oldest files to make room (default).
-    #[default]
+    /// Delete the oldest files to make room: the events in them are lost, though the
+    /// router may have acknowledged them to their producers long ago.
     DropOldest,
-    /// Refuse the new batch.
+    /// Refuse the new batch (default): the write fails and the route dead-letters it, so
+    /// nothing acknowledged is lost.
+    #[default]
     RefuseNewest,
 }
 
@@ -477,5 +479,13 @@ mod tests {
             refusing.write(&batch(10, "w")),
             Err(SpillError::Full { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod default_tests {
+    #[test]
+    fn a_full_spill_refuses_by_default_and_loses_nothing_acknowledged() {
+        assert_eq!(super::WhenFull::default(), super::WhenFull::RefuseNewest);
     }
 }

@@ -24,20 +24,39 @@ pub struct AdminArgs {
     /// File holding the token, when --token is not given.
     #[arg(long, default_value = "weir-data/admin-token")]
     token_file: PathBuf,
-    /// PEM CA bundle the router's certificate must chain to (an `https://` admin listener).
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+}
+
+/// How a CLI command reaches a TLS endpoint (the router's admin listener, Toggle).
+#[derive(Debug, clap::Args)]
+pub struct ClientTlsArgs {
+    /// PEM CA bundle the endpoint's certificate must chain to (an `https://` admin
+    /// listener; with --spill, Toggle's, turning TLS on).
     #[arg(long, env = "WEIR_CA", value_name = "FILE")]
-    ca: Option<PathBuf>,
-    /// PEM client certificate for an admin listener that asks for one (with --key); its
-    /// common name is mapped to a role by the router, so no token is needed.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate for an endpoint that asks for one (with --key); the admin
+    /// listener maps its common name to a role, so no token is needed.
     #[arg(long, env = "WEIR_CLIENT_CERT", value_name = "FILE", requires = "key")]
-    cert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
     /// PEM private key of --cert.
     #[arg(long, env = "WEIR_CLIENT_KEY", value_name = "FILE", requires = "cert")]
-    key: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    /// An HTTP client trusting the CA (and nothing else) and presenting the certificate.
+    pub fn client(&self) -> Result<reqwest::Client> {
+        tls_client(
+            self.ca.as_deref(),
+            self.cert.as_deref(),
+            self.key.as_deref(),
+        )
+    }
 }
 
 /// An HTTP client trusting `ca` (besides nothing else) and presenting `cert` and `key`.
-pub fn tls_client(
+fn tls_client(
     ca: Option<&Path>,
     cert: Option<&Path>,
     key: Option<&Path>,
@@ -91,11 +110,7 @@ impl AdminArgs {
 
     /// The HTTP client for the admin API (its CA and client certificate when given).
     pub fn client(&self) -> Result<reqwest::Client> {
-        tls_client(
-            self.ca.as_deref(),
-            self.cert.as_deref(),
-            self.key.as_deref(),
-        )
+        self.tls.client()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -105,7 +120,7 @@ impl AdminArgs {
     /// Sends an admin request with the token (none needed with a client certificate)
     /// and prints the router's answer.
     pub fn call(&self, request: reqwest::RequestBuilder) -> Result<ExitCode> {
-        let request = match (self.token(), &self.cert) {
+        let request = match (self.token(), &self.tls.cert) {
             (Ok(token), _) => request.bearer_auth(token),
             (Err(_), Some(_)) => request,
             (Err(e), None) => return Err(e),

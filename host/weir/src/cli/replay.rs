@@ -29,17 +29,8 @@ pub struct ReplayArgs {
     to: Option<String>,
     #[command(flatten)]
     events: super::replay_events::EventReplayArgs,
-    /// PEM CA bundle the endpoint's certificate must chain to: Toggle's (turns TLS on),
-    /// or the router's admin listener's when replaying events.
-    #[arg(long, env = "WEIR_CA", value_name = "FILE")]
-    ca: Option<PathBuf>,
-    /// PEM client certificate for mutual TLS (with --key); replaying events to an admin
-    /// listener that maps certificates to roles, no token is needed.
-    #[arg(long, env = "WEIR_CLIENT_CERT", value_name = "FILE", requires = "key")]
-    cert: Option<PathBuf>,
-    /// PEM private key of --cert.
-    #[arg(long, env = "WEIR_CLIENT_KEY", value_name = "FILE", requires = "cert")]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: super::filter::ClientTlsArgs,
     /// The name to verify the endpoint's certificate against (default: the URL's host).
     #[arg(long)]
     domain: Option<String>,
@@ -60,16 +51,11 @@ pub struct ReplayArgs {
 /// Runs the replay.
 pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
     let Some(spill_dir) = args.spill.clone() else {
-        let client = super::filter::tls_client(
-            args.ca.as_deref(),
-            args.cert.as_deref(),
-            args.key.as_deref(),
-        )?;
         return super::replay_events::run(
             &args.events,
             args.to.as_deref(),
-            client,
-            args.cert.is_some(),
+            args.tls.client()?,
+            args.tls.cert.is_some(),
         )
         .await;
     };

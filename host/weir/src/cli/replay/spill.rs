@@ -19,13 +19,13 @@ pub async fn run(args: ReplayArgs, spill_dir: PathBuf) -> Result<ExitCode> {
     if !spill_dir.is_dir() {
         bail!("{} is not a directory", spill_dir.display());
     }
-    if args.ca.is_none() && (args.cert.is_some() || args.domain.is_some()) {
+    if args.tls.ca.is_none() && (args.tls.cert.is_some() || args.domain.is_some()) {
         bail!("--cert and --domain need --ca");
     }
-    let tls = args.ca.clone().map(|ca| ClientTls {
+    let tls = args.tls.ca.clone().map(|ca| ClientTls {
         ca,
-        cert: args.cert.clone(),
-        key: args.key.clone(),
+        cert: args.tls.cert.clone(),
+        key: args.tls.key.clone(),
         domain: args.domain.clone(),
     });
     let token = match (&args.token_file, &args.token_env) {
