@@ -163,3 +163,37 @@ fn seeding_from_the_config_adds_a_version_only_when_something_changed() {
     assert_eq!(err.status(), 500, "{err}");
     assert_eq!(reg.active("sev").unwrap().version, 2);
 }
+
+#[test]
+fn only_the_newest_versions_are_kept_and_dropped_components_are_collected() {
+    use weir::runtime::registry::MAX_VERSIONS;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    let severity = std::fs::read(wasm::SEVERITY).unwrap();
+    let redact = std::fs::read(wasm::REDACT).unwrap();
+    // The first version is redact (a component no later version uses), then severity
+    // with ever new configurations.
+    reg.upload("policy", upload(&redact, "{}")).unwrap();
+    for i in 0..MAX_VERSIONS + 5 {
+        let config = format!(
+            r#"{{"min":"info","unknown":"{}"}}"#,
+            if i % 2 == 0 { "keep" } else { "drop" }
+        );
+        reg.upload("policy", upload(&severity, &config)).unwrap();
+    }
+    let record = reg.record("policy").unwrap();
+    assert_eq!(record.versions.len(), MAX_VERSIONS);
+    assert_eq!(
+        record.versions.last().map(|v| v.version),
+        Some((MAX_VERSIONS + 6) as u32)
+    );
+    assert!(matches!(
+        reg.rollback("policy", Some(1)),
+        Err(RegistryError::NoVersion { .. })
+    ));
+    // Only severity's component is left on disk.
+    let blobs = std::fs::read_dir(dir.path().join("filters").join("blobs"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 1);
+}

@@ -109,6 +109,10 @@ impl RegistryError {
     }
 }
 
+/// The most versions kept per filter; an upload beyond it drops the oldest (and its
+/// component, when no other version uses it). Rolling back reaches only kept versions.
+pub const MAX_VERSIONS: usize = 20;
+
 /// Whether `name` is a valid filter name.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -329,7 +333,13 @@ impl FilterRegistry {
         };
         record.active = version.version;
         record.versions.push(version.clone());
+        // Only the newest versions are kept: uploads cannot grow the store without end.
+        let dropped = record.versions.len().saturating_sub(MAX_VERSIONS);
+        record.versions.drain(..dropped);
         self.store.save_index(&index)?;
+        if dropped > 0 {
+            self.store.collect_garbage(&index);
+        }
         self.publish(
             index,
             name,
