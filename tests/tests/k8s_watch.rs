@@ -702,24 +702,21 @@ routes:\n  - {{ name: sync, from: [k8s-watch], to: [upstream] }}\n  - {{ name: p
         .iter()
         .any(|e| e["metadata"]["name"] == "same" && e["message"] == "west's"));
     // The root space and other workspaces hold none of it.
-    let root: Value = http
-        .get(format!("{kcp_base}/api/v1/events"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(root["items"].as_array().map(Vec::len), Some(0));
-    let other: Value = http
-        .get(format!("{kcp_base}/clusters/root:other/api/v1/events"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(other["items"].as_array().map(Vec::len), Some(0), "{other}");
+    for path in ["/api/v1/events", "/clusters/root:other/api/v1/events"] {
+        let held: Value = http
+            .get(format!("{kcp_base}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            held["items"].as_array().map(Vec::len),
+            Some(0),
+            "{path}: {held}"
+        );
+    }
     // Real kubectl, pointed at a workspace as at a cluster.
     let kdir = kube_dir.path();
     let workspace_config = std::fs::read_to_string(&kcp_kubeconfig).unwrap().replace(

@@ -66,7 +66,14 @@ impl FilterMetrics {
             })
             .collect();
         let mut all = self.guest_series.lock().unwrap_or_else(|e| e.into_inner());
-        let series = all.entry(tenant.to_owned()).or_default();
+        // The tenant's set is made once; a counter call on a known tenant allocates nothing
+        // for it.
+        if !all.contains_key(tenant) {
+            all.insert(tenant.to_owned(), HashSet::new());
+        }
+        let Some(series) = all.get_mut(tenant) else {
+            return "other".to_owned();
+        };
         let key = (filter.to_owned(), clean);
         if series.contains(&key) || series.len() < MAX_GUEST_SERIES_PER_TENANT {
             let name = key.1.clone();
