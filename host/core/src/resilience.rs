@@ -181,20 +181,36 @@ impl Resilient {
     }
 }
 
-impl Sink for Resilient {
-    fn write(&self, events: &[&Event]) -> Result<(), SinkError> {
+impl Resilient {
+    /// Writes `events` with retries, through `write` (the inner sink's `write` or
+    /// `write_tenant`), trying again only the events a partial failure names.
+    fn write_with(
+        &self,
+        events: &[&Event],
+        write: impl Fn(&[&Event]) -> Result<(), SinkError>,
+    ) -> Result<(), SinkError> {
         if events.is_empty() {
             return Ok(());
         }
         let mut subset = Vec::new();
         self.run(events.len(), |pending| {
             let Some(pending) = pending else {
-                return self.inner.write(events);
+                return write(events);
             };
             subset.clear();
             subset.extend(pending.iter().map(|&i| events[i]));
-            self.inner.write(&subset)
+            write(&subset)
         })
+    }
+}
+
+impl Sink for Resilient {
+    fn write(&self, events: &[&Event]) -> Result<(), SinkError> {
+        self.write_with(events, |e| self.inner.write(e))
+    }
+
+    fn write_tenant(&self, tenant: &str, events: &[&Event]) -> Result<(), SinkError> {
+        self.write_with(events, |e| self.inner.write_tenant(tenant, e))
     }
 
     fn write_dead_letters(&self, letters: &[DeadLetter<'_>]) -> Result<(), SinkError> {

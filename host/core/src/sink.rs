@@ -107,6 +107,12 @@ impl SinkError {
 pub trait Sink: Send + Sync {
     /// Writes a batch of events; returns only when they are written (or failed).
     fn write(&self, events: &[&Event]) -> Result<(), SinkError>;
+    /// Writes a batch of one tenant's events (what a route's lane calls). A sink that
+    /// keeps tenants apart (the tail) overrides it; others write as [`Sink::write`].
+    fn write_tenant(&self, tenant: &str, events: &[&Event]) -> Result<(), SinkError> {
+        let _ = tenant;
+        self.write(events)
+    }
     /// Writes dead letters.
     fn write_dead_letters(&self, letters: &[DeadLetter<'_>]) -> Result<(), SinkError>;
     /// Delivers or persists what the sink still holds; called once after every route

@@ -3,7 +3,8 @@
 //! Each reader has its own queue, bounded in bytes: a reader that stops reading while
 //! lines pile up past the bound is dropped (its stream ends, and a counter says so)
 //! rather than pinning memory. Closing the hub ends every stream, so open tails never
-//! hold up a shutdown.
+//! hold up a shutdown. A reader may be limited to one tenant: it gets only lines
+//! published for that tenant.
 
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,6 +37,8 @@ struct Inner {
 struct Reader {
     tx: mpsc::UnboundedSender<Bytes>,
     queued: Arc<AtomicUsize>,
+    /// Only this tenant's lines; `None`: every line.
+    tenant: Option<Arc<str>>,
 }
 
 /// One reader's stream of JSON lines; it ends when the hub closes or drops the reader.
@@ -83,9 +86,15 @@ impl TailHub {
         self.inner.readers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new reader (its stream is empty and ended at once when the hub is closed);
-    /// `None` when [`MAX_READERS`] are reading already.
+    /// A new reader of every line (its stream is empty and ended at once when the hub is
+    /// closed); `None` when [`MAX_READERS`] are reading already.
     pub fn subscribe(&self) -> Option<TailStream> {
+        self.subscribe_to(None)
+    }
+
+    /// A new reader of the lines published for `tenant` (every line with `None`), like
+    /// [`TailHub::subscribe`].
+    pub fn subscribe_to(&self, tenant: Option<Arc<str>>) -> Option<TailStream> {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         if !self.inner.closed.load(Ordering::Acquire) {
@@ -96,6 +105,7 @@ impl TailHub {
             readers.push(Reader {
                 tx,
                 queued: queued.clone(),
+                tenant,
             });
         }
         Some(TailStream { rx, queued })
@@ -112,10 +122,16 @@ impl TailHub {
         self.readers().clear();
     }
 
-    /// Sends the JSON lines `fill` writes to every reader (nothing when nobody listens).
-    /// A reader whose queue would pass its bound is dropped.
-    pub fn publish(&self, fill: impl FnOnce(&mut Vec<u8>)) {
-        if self.readers().is_empty() {
+    /// Sends the JSON lines `fill` writes, for `tenant` (`None`: of no known tenant), to
+    /// every reader of that tenant or of all (nothing when none listens). A reader whose
+    /// queue would pass its bound is dropped.
+    pub fn publish(&self, tenant: Option<&str>, fill: impl FnOnce(&mut Vec<u8>)) {
+        let reads = |reader: &Reader| match (&reader.tenant, tenant) {
+            (None, _) => true,
+            (Some(wanted), Some(t)) => **wanted == *t,
+            (Some(_), None) => false,
+        };
+        if !self.readers().iter().any(reads) {
             return;
         }
         let mut buf = Vec::new();
@@ -136,6 +152,9 @@ impl TailHub {
         let max = self.inner.max_reader_bytes;
         let mut dropped = 0u64;
         self.readers().retain(|reader| {
+            if !reads(reader) {
+                return !reader.tx.is_closed();
+            }
             let queued = reader.queued.load(Ordering::Relaxed);
             // A reader that has read everything takes the next publish whatever its size.
             if (queued > 0 && queued.saturating_add(bytes) > max) || reader.tx.is_closed() {
@@ -176,7 +195,9 @@ mod tests {
         let mut fast = hub.subscribe().expect("room");
         let slow = hub.subscribe().expect("room");
         for i in 0..20 {
-            hub.publish(|b| b.extend_from_slice(format!("{{\"n\":{i:090}}}\n").as_bytes()));
+            hub.publish(None, |b| {
+                b.extend_from_slice(format!("{{\"n\":{i:090}}}\n").as_bytes())
+            });
             // The fast reader keeps up; the slow one never reads.
             assert!(fast.next().await.is_some());
         }
@@ -191,10 +212,29 @@ mod tests {
     async fn closing_ends_every_stream_and_refuses_new_readers() {
         let hub = TailHub::default();
         let reader = hub.subscribe().expect("room");
-        hub.publish(|b| b.extend_from_slice(b"{}\n{}\n"));
+        hub.publish(None, |b| b.extend_from_slice(b"{}\n{}\n"));
         hub.close();
         assert_eq!(reader.collect::<Vec<_>>().await.len(), 2);
         assert!(hub.subscribe().expect("ended").next().await.is_none());
-        hub.publish(|_| panic!("nobody listens: nothing is written"));
+        hub.publish(None, |_| panic!("nobody listens: nothing is written"));
+    }
+
+    #[tokio::test]
+    async fn a_tenant_reader_gets_only_its_tenants_lines() {
+        let hub = TailHub::default();
+        let acme = hub.subscribe_to(Some(Arc::from("acme"))).expect("room");
+        let all = hub.subscribe().expect("room");
+        hub.publish(Some("acme"), |b| b.extend_from_slice(b"{\"t\":\"acme\"}\n"));
+        hub.publish(Some("globex"), |b| {
+            b.extend_from_slice(b"{\"t\":\"globex\"}\n")
+        });
+        hub.publish(None, |b| b.extend_from_slice(b"{\"t\":null}\n"));
+        let acme_only = hub.subscribe_to(Some(Arc::from("acme"))).expect("room");
+        hub.publish(Some("globex"), |_| {});
+        drop(acme_only);
+        hub.close();
+        let acme: Vec<Bytes> = acme.collect().await;
+        assert_eq!(acme, vec![Bytes::from_static(b"{\"t\":\"acme\"}\n")]);
+        assert_eq!(all.collect::<Vec<_>>().await.len(), 3);
     }
 }

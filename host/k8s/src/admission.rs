@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 use std::sync::{Arc, Weak};
 use weir_core::Event;
-use weir_router::{Admission, Origin, Router, RouterError};
+use weir_router::{Admission, Origin, Producer, Router, RouterError};
 
 /// What the admission route made of a change, and so how the stored change reaches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +94,10 @@ impl Admitter {
         let body = serde_json::to_vec(&core).map_err(|e| ApiError::internal(e.to_string()))?;
         let uid = convert::meta_str(&core, "uid");
         let event = cloud_event(&core, format!("{uid}-admission"), change, Bytes::from(body));
-        let admitted = match router.admit(origin(caller, Some(route)), event).await {
+        let admitted = match router
+            .admit(origin(&router, caller, Some(route)), event)
+            .await
+        {
             Ok(Admission::Admitted(event)) => event,
             Ok(Admission::NotTaken(_)) => {
                 return Ok(Admitted {
@@ -182,7 +185,7 @@ impl Admitter {
             format!("{uid}-{rv}")
         };
         let event = cloud_event(core, id, change, json);
-        let origin = |route| origin(caller, route);
+        let origin = |route| origin(&router, caller, route);
         let (ns, name) = (
             convert::meta_str(core, "namespace"),
             convert::meta_str(core, "name"),
@@ -230,12 +233,20 @@ impl Admitter {
     }
 }
 
-fn origin<'a>(caller: &Caller, route: Option<&'a str>) -> Origin<'a> {
+/// Where a caller's write comes from: a producer bound to the tenant its user or one of
+/// its groups is mapped to in `tenancy.producers`, else unbound.
+fn origin<'a>(router: &Router, caller: &Caller, route: Option<&'a str>) -> Origin<'a> {
+    let producer = caller
+        .principal
+        .as_deref()
+        .and_then(|p| router.producers().by_identity(&p.user, &p.groups))
+        .map_or(Producer::Unbound, Producer::Tenant);
     Origin {
         source_kind: "k8s",
         route,
         principal: caller.principal.clone(),
         tenant_hint: None,
+        producer,
     }
 }
 
@@ -260,6 +271,7 @@ fn router_error(e: RouterError) -> ApiError {
             retry_after_secs, ..
         } => ApiError::too_many_requests(e.to_string(), retry_after_secs),
         RouterError::Stopped(_) => ApiError::unavailable(e.to_string(), 1),
+        RouterError::TenantRefused { reason } => ApiError::forbidden_request(reason),
         other => ApiError::internal(other.to_string()),
     }
 }

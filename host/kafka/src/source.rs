@@ -30,7 +30,7 @@ use weir_core::sink::Sink;
 use weir_core::util::backoff;
 use weir_core::Event;
 use weir_router::source::{SourceContext, SourceError};
-use weir_router::{Origin, Router, RouterError};
+use weir_router::{Origin, Producer, Router, RouterError};
 
 /// The consumer's context: rebalances and client errors are logged, statistics feed the
 /// lag gauge.
@@ -581,6 +581,8 @@ impl Worker {
                     route: route.as_deref(),
                     principal: None,
                     tenant_hint: None,
+                    // Whoever may write the topic the operator configured.
+                    producer: Producer::Platform,
                 };
                 // A copy per attempt: the router consumes what it is given.
                 let batch = events.clone();

@@ -9,6 +9,7 @@
 //! sinks write the survivors → the source gets the [`Outcome`].
 
 mod metrics;
+pub mod producers;
 mod router;
 pub mod settings;
 pub mod sinks;
@@ -16,6 +17,7 @@ pub mod source;
 mod tenants;
 
 pub use metrics::Metrics;
+pub use producers::{Producer, Producers};
 pub use router::{
     Admission, Origin, Outcome, Principal, Refused, Router, RouterError, Submission, REPLAY_SOURCE,
     TICK_INTERVAL,

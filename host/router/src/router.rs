@@ -3,7 +3,8 @@
 //! survivors to the route's sinks before acknowledging the source.
 
 use crate::metrics::Metrics;
-use crate::settings::{BatchConfig, FailurePolicy, RouteConfig, TenancyConfig};
+use crate::producers::{Producer, Producers};
+use crate::settings::{BatchConfig, EnforcedFilters, FailurePolicy, RouteConfig, TenancyConfig};
 use crate::tenants::TenantDirectory;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -55,6 +56,13 @@ pub enum RouterError {
         limit: u32,
         /// When to retry.
         retry_after_secs: u64,
+    },
+    /// The producer may not send events to the tenant an event names (or is mapped to);
+    /// nothing was taken.
+    #[error("{reason}")]
+    TenantRefused {
+        /// Why, naming the tenant.
+        reason: String,
     },
     /// No route of that name is fed by the source.
     #[error("no route `{0}` takes events from this source")]
@@ -111,6 +119,8 @@ pub struct Origin<'a> {
     pub principal: Option<Arc<Principal>>,
     /// A tenant named by the source (e.g. a configured request header).
     pub tenant_hint: Option<&'a str>,
+    /// Who sent the events, as far as tenancy goes (default: [`Producer::Unbound`]).
+    pub producer: Producer,
 }
 
 /// A submission the routes did not queue, with its events when none was queued (a rate
@@ -199,6 +209,8 @@ struct RouteSpec {
     from: Vec<String>,
     when: Condition,
     default_chain: Vec<String>,
+    /// Run for every tenant around its chain.
+    enforced: EnforcedFilters,
     to: Vec<String>,
     /// Sinks a `route` verdict may name besides `to`.
     routable: Vec<String>,
@@ -238,6 +250,7 @@ struct Shared {
     state: Arc<StateStore>,
     tenants: Arc<TenantDirectory>,
     tenancy: TenancyConfig,
+    producers: Producers,
 }
 
 impl Router {
@@ -264,13 +277,21 @@ impl Router {
             state,
             tenants,
             tenancy: tenancy.clone(),
+            producers: Producers::new(&tenancy.producers),
         });
         let mut chains: Vec<(String, Vec<String>)> = routes
             .iter()
-            .map(|r| ("default".to_owned(), r.filters.clone()))
+            .map(|r| ("default".to_owned(), r.enforced.around(&r.filters)))
             .collect();
         for (tenant, settings) in shared.tenants.all() {
-            chains.extend(settings.routes.into_values().map(|c| (tenant.clone(), c)));
+            for (route, chain) in settings.routes {
+                let enforced = routes.iter().find(|r| r.name == route).map(|r| &r.enforced);
+                let chain = match enforced {
+                    Some(e) => e.around(&chain),
+                    None => chain,
+                };
+                chains.push((tenant.clone(), chain));
+            }
         }
         for (tenant, chain) in &chains {
             let tenant = tenant.clone();
@@ -305,6 +326,7 @@ impl Router {
                             }
                         })?,
                         default_chain: rc.filters.clone(),
+                        enforced: rc.enforced.clone(),
                         to: rc.to.clone(),
                         routable: rc.routable.clone(),
                         dead_letter: rc.dead_letter.clone(),
@@ -365,6 +387,7 @@ impl Router {
             route: None,
             principal,
             tenant_hint: None,
+            producer: Producer::Platform,
         };
         self.submit_to(origin, events).await
     }
@@ -388,6 +411,62 @@ impl Router {
             .filter(known)
             .or(hint.filter(known))
             .unwrap_or("default")
+    }
+
+    /// The tenant of an event sent by `producer`: a bound producer's own tenant (refused
+    /// when the event names or is mapped to another), else as [`Router::tenant_of`] tells
+    /// it (refused for an unbound producer when that tenant is protected).
+    fn tenant_for<'a>(
+        &'a self,
+        producer: &'a Producer,
+        event: &'a Event,
+        hint: Option<&'a str>,
+    ) -> Result<&'a str, RouterError> {
+        match producer {
+            Producer::Platform => Ok(self.tenant_of(event, hint)),
+            Producer::Unbound => {
+                let tenant = self.tenant_of(event, hint);
+                if self.shared.producers.protects(tenant) {
+                    return Err(RouterError::TenantRefused {
+                        reason: format!(
+                            "tenant `{tenant}` takes events only from its authenticated producers"
+                        ),
+                    });
+                }
+                Ok(tenant)
+            }
+            Producer::Tenant(own) => {
+                let mapped = self
+                    .shared
+                    .tenancy
+                    .sources
+                    .iter()
+                    .find(|m| event.source.starts_with(&m.prefix))
+                    .map(|m| (m.tenant.as_str(), "its source is mapped to"));
+                let claims = [
+                    mapped,
+                    event.extension("tenant").map(|t| (t, "it names")),
+                    hint.map(|t| (t, "the request names")),
+                ];
+                if let Some((other, how)) = claims.into_iter().flatten().find(|(t, _)| t != &&**own)
+                {
+                    return Err(RouterError::TenantRefused {
+                        reason: format!(
+                            "event `{}`: {how} tenant `{}`, but its producer speaks for tenant `{own}`",
+                            event.id,
+                            other.escape_debug()
+                        ),
+                    });
+                }
+                Ok(own)
+            }
+        }
+    }
+
+    /// The configured producer credentials (sources authenticate their callers with
+    /// them).
+    pub fn producers(&self) -> &Producers {
+        &self.shared.producers
     }
 
     /// Like [`Router::submit`], with everything the source knows about the events.
@@ -493,6 +572,7 @@ impl Router {
             route,
             principal,
             tenant_hint,
+            producer,
         } = origin;
         let received = events.len() as u64;
         let targets: Vec<&RouteHandle> = self
@@ -521,7 +601,16 @@ impl Router {
             let tenant = match &last {
                 Some((src, e, t)) if *src == event.source && e.as_deref() == ext => t.as_str(),
                 _ => {
-                    let t = self.tenant_of(&event, tenant_hint).to_owned();
+                    let t = match self.tenant_for(&producer, &event, tenant_hint) {
+                        Ok(t) => t.to_owned(),
+                        Err(error) => {
+                            // Refused whole, before anything is taken or queued.
+                            let mut events: Vec<Event> =
+                                by_tenant.into_iter().flat_map(|(_, e)| e).collect();
+                            events.push(event);
+                            return Err(Refused { error, events });
+                        }
+                    };
                     let entry = last.insert((event.source.clone(), ext.map(str::to_owned), t));
                     entry.2.as_str()
                 }
@@ -746,11 +835,12 @@ impl RouteWorker {
         tracing::info!(route = %self.spec.name, "route stopped");
     }
 
+    /// The tenant's chain (its own or the route's default) inside the enforced filters.
     fn chain(&self, tenant: &str) -> Vec<String> {
-        self.shared
-            .tenants
-            .chain(tenant, &self.spec.name)
-            .unwrap_or_else(|| self.spec.default_chain.clone())
+        let own = self.shared.tenants.chain(tenant, &self.spec.name);
+        self.spec
+            .enforced
+            .around(own.as_deref().unwrap_or(&self.spec.default_chain))
     }
 
     /// Rebuilds instances (lazily) when a tenant's limits or chain changed.
@@ -1134,7 +1224,7 @@ impl RouteWorker {
             let mut failed: Vec<Option<(String, String)>> = Vec::new();
             for name in &self.spec.to {
                 if let Some(sink) = self.shared.sinks.get(name) {
-                    let (written, failure) = match sink.write(&events) {
+                    let (written, failure) = match sink.write_tenant(tenant, &events) {
                         Ok(()) => (events.len(), None),
                         Err(SinkError::Partial {
                             failed: which,
@@ -1190,7 +1280,7 @@ impl RouteWorker {
                 .shared
                 .sinks
                 .get(&sink_name)
-                .map(|sink| sink.write(&[&item.event]));
+                .map(|sink| sink.write_tenant(tenant, &[&item.event]));
             match written {
                 Some(Ok(())) => {
                     routed_n += 1;

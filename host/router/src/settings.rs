@@ -18,6 +18,35 @@ pub struct TenancyConfig {
     /// no mapping and no `tenant` extension decide.
     #[serde(default)]
     pub header: Option<String>,
+    /// Producer credentials, each bound to one tenant. A producer presenting one sends
+    /// only that tenant's events (an event naming another is refused with 403), and a
+    /// tenant that has one takes events only from its own producers and the platform.
+    /// Any credential here makes the listeners refuse anonymous producers unless
+    /// `authentication.anonymous` (HTTP) or `grpc.anonymous` says otherwise.
+    #[serde(default)]
+    pub producers: Vec<ProducerCredential>,
+}
+
+/// A credential speaking for one tenant: exactly one of `sha256` (a bearer token, sent as
+/// `Authorization: Bearer` over HTTP or `authorization` metadata over gRPC), `user` (a
+/// client certificate's CN on the HTTP listener, a Kubernetes user on the Events API) or
+/// `group` (a certificate's O, a Kubernetes group).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerCredential {
+    /// A name for logs.
+    pub name: String,
+    /// The tenant it speaks for.
+    pub tenant: String,
+    /// Hex SHA-256 of the bearer token (`printf %s "$TOKEN" | sha256sum`).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// A user name.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// A group.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// One source-prefix mapping.
@@ -73,6 +102,10 @@ pub struct RouteConfig {
     /// Per-tenant chains replacing the default chain for that tenant.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantRoute>,
+    /// Filters run for every tenant around its chain (the default chain or its own),
+    /// which no tenant's chain replaces: the platform's policy (e.g. `redact`).
+    #[serde(default)]
+    pub enforced: EnforcedFilters,
     /// Sinks receiving kept events.
     pub to: Vec<String>,
     /// The sinks a filter's `route` verdict may send an event to, besides `to` (default
@@ -107,6 +140,7 @@ impl RouteConfig {
             when: Vec::new(),
             filters,
             tenants: BTreeMap::new(),
+            enforced: EnforcedFilters::default(),
             to,
             routable: Vec::new(),
             dead_letter: default_dead_letter(),
@@ -123,6 +157,29 @@ fn default_from() -> Vec<String> {
 
 fn default_dead_letter() -> String {
     "dead-letter".to_owned()
+}
+
+/// Filters a route runs for every tenant, whatever its chain.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnforcedFilters {
+    /// Run first, before the tenant's chain.
+    #[serde(default)]
+    pub before: Vec<String>,
+    /// Run last, after the tenant's chain.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+impl EnforcedFilters {
+    /// `chain` with the enforced filters around it.
+    pub fn around(&self, chain: &[String]) -> Vec<String> {
+        let mut all = Vec::with_capacity(self.before.len() + chain.len() + self.after.len());
+        all.extend_from_slice(&self.before);
+        all.extend_from_slice(chain);
+        all.extend_from_slice(&self.after);
+        all
+    }
 }
 
 /// A tenant's chain on one route.

@@ -8,6 +8,10 @@
 //!   batch goes on. A batch larger than the configured limit is refused whole
 //!   (`RESOURCE_EXHAUSTED`); a router that cannot take the batch answers `UNAVAILABLE`, so
 //!   the agent keeps it and retries.
+//! - The caller is the producer its `authorization: Bearer` metadata names in
+//!   `tenancy.producers`: its events are its tenant's (a batch naming another tenant is
+//!   refused with `PERMISSION_DENIED`). Without a token the call is refused
+//!   (`UNAUTHENTICATED`) unless anonymous producers are allowed.
 //! - `Register` and `Connect` pass through to the configured upstream Toggle
 //!   ([`crate::passthrough`]).
 
@@ -25,7 +29,7 @@ use tonic::codegen::{BoxFuture, Service};
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use weir_router::source::{RunningSource, SourceContext, SourceError, StartSource};
-use weir_router::{Origin, Router, RouterError};
+use weir_router::{Origin, Producer, Router, RouterError};
 
 /// The gRPC path of `SendEvents`.
 const SEND_EVENTS: &str = crate::client::SEND_EVENTS;
@@ -37,19 +41,61 @@ pub struct GrpcIngest {
     router: Arc<Router>,
     type_prefix: String,
     max_batch_events: usize,
+    /// Calls without a producer token are taken.
+    anonymous: bool,
 }
 
 impl GrpcIngest {
     /// The service for a running router.
-    pub fn new(router: Arc<Router>, type_prefix: String, max_batch_events: usize) -> Self {
+    /// `anonymous`: take calls that carry no producer token.
+    pub fn new(
+        router: Arc<Router>,
+        type_prefix: String,
+        max_batch_events: usize,
+        anonymous: bool,
+    ) -> Self {
         Self {
             router,
             type_prefix,
             max_batch_events,
+            anonymous,
         }
     }
 
-    async fn take(&self, batch: WireBatch) -> Result<pb::EventBatchResponse, Status> {
+    /// The producer a call's metadata names, or `UNAUTHENTICATED`.
+    fn producer(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Producer, Status> {
+        let bearer = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let refuse = |why: &str| {
+            self.router
+                .metrics()
+                .rejected
+                .with_label_values(&["grpc", "unauthenticated"])
+                .inc();
+            Status::unauthenticated(why.to_owned())
+        };
+        match bearer {
+            Some(token) => self
+                .router
+                .producers()
+                .by_token(token)
+                .map(Producer::Tenant)
+                .ok_or_else(|| refuse("unknown producer token")),
+            None if self.anonymous => Ok(Producer::Unbound),
+            None => Err(refuse(
+                "send `authorization: Bearer <token>` metadata with a producer token",
+            )),
+        }
+    }
+
+    async fn take(
+        &self,
+        producer: Producer,
+        batch: WireBatch,
+    ) -> Result<pb::EventBatchResponse, Status> {
         let total = batch.events.len();
         if total > self.max_batch_events {
             self.router
@@ -86,6 +132,7 @@ impl GrpcIngest {
         if !events.is_empty() {
             let origin = Origin {
                 source_kind: "grpc",
+                producer,
                 ..Origin::default()
             };
             self.router
@@ -93,6 +140,7 @@ impl GrpcIngest {
                 .await
                 .map_err(|e| match e {
                     RouterError::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
+                    RouterError::TenantRefused { .. } => Status::permission_denied(e.to_string()),
                     other => Status::unavailable(other.to_string()),
                 })?;
         }
@@ -138,7 +186,13 @@ impl UnaryService<WireBatch> for SendEventsCall {
 
     fn call(&mut self, request: Request<WireBatch>) -> Self::Future {
         let ingest = self.0.clone();
-        Box::pin(async move { ingest.take(request.into_inner()).await.map(Response::new) })
+        Box::pin(async move {
+            let producer = ingest.producer(request.metadata())?;
+            ingest
+                .take(producer, request.into_inner())
+                .await
+                .map(Response::new)
+        })
     }
 }
 
@@ -187,6 +241,8 @@ impl StartSource for GrpcConfig {
                 cx.router.clone(),
                 self.type_prefix.clone(),
                 self.max_batch_events,
+                self.anonymous
+                    .unwrap_or_else(|| cx.router.producers().is_empty()),
             )),
             passthrough,
             max_decoding_bytes: cx.max_request_bytes,

@@ -246,6 +246,11 @@ pub struct GrpcConfig {
     /// Without it those calls answer `UNIMPLEMENTED`.
     #[serde(default)]
     pub upstream: Option<Upstream>,
+    /// Take `SendEvents` calls without a producer token (`authorization: Bearer` metadata
+    /// matching `tenancy.producers`). Default: only when no producer credential is
+    /// configured.
+    #[serde(default)]
+    pub anonymous: Option<bool>,
 }
 
 /// Where the gRPC source passes `Register` and `Connect` through to.
@@ -284,6 +289,7 @@ impl Default for GrpcConfig {
             type_prefix: default_type_prefix(),
             max_batch_events: default_grpc_batch(),
             upstream: None,
+            anonymous: None,
         }
     }
 }

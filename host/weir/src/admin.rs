@@ -91,7 +91,15 @@ async fn replay(
     if !matches!(role, Role::Admin) {
         return error(StatusCode::FORBIDDEN, "forbidden", "replay is for admins");
     }
-    crate::ingest::ingest(state, weir_router::REPLAY_SOURCE, Some(route), request).await
+    let producer = weir_router::Producer::Platform;
+    crate::ingest::ingest(
+        state,
+        weir_router::REPLAY_SOURCE,
+        Some(route),
+        producer,
+        request,
+    )
+    .await
 }
 
 /// `POST /v1/sinks/{sink}/circuit/reset`: closes a sink's circuit breaker by hand, so
@@ -130,12 +138,18 @@ async fn reset_circuit(
         .into_response()
 }
 
-/// Which routes and tenants run a filter (`default` stands for the route's default chain).
+/// Which routes and tenants run a filter (`default` stands for the route's default chain,
+/// `*` for an enforced filter, run for every tenant).
 fn used_by(routes: &[RouteConfig], tenants: &TenantDirectory, name: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for r in routes {
         if r.filters.iter().any(|f| f == name) {
             out.push(json!({"route": r.name, "tenant": "default"}));
+        }
+        let enforced = r.enforced.before.iter().chain(&r.enforced.after);
+        if enforced.into_iter().any(|f| f == name) {
+            // Run for every tenant, whatever its chain.
+            out.push(json!({"route": r.name, "tenant": "*", "enforced": true}));
         }
     }
     for (tenant, settings) in tenants.all() {

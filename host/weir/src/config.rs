@@ -689,7 +689,13 @@ impl Config {
                     );
                 }
             }
-            let chains = std::iter::once((String::new(), &route.filters)).chain(
+            let chains = [
+                (String::new(), &route.filters),
+                (".enforced.before".to_owned(), &route.enforced.before),
+                (".enforced.after".to_owned(), &route.enforced.after),
+            ]
+            .into_iter()
+            .chain(
                 route
                     .tenants
                     .iter()
@@ -942,6 +948,33 @@ impl Config {
                 );
             }
         }
+        for (i, p) in self.tenancy.producers.iter().enumerate() {
+            let field = |f: &str| format!("tenancy.producers[{i}].{f}");
+            if !self.tenants.contains_key(&p.tenant) {
+                issues.add(
+                    field("tenant"),
+                    &p.tenant,
+                    format!("unknown tenant `{}`", p.tenant),
+                );
+            }
+            let kinds = [p.sha256.is_some(), p.user.is_some(), p.group.is_some()];
+            if kinds.iter().filter(|k| **k).count() != 1 {
+                issues.add(
+                    field("name"),
+                    &p.name,
+                    "give exactly one of `sha256`, `user` or `group`",
+                );
+            }
+            if let Some(hash) = &p.sha256 {
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    issues.add(
+                        field("sha256"),
+                        hash,
+                        "a SHA-256 is 64 hex digits (`printf %s \"$TOKEN\" | sha256sum`)",
+                    );
+                }
+            }
+        }
         for (i, m) in self.tenancy.sources.iter().enumerate() {
             if !self.tenants.contains_key(&m.tenant) {
                 issues.add(
@@ -1155,10 +1188,13 @@ impl Config {
         }
     }
 
-    /// Whether unauthenticated callers are served.
+    /// Whether the main listener serves callers without credentials: as configured,
+    /// else only when nothing authenticates its callers (no front proxy, no client
+    /// certificates, no producer credentials).
     pub fn anonymous_allowed(&self) -> bool {
         let has_authenticator = self.authentication.request_header.is_some()
-            || self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+            || self.tls.as_ref().is_some_and(|t| t.client_ca.is_some())
+            || !self.tenancy.producers.is_empty();
         self.authentication.anonymous.unwrap_or(!has_authenticator)
     }
 
@@ -1346,6 +1382,34 @@ routes:
         let e = Config::parse("weir.yaml", &text, &[]).expect_err("bad address");
         let e = e.first();
         assert_eq!((e.line, e.field.as_str()), (Some(1), "listen"), "{e}");
+    }
+
+    #[test]
+    fn producer_credentials_name_a_tenant_and_exactly_one_credential() {
+        let with = |producers: &str| {
+            format!("{GOOD}tenants: {{ acme: {{}} }}\ntenancy:\n  producers:\n{producers}")
+        };
+        let hash = "ab".repeat(32);
+        let good = format!("    - {{ name: a, tenant: acme, sha256: {hash} }}\n    - {{ name: b, tenant: acme, group: writers }}\n");
+        let config = Config::parse("weir.yaml", &with(&good), &[]).expect("valid");
+        assert!(
+            !config.anonymous_allowed(),
+            "credentials end anonymous access"
+        );
+        let bad = format!(
+            "    - {{ name: a, tenant: initech, sha256: {hash} }}\n    - {{ name: b, tenant: acme, user: u, group: g }}\n    - {{ name: c, tenant: acme, sha256: not-hex }}\n"
+        );
+        let e = Config::parse("weir.yaml", &with(&bad), &[]).expect_err("invalid");
+        let fields: Vec<&str> = e.issues.iter().map(|i| i.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "tenancy.producers[0].tenant",
+                "tenancy.producers[1].name",
+                "tenancy.producers[2].sha256"
+            ],
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,11 +10,11 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 use std::sync::Arc;
 use weir_core::cloudevents::http::{parse_request, BindingError};
-use weir_router::{Origin, RouterError};
+use weir_router::{Origin, Producer, RouterError};
 
 /// `POST /v1/events`: events for every route fed by `http`.
 pub async fn ingest_all(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    ingest(state, "http", None, request).await
+    from_producer(state, None, request).await
 }
 
 /// `POST /v1/routes/{route}/events`: events for one route fed by `http`.
@@ -23,24 +23,43 @@ pub async fn ingest_route(
     Path(route): Path<String>,
     request: Request,
 ) -> Response {
-    ingest(state, "http", Some(route), request).await
+    from_producer(state, Some(route), request).await
 }
 
-/// Reads a CloudEvents request and hands its events to the routes fed by `source_kind`
-/// (`http`), or with `replay` to the named route whatever feeds it (`weir replay`).
+/// Authenticates the producer before reading the body (`401` at once for a stranger),
+/// then ingests its events as its tenant's.
+async fn from_producer(state: Arc<AppState>, route: Option<String>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let producer = match state.listener_caller(&parts) {
+        Ok(caller) => caller.producer(),
+        Err(refused) => {
+            reject(&state, "http", "unauthenticated");
+            return refused.into_response();
+        }
+    };
+    let request = Request::from_parts(parts, body);
+    ingest(state, "http", route, producer, request).await
+}
+
+fn reject(state: &AppState, source_kind: &str, reason: &str) {
+    state
+        .metrics
+        .rejected
+        .with_label_values(&[source_kind, reason])
+        .inc();
+}
+
+/// Reads a CloudEvents request from `producer` and hands its events to the routes fed by
+/// `source_kind` (`http`), or with `replay` to the named route whatever feeds it
+/// (`weir replay`).
 pub async fn ingest(
     state: Arc<AppState>,
     source_kind: &'static str,
     route: Option<String>,
+    producer: Producer,
     request: Request,
 ) -> Response {
-    let reject = |reason: &str| {
-        state
-            .metrics
-            .rejected
-            .with_label_values(&[source_kind, reason])
-            .inc();
-    };
+    let reject = |reason: &str| reject(&state, source_kind, reason);
     let (parts, body) = request.into_parts();
     let declared = parts
         .headers
@@ -98,6 +117,7 @@ pub async fn ingest(
         route: route.as_deref(),
         principal: None,
         tenant_hint,
+        producer,
     };
     match state.router.submit_to(origin, events).await {
         Ok(outcome) => (
@@ -129,6 +149,10 @@ pub async fn ingest(
                 .headers_mut()
                 .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(retry));
             response
+        }
+        Err(e @ RouterError::TenantRefused { .. }) => {
+            reject("tenant_refused");
+            error(StatusCode::FORBIDDEN, "tenant_refused", e.to_string())
         }
         Err(e @ RouterError::UnknownRoute(_)) => {
             error(StatusCode::NOT_FOUND, "unknown_route", e.to_string())

@@ -408,6 +408,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         ready: Default::default(),
         sinks: sinks.clone(),
         health: health.clone(),
+        anonymous_allowed: config.anonymous_allowed(),
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);

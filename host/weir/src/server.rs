@@ -1,7 +1,11 @@
 //! The HTTP listener: CloudEvents ingest, the tail stream, health, stats and metrics.
+//! Each endpoint but the plain probes (`/healthz`, `/readyz`) requires what the listener
+//! does: a credential unless it serves anonymous callers; a tenant's tail shows only its
+//! events, and the figures about every tenant (stats, metrics) are for admins.
 
 use crate::ingest::{ingest_all, ingest_route};
-use crate::state::AppState;
+use crate::state::{not_for_tenants, AppState, Listener};
+use crate::tokens::ListenerCaller;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -26,19 +30,34 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
 
 /// `GET /v1/stats`: figures of the sinks that have any (the Toggle sink's buffer, spill
 /// and replay counts, matching Toggle's GetStats fields).
-async fn stats(State(state): State<Arc<AppState>>) -> axum::Json<serde_json::Value> {
+async fn stats(State(state): State<Arc<AppState>>, Listener(caller): Listener) -> Response {
+    if !caller.reads_everything() {
+        return not_for_tenants("`/v1/stats`");
+    }
     let sinks: serde_json::Map<String, serde_json::Value> = state
         .sinks
         .iter()
         .filter_map(|(name, sink)| sink.stats().map(|s| (name.clone(), s)))
         .collect();
-    axum::Json(serde_json::json!({ "sinks": sinks }))
+    axum::Json(serde_json::json!({ "sinks": sinks })).into_response()
 }
 
-/// `GET /v1/tail`: the events leaving the router, as JSON lines. A reader too slow to
-/// keep up is dropped (its stream ends); every stream ends at shutdown.
-async fn tail(State(state): State<Arc<AppState>>) -> Response {
-    let Some(stream) = state.tail.subscribe() else {
+/// `GET /v1/tail`: the events leaving the router, as JSON lines; a tenant's caller gets
+/// only that tenant's. A reader too slow to keep up is dropped (its stream ends); every
+/// stream ends at shutdown.
+async fn tail(State(state): State<Arc<AppState>>, Listener(caller): Listener) -> Response {
+    let tenant = match caller {
+        ListenerCaller::Admin | ListenerCaller::Anonymous => None,
+        ListenerCaller::Tenant(t) => Some(t),
+        ListenerCaller::Unbound => {
+            return crate::state::error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the client certificate speaks for no tenant: map it in tenancy.producers",
+            )
+        }
+    };
+    let Some(stream) = state.tail.subscribe_to(tenant) else {
         return crate::state::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_readers",
@@ -62,6 +81,7 @@ async fn tail(State(state): State<Arc<AppState>>) -> Response {
 async fn readyz(
     State(state): State<Arc<AppState>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
+    parts: axum::http::request::Parts,
 ) -> Response {
     let started = state.ready.load(Ordering::Relaxed);
     let results = state.health.run();
@@ -78,6 +98,11 @@ async fn readyz(
     if !verbose {
         let text = if ready { "ready\n" } else { "not ready\n" };
         return (status, text).into_response();
+    }
+    // The checks' reasons name peers and their errors: only for authenticated callers
+    // (anyone when the listener is open to anonymous callers).
+    if let Err(refused) = state.listener_caller(&parts) {
+        return refused.into_response();
     }
     let mut text = String::new();
     let line = |text: &mut String, name: &str, failure: Option<&str>, critical: bool| match failure
@@ -104,7 +129,10 @@ async fn readyz(
     (status, text).into_response()
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>, Listener(caller): Listener) -> Response {
+    if !caller.reads_everything() {
+        return not_for_tenants("`/metrics`");
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -1,7 +1,7 @@
 //! What the HTTP handlers (ingest, tail, metrics and the admin API) share, and the one
 //! JSON error body they all answer with.
 
-use crate::tokens::Tokens;
+use crate::tokens::{ListenerCaller, Tokens};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -47,6 +47,61 @@ pub struct AppState {
     pub sinks: BTreeMap<String, Arc<dyn Sink>>,
     /// The components' health checks (`/readyz?verbose`).
     pub health: weir_core::health::HealthChecks,
+    /// Whether the main listener serves callers without credentials.
+    pub anonymous_allowed: bool,
+}
+
+impl AppState {
+    /// Who calls the main listener, or why it is refused.
+    pub fn listener_caller(
+        &self,
+        parts: &axum::http::request::Parts,
+    ) -> Result<ListenerCaller, Unauthenticated> {
+        ListenerCaller::authenticate(
+            &self.tokens,
+            self.router.producers(),
+            self.anonymous_allowed,
+            &parts.headers,
+            parts.extensions.get::<weir_core::tls::PeerIdentity>(),
+        )
+        .map_err(Unauthenticated)
+    }
+}
+
+/// Why a caller is not authenticated; answered `401`.
+#[derive(Debug)]
+pub struct Unauthenticated(pub &'static str);
+
+impl IntoResponse for Unauthenticated {
+    fn into_response(self) -> Response {
+        error(StatusCode::UNAUTHORIZED, "unauthenticated", self.0)
+    }
+}
+
+/// An authenticated caller of the main listener (the extractor answers `401`).
+pub struct Listener(pub ListenerCaller);
+
+impl axum::extract::FromRequestParts<Arc<AppState>> for Listener {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Response> {
+        state
+            .listener_caller(parts)
+            .map(Listener)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+/// The answer refusing a caller that may not read what every tenant does.
+pub fn not_for_tenants(what: &str) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("{what} covers every tenant: it needs an admin credential"),
+    )
 }
 
 /// A JSON error answer: `{"error": code, "reason": text}`.

@@ -1,12 +1,16 @@
 //! Who may call the admin API: bearer tokens (stored as SHA-256 hashes) and client
-//! certificates, each with a role (`admin`, or `tenant:<id>` for one tenant's filters).
+//! certificates, each with a role (`admin`, or `tenant:<id>` for one tenant's filters);
+//! and who calls the main listener's own endpoints ([`ListenerCaller`]: ingest, tail,
+//! stats, metrics), by those and by the producer credentials.
 
 use crate::config::AdminConfig;
 use axum::http::{header, HeaderMap};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path as FsPath;
+use std::sync::Arc;
 use weir_core::tls::PeerIdentity;
+use weir_router::{Producer, Producers};
 use weir_runtime::registry::FilterRecord;
 
 /// What a token may do.
@@ -99,6 +103,75 @@ impl Tokens {
             .get(&hash_token(token))
             .cloned()
             .ok_or("unknown token")
+    }
+}
+
+/// A caller of the main listener's own endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerCaller {
+    /// An admin (token or client certificate): every tenant.
+    Admin,
+    /// A tenant's admin or producer token, or a client certificate mapped to a tenant.
+    Tenant(Arc<str>),
+    /// A verified client certificate mapped to no tenant and no role.
+    Unbound,
+    /// No credentials, on a listener that serves anonymous callers.
+    Anonymous,
+}
+
+impl ListenerCaller {
+    /// Who the caller is, or why it is refused (`401`): a bearer token (a producer's, else
+    /// an admin API token), else a verified client certificate, else anonymous when the
+    /// listener allows it. A token that matches nothing is refused even then.
+    pub(crate) fn authenticate(
+        tokens: &Tokens,
+        producers: &Producers,
+        anonymous_allowed: bool,
+        headers: &HeaderMap,
+        peer: Option<&PeerIdentity>,
+    ) -> Result<Self, &'static str> {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if let Some(token) = bearer {
+            if let Some(tenant) = producers.by_token(token) {
+                return Ok(Self::Tenant(tenant));
+            }
+        }
+        let verified = peer.filter(|p| p.user);
+        if bearer.is_none() {
+            if let Some(p) = verified {
+                let cn = p.common_name.as_deref().unwrap_or_default();
+                if let Some(tenant) = producers.by_identity(cn, &p.organizations) {
+                    return Ok(Self::Tenant(tenant));
+                }
+            }
+        }
+        match tokens.check(headers, verified) {
+            Ok((_, Role::Admin)) => Ok(Self::Admin),
+            Ok((_, Role::Tenant(t))) => Ok(Self::Tenant(Arc::from(t))),
+            Err(why) if bearer.is_some() => Err(why),
+            Err(_) if verified.is_some() => Ok(Self::Unbound),
+            Err(_) if anonymous_allowed => Ok(Self::Anonymous),
+            Err(why) => Err(why),
+        }
+    }
+
+    /// The caller as a producer of events.
+    pub(crate) fn producer(&self) -> Producer {
+        match self {
+            Self::Admin => Producer::Platform,
+            Self::Tenant(t) => Producer::Tenant(t.clone()),
+            Self::Unbound | Self::Anonymous => Producer::Unbound,
+        }
+    }
+
+    /// Whether the caller may read figures about every tenant (stats, metrics): an admin,
+    /// or anyone on a listener open to anonymous callers.
+    pub(crate) fn reads_everything(&self) -> bool {
+        matches!(self, Self::Admin | Self::Anonymous)
     }
 }
 

@@ -31,7 +31,7 @@ use weir_core::metrics::MetricsRegistry;
 use weir_core::sink::ConfigProblem;
 use weir_core::Event;
 use weir_router::source::{RunningSource, SourceContext, SourceError, StartSource};
-use weir_router::{Origin, Outcome, Refused, RouterError};
+use weir_router::{Origin, Outcome, Producer, Refused, RouterError};
 
 /// How often a failing cluster is asked whether it answers again.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -680,6 +680,8 @@ impl ClusterWatch {
             }
             let origin = Origin {
                 source_kind: SOURCE_KIND,
+                // A cluster the operator configured.
+                producer: Producer::Platform,
                 ..Default::default()
             };
             // What each event stands for, from its id (`<uid>.<resourceVersion>`).

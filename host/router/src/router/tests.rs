@@ -167,6 +167,7 @@ async fn the_tenant_is_the_mapping_then_the_extension_then_the_hint_else_default
             tenant: "acme".into(),
         }],
         header: None,
+        producers: Vec::new(),
     };
     let s = start(
         "- name: main\n  to: [broken]\n  dead_letter: dlq\n",

@@ -42,8 +42,18 @@ impl BuildSink for NullSinkConfig {
 pub struct TailSink(pub TailHub);
 
 impl Sink for TailSink {
+    /// Events of no known tenant: only readers who see every tenant get them.
     fn write(&self, events: &[&Event]) -> Result<(), SinkError> {
-        self.0.publish(|buf| {
+        self.0.publish(None, |buf| {
+            for e in events {
+                write_json_line(buf, e);
+            }
+        });
+        Ok(())
+    }
+
+    fn write_tenant(&self, tenant: &str, events: &[&Event]) -> Result<(), SinkError> {
+        self.0.publish(Some(tenant), |buf| {
             for e in events {
                 write_json_line(buf, e);
             }
@@ -52,13 +62,16 @@ impl Sink for TailSink {
     }
 
     fn write_dead_letters(&self, letters: &[DeadLetter<'_>]) -> Result<(), SinkError> {
-        self.0.publish(|buf| {
-            for letter in letters {
-                if serde_json::to_writer(&mut *buf, letter).is_ok() {
-                    buf.push(b'\n');
+        // Published per run of one tenant's letters, so each reaches its tenant's readers.
+        for run in letters.chunk_by(|a, b| a.tenant == b.tenant) {
+            self.0.publish(Some(run[0].tenant), |buf| {
+                for letter in run {
+                    if serde_json::to_writer(&mut *buf, letter).is_ok() {
+                        buf.push(b'\n');
+                    }
                 }
-            }
-        });
+            });
+        }
         Ok(())
     }
 }
