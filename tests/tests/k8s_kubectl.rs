@@ -315,6 +315,28 @@ fn bad_input_gets_kubernetes_status_errors_and_the_store_survives_a_restart() {
         let (code, status) = get_json(&format!("{}/api/v1/namespaces/default/events/nope", weir.url)).await;
         assert_eq!((code, status["reason"].as_str()), (404, Some("NotFound")));
         assert_eq!(status["message"], "events \"nope\" not found");
+        // Namespaces and names are DNS-1123 on every path, and what becomes a CloudEvent
+        // attribute holds no control characters.
+        for path in [
+            "/api/v1/namespaces/Team_A/events",
+            "/api/v1/namespaces/default/events/UPPER",
+            "/apis/events.k8s.io/v1/namespaces/a%0Ab/events",
+            "/api/v1/namespaces/default/events/a%00b",
+        ] {
+            let (code, status) = get_json(&format!("{}{path}", weir.url)).await;
+            assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")), "{path}: {status}");
+        }
+        let url = format!("{}/api/v1/namespaces/Bad%0Ans/events", weir.url);
+        let (code, status) = post_to(&url, r#"{"metadata":{"name":"x"}}"#).await;
+        assert_eq!(code, 400, "{status}");
+        assert!(status["message"].as_str().unwrap().starts_with("invalid namespace"), "{status}");
+        let (code, status) = post(r#"{"metadata":{"name":"ctl"},"involvedObject":{"kind":"Pod","name":"p\nforged: yes"},"reason":"R"}"#).await;
+        assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")), "{status}");
+        assert_eq!(status["details"]["causes"][0]["field"], "involvedObject.name", "{status}");
+        let (code, status) = post(r#"{"metadata":{"name":"ctl"},"reason":"a\u0007b"}"#).await;
+        assert_eq!((code, status["details"]["causes"][0]["field"].as_str()), (422, Some("reason")), "{status}");
+        let (code, status) = post(r#"{"metadata":{"name":"ctl"},"involvedObject":{"kind":"Pod","name":"p"},"message":"two\nlines"}"#).await;
+        assert_eq!(code, 201, "a message may hold newlines: {status}");
     });
     // Restart: the event and its resourceVersion survive.
     let before: Value =

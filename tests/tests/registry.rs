@@ -14,7 +14,11 @@ use weir::runtime::{EngineOptions, FilterEngine, FilterMetrics};
 use weir_core::metrics::MetricsRegistry;
 
 fn open(dir: &Path) -> FilterRegistry {
-    let engine = Arc::new(FilterEngine::new(EngineOptions::default()).unwrap());
+    let options = EngineOptions {
+        cache_dir: Some(dir.join("cache")),
+        ..EngineOptions::default()
+    };
+    let engine = Arc::new(FilterEngine::new(options).unwrap());
     let metrics = Arc::new(FilterMetrics::new(&MetricsRegistry::new()));
     FilterRegistry::open(engine, dir, 8 << 20, metrics).unwrap()
 }
@@ -174,6 +178,27 @@ fn only_the_newest_versions_are_kept_and_dropped_components_are_collected() {
     // The first version is redact (a component no later version uses), then severity
     // with ever new configurations.
     reg.upload("policy", upload(&redact, "{}")).unwrap();
+    let cache = dir.path().join("cache");
+    let entries = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(entries(&cache).len(), 1, "redact was compiled and cached");
+    // Left behind by an older engine build, and by a write that died an hour ago.
+    std::fs::write(cache.join("feed-0000000000000000.cwasm"), b"old").unwrap();
+    let dead = cache.join("feed-0000000000000000.tmp-1-0");
+    std::fs::write(&dead, b"partial").unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&dead)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
     for i in 0..MAX_VERSIONS + 5 {
         let config = format!(
             r#"{{"min":"info","unknown":"{}"}}"#,
@@ -191,9 +216,22 @@ fn only_the_newest_versions_are_kept_and_dropped_components_are_collected() {
         reg.rollback("policy", Some(1)),
         Err(RegistryError::NoVersion { .. })
     ));
-    // Only severity's component is left on disk.
+    // Only severity's component is left on disk, stored and compiled.
     let blobs = std::fs::read_dir(dir.path().join("filters").join("blobs"))
         .unwrap()
         .count();
     assert_eq!(blobs, 1);
+    let severity_hash = weir::runtime::content_hash(&severity);
+    let cached = entries(&cache);
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert!(cached[0].starts_with(&severity_hash), "{cached:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(cache.join(&cached[0]))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "compiled code is the owner's only");
+    }
 }

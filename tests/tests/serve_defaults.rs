@@ -72,3 +72,60 @@ async fn embedded_defaults_filter_scope_and_redact_then_drain_on_sigterm() {
         "compiled filters are cached"
     );
 }
+
+/// Every file weir keeps in its data directory (state and event databases, the compiled
+/// cache, stored components, the token) is its owner's only; only file sinks, whose paths
+/// the operator chooses for other readers, follow the umask.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn every_file_in_the_data_directory_is_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let config = format!(
+        "events_api: {{ enabled: true }}\nfilters:\n{}\
+sinks:\n  out: {{ type: file, path: out.jsonl }}\n\
+routes:\n  - name: main\n    filters: [dedup]\n    to: [out]\n  - name: activity\n    from: [k8s]\n    to: [out]\n",
+        filter_yaml("dedup", wasm::DEDUP, "{ window_ms: 3600000 }"),
+    );
+    let weir = Weir::start(&config);
+    let (status, _) = post_batch(&weir.url, &json!([event("e1", "t", json!({}))])).await;
+    assert_eq!(status, 202);
+    let (dir, data) = {
+        let (clean, dir) = weir.terminate();
+        assert!(clean);
+        let data = dir.path().join("data");
+        (dir, data)
+    };
+    let mut files = Vec::new();
+    let mut pending = vec![data.clone()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_none_or(|e| e != "jsonl") {
+                files.push(path);
+            }
+        }
+    }
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(&data).unwrap().display().to_string())
+        .collect();
+    for expected in [
+        "admin-token",
+        "state.redb",
+        "events.redb",
+        "filters/index.json",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    assert!(names.iter().any(|n| n.starts_with("cache/")), "{names:?}");
+    for (file, name) in files.iter().zip(&names) {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name} is {mode:o}");
+    }
+    drop(dir);
+}

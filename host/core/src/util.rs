@@ -22,6 +22,32 @@ pub struct FileError {
     pub source: std::io::Error,
 }
 
+/// Makes `path` exist as the owner's only file (mode 0600 from its creation, on Unix;
+/// an existing file is tightened to it), keeping what it holds: for a database that
+/// opens the file itself, so it is never readable by others, not even for a moment.
+pub fn create_private(path: &Path) -> Result<(), FileError> {
+    let err = |source| FileError {
+        path: path.to_owned(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let file = options.open(path).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(err)?;
+    }
+    drop(file);
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the
 /// directory. A reader sees the old contents or the new, never a mix. The file is the
 /// owner's only (mode 0600 from its creation, on Unix): the data directory holds tokens,
@@ -31,7 +57,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
         let path = path.to_owned();
         move |source| FileError { path, source }
     };
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    // A name of this write's own: two writers of one path never share a temporary file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

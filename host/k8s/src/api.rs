@@ -239,6 +239,9 @@ async fn list_h<const API: u8>(
     q: Params,
     h: HeaderMap,
 ) -> Response {
+    if let Err(e) = check_path(&ns, None) {
+        return e.into_response();
+    }
     collection_get(s, c, q, h, version::<API>(), Some(ns)).await
 }
 async fn create_h<const API: u8>(
@@ -249,6 +252,7 @@ async fn create_h<const API: u8>(
     h: HeaderMap,
     b: Bytes,
 ) -> Result<Response, ApiError> {
+    check_path(&ns, None)?;
     create(s, c, ns, q, h, b, version::<API>()).await
 }
 async fn delete_collection_h<const API: u8>(
@@ -257,6 +261,7 @@ async fn delete_collection_h<const API: u8>(
     Path(ns): Path<String>,
     q: Params,
 ) -> Result<Response, ApiError> {
+    check_path(&ns, None)?;
     delete_collection(s, c, ns, q, version::<API>()).await
 }
 async fn get_h<const API: u8>(
@@ -266,6 +271,7 @@ async fn get_h<const API: u8>(
     q: Params,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
+    check_path(&ns, Some(&name))?;
     get_one(s, c, ns, name, q, h, version::<API>()).await
 }
 async fn put_h<const API: u8>(
@@ -276,6 +282,7 @@ async fn put_h<const API: u8>(
     h: HeaderMap,
     b: Bytes,
 ) -> Result<Response, ApiError> {
+    check_path(&ns, Some(&name))?;
     put(s, c, (ns, name), q, h, b, version::<API>()).await
 }
 async fn patch_h<const API: u8>(
@@ -285,6 +292,7 @@ async fn patch_h<const API: u8>(
     h: HeaderMap,
     b: Bytes,
 ) -> Result<Response, ApiError> {
+    check_path(&ns, Some(&name))?;
     patch(s, c, ns, name, h, b, version::<API>()).await
 }
 async fn delete_h(
@@ -292,7 +300,50 @@ async fn delete_h(
     c: Caller,
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    check_path(&ns, Some(&name))?;
     delete(s, c, ns, name).await
+}
+
+/// A request path's namespace must be a DNS-1123 label and its name a DNS-1123
+/// subdomain, as the apiserver requires of every stored Event: anything else is refused
+/// before it reaches a store, a filter or a CloudEvent's `source` and `subject`.
+fn check_path(ns: &str, name: Option<&str>) -> Result<(), ApiError> {
+    if !valid_namespace(ns) {
+        return Err(ApiError::bad_request(format!(
+            "invalid namespace {:?}: {DNS_LABEL}",
+            cut(ns)
+        )));
+    }
+    match name {
+        Some(name) if !valid_name(name) => Err(ApiError::bad_request(format!(
+            "invalid name {:?}: {DNS_SUBDOMAIN}",
+            cut(name)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// At most 64 characters of a refused value, for the message.
+fn cut(value: &str) -> &str {
+    value
+        .char_indices()
+        .nth(64)
+        .map_or(value, |(at, _)| &value[..at])
+}
+
+const DNS_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', start and end with an alphanumeric character, and be at most 63 characters";
+
+const DNS_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
+
+/// A DNS-1123 label (a namespace).
+fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= 63
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && ns.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && ns.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 /// `POST .../eventqueries`: one page of the events of a time range, newest first, in the
@@ -693,7 +744,11 @@ async fn create(
         name = format!("{generate}{suffix}");
     }
     if !valid_name(&name) {
-        return Err(ApiError::invalid(&name, "metadata.name", "Invalid value: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"));
+        return Err(ApiError::invalid(
+            &name,
+            "metadata.name",
+            &format!("Invalid value: {DNS_SUBDOMAIN}"),
+        ));
     }
     meta.insert("name".into(), name.clone().into());
     let Admitted {

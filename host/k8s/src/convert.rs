@@ -377,8 +377,57 @@ pub fn validate(obj: &Map<String, Value>, api: ApiVersion) -> Result<(), (String
             ));
         }
     }
+    for path in ATTRIBUTE_FIELDS {
+        let mut at = Some(obj);
+        let mut value = None;
+        for (i, key) in path.iter().enumerate() {
+            let Some(map) = at else { break };
+            match map.get(*key) {
+                Some(Value::Object(inner)) if i + 1 < path.len() => at = Some(inner),
+                Some(Value::String(s)) if i + 1 == path.len() => value = Some(s),
+                _ => at = None,
+            }
+        }
+        if value.is_some_and(|s| s.chars().any(char::is_control)) {
+            return Err((
+                path.join("."),
+                "Invalid value: may not contain control characters".into(),
+            ));
+        }
+    }
     Ok(())
 }
+
+/// The fields (of either API version) that become a CloudEvent's attributes (`subject`,
+/// the `k8s*` extensions) or label values: no control characters in them, as a
+/// CloudEvent attribute may hold none. Free text (`message`, `note`) may hold newlines.
+const ATTRIBUTE_FIELDS: &[&[&str]] = &[
+    &["involvedObject", "kind"],
+    &["involvedObject", "namespace"],
+    &["involvedObject", "name"],
+    &["involvedObject", "apiVersion"],
+    &["involvedObject", "fieldPath"],
+    &["involvedObject", "uid"],
+    &["regarding", "kind"],
+    &["regarding", "namespace"],
+    &["regarding", "name"],
+    &["regarding", "apiVersion"],
+    &["regarding", "fieldPath"],
+    &["regarding", "uid"],
+    &["related", "kind"],
+    &["related", "namespace"],
+    &["related", "name"],
+    &["reason"],
+    &["type"],
+    &["action"],
+    &["source", "component"],
+    &["source", "host"],
+    &["deprecatedSource", "component"],
+    &["deprecatedSource", "host"],
+    &["reportingComponent"],
+    &["reportingController"],
+    &["reportingInstance"],
+];
 
 #[cfg(test)]
 mod tests {

@@ -293,6 +293,7 @@ impl EventStore {
     pub fn open(path: &Path, settings: StoreSettings) -> Result<Arc<Self>, StoreError> {
         let storage =
             |e: &dyn std::fmt::Display| StoreError::Storage(format!("{}: {e}", path.display()));
+        weir_core::util::create_private(path).map_err(|e| storage(&e))?;
         let db = redb::Database::create(path).map_err(|e| storage(&e))?;
         let mut events = BTreeMap::new();
         let mut index = FieldIndex::default();

@@ -204,20 +204,70 @@ impl FilterEngine {
         }
     }
 
+    /// Writes a compiled component to the cache: atomically (a temporary file of this
+    /// writer's own, fsynced, renamed), owner-only. A failure only costs a later compile.
     fn store_cache(&self, hash: &str, component: &Component) {
         let Some(path) = self.cache_path(hash) else {
             return;
         };
-        let result = component
-            .serialize()
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|bytes| {
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, bytes)?;
-                std::fs::rename(&tmp, &path)
-            });
-        if let Err(e) = result {
+        let bytes = match component.serialize() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot serialize a compiled filter");
+                return;
+            }
+        };
+        if let Err(e) = weir_core::util::write_atomically(&path, &bytes) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compiled-filter cache");
+        }
+    }
+
+    /// Removes compiled entries of components not in `live` (versions no longer stored),
+    /// entries another engine build wrote (they can never load again), and temporary
+    /// files of writes that did not finish an hour ago.
+    pub fn collect_cache(&self, live: &std::collections::HashSet<&str>) {
+        let (Some(dir), Some(probe)) = (&self.cache_dir, self.cache_path("x")) else {
+            return;
+        };
+        // This build's entries end in `-<engine hash>.cwasm`.
+        let Some(suffix) = probe
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix('x'))
+            .map(str::to_owned)
+        else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let stale = |path: &Path| {
+            std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(3600))
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let keep = match name.strip_suffix(&suffix) {
+                Some(hash) => live.contains(hash),
+                None if name.contains(".tmp-") => !stale(&path),
+                None => false,
+            };
+            if !keep {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        tracing::debug!(path = %path.display(), "removed compiled-filter cache entry")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot remove compiled-filter cache entry")
+                    }
+                }
+            }
         }
     }
 }

@@ -51,6 +51,7 @@ impl StateStore {
 
     /// Opens (creating) the durable store at `path` and reads every unexpired entry.
     pub fn open(path: &Path, now_ms: u64) -> Result<Self, StateError> {
+        weir_core::util::create_private(path).map_err(state_err)?;
         let db = redb::Database::create(path).map_err(state_err)?;
         let mut loaded = Loaded::new();
         {

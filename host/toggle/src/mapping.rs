@@ -46,6 +46,10 @@ pub enum MappingError {
         #[source]
         source: prost::DecodeError,
     },
+    /// The CloudEvent made of it is not valid (e.g. control characters in its id or
+    /// source).
+    #[error(transparent)]
+    Invalid(#[from] weir_core::event::EventError),
     /// An attribute does not hold what the mapping expects.
     #[error("`{name}` is invalid: {reason}")]
     BadAttribute {
@@ -239,6 +243,9 @@ pub fn to_cloudevent(e: &WireEvent, type_prefix: &str) -> Result<Event, MappingE
         out.dataschema = Some(format!("{SCHEMA_PREFIX}{wrapper}"));
         out.data = Some(bytes.clone());
     }
+    // What any other source refuses (control characters in the id or source, ...) is
+    // refused here too.
+    out.validate()?;
     Ok(out)
 }
 
@@ -766,6 +773,20 @@ mod tests {
             event_payload: Some(payload),
         });
         assert!(validate(&e).is_err(), "Toggle needs known values");
+        for (id, source) in [("1\n2", "zfs"), ("1", "zfs\u{1b}[31m")] {
+            let mut forged = e.clone();
+            forged.event_id = id.into();
+            forged.source = source.into();
+            assert!(
+                matches!(
+                    to_cloudevent(&forged, "x"),
+                    Err(MappingError::Invalid(
+                        weir_core::event::EventError::ControlChars(_)
+                    ))
+                ),
+                "control characters in {id:?} {source:?}"
+            );
+        }
         let ce = to_cloudevent(&e, "x").unwrap();
         assert_eq!(ce.extension("level"), Some("99"));
         assert_eq!(ce.extension("severity"), None);

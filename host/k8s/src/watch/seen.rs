@@ -64,6 +64,7 @@ impl Seen {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(store)?;
         }
+        weir_core::util::create_private(path).map_err(store)?;
         let db = redb::Database::create(path).map_err(|source| SeenError::Open {
             path: path.display().to_string(),
             source,

@@ -187,6 +187,7 @@ impl FilterRegistry {
             }
         }
         store.collect_garbage(&index);
+        engine.collect_cache(&index.hashes());
         Ok(Self {
             engine,
             store,
@@ -339,6 +340,7 @@ impl FilterRegistry {
         self.store.save_index(&index)?;
         if dropped > 0 {
             self.store.collect_garbage(&index);
+            self.engine.collect_cache(&index.hashes());
         }
         self.publish(
             index,
@@ -484,6 +486,7 @@ impl FilterRegistry {
             .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
         self.store.save_index(&index)?;
         self.store.collect_garbage(&index);
+        self.engine.collect_cache(&index.hashes());
         self.publish(index, name, None);
         Ok(record)
     }

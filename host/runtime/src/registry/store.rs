@@ -75,6 +75,17 @@ pub struct Index {
     pub filters: BTreeMap<String, FilterRecord>,
 }
 
+impl Index {
+    /// The content hashes of every stored version: what the store and the compiled
+    /// cache keep.
+    pub fn hashes(&self) -> std::collections::HashSet<&str> {
+        self.filters
+            .values()
+            .flat_map(|f| f.versions.iter().map(|v| v.hash.as_str()))
+            .collect()
+    }
+}
+
 /// The directory `<data>/filters/`: `index.json` and `blobs/<sha256>.wasm`.
 #[derive(Debug, Clone)]
 pub struct FilterStore {
@@ -149,11 +160,7 @@ impl FilterStore {
 
     /// Removes components no version refers to any more.
     pub fn collect_garbage(&self, index: &Index) {
-        let live: std::collections::HashSet<&str> = index
-            .filters
-            .values()
-            .flat_map(|f| f.versions.iter().map(|v| v.hash.as_str()))
-            .collect();
+        let live = index.hashes();
         if let Ok(entries) = std::fs::read_dir(self.dir.join("blobs")) {
             for entry in entries.flatten() {
                 let path = entry.path();
