@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+use weir_core::tls::PeerIdentity;
 
 /// The API's shared state.
 pub struct EventsApi {
@@ -62,6 +63,7 @@ pub fn routes(
     auth: Arc<Authenticator>,
     admitter: Arc<Admitter>,
 ) -> Router {
+    let auth_for_discovery = auth.clone();
     let state = Arc::new(EventsApi {
         store,
         shutdown,
@@ -75,7 +77,7 @@ pub fn routes(
         axum::routing::post(event_query_h),
         axum::routing::post(facet_query_h),
     );
-    discovery_routes()
+    discovery_routes(auth_for_discovery)
         .merge(events)
         .merge(queries)
         .with_state(state)
@@ -97,8 +99,10 @@ pub(crate) fn query_routes<S: Clone + Send + Sync + 'static>(
         )
 }
 
-/// Discovery and OpenAPI documents (static: they hold no events).
-pub fn discovery_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// Discovery and OpenAPI documents (static: they hold no events), for callers `auth`
+/// authenticates: as the apiserver, a listener that refuses anonymous callers answers
+/// them 401 here too.
+pub fn discovery_routes<S: Clone + Send + Sync + 'static>(auth: Arc<Authenticator>) -> Router<S> {
     let json_doc = |v: Value| move || async move { json_response(StatusCode::OK, &v) };
     Router::new()
         .route("/version", get(json_doc(discovery::version())))
@@ -134,6 +138,18 @@ pub fn discovery_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/openapi/v3/apis/activity.miloapis.com/v1alpha1",
             get(json_doc(discovery::openapi_document(ApiVersion::Activity))),
         )
+        .route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let auth = auth.clone();
+                async move {
+                    let peer = request.extensions().get::<PeerIdentity>();
+                    if let Err(e) = auth.authenticate(request.headers(), peer) {
+                        return e.into_response();
+                    }
+                    next.run(request).await
+                }
+            },
+        ))
 }
 
 /// Hands a stored change on to the routes; `passage` tells how admission saw it.

@@ -26,3 +26,10 @@ pub mod watch;
 mod workspaces;
 
 pub use service::{events_api, EventsApiError, EventsApiSetup};
+
+/// The decoders the fuzz targets (`fuzz/`) drive; not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::selector::{FieldSelector, LabelSelector};
+}

@@ -1101,7 +1101,7 @@ pub fn routes(proxy: Arc<EventsProxy>) -> Router {
     // Activity's query resources go to the provider as they are.
     let queries =
         super::api::query_routes(axum::routing::post(query_h), axum::routing::post(query_h));
-    super::api::discovery_routes()
+    super::api::discovery_routes(proxy.auth.clone())
         .merge(events)
         .merge(queries)
         .with_state(proxy)
