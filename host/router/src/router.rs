@@ -42,6 +42,19 @@ pub enum RouterError {
         /// What is wrong.
         reason: String,
     },
+    /// A filter a chain names could not be instantiated at start.
+    #[error("filter `{name}` ({path}) for tenant `{tenant}`")]
+    Instantiate {
+        /// The filter.
+        name: String,
+        /// Its file, or `uploaded`.
+        path: String,
+        /// The tenant whose limits it was instantiated with.
+        tenant: String,
+        /// What failed.
+        #[source]
+        source: FilterError,
+    },
     /// A sink could not be opened.
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -300,13 +313,14 @@ impl Router {
                     tracing::warn!(filter = %name, "filter has no active version yet; upload one with `weir filter push`");
                     continue;
                 }
-                instantiate(&shared, &tenant, name).map_err(|e| RouterError::Filter {
+                instantiate(&shared, &tenant, name).map_err(|source| RouterError::Instantiate {
                     name: name.clone(),
                     path: filter_files
                         .get(name)
                         .map(|p| p.display().to_string())
                         .unwrap_or_else(|| "uploaded".into()),
-                    reason: e.to_string(),
+                    tenant: tenant.clone(),
+                    source,
                 })?;
             }
         }

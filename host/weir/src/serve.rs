@@ -35,6 +35,18 @@ pub enum ServeError {
     /// The wasm engine could not be set up.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The filter store could not be opened, or a configured filter could not be claimed
+    /// or stored.
+    #[error("filter `{name}` ({path})")]
+    Registry {
+        /// The filter (`*`: the whole store).
+        name: String,
+        /// Its file, or the data directory.
+        path: String,
+        /// What failed.
+        #[source]
+        source: weir_runtime::registry::RegistryError,
+    },
     /// Routes or filters could not be started.
     #[error(transparent)]
     Router(#[from] RouterError),
@@ -85,20 +97,20 @@ fn open_registry(
         config.admin.max_component_bytes,
         metrics.filters.clone(),
     )
-    .map_err(|e| RouterError::Filter {
+    .map_err(|source| ServeError::Registry {
         name: "*".into(),
         path: config.data_dir.display().to_string(),
-        reason: e.to_string(),
+        source,
     })?;
     // Every name the configuration gives belongs to its owner before any upload can
     // take it (the `weir filter push` workflow names a filter without a path).
     for (name, fc) in &config.filters {
         registry
             .claim(name, fc.owner.as_deref())
-            .map_err(|e| RouterError::Filter {
+            .map_err(|source| ServeError::Registry {
                 name: name.clone(),
                 path: config.data_dir.display().to_string(),
-                reason: e.to_string(),
+                source,
             })?;
     }
     for (name, fc) in &config.filters {
@@ -109,10 +121,10 @@ fn open_registry(
             .map_or_else(|| "{}".to_owned(), |v| v.to_string());
         registry
             .seed(name, path, &config_json)
-            .map_err(|e| RouterError::Filter {
+            .map_err(|source| ServeError::Registry {
                 name: name.clone(),
                 path: path.display().to_string(),
-                reason: e.to_string(),
+                source,
             })?;
     }
     Ok(Arc::new(registry))

@@ -45,46 +45,30 @@ pub struct ClientTlsArgs {
 }
 
 impl ClientTlsArgs {
-    /// An HTTP client trusting the CA (and nothing else) and presenting the certificate.
+    /// An HTTP client trusting the CA (and nothing else) and presenting the certificate:
+    /// the same TLS settings the router's own clients use (`weir_core::tls`).
     pub fn client(&self) -> Result<reqwest::Client> {
-        tls_client(
-            self.ca.as_deref(),
-            self.cert.as_deref(),
-            self.key.as_deref(),
-        )
+        let builder = reqwest::Client::builder().use_rustls_tls();
+        let builder = match &self.ca {
+            Some(ca) => {
+                let settings = weir::tls::ClientTlsSettings {
+                    ca: ca.clone(),
+                    cert: self.cert.clone(),
+                    key: self.key.clone(),
+                };
+                let config = weir::tls::client_config(&settings)
+                    .with_context(|| format!("TLS settings with CA {}", ca.display()))?;
+                builder.use_preconfigured_tls(config)
+            }
+            None if self.cert.is_some() => {
+                anyhow::bail!(
+                    "--cert and --key need --ca: the CA the endpoint's certificate chains to"
+                )
+            }
+            None => builder,
+        };
+        builder.build().context("cannot set up the HTTP client")
     }
-}
-
-/// An HTTP client trusting `ca` (besides nothing else) and presenting `cert` and `key`.
-fn tls_client(
-    ca: Option<&Path>,
-    cert: Option<&Path>,
-    key: Option<&Path>,
-) -> Result<reqwest::Client> {
-    let read = |path: &Path| {
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-    };
-    let mut builder = reqwest::Client::builder().use_rustls_tls();
-    if let Some(ca) = ca {
-        for cert in reqwest::Certificate::from_pem_bundle(&read(ca)?)
-            .with_context(|| format!("{}: not a PEM certificate bundle", ca.display()))?
-        {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    if let (Some(cert), Some(key)) = (cert, key) {
-        let mut pem = read(cert)?;
-        pem.push(b'\n');
-        pem.extend(read(key)?);
-        builder = builder.identity(reqwest::Identity::from_pem(&pem).with_context(|| {
-            format!(
-                "{} and {}: not a certificate and key",
-                cert.display(),
-                key.display()
-            )
-        })?);
-    }
-    builder.build().context("cannot set up the HTTP client")
 }
 
 /// The admin token: the one given (flag or WEIR_TOKEN), else the contents of `file`
