@@ -1,6 +1,6 @@
 //! The CloudEvents Kafka binding: a record's headers, key and value, binary or
-//! structured mode. Input: header lines (`key=value`) up to an empty line, a key line,
-//! then the value.
+//! structured mode. Input: the key on the first line, then header lines (`name=value`),
+//! a NUL byte, then the value.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

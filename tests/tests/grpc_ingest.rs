@@ -70,12 +70,13 @@ routes:\n  - name: toggle\n    from: [grpc]\n    filters: [severity]\n    to: [o
     assert!(m.contains("`no-payload`: `payload` is required"), "{m}");
     assert!(m.contains("``: `event_id` is required"), "{m}");
 
+    // An agent sends its Toggle JWT with every call: with no producer credentials
+    // configured it is not weir's to judge, and the batch is taken.
     let critical = transfer("c1", EventLevel::Critical);
-    let answer = client
-        .send_events(batch_of("b2", vec![critical.clone()]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut request = tonic::Request::new(batch_of("b2", vec![critical.clone()]));
+    let jwt: MetadataValue<_> = "Bearer agent-jwt-123".parse().unwrap();
+    request.metadata_mut().insert("authorization", jwt);
+    let answer = client.send_events(request).await.unwrap().into_inner();
     assert!(answer.success && answer.message.is_empty(), "{answer:?}");
 
     // Too large: refused whole.

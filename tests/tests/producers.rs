@@ -31,9 +31,9 @@ tenants:\n  acme: {{}}\n  globex: {{}}\n  open: {{}}\n\
 tenancy:\n  header: x-weir-tenant\n  sources:\n    - {{ prefix: /clusters/globex/, tenant: globex }}\n    - {{ prefix: \"rodent://globex-\", tenant: globex }}\n  \
 producers:\n    - {{ name: acme-ingest, tenant: acme, sha256: {} }}\n    - {{ name: globex-ingest, tenant: globex, sha256: {} }}\n\
 admin:\n  tokens:\n    - {{ name: ops, sha256: {}, role: admin }}\n    - {{ name: acme-ci, sha256: {}, role: \"tenant:acme\" }}\n\
-filters:\n{}{}{}{}{}\
+filters:\n{}{}{}{}{}{}\
 sinks:\n  out: {{ type: file, path: out.jsonl }}\n\
-routes:\n  - name: main\n    from: [http, grpc]\n    enforced: {{ before: [e-before], after: [e-after] }}\n    filters: [s-default]\n    tenants:\n      acme: {{ filters: [s-acme] }}\n      globex: {{ filters: [s-globex] }}\n    to: [out, tail]\n",
+routes:\n  - name: main\n    from: [http, grpc]\n    enforced: {{ before: [e-before], after: [e-after] }}\n    filters: [s-default]\n    tenants:\n      acme: {{ filters: [s-acme] }}\n      globex: {{ filters: [s-globex, g-router] }}\n    to: [out, tail]\n",
         hash_token(ACME),
         hash_token(GLOBEX),
         hash_token(ADMIN),
@@ -43,6 +43,11 @@ routes:\n  - name: main\n    from: [http, grpc]\n    enforced: {{ before: [e-bef
         filter_yaml("s-default", wasm::STAMP, "{ stamp: d }"),
         filter_yaml("s-acme", wasm::STAMP, "{ stamp: a }"),
         filter_yaml("s-globex", wasm::STAMP, "{ stamp: g }"),
+        filter_yaml(
+            "g-router",
+            wasm::TRIGGER_ROUTE,
+            "{ prefix: \"t.\", routes: { x: out } }"
+        ),
     )
 }
 
@@ -144,6 +149,20 @@ async fn a_producer_speaks_only_for_its_tenant_and_enforced_filters_run_for_ever
     )
     .await;
     assert_eq!(status, 202);
+    // globex's own filter routes this one straight to `out`: it still passes the
+    // enforced filter after the chain.
+    let (status, answer) = send(
+        &weir,
+        Some(GLOBEX),
+        &[],
+        event("g-routed", "t.x", json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["routed"].as_u64()),
+        (202, Some(1)),
+        "{answer}"
+    );
     let (status, _) = send(
         &weir,
         Some(ADMIN),
@@ -193,6 +212,7 @@ async fn a_producer_speaks_only_for_its_tenant_and_enforced_filters_run_for_ever
         ("a1", "B.a.A"),
         ("a2", "B.a.A"),
         ("g1", "B.g.A"),
+        ("g-routed", "B.g.A"),
         ("p1", "B.a.A"),
         ("a3", "B.A"),
     ]
@@ -260,6 +280,11 @@ async fn anonymous_producers_cannot_reach_a_protected_tenant_even_when_allowed()
         ["d1", "o1"]
     );
     assert_eq!(got["o1"], "B.d.A", "open has no chain of its own");
+    // Anonymous callers read figures, but no tail: it would show protected tenants' events.
+    let (status, _) = get_text(&format!("{}/metrics", weir.url)).await;
+    assert_eq!(status, 200);
+    let tail = reqwest::get(format!("{}/v1/tail", weir.url)).await.unwrap();
+    assert_eq!(tail.status().as_u16(), 401);
 }
 
 /// Reads a tail until `want` lines arrived (or 10 s passed).
@@ -454,20 +479,20 @@ routes:\n  - name: events\n    from: [k8s]\n    filters: [s-default]\n    tenant
 
     let (status, body) = create(pat.clone(), "pat-a", "team-a").await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = create(pat, "pat-g", "team-g").await;
+    let (status, body) = create(pat.clone(), "pat-g", "team-g").await;
     assert_eq!(
         status, 403,
         "pat speaks for acme, team-g is globex's: {body}"
     );
     assert!(body.contains("speaks for tenant `acme`"), "{body}");
-    let (status, body) = create(gil, "gil-g", "team-g").await;
+    let (status, body) = create(gil.clone(), "gil-g", "team-g").await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = create(uma.clone(), "uma-g", "team-g").await;
     assert_eq!(
         status, 403,
         "an unmapped user cannot write a protected tenant's: {body}"
     );
-    let (status, body) = create(uma, "uma-a", "team-a").await;
+    let (status, body) = create(uma.clone(), "uma-a", "team-a").await;
     assert_eq!(status, 201, "{body}");
 
     let stored: Vec<String> = weir
@@ -506,5 +531,23 @@ routes:\n  - name: events\n    from: [k8s]\n    filters: [s-default]\n    tenant
         metric_sum(&metrics, "weir_filter_verdicts_total"),
         3.0,
         "{metrics}"
+    );
+
+    // Deletes are bound too: only globex's producers (and the platform) delete in team-g.
+    let delete = |client: reqwest::Client, path: &'static str| {
+        let url = format!("{base}{path}");
+        async move { client.delete(url).send().await.unwrap().status().as_u16() }
+    };
+    let gil_g = "/api/v1/namespaces/team-g/events/gil-g";
+    assert_eq!(delete(pat.clone(), gil_g).await, 403);
+    assert_eq!(delete(uma.clone(), gil_g).await, 403);
+    assert_eq!(
+        delete(pat.clone(), "/api/v1/namespaces/team-g/events").await,
+        403
+    );
+    assert_eq!(delete(gil.clone(), gil_g).await, 200);
+    assert_eq!(
+        delete(pat, "/api/v1/namespaces/team-a/events/pat-a").await,
+        200
     );
 }

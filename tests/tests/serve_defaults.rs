@@ -74,8 +74,8 @@ async fn embedded_defaults_filter_scope_and_redact_then_drain_on_sigterm() {
 }
 
 /// Every file weir keeps in its data directory (state and event databases, the compiled
-/// cache, stored components, the token) is its owner's only; only file sinks, whose paths
-/// the operator chooses for other readers, follow the umask.
+/// cache, stored components, the token, file sinks and dead letters) is its owner's
+/// only.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn every_file_in_the_data_directory_is_the_owners_only() {
@@ -102,7 +102,7 @@ routes:\n  - name: main\n    filters: [dedup]\n    to: [out]\n  - name: activity
             let path = entry.unwrap().path();
             if path.is_dir() {
                 pending.push(path);
-            } else if path.extension().is_none_or(|e| e != "jsonl") {
+            } else {
                 files.push(path);
             }
         }
@@ -116,6 +116,7 @@ routes:\n  - name: main\n    filters: [dedup]\n    to: [out]\n  - name: activity
         "state.redb",
         "events.redb",
         "filters/index.json",
+        "out.jsonl",
     ] {
         assert!(
             names.iter().any(|n| n == expected),

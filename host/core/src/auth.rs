@@ -52,6 +52,12 @@ fn default_extra_prefixes() -> Vec<String> {
     vec!["X-Remote-Extra-".into()]
 }
 
+/// The token of an `Authorization` header value (or gRPC `authorization` metadata):
+/// `Bearer <token>`, surrounding whitespace ignored.
+pub fn bearer(value: &str) -> Option<&str> {
+    value.strip_prefix("Bearer ").map(str::trim)
+}
+
 /// Where a secret (a bearer token) comes from: `{ file: PATH }` or `{ env: VAR }`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]

@@ -168,4 +168,47 @@ mod tests {
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     }
+
+    #[test]
+    fn two_writers_of_one_file_never_share_a_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("shared.cwasm");
+        let writers: Vec<_> = [b'a', b'b']
+            .into_iter()
+            .map(|byte| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        write_atomically(&path, &[byte; 4096]).expect("every write succeeds");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer");
+        }
+        let got = std::fs::read(&path).expect("read");
+        assert!(
+            got == [b'a'; 4096] || got == [b'b'; 4096],
+            "one whole write, never a mix"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
+        assert_eq!(left.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn private_files_keep_their_contents_and_are_tightened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.redb");
+        std::fs::write(&path, b"kept").expect("write");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+            create_private(&path).expect("private");
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        }
+        assert_eq!(std::fs::read(&path).expect("read"), b"kept");
+    }
 }

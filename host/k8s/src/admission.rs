@@ -71,6 +71,26 @@ impl Admitter {
         self.router.as_ref().and_then(Weak::upgrade)
     }
 
+    /// Refuses (403) a caller whose producer binding does not let it write `event`'s tenant
+    /// (`tenancy.producers`), before anything is stored or forwarded: with or without an
+    /// admission route, for creates, updates and deletes alike.
+    pub fn check_producer(&self, caller: &Caller, event: &Event) -> Result<(), ApiError> {
+        let Some(router) = self.router() else {
+            return Ok(());
+        };
+        let producer = origin(&router, caller, None).producer;
+        router
+            .check_producer(&producer, event)
+            .map_err(router_error)
+    }
+
+    /// [`Admitter::check_producer`] for a delete in `ns` (an event's tenant comes from its
+    /// source, which only its namespace decides).
+    pub fn check_delete(&self, caller: &Caller, ns: &str) -> Result<(), ApiError> {
+        let event = Event::new("delete", super::ce::source_of(ns), "io.k8s.core.v1.Event");
+        self.check_producer(caller, &event)
+    }
+
     /// Runs the admission route's filters on a write (a core/v1 object with its name,
     /// namespace and uid set) and returns the object to store. Identity fields are kept
     /// as they were: filters change content, not which event it is.
@@ -80,6 +100,7 @@ impl Admitter {
         change: &str,
         core: Map<String, Value>,
     ) -> Result<Admitted, ApiError> {
+        self.check_producer(caller, &super::ce::event_view(&core))?;
         let Some(route) = &self.route else {
             return Ok(Admitted {
                 object: core,

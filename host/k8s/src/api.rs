@@ -323,7 +323,7 @@ async fn delete_h(
 /// A request path's namespace must be a DNS-1123 label and its name a DNS-1123
 /// subdomain, as the apiserver requires of every stored Event: anything else is refused
 /// before it reaches a store, a filter or a CloudEvent's `source` and `subject`.
-fn check_path(ns: &str, name: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn check_path(ns: &str, name: Option<&str>) -> Result<(), ApiError> {
     if !valid_namespace(ns) {
         return Err(ApiError::bad_request(format!(
             "invalid namespace {:?}: {DNS_LABEL}",
@@ -690,7 +690,7 @@ fn check_body(
     Ok(warnings)
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name
@@ -1057,6 +1057,7 @@ async fn delete(
     ns: String,
     name: String,
 ) -> Result<Response, ApiError> {
+    api.admitter.check_delete(&caller, &ns)?;
     let checked = api
         .store
         .get(&ns, &name)
@@ -1080,6 +1081,7 @@ async fn delete_collection(
     Query(q): Params,
     version: ApiVersion,
 ) -> Result<Response, ApiError> {
+    api.admitter.check_delete(&caller, &ns)?;
     let query = ListQuery::parse(&q, version)?;
     let narrow = Narrowing {
         namespace: Some(&ns),

@@ -41,6 +41,11 @@ pub fn event_time(core: &Map<String, Value>) -> i64 {
     .unwrap_or(0)
 }
 
+/// The CloudEvent `source` of the events of namespace `ns`.
+pub fn source_of(ns: &str) -> String {
+    format!("/api/v1/namespaces/{ns}/events")
+}
+
 /// A stored event as the CloudEvent a query's `filter` sees: `id` the uid (else
 /// namespace/name), `source` `/api/v1/namespaces/<ns>/events`, `type`
 /// `io.k8s.core.v1.Event`, `subject` the involved object as `kind/namespace/name`, `time`
@@ -56,11 +61,7 @@ pub fn event_view(core: &Map<String, Value>) -> Event {
     } else {
         uid.to_owned()
     };
-    let mut e = Event::new(
-        id,
-        format!("/api/v1/namespaces/{ns}/events"),
-        "io.k8s.core.v1.Event",
-    );
+    let mut e = Event::new(id, source_of(ns), "io.k8s.core.v1.Event");
     let at = |path: &[&str]| convert::str_at(core, path);
     let (kind, object_ns, object) = (
         at(&["involvedObject", "kind"]),

@@ -28,6 +28,7 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt as _;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_core::util::error_chain;
@@ -510,6 +511,13 @@ impl EventsProxy {
         let create = method == Method::POST;
         let target = self.target(version);
         let name = convert::meta_str(&obj, "name").to_owned();
+        if !name.is_empty() && !super::api::valid_name(&name) {
+            // It becomes part of the provider's URL: never anything but a DNS-1123 name.
+            return Err(ApiError::bad_request(format!(
+                "invalid name {:?}: a lowercase RFC 1123 subdomain is required",
+                name.chars().take(64).collect::<String>()
+            )));
+        }
         let (admitted, passage) = self.admit(caller, create, obj, version, target).await?;
         let path = self.provider_path(uri, version);
         let dry_run = query_param(uri, "dryRun").is_some();
@@ -1021,29 +1029,60 @@ async fn query_h(
             .map(|r| s.relay(r)),
     )
 }
+/// A path's namespace and name (when it has them), checked as the embedded API checks
+/// them (DNS-1123) before anything is forwarded.
+type PathParams = axum::extract::Path<HashMap<String, String>>;
+
+fn check_params(params: &HashMap<String, String>) -> Result<(), ApiError> {
+    match params.get("ns") {
+        Some(ns) => super::api::check_path(ns, params.get("name").map(String::as_str)),
+        None => Ok(()),
+    }
+}
+
 async fn read_h<const API: u8>(
     s: Shared,
     c: Caller,
+    p: Option<PathParams>,
     uri: axum::http::Uri,
     h: HeaderMap,
 ) -> Response {
+    // `.../events` across namespaces has no parameters.
+    if let Some(axum::extract::Path(p)) = p {
+        if let Err(e) = check_params(&p) {
+            return e.into_response();
+        }
+    }
     answer(s.pass(&c, Method::GET, &uri, &h, version::<API>()).await)
 }
 async fn delete_h<const API: u8>(
     s: Shared,
     c: Caller,
+    axum::extract::Path(p): PathParams,
     uri: axum::http::Uri,
     h: HeaderMap,
 ) -> Response {
+    // A producer bound to a tenant deletes only in its tenant's namespaces.
+    let checked = check_params(&p).and_then(|()| match p.get("ns") {
+        Some(ns) => s.admitter.check_delete(&c, ns),
+        None => Ok(()),
+    });
+    if let Err(e) = checked {
+        return e.into_response();
+    }
     answer(s.pass(&c, Method::DELETE, &uri, &h, version::<API>()).await)
 }
 async fn create_h<const API: u8>(
     s: Shared,
     c: Caller,
+    axum::extract::Path(p): PathParams,
     uri: axum::http::Uri,
     h: HeaderMap,
     b: Bytes,
 ) -> Response {
+    if let Err(e) = check_params(&p) {
+        return e.into_response();
+    }
     answer(
         s.write(&c, Method::POST, &uri, &h, &b, version::<API>())
             .await,
@@ -1052,10 +1091,14 @@ async fn create_h<const API: u8>(
 async fn put_h<const API: u8>(
     s: Shared,
     c: Caller,
+    axum::extract::Path(p): PathParams,
     uri: axum::http::Uri,
     h: HeaderMap,
     b: Bytes,
 ) -> Response {
+    if let Err(e) = check_params(&p) {
+        return e.into_response();
+    }
     answer(
         s.write(&c, Method::PUT, &uri, &h, &b, version::<API>())
             .await,
@@ -1064,10 +1107,14 @@ async fn put_h<const API: u8>(
 async fn patch_h<const API: u8>(
     s: Shared,
     c: Caller,
+    axum::extract::Path(p): PathParams,
     uri: axum::http::Uri,
     h: HeaderMap,
     b: Bytes,
 ) -> Response {
+    if let Err(e) = check_params(&p) {
+        return e.into_response();
+    }
     answer(s.patch(&c, &uri, &h, &b, version::<API>()).await)
 }
 

@@ -9,7 +9,7 @@
 //! sinks write the survivors → the source gets the [`Outcome`].
 
 mod metrics;
-pub mod producers;
+mod producers;
 mod router;
 pub mod settings;
 pub mod sinks;

@@ -8,7 +8,6 @@
 //! its rate limit, write its filter state or run its chain.
 
 use crate::settings::ProducerCredential;
-use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -38,11 +37,6 @@ pub struct Producers {
     groups: HashMap<String, Arc<str>>,
     /// The tenants that have a credential.
     protected: HashSet<Arc<str>>,
-}
-
-/// Hex SHA-256 of a bearer token, as `sha256` holds it in the configuration.
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 impl Producers {
@@ -75,7 +69,9 @@ impl Producers {
 
     /// The tenant of a bearer token, when it is a producer token.
     pub fn by_token(&self, token: &str) -> Option<Arc<str>> {
-        self.tokens.get(&token_hash(token)).cloned()
+        self.tokens
+            .get(&weir_runtime::content_hash(token.as_bytes()))
+            .cloned()
     }
 
     /// The tenant of an identity: its user's, else the first of its groups that has one.

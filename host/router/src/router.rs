@@ -477,6 +477,12 @@ impl Router {
         }
     }
 
+    /// Whether `producer` may send `event` (its tenant as [`Router::submit_to`] would tell
+    /// it): for a source that must refuse before it stores or forwards anything.
+    pub fn check_producer(&self, producer: &Producer, event: &Event) -> Result<(), RouterError> {
+        self.tenant_for(producer, event, None).map(|_| ())
+    }
+
     /// The configured producer credentials (sources authenticate their callers with
     /// them).
     pub fn producers(&self) -> &Producers {
@@ -610,7 +616,8 @@ impl Router {
         // Events of one request nearly always name the same tenant: resolve each distinct
         // (source, tenant extension) once instead of reading the directory per event.
         let mut last: Option<(String, Option<String>, String)> = None;
-        for event in events {
+        let mut events = events.into_iter();
+        while let Some(event) = events.next() {
             let ext = event.extension("tenant");
             let tenant = match &last {
                 Some((src, e, t)) if *src == event.source && e.as_deref() == ext => t.as_str(),
@@ -618,11 +625,13 @@ impl Router {
                     let t = match self.tenant_for(&producer, &event, tenant_hint) {
                         Ok(t) => t.to_owned(),
                         Err(error) => {
-                            // Refused whole, before anything is taken or queued.
-                            let mut events: Vec<Event> =
+                            // Refused whole, before anything is taken or queued: every
+                            // event is handed back (their order per tenant kept).
+                            let mut all: Vec<Event> =
                                 by_tenant.into_iter().flat_map(|(_, e)| e).collect();
-                            events.push(event);
-                            return Err(Refused { error, events });
+                            all.push(event);
+                            all.extend(events);
+                            return Err(Refused { error, events: all });
                         }
                     };
                     let entry = last.insert((event.source.clone(), ext.map(str::to_owned), t));
@@ -794,6 +803,15 @@ struct Results {
     routed: Vec<(String, Item)>,
     dead: Vec<(Item, String, String)>,
     dropped: Vec<(usize, Arc<str>)>,
+}
+
+impl Results {
+    /// Adds `other`'s routed, dead-lettered and dropped events (not its kept ones).
+    fn absorb(&mut self, other: Results) {
+        self.routed.extend(other.routed);
+        self.dead.extend(other.dead);
+        self.dropped.extend(other.dropped);
+    }
 }
 
 /// One lane: a route's work for one tenant.
@@ -1011,6 +1029,9 @@ impl RouteWorker {
     }
 
     /// Runs `items` through `chain[start..]` for one tenant and caller.
+    /// Runs `items` through `chain` from filter `start` on. The route's enforced `after`
+    /// filters end every chain: an event an earlier filter routes to a sink still passes
+    /// them first, so no filter of the tenant's steers an event around them.
     fn run_chain(
         &mut self,
         tenant: &str,
@@ -1019,9 +1040,48 @@ impl RouteWorker {
         start: usize,
         items: Vec<Item>,
     ) -> Results {
+        let after_start = chain.len().saturating_sub(self.spec.enforced.after.len());
+        let start = start.min(chain.len());
+        if start >= after_start || after_start == chain.len() {
+            return self.run_filters(tenant, ctx, &chain[start..], items);
+        }
+        let enforced = &chain[after_start..];
+        let mut results = self.run_filters(tenant, ctx, &chain[start..after_start], items);
+        let routed = std::mem::take(&mut results.routed);
+        let kept = std::mem::take(&mut results.kept);
+        let mut last = self.run_filters(tenant, ctx, enforced, kept);
+        results.kept = std::mem::take(&mut last.kept);
+        results.absorb(last);
+        // Routed events, per sink they were routed to (in the order they were routed).
+        let mut by_sink: Vec<(String, Vec<Item>)> = Vec::new();
+        for (sink, item) in routed {
+            match by_sink.iter_mut().find(|(s, _)| *s == sink) {
+                Some((_, items)) => items.push(item),
+                None => by_sink.push((sink, vec![item])),
+            }
+        }
+        for (sink, items) in by_sink {
+            let mut passed = self.run_filters(tenant, ctx, enforced, items);
+            let kept = std::mem::take(&mut passed.kept);
+            results
+                .routed
+                .extend(kept.into_iter().map(|item| (sink.clone(), item)));
+            results.absorb(passed);
+        }
+        results
+    }
+
+    /// Runs `items` through each filter of `filters` in turn.
+    fn run_filters(
+        &mut self,
+        tenant: &str,
+        ctx: &wit::Context,
+        filters: &[String],
+        items: Vec<Item>,
+    ) -> Results {
         let mut results = Results::default();
         let mut current = items;
-        for filter in chain.iter().skip(start) {
+        for filter in filters {
             let mut next = Vec::with_capacity(current.len());
             let mut pending = current.into_iter().peekable();
             while pending.peek().is_some() {

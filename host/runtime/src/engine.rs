@@ -158,13 +158,12 @@ impl FilterEngine {
     /// hash and the engine's compatibility hash) and checks it implements the world.
     pub fn load(&self, bytes: &[u8]) -> Result<CompiledFilter, EngineError> {
         let hash = content_hash(bytes);
-        let component = match self.cached(&hash) {
-            Some(component) => component,
+        let (component, fresh) = match self.cached(&hash) {
+            Some(component) => (component, false),
             None => {
                 let component = Component::new(&self.engine, bytes)
                     .map_err(|e| EngineError::Invalid(format!("{e:?}")))?;
-                self.store_cache(&hash, &component);
-                component
+                (component, true)
             }
         };
         let instance_pre = self
@@ -173,6 +172,10 @@ impl FilterEngine {
             .map_err(|e| EngineError::WrongWorld(format!("{e:?}")))?;
         let pre =
             FilterPre::new(instance_pre).map_err(|e| EngineError::WrongWorld(format!("{e:?}")))?;
+        // Only what implements the world is kept: a refused component leaves nothing.
+        if fresh {
+            self.store_cache(&hash, &component);
+        }
         Ok(CompiledFilter { pre, hash })
     }
 

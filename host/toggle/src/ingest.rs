@@ -10,8 +10,9 @@
 //!   the agent keeps it and retries.
 //! - The caller is the producer its `authorization: Bearer` metadata names in
 //!   `tenancy.producers`: its events are its tenant's (a batch naming another tenant is
-//!   refused with `PERMISSION_DENIED`). Without a token the call is refused
-//!   (`UNAUTHENTICATED`) unless anonymous producers are allowed.
+//!   refused with `PERMISSION_DENIED`). Any other caller (no token, or an agent's Toggle
+//!   JWT under that key) is refused (`UNAUTHENTICATED`) unless anonymous producers are
+//!   allowed, and then produces unbound.
 //! - `Register` and `Connect` pass through to the configured upstream Toggle
 //!   ([`crate::passthrough`]).
 
@@ -67,8 +68,7 @@ impl GrpcIngest {
         let bearer = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(weir_core::auth::bearer);
         let refuse = |why: &str| {
             self.router
                 .metrics()
@@ -77,14 +77,12 @@ impl GrpcIngest {
                 .inc();
             Status::unauthenticated(why.to_owned())
         };
-        match bearer {
-            Some(token) => self
-                .router
-                .producers()
-                .by_token(token)
-                .map(Producer::Tenant)
-                .ok_or_else(|| refuse("unknown producer token")),
+        match bearer.and_then(|token| self.router.producers().by_token(token)) {
+            Some(tenant) => Ok(Producer::Tenant(tenant)),
+            // An agent sends its Toggle token (a JWT) under the same key: not weir's to
+            // judge. It produces unbound where anonymous producers may.
             None if self.anonymous => Ok(Producer::Unbound),
+            None if bearer.is_some() => Err(refuse("unknown producer token")),
             None => Err(refuse(
                 "send `authorization: Bearer <token>` metadata with a producer token",
             )),
@@ -140,7 +138,14 @@ impl GrpcIngest {
                 .await
                 .map_err(|e| match e {
                     RouterError::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
-                    RouterError::TenantRefused { .. } => Status::permission_denied(e.to_string()),
+                    RouterError::TenantRefused { .. } => {
+                        self.router
+                            .metrics()
+                            .rejected
+                            .with_label_values(&["grpc", "tenant_refused"])
+                            .inc();
+                        Status::permission_denied(e.to_string())
+                    }
                     other => Status::unavailable(other.to_string()),
                 })?;
         }

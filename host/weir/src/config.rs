@@ -973,7 +973,40 @@ impl Config {
                         "a SHA-256 is 64 hex digits (`printf %s \"$TOKEN\" | sha256sum`)",
                     );
                 }
+                let same = |other: &str| other.eq_ignore_ascii_case(hash);
+                let earlier = self.tenancy.producers[..i]
+                    .iter()
+                    .any(|q| q.sha256.as_deref().is_some_and(same));
+                if earlier || self.admin.tokens.iter().any(|t| same(&t.sha256)) {
+                    issues.add(
+                        field("sha256"),
+                        hash,
+                        "this token is configured already (a producer's or an admin token): one token, one meaning",
+                    );
+                }
             }
+            for (kind, value) in [("user", &p.user), ("group", &p.group)] {
+                if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                    issues.add(
+                        field(kind),
+                        kind,
+                        format!("an empty {kind} would match callers without one"),
+                    );
+                }
+            }
+        }
+        #[cfg(feature = "k8s")]
+        if self.events_api_served()
+            && !self.tenancy.producers.is_empty()
+            && self.authentication.anonymous.is_none()
+            && self.authentication.request_header.is_none()
+            && self.tls.as_ref().is_none_or(|t| t.client_ca.is_none())
+        {
+            issues.add(
+                "tenancy.producers",
+                "producers",
+                "producer credentials turn anonymous access off, and the Events API authenticates only client certificates and a front proxy: with neither configured no one could reach it. Set tls.client_ca or authentication.request_header, or authentication.anonymous",
+            );
         }
         for (i, m) in self.tenancy.sources.iter().enumerate() {
             if !self.tenants.contains_key(&m.tenant) {
@@ -1410,6 +1443,25 @@ routes:
             ],
             "{e}"
         );
+        // One token, one meaning; an empty user would match callers without one.
+        let twice = format!(
+            "    - {{ name: a, tenant: acme, sha256: {hash} }}\n    - {{ name: b, tenant: acme, sha256: {} }}\n    - {{ name: c, tenant: acme, user: \"\" }}\n",
+            hash.to_uppercase()
+        );
+        let e = Config::parse("weir.yaml", &with(&twice), &[]).expect_err("invalid");
+        let fields: Vec<&str> = e.issues.iter().map(|i| i.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["tenancy.producers[1].sha256", "tenancy.producers[2].user"],
+            "{e}"
+        );
+        // The Events API authenticates only certificates and a front proxy: producer
+        // credentials without either would lock everyone out of it.
+        let locked = format!("{}events_api: {{ enabled: true }}\n", with(&good));
+        let e = Config::parse("weir.yaml", &locked, &[]).expect_err("locked out");
+        assert_eq!(e.first().field, "tenancy.producers", "{e}");
+        let open = format!("{locked}authentication: {{ anonymous: true }}\n");
+        Config::parse("weir.yaml", &open, &[]).expect("anonymous said explicitly");
     }
 
     #[test]

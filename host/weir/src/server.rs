@@ -47,6 +47,13 @@ async fn stats(State(state): State<Arc<AppState>>, Listener(caller): Listener) -
 /// stream ends at shutdown.
 async fn tail(State(state): State<Arc<AppState>>, Listener(caller): Listener) -> Response {
     let tenant = match caller {
+        // Tenants with producer credentials keep their events from anonymous readers.
+        ListenerCaller::Anonymous if !state.router.producers().is_empty() => {
+            return crate::state::Unauthenticated(
+                "tenants here authenticate their producers: their tail needs a credential",
+            )
+            .into_response()
+        }
         ListenerCaller::Admin | ListenerCaller::Anonymous => None,
         ListenerCaller::Tenant(t) => Some(t),
         ListenerCaller::Unbound => {

@@ -5,7 +5,6 @@
 
 use crate::config::AdminConfig;
 use axum::http::{header, HeaderMap};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -89,8 +88,7 @@ impl Tokens {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(weir_core::auth::bearer);
         let Some(token) = presented else {
             let cn = peer.and_then(|p| p.common_name.as_deref());
             return match cn.and_then(|cn| self.by_cert.get(cn).map(|r| (cn, r))) {
@@ -133,29 +131,27 @@ impl ListenerCaller {
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        if let Some(token) = bearer {
-            if let Some(tenant) = producers.by_token(token) {
-                return Ok(Self::Tenant(tenant));
-            }
+            .and_then(weir_core::auth::bearer);
+        if let Some(tenant) = bearer.and_then(|token| producers.by_token(token)) {
+            return Ok(Self::Tenant(tenant));
         }
         let verified = peer.filter(|p| p.user);
-        if bearer.is_none() {
-            if let Some(p) = verified {
-                let cn = p.common_name.as_deref().unwrap_or_default();
-                if let Some(tenant) = producers.by_identity(cn, &p.organizations) {
-                    return Ok(Self::Tenant(tenant));
-                }
-            }
-        }
+        // A role the admin configuration gives (token or certificate) comes first, then a
+        // certificate's producer mapping.
         match tokens.check(headers, verified) {
             Ok((_, Role::Admin)) => Ok(Self::Admin),
             Ok((_, Role::Tenant(t))) => Ok(Self::Tenant(Arc::from(t))),
             Err(why) if bearer.is_some() => Err(why),
-            Err(_) if verified.is_some() => Ok(Self::Unbound),
-            Err(_) if anonymous_allowed => Ok(Self::Anonymous),
-            Err(why) => Err(why),
+            Err(_) => match verified {
+                Some(p) => Ok(p
+                    .common_name
+                    .as_deref()
+                    .filter(|cn| !cn.is_empty())
+                    .and_then(|cn| producers.by_identity(cn, &p.organizations))
+                    .map_or(Self::Unbound, Self::Tenant)),
+                None if anonymous_allowed => Ok(Self::Anonymous),
+                None => Err("send `Authorization: Bearer <token>` or a client certificate"),
+            },
         }
     }
 
@@ -175,7 +171,7 @@ impl ListenerCaller {
     }
 }
 
-/// Hex SHA-256 of a token.
+/// Hex SHA-256 of a token, as the configuration holds it.
 pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    weir_runtime::content_hash(token.as_bytes())
 }

@@ -274,6 +274,47 @@ mod tests {
         evaluate(&parse(src).unwrap_or_else(|e| panic!("{src}: {e}")), &ev())
     }
 
+    /// Found by the `cesql` fuzz target: a deeply nested expression (an EventQuery's
+    /// `filter` is a client's) overflowed the stack and aborted the process. On a thread
+    /// with a tokio worker's 2 MiB stack, deep input is refused and the deepest accepted
+    /// one parses, evaluates and drops.
+    #[test]
+    fn deep_expressions_are_refused_not_a_stack_overflow() {
+        let worker = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let nested = format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000));
+                let e = parse(&nested).expect_err("too deep");
+                assert!(e.message.contains("tokens"), "{e}");
+                let nested = format!("{}TRUE{}", "(".repeat(300), ")".repeat(300));
+                let e = parse(&nested).expect_err("too deep");
+                assert!(e.message.contains("nested more than 256"), "{e}");
+                let nots = format!("{}TRUE", "NOT ".repeat(1000));
+                assert!(parse(&nots).is_err());
+                let ors = vec!["severity = 'x'"; 1000].join(" OR ");
+                let e = parse(&ors).expect_err("a run too long");
+                assert!(e.message.contains("IN list"), "{e}");
+                let sums = format!("count{}", " + 1".repeat(2000));
+                assert!(parse(&sums).is_err());
+                // The deepest accepted: 250 alternatives, and 250 levels of parentheses.
+                let ors = format!(
+                    "{} OR severity = 'warning'",
+                    vec!["severity = 'x'"; 249].join(" OR ")
+                );
+                assert_eq!(
+                    evaluate(&parse(&ors).expect("accepted"), &ev()),
+                    Ok(Value::Bool(true))
+                );
+                let nested = format!("{}count = 7{}", "(".repeat(250), ")".repeat(250));
+                assert_eq!(
+                    evaluate(&parse(&nested).expect("accepted"), &ev()),
+                    Ok(Value::Bool(true))
+                );
+            })
+            .expect("thread");
+        worker.join().expect("no stack overflow");
+    }
+
     #[test]
     fn evaluates_the_spec_operators() {
         let truthy = [

@@ -268,6 +268,41 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
 struct Parser {
     toks: Vec<(Tok, usize)>,
     pos: usize,
+    /// How deep the parser has recursed (parentheses, prefix operators, arguments).
+    depth: usize,
+}
+
+/// The most tokens an expression may have. With [`MAX_DEPTH`] it bounds the stack the
+/// parser, the evaluator and dropping a tree use: an expression may come from a client
+/// (an EventQuery's `filter`), and running out of stack would abort the process.
+pub const MAX_TOKENS: usize = 4096;
+
+/// The deepest an expression's tree may be (nesting, and a run of operators such as
+/// `a OR b OR ...`, count alike). Deeper is refused with a parse error.
+pub const MAX_DEPTH: usize = 256;
+
+/// The depth of a tree, counted without recursion (the tree may be deep).
+fn tree_depth(root: &Expr) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(root, 1usize)];
+    while let Some((e, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match e {
+            Expr::Attr(_) | Expr::Lit(_) | Expr::Exists(_) => {}
+            Expr::Not(x) | Expr::Neg(x) => stack.push((x, d + 1)),
+            Expr::Like { value, .. } => stack.push((value, d + 1)),
+            Expr::Bin(_, l, r) => {
+                stack.push((l, d + 1));
+                stack.push((r, d + 1));
+            }
+            Expr::In { value, set, .. } => {
+                stack.push((value, d + 1));
+                stack.extend(set.iter().map(|x| (x, d + 1)));
+            }
+            Expr::Call(_, args) => stack.extend(args.iter().map(|x| (x, d + 1))),
+        }
+    }
+    deepest
 }
 
 /// Binding power of an infix operator (higher binds tighter).
@@ -319,7 +354,19 @@ impl Parser {
         }
     }
 
+    /// An expression of operators binding tighter than `min_bp`, at most [`MAX_DEPTH`]
+    /// recursions deep.
     fn expr(&mut self, min_bp: u8) -> Result<Expr, ParseError> {
+        if self.depth >= MAX_DEPTH {
+            return self.fail(format!("nested more than {MAX_DEPTH} deep"));
+        }
+        self.depth += 1;
+        let parsed = self.expr_at_depth(min_bp);
+        self.depth -= 1;
+        parsed
+    }
+
+    fn expr_at_depth(&mut self, min_bp: u8) -> Result<Expr, ParseError> {
         let mut lhs = self.prefix()?;
         loop {
             let tok = self.peek().clone();
@@ -480,13 +527,29 @@ impl Parser {
 
 /// Parses a CESQL expression.
 pub fn parse(src: &str) -> Result<Expr, ParseError> {
+    let toks = lex(src)?;
+    if toks.len() > MAX_TOKENS {
+        return Err(ParseError {
+            column: toks[MAX_TOKENS].1 + 1,
+            message: format!("longer than {MAX_TOKENS} tokens"),
+        });
+    }
     let mut p = Parser {
-        toks: lex(src)?,
+        toks,
         pos: 0,
+        depth: 0,
     };
     let e = p.expr(0)?;
     if *p.peek() != Tok::End {
         return p.fail("unexpected text after the expression");
+    }
+    if tree_depth(&e) > MAX_DEPTH {
+        return Err(ParseError {
+            column: 1,
+            message: format!(
+                "more than {MAX_DEPTH} levels of operators (a long run of OR is an IN list)"
+            ),
+        });
     }
     Ok(e)
 }

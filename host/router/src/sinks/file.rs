@@ -103,11 +103,15 @@ impl FileSink {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         set_aside_torn_tail(path, format).map_err(io)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io)?;
+        let mut options = OpenOptions::new();
+        options.create(true).append(true);
+        // Events are tenants' data: the file is the owner's only from its creation.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let file = options.open(path).map_err(io)?;
         let end = file.metadata().map_err(io)?.len();
         Ok(Self {
             name: name.to_owned(),

@@ -263,8 +263,13 @@ impl FilterRegistry {
             other => RegistryError::NotAComponent(first_line(&other.to_string())),
         })?;
         let compiled = Arc::new(compiled);
-        self.instantiate(&compiled, config, "validation", Limits::default())
-            .map_err(RegistryError::Rejected)?;
+        if let Err(e) = self.instantiate(&compiled, config, "validation", Limits::default()) {
+            // A refused upload leaves no compiled code behind (unless a stored version
+            // has the same component).
+            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+            self.engine.collect_cache(&index.hashes());
+            return Err(RegistryError::Rejected(e));
+        }
         Ok(compiled)
     }
 

@@ -60,7 +60,7 @@ impl ClientTlsArgs {
                     .with_context(|| format!("TLS settings with CA {}", ca.display()))?;
                 builder.use_preconfigured_tls(config)
             }
-            None if self.cert.is_some() => {
+            None if self.cert.is_some() || self.key.is_some() => {
                 anyhow::bail!(
                     "--cert and --key need --ca: the CA the endpoint's certificate chains to"
                 )
