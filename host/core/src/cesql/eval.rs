@@ -82,17 +82,61 @@ fn cast_as(v: Value, like: &Value) -> Result<Value, EvalError> {
     })
 }
 
-/// `%` any run, `_` one character, `\` escapes; case-sensitive.
+/// One element of a LIKE pattern.
+#[derive(Clone, Copy, PartialEq)]
+enum Wild {
+    /// `%`: any run of characters.
+    Any,
+    /// `_`: one character.
+    One,
+    /// A character (escaped with `\\` or plain).
+    Lit(char),
+}
+
+/// `%` any run, `_` one character, `\` escapes; case-sensitive. Matched without
+/// recursion, backtracking only to the last `%`: time is at most text × pattern, so a
+/// client's pattern of many `%` cannot hang the caller (the `cesql` fuzz target found the
+/// recursive matcher taking exponential time and a stack frame per character).
 fn like(text: &[char], pattern: &[char]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some(('%', rest)) => (0..=text.len()).any(|i| like(&text[i..], rest)),
-        Some(('_', rest)) => !text.is_empty() && like(&text[1..], rest),
-        Some(('\\', rest)) if !rest.is_empty() => {
-            text.first() == rest.first() && like(&text[1..], &rest[1..])
-        }
-        Some((c, rest)) => text.first() == Some(c) && like(&text[1..], rest),
+    let mut wild = Vec::with_capacity(pattern.len());
+    let mut chars = pattern.iter().copied().peekable();
+    while let Some(c) = chars.next() {
+        wild.push(match c {
+            '%' => Wild::Any,
+            '_' => Wild::One,
+            '\\' => Wild::Lit(chars.next().unwrap_or('\\')),
+            c => Wild::Lit(c),
+        });
     }
+    let (mut t, mut p) = (0, 0);
+    // After the last `%`: where the pattern goes on, and where its run ends in the text.
+    let mut resume: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match wild.get(p) {
+            Some(Wild::Any) => {
+                p += 1;
+                resume = Some((p, t));
+            }
+            Some(Wild::One) => {
+                t += 1;
+                p += 1;
+            }
+            Some(Wild::Lit(c)) if *c == text[t] => {
+                t += 1;
+                p += 1;
+            }
+            _ => match resume {
+                // The last `%` takes one more character; try the rest again from there.
+                Some((after, run_end)) => {
+                    p = after;
+                    t = run_end + 1;
+                    resume = Some((after, run_end + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    wild[p..].iter().all(|w| *w == Wild::Any)
 }
 
 /// Evaluates an expression for an event.
@@ -313,6 +357,47 @@ mod tests {
             })
             .expect("thread");
         worker.join().expect("no stack overflow");
+    }
+
+    #[test]
+    fn like_takes_time_proportional_to_text_and_pattern() {
+        // The fuzz target's input: many `%` took exponential time before.
+        let pattern: Vec<char> = format!("'%{}_%%_I'", "%".repeat(90)).chars().collect();
+        let text: Vec<char> = "&\\I'LIKE '".repeat(10).chars().collect();
+        let started = std::time::Instant::now();
+        assert!(!like(&text, &pattern));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // A long text takes no stack frame per character.
+        let long: Vec<char> = "ab".repeat(500_000).chars().collect();
+        let p = |s: &str| s.chars().collect::<Vec<_>>();
+        assert!(like(&long, &p("%ab")));
+        assert!(like(&long, &p("a%b%a%b")));
+        assert!(!like(&long, &p("%ba")));
+        // The semantics, as before.
+        for (text, pattern, expected) in [
+            ("abc", "abc", true),
+            ("abc", "a_c", true),
+            ("abc", "a%", true),
+            ("abc", "%c", true),
+            ("abc", "%b%", true),
+            ("abc", "%d%", false),
+            ("", "%", true),
+            ("", "_", false),
+            ("a%c", "a\\%c", true),
+            ("abc", "a\\%c", false),
+            ("a_c", "a\\_c", true),
+            ("back\\", "back\\", true),
+            ("aaa", "a%a%a", true),
+            ("aa", "a%a%a", false),
+            ("mississippi", "m%iss%ppi", true),
+            ("mississippi", "m%is_ip%", true),
+        ] {
+            assert_eq!(
+                like(&p(text), &p(pattern)),
+                expected,
+                "{text} LIKE {pattern}"
+            );
+        }
     }
 
     #[test]
