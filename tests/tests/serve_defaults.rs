@@ -130,3 +130,71 @@ routes:\n  - name: main\n    filters: [dedup]\n    to: [out]\n  - name: activity
     }
     drop(dir);
 }
+
+/// The README's first command as a new user tries it: `WEIR__…` overrides apply to the
+/// embedded defaults too, and real `kubectl` reads and writes Events on them.
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_defaults_take_overrides_and_serve_the_events_api_to_kubectl() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().to_owned();
+    let data = home.join("weir-data").display().to_string();
+    let filters = Path::new(wasm::SEVERITY)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let weir = Weir::spawn_env(
+        dir,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data,
+            "--filters-dir",
+            &filters,
+        ],
+        &[("WEIR__INGEST__MAX_EVENT_BYTES", "400")],
+    );
+    let small = json!([event("s1", "t", json!({"severity": "info"}))]);
+    let (status, answer) = post_batch(&weir.url, &small).await;
+    assert_eq!(status, 202, "{answer}");
+    let big = json!([event(
+        "b1",
+        "t",
+        json!({"severity": "info", "data": "x".repeat(500)})
+    )]);
+    let (status, answer) = post_batch(&weir.url, &big).await;
+    assert_eq!(status, 413, "the override holds: {answer}");
+
+    let kubectl = |args: &[&str]| {
+        std::process::Command::new("kubectl")
+            .arg(format!("--server={}", weir.url))
+            .arg(format!("--cache-dir={}", home.join("kube-cache").display()))
+            .args(args)
+            .env("KUBECONFIG", home.join("no-kubeconfig"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("kubectl runs")
+    };
+    let event = home.join("event.yaml");
+    std::fs::write(
+        &event,
+        "apiVersion: v1\nkind: Event\nmetadata: { name: hello.1, namespace: default }\ninvolvedObject: { kind: Pod, name: hello, namespace: default }\nreason: Started\nmessage: hello from kubectl\ntype: Normal\n",
+    )
+    .unwrap();
+    let created = kubectl(&["create", "-f", &event.display().to_string()]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let listed = kubectl(&["get", "events", "-A"]);
+    let out = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(out.contains("hello from kubectl"), "{out}");
+}

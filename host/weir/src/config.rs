@@ -30,6 +30,16 @@ const KNOWN_GATES: [&str; 0] = [];
 /// (double underscores separate levels; names are lower-cased).
 pub const ENV_PREFIX: &str = "WEIR__";
 
+/// The name the embedded defaults go by in configuration errors.
+pub const EMBEDDED: &str = "embedded defaults";
+
+/// The `WEIR__…` variables of the environment, as `(name, value)` pairs.
+pub fn env_overrides() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect()
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -436,72 +446,37 @@ impl Issues<'_> {
 
 impl Config {
     /// The configuration `weir serve` runs without a file: HTTP on 127.0.0.1:8080, data in
-    /// `./weir-data`, and the example filters from `filters_dir` on the default route
-    /// (scope injection, severity at `info` and above, redaction) into `events.jsonl` and
-    /// the tail stream.
-    pub fn embedded(filters_dir: &Path) -> Self {
-        let filter = |name: &str, config: serde_json::Value| {
-            (
-                name.to_owned(),
-                FilterConfig {
-                    path: Some(filters_dir.join(format!("{}.wasm", name.replace('-', "_")))),
-                    config: Some(config),
-                    owner: None,
-                },
-            )
+    /// `./weir-data`, the Kubernetes Events API from the embedded store, and the example
+    /// filters from `filters_dir` on the default route (scope injection, severity at
+    /// `info` and above, redaction) into `events.jsonl` and the tail stream. `overrides`
+    /// (`WEIR__…`, see [`env_overrides`]) apply to it as they do to a file.
+    pub fn embedded(
+        filters_dir: &Path,
+        overrides: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        // JSON strings are YAML strings: any path quotes safely.
+        let wasm = |name: &str| {
+            let path = filters_dir.join(format!("{name}.wasm"));
+            serde_json::Value::String(path.display().to_string()).to_string()
         };
-        let mut config = Self::empty();
-        config.filters = [
-            filter("scope-inject", serde_json::json!({})),
-            filter("severity", serde_json::json!({ "min": "info" })),
-            filter("redact", serde_json::json!({})),
-        ]
-        .into_iter()
-        .collect();
-        config.sinks.insert(
-            "file".into(),
-            SinkConfig::File(Box::new(FileSinkConfig {
-                path: "events.jsonl".into(),
-                fsync: false,
-                format: FileFormat::Jsonl,
-                retry: None,
-                circuit_breaker: None,
-            })),
+        let text = format!(
+            "filters:\n  \
+scope-inject: {{ path: {}, config: {{}} }}\n  \
+severity: {{ path: {}, config: {{ min: info }} }}\n  \
+redact: {{ path: {}, config: {{}} }}\n\
+sinks:\n  file: {{ type: file, path: events.jsonl }}\n\
+{events_api}\
+routes:\n  - {{ name: default, filters: [scope-inject, severity, redact], to: [file, tail] }}\n",
+            wasm("scope_inject"),
+            wasm("severity"),
+            wasm("redact"),
+            events_api = if cfg!(feature = "k8s") {
+                "events_api: { enabled: true }\n"
+            } else {
+                ""
+            },
         );
-        config.routes.push(RouteConfig::new(
-            "default",
-            vec!["scope-inject".into(), "severity".into(), "redact".into()],
-            vec!["file".into(), "tail".into()],
-        ));
-        config.with_builtins()
-    }
-
-    fn empty() -> Self {
-        Self {
-            metrics: Default::default(),
-            connections: Default::default(),
-            listen: default_listen(),
-            data_dir: default_data_dir(),
-            ingest: IngestConfig::default(),
-            filters: BTreeMap::new(),
-            tenants: BTreeMap::new(),
-            sinks: BTreeMap::new(),
-            routes: Vec::new(),
-            admin: AdminConfig::default(),
-            tenancy: TenancyConfig::default(),
-            #[cfg(feature = "toggle")]
-            grpc: Default::default(),
-            engine: EngineConfig::default(),
-            #[cfg(feature = "k8s")]
-            events_api: EventsApiConfig::default(),
-            #[cfg(feature = "k8s")]
-            k8s_watch: Default::default(),
-            tls: None,
-            authentication: Default::default(),
-            #[cfg(feature = "kafka")]
-            kafka: Default::default(),
-            feature_gates: BTreeMap::new(),
-        }
+        Self::parse(EMBEDDED, &text, overrides)
     }
 
     /// Adds the `default` tenant and the `tail` and `dead-letter` sinks unless configured,
@@ -549,7 +524,8 @@ impl Config {
         self
     }
 
-    /// Reads, overrides from the environment, and validates a configuration file.
+    /// Reads, overrides from the environment ([`env_overrides`]), and validates a
+    /// configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -561,10 +537,7 @@ impl Config {
                 message: format!("cannot read: {e}"),
             })
         })?;
-        let overrides: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-            .collect();
-        let mut config = Self::parse(&origin, &text, &overrides)?;
+        let mut config = Self::parse(&origin, &text, &env_overrides())?;
         let base = path.parent().unwrap_or(Path::new("."));
         for filter in config.filters.values_mut() {
             if let Some(path) = filter.path.as_mut().filter(|p| p.is_relative()) {

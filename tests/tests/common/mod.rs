@@ -98,8 +98,14 @@ impl Weir {
 
     /// Runs `weir` with these arguments (a `serve` that prints its address).
     pub fn spawn(dir: tempfile::TempDir, args: &[&str]) -> Weir {
+        Self::spawn_env(dir, args, &[])
+    }
+
+    /// Like [`Weir::spawn`], with these environment variables set.
+    pub fn spawn_env(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Weir {
         let mut child = Command::new(weir_bin())
             .args(args)
+            .envs(env.iter().copied())
             .env(
                 "WEIR_LOG",
                 std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "info".into()),

@@ -68,7 +68,8 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
                 .filters_dir
                 .clone()
                 .unwrap_or_else(super::default_filters_dir),
-        ),
+            &weir::config::env_overrides(),
+        )?,
     };
     config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     config.data_dir = dir.path().to_owned();

@@ -274,7 +274,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         Some(path) => Config::load(path)?,
         None => {
             let dir = args.filters_dir.clone().unwrap_or_else(default_filters_dir);
-            let config = Config::embedded(&dir);
+            let config = Config::embedded(&dir, &weir::config::env_overrides())?;
             for path in config.filters.values().filter_map(|f| f.path.as_ref()) {
                 if !path.exists() {
                     anyhow::bail!(
