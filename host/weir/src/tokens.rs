@@ -90,7 +90,10 @@ impl Tokens {
             .and_then(|v| v.to_str().ok())
             .and_then(weir_core::auth::bearer);
         let Some(token) = presented else {
-            let cn = peer.and_then(|p| p.common_name.as_deref());
+            // Only a certificate that names its holder (not a front proxy's).
+            let cn = peer
+                .filter(|p| p.user)
+                .and_then(|p| p.common_name.as_deref());
             return match cn.and_then(|cn| self.by_cert.get(cn).map(|r| (cn, r))) {
                 Some((cn, role)) => Ok((format!("cert:{cn}"), role.clone())),
                 None if cn.is_some() => Err("the client certificate is not mapped to a role"),
