@@ -276,20 +276,6 @@ async fn on_a_listener_open_to_anonymous_callers_only_the_admin_api_needs_a_toke
     check(&weir.url, rows).await;
 }
 
-/// An HTTPS client trusting `servers`, with a certificate for `user` in `groups` when
-/// given.
-fn tls_client(servers: &Pki, users: &Pki, user: Option<(&str, &[&str])>) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(servers.ca_pem.as_bytes()).unwrap());
-    if let Some((cn, groups)) = user {
-        let (cert, key) = users.issue_with(cn, groups, &[]);
-        builder = builder
-            .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
-    }
-    builder.build().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_events_api_endpoint_as_every_role() {
     let dir = tempfile::tempdir().unwrap();
@@ -324,14 +310,14 @@ async fn every_events_api_endpoint_as_every_role() {
     let weir = Weir::start_in(dir, &config);
     let base = weir.url.replace("127.0.0.1", "localhost");
     let roles: Vec<(&str, reqwest::Client)> = vec![
-        ("anonymous", tls_client(&servers, &users, None)),
-        ("ops", tls_client(&servers, &users, Some(("ops", &[])))),
+        ("anonymous", servers.https_client(None)),
+        ("ops", servers.https_client(Some((&users, "ops", &[])))),
         (
             "viewer",
-            tls_client(&servers, &users, Some(("vic", &["viewers"]))),
+            servers.https_client(Some((&users, "vic", &["viewers"]))),
         ),
-        ("pat", tls_client(&servers, &users, Some(("pat", &[])))),
-        ("nobody", tls_client(&servers, &users, Some(("nora", &[])))),
+        ("pat", servers.https_client(Some((&users, "pat", &[])))),
+        ("nobody", servers.https_client(Some((&users, "nora", &[])))),
     ];
     // Something to read, update and delete, in both namespaces.
     let ops = &roles[1].1;

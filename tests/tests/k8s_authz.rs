@@ -105,17 +105,6 @@ async fn hook(servers: &Pki, dir: &std::path::Path) -> Hook {
     }
 }
 
-/// An HTTPS client trusting `servers`, presenting a certificate for `user` in `groups`.
-fn user_client(servers: &Pki, users: &Pki, user: &str, groups: &[&str]) -> reqwest::Client {
-    let (cert, key) = users.issue_with(user, groups, &[]);
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(servers.ca_pem.as_bytes()).unwrap())
-        .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap())
-        .build()
-        .unwrap()
-}
-
 fn event(name: &str, ns: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Event",
@@ -190,10 +179,10 @@ async fn rules_then_the_webhook_decide_and_a_refusal_is_403_with_the_apiservers_
     let d_path = d.to_owned();
     let weir = Weir::start_in(dir, &config);
     let base = weir.url.replace("127.0.0.1", "localhost");
-    let pat = user_client(&servers, &users, "pat", &[]);
-    let ann = user_client(&servers, &users, "ann", &["auditors"]);
-    let wanda = user_client(&servers, &users, "wanda", &[]);
-    let mallory = user_client(&servers, &users, "mallory", &["auditors-not"]);
+    let pat = servers.https_client(Some((&users, "pat", &[])));
+    let ann = servers.https_client(Some((&users, "ann", &["auditors"])));
+    let wanda = servers.https_client(Some((&users, "wanda", &[])));
+    let mallory = servers.https_client(Some((&users, "mallory", &["auditors-not"])));
     let team_a = "/api/v1/namespaces/team-a/events";
 
     // Rules: pat within team-a only; a cluster-wide list needs every namespace.

@@ -412,22 +412,6 @@ async fn grpc_producers_are_bound_by_their_token() {
     assert_eq!(got, expected);
 }
 
-/// An HTTPS client trusting `servers`, presenting a certificate for `user` in `groups`.
-fn user_client(
-    servers: &common::pki::Pki,
-    users: &common::pki::Pki,
-    user: &str,
-    groups: &[&str],
-) -> reqwest::Client {
-    let (cert, key) = users.issue_with(user, groups, &[]);
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(servers.ca_pem.as_bytes()).unwrap())
-        .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap())
-        .build()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn events_api_writers_are_bound_by_their_user_or_group() {
     let dir = tempfile::tempdir().unwrap();
@@ -473,9 +457,9 @@ routes:\n  - name: events\n    from: [k8s]\n    filters: [s-default]\n    tenant
             (status, resp.text().await.unwrap())
         }
     };
-    let pat = user_client(&servers, &users, "pat", &[]);
-    let gil = user_client(&servers, &users, "gil", &["globex-writers"]);
-    let uma = user_client(&servers, &users, "uma", &[]);
+    let pat = servers.https_client(Some((&users, "pat", &[])));
+    let gil = servers.https_client(Some((&users, "gil", &["globex-writers"])));
+    let uma = servers.https_client(Some((&users, "uma", &[])));
 
     let (status, body) = create(pat.clone(), "pat-a", "team-a").await;
     assert_eq!(status, 201, "{body}");
@@ -502,11 +486,7 @@ routes:\n  - name: events\n    from: [k8s]\n    filters: [s-default]\n    tenant
         .collect();
     assert_eq!(stored, ["pat-a", "gil-g", "uma-a"]);
     // Which tenant's chain admitted each write (the refused ones reached none).
-    let admin = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(servers.ca_pem.as_bytes()).unwrap())
-        .build()
-        .unwrap();
+    let admin = servers.https_client(None);
     let metrics = admin
         .get(format!("{base}/metrics"))
         .header("authorization", weir.admin_auth())

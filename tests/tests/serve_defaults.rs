@@ -198,3 +198,49 @@ async fn embedded_defaults_take_overrides_and_serve_the_events_api_to_kubectl() 
     );
     assert!(out.contains("hello from kubectl"), "{out}");
 }
+
+/// `--log-json`: every line weir writes to stderr, the listening address included, is one
+/// JSON object with `timestamp`, `level`, `target` and `fields.message`, and a refused
+/// request is logged with its fields.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_json_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.yaml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\ndata_dir: {}\nroutes:\n  - {{ name: main, to: [tail] }}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let weir = Weir::spawn_env(
+        dir,
+        &["--log-json", "serve", "--config", &config],
+        &[("WEIR_LOG", "info")],
+    );
+    let (status, _) = post_batch(&weir.url, &json!([event("j1", "t", json!({}))])).await;
+    assert_eq!(status, 202);
+    let logs = weir.logs.clone();
+    let (clean, _dir) = weir.terminate();
+    assert!(clean);
+    let lines = logs.lock().unwrap().clone();
+    assert!(lines.len() >= 3, "{lines:?}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for key in ["timestamp", "level", "target"] {
+            assert!(v[key].is_string(), "{key} in {line}");
+        }
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(lines
+        .iter()
+        .any(|l| message(l).starts_with("weir listening on http://")));
+    assert!(
+        lines.iter().any(|l| message(l).contains("stopped")),
+        "{lines:?}"
+    );
+}

@@ -65,6 +65,14 @@ pub fn weir_bin() -> PathBuf {
     .clone()
 }
 
+/// A log line's message: the line itself, or under `--log-json` its `fields.message`.
+pub fn message(line: &str) -> String {
+    serde_json::from_str::<Value>(line)
+        .ok()
+        .and_then(|v| v["fields"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| line.to_owned())
+}
+
 /// A running `weir serve` process, killed on drop.
 pub struct Weir {
     child: Child,
@@ -121,7 +129,7 @@ impl Weir {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("weir listening on ") {
+                if let Some(url) = message(&line).strip_prefix("weir listening on ") {
                     let _ = tx.send(url.trim().to_owned());
                 }
                 sink.lock().unwrap().push(line);
@@ -172,7 +180,8 @@ impl Weir {
     /// The admin listener's URL, when the router has a separate one.
     pub fn admin_url(&self) -> Option<String> {
         self.logs.lock().unwrap().iter().find_map(|l| {
-            l.strip_prefix("weir admin listening on ")
+            message(l)
+                .strip_prefix("weir admin listening on ")
                 .map(|u| u.trim().to_owned())
         })
     }
@@ -180,7 +189,8 @@ impl Weir {
     /// The gRPC source's URL, when the router serves one.
     pub fn grpc_url(&self) -> Option<String> {
         self.logs.lock().unwrap().iter().find_map(|l| {
-            l.strip_prefix("weir grpc listening on ")
+            message(l)
+                .strip_prefix("weir grpc listening on ")
                 .map(|u| u.trim().to_owned())
         })
     }

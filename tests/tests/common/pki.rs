@@ -40,4 +40,19 @@ impl Pki {
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
+
+    /// An HTTPS client trusting this CA (the servers'), presenting a certificate `users`
+    /// issues for `cn` in `groups`, when given.
+    pub fn https_client(&self, identity: Option<(&Pki, &str, &[&str])>) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(ca);
+        if let Some((users, cn, groups)) = identity {
+            let (cert, key) = users.issue_with(cn, groups, &[]);
+            let pem = format!("{cert}{key}");
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
+    }
 }

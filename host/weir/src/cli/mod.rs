@@ -26,7 +26,8 @@ pub struct Cli {
     /// Log filter (e.g. `info`, `weir=debug`); also read from WEIR_LOG.
     #[arg(long, global = true, env = "WEIR_LOG", default_value = "info")]
     log: String,
-    /// Write logs as JSON lines.
+    /// Write logs as JSON lines: one object per line with `timestamp`, `level`, `target`
+    /// and `fields` (the message and the event's fields).
     #[arg(long, global = true)]
     log_json: bool,
     #[command(subcommand)]
@@ -241,7 +242,7 @@ pub fn init_logging(cli: &Cli) {
 /// Runs the chosen command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(args, cli.log_json),
         Command::Filter(cmd) => filter::run(cmd),
         Command::Tenant(cmd) => tenant::run(cmd),
         #[cfg(feature = "toggle")]
@@ -269,7 +270,16 @@ fn default_filters_dir() -> PathBuf {
         .join("wasm32-wasip2/release")
 }
 
-fn serve(args: ServeArgs) -> Result<ExitCode> {
+fn serve(args: ServeArgs, log_json: bool) -> Result<ExitCode> {
+    // Where the router listens, on stderr: a JSON log line under --log-json, so that
+    // stream stays one JSON object per line.
+    let announce = move |line: String| {
+        if log_json {
+            tracing::info!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    };
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => {
@@ -311,13 +321,13 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         let running = weir::serve::start(config).await?;
         if let Some(admin) = running.admin_addr {
             let scheme = if admin_tls { "https" } else { "http" };
-            eprintln!("weir admin listening on {scheme}://{admin}");
+            announce(format!("weir admin listening on {scheme}://{admin}"));
         }
         if let Some(grpc) = running.grpc_addr {
-            eprintln!("weir grpc listening on http://{grpc}");
+            announce(format!("weir grpc listening on http://{grpc}"));
         }
         let scheme = if main_tls { "https" } else { "http" };
-        eprintln!("weir listening on {scheme}://{}", running.addr);
+        announce(format!("weir listening on {scheme}://{}", running.addr));
         let (stop, task) = running.into_parts();
         tokio::spawn(async move {
             shutdown_signal().await;
