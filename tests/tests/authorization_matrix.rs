@@ -470,12 +470,3 @@ async fn every_events_api_endpoint_as_every_role() {
 /// An Events API call (method, path, body, content type) and how each role is answered:
 /// anonymous, ops, a viewer, pat, a user no rule names.
 type EventsApiRow = (Method, String, Option<Value>, &'static str, [Cell; 5]);
-
-fn k8s_event(name: &str, ns: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": name, "namespace": ns},
-        "involvedObject": {"kind": "Pod", "name": "p", "namespace": ns},
-        "reason": "Started", "message": "started", "type": "Normal",
-    })
-}

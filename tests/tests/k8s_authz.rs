@@ -105,15 +105,6 @@ async fn hook(servers: &Pki, dir: &std::path::Path) -> Hook {
     }
 }
 
-fn event(name: &str, ns: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": name, "namespace": ns},
-        "involvedObject": {"kind": "Pod", "name": "p", "namespace": ns},
-        "reason": "Started", "message": "started", "type": "Normal",
-    })
-}
-
 async fn call(
     http: &reqwest::Client,
     base: &str,
@@ -191,7 +182,7 @@ async fn rules_then_the_webhook_decide_and_a_refusal_is_403_with_the_apiservers_
         &base,
         Method::POST,
         team_a,
-        Some(event("e1", "team-a")),
+        Some(k8s_event("e1", "team-a")),
     )
     .await;
     assert_eq!(code, 201, "{body}");
@@ -200,7 +191,7 @@ async fn rules_then_the_webhook_decide_and_a_refusal_is_403_with_the_apiservers_
         &base,
         Method::POST,
         "/api/v1/namespaces/team-b/events",
-        Some(event("e2", "team-b")),
+        Some(k8s_event("e2", "team-b")),
     )
     .await;
     assert_eq!(code, 403, "{body}");
@@ -271,7 +262,7 @@ async fn rules_then_the_webhook_decide_and_a_refusal_is_403_with_the_apiservers_
         &base,
         Method::POST,
         team_a,
-        Some(event("w", "team-a")),
+        Some(k8s_event("w", "team-a")),
     )
     .await;
     assert_eq!(code, 403, "{body}");

@@ -440,14 +440,6 @@ routes:\n  - name: events\n    from: [k8s]\n    filters: [s-default]\n    tenant
     );
     let weir = Weir::start_in(dir, &config);
     let base = weir.url.replace("127.0.0.1", "localhost");
-    let k8s_event = |name: &str, ns: &str| {
-        json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": name, "namespace": ns},
-            "involvedObject": {"kind": "Pod", "name": "p", "namespace": ns},
-            "reason": "Started", "message": "started", "type": "Normal",
-        })
-    };
     let create = |client: reqwest::Client, name: &'static str, ns: &'static str| {
         let url = format!("{base}/api/v1/namespaces/{ns}/events");
         let body = k8s_event(name, ns);

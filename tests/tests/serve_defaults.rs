@@ -9,27 +9,30 @@ use common::*;
 use serde_json::json;
 use std::path::Path;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn embedded_defaults_filter_scope_and_redact_then_drain_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
+/// `weir serve` with no configuration (data in `<dir>/weir-data`, the filters built for
+/// this test run), with these environment variables.
+fn serve_embedded(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Weir {
     let data = dir.path().join("weir-data").display().to_string();
     let filters = Path::new(wasm::SEVERITY)
         .parent()
         .unwrap()
         .display()
         .to_string();
-    let weir = Weir::spawn(
-        dir,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data,
-            "--filters-dir",
-            &filters,
-        ],
-    );
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data,
+        "--filters-dir",
+        &filters,
+    ];
+    Weir::spawn_env(dir, &args, env)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_defaults_filter_scope_and_redact_then_drain_on_sigterm() {
+    let weir = serve_embedded(tempfile::tempdir().unwrap(), &[]);
     let batch = json!([
         event(
             "d1",
@@ -137,25 +140,7 @@ routes:\n  - name: main\n    filters: [dedup]\n    to: [out]\n  - name: activity
 async fn embedded_defaults_take_overrides_and_serve_the_events_api_to_kubectl() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().to_owned();
-    let data = home.join("weir-data").display().to_string();
-    let filters = Path::new(wasm::SEVERITY)
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
-    let weir = Weir::spawn_env(
-        dir,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data,
-            "--filters-dir",
-            &filters,
-        ],
-        &[("WEIR__INGEST__MAX_EVENT_BYTES", "400")],
-    );
+    let weir = serve_embedded(dir, &[("WEIR__INGEST__MAX_EVENT_BYTES", "400")]);
     let small = json!([event("s1", "t", json!({"severity": "info"}))]);
     let (status, answer) = post_batch(&weir.url, &small).await;
     assert_eq!(status, 202, "{answer}");

@@ -282,6 +282,16 @@ pub fn event(id: &str, ty: &str, extra: Value) -> Value {
     e
 }
 
+/// A core/v1 Event for the Events API: `name` in `ns`, about a pod `p`.
+pub fn k8s_event(name: &str, ns: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": name, "namespace": ns},
+        "involvedObject": {"kind": "Pod", "name": "p", "namespace": ns},
+        "reason": "Started", "message": "started", "type": "Normal",
+    })
+}
+
 /// The YAML for a filter entry.
 pub fn filter_yaml(name: &str, path: &str, config: &str) -> String {
     format!("  {name}:\n    path: {path}\n    config: {config}\n")
