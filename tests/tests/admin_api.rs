@@ -42,6 +42,7 @@ fn config(max_component_bytes: usize) -> String {
         "  - name: main".to_owned(),
         "    filters: [stamp]".to_owned(),
         "    to: [out]".to_owned(),
+        "    record_filters: true".to_owned(),
     ]
     .join("\n")
         + "\n"
@@ -83,6 +84,18 @@ impl Admin {
     async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         self.send(self.client.get(format!("{}{path}", self.url)), token)
             .await
+    }
+
+    /// A text endpoint (`/metrics`) with the admin token.
+    async fn get_text(&self, path: &str) -> (u16, String) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
     }
 
     async fn post(&self, path: &str, body: String, token: &str) -> (u16, Value) {
@@ -242,6 +255,8 @@ async fn hot_swap_under_load_processes_every_event_exactly_once_by_one_version()
         .upload("stamp", stamp_wasm(), r#"{"stamp":"v1"}"#, ADMIN)
         .await;
     assert_eq!(status, 201);
+    // The stamp each version writes, by version number.
+    let mut by_version: BTreeMap<u64, String> = BTreeMap::from([(1, "v1".to_owned())]);
     const TOTAL: usize = 100_000;
     const BATCH: usize = 500;
     let url = weir.url.clone();
@@ -281,6 +296,7 @@ async fn hot_swap_under_load_processes_every_event_exactly_once_by_one_version()
                 )
                 .await;
             assert_eq!(status, 201, "{answer}");
+            by_version.insert(answer["version"].as_u64().unwrap(), stamp.clone());
             stamps.push(stamp);
         }
     }
@@ -294,6 +310,10 @@ async fn hot_swap_under_load_processes_every_event_exactly_once_by_one_version()
         let s = e["stamps"].as_str().unwrap();
         assert!(!s.contains('.'), "processed by more than one version: {s}");
         assert!(stamps.iter().any(|k| k == s), "unknown stamp {s}");
+        // `record_filters`: the event names the filter version that processed it.
+        let chain = e["weirfilters"].as_str().unwrap();
+        let version: u64 = chain.strip_prefix("stamp@").unwrap().parse().unwrap();
+        assert_eq!(by_version.get(&version), Some(&s.to_owned()), "{e}");
         *per_version.entry(s.to_owned()).or_default() += 1;
     }
     eprintln!("events per version: {per_version:?}");
@@ -303,6 +323,37 @@ async fn hot_swap_under_load_processes_every_event_exactly_once_by_one_version()
     );
     let (_, record) = admin.get("/v1/filters/stamp", Some(ADMIN)).await;
     assert_eq!(record["versions"].as_array().unwrap().len(), 11, "{record}");
+
+    // One more event after the last swap: the verdict series are the active version's
+    // only (the versions the lane stopped running are forgotten).
+    let active = record["active"].as_u64().unwrap();
+    send_events(&weir, TOTAL..TOTAL + 1).await;
+    let (_, metrics) = admin.get_text("/metrics").await;
+    let versions: HashSet<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("weir_filter_verdicts_total{"))
+        .filter_map(|l| l.split("version=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(
+        versions,
+        HashSet::from([active.to_string().as_str()]),
+        "{metrics}"
+    );
+    // An event that arrives claiming a chain gets the route's own.
+    let (status, _) = post(
+        &format!("{}/v1/routes/main/events", weir.url),
+        &[("content-type", "application/cloudevents+json")],
+        event("claims", "t", json!({"weirfilters": "trusted@1"})).to_string(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let out = weir.jsonl("out.jsonl");
+    let claimed = out.iter().find(|e| e["id"] == "claims").unwrap();
+    assert_eq!(
+        claimed["weirfilters"],
+        format!("stamp@{active}"),
+        "{claimed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -116,7 +116,7 @@ async fn every_hostile_guest_is_contained_and_the_failure_policy_applies() {
     assert_eq!(status, 200);
     for (mode, _, kind) in MODES {
         let line = format!(
-            "weir_filter_failures_total{{filter=\"hostile-{mode}\",kind=\"{kind}\",route=\"evil-{mode}\",tenant=\"default\"}}"
+            "weir_filter_failures_total{{filter=\"hostile-{mode}\",kind=\"{kind}\",route=\"evil-{mode}\",tenant=\"default\",version=\"1\"}}"
         );
         assert_eq!(metric(&metrics, &line), Some(2.0), "{line}\n{metrics}");
     }
@@ -341,7 +341,7 @@ routes:\n  - {{ name: emit-ok, filters: [hostile-tick-emit], to: [out] }}\n  \
         let (_, metrics) = get_text(&format!("{}/metrics", weir.url)).await;
         let huge_failed = metric(
             &metrics,
-            "weir_filter_failures_total{filter=\"hostile-tick-huge\",kind=\"bad_output\",route=\"huge\",tenant=\"default\"}",
+            "weir_filter_failures_total{filter=\"hostile-tick-huge\",kind=\"bad_output\",route=\"huge\",tenant=\"default\",version=\"1\"}",
         )
         .unwrap_or(0.0);
         let tick_letters = letters

@@ -134,19 +134,25 @@ routes:\n  - name: flaky\n    filters: [hostile-flaky]\n    filter_retries: 1\n 
         "{answer}"
     );
     assert_eq!(weir.jsonl("out.jsonl").len(), 2);
-    assert_eq!(weir.jsonl("dlq.jsonl").len(), 2);
+    let letters = weir.jsonl("dlq.jsonl");
+    assert_eq!(letters.len(), 2);
+    for letter in &letters {
+        // The dead letter names the filter and the version that failed.
+        assert_eq!(letter["stage"], "hostile-trap", "{letter}");
+        assert_eq!(letter["filter_version"], 1, "{letter}");
+    }
     let (_, metrics) = get_text(&format!("{}/metrics", weir.url)).await;
     let retries = |route: &str, filter: &str| {
         metric(
             &metrics,
-            &format!("weir_filter_retries_total{{filter=\"{filter}\",route=\"{route}\",tenant=\"default\"}}"),
+            &format!("weir_filter_retries_total{{filter=\"{filter}\",route=\"{route}\",tenant=\"default\",version=\"1\"}}"),
         )
     };
     assert_eq!(retries("flaky", "hostile-flaky"), Some(1.0), "{metrics}");
     assert_eq!(retries("broken", "hostile-trap"), Some(2.0), "{metrics}");
     // Only the last failure counts as the batch's failure.
     assert_eq!(
-        metric(&metrics, "weir_filter_failures_total{filter=\"hostile-trap\",kind=\"trap\",route=\"broken\",tenant=\"default\"}"),
+        metric(&metrics, "weir_filter_failures_total{filter=\"hostile-trap\",kind=\"trap\",route=\"broken\",tenant=\"default\",version=\"1\"}"),
         Some(1.0)
     );
     assert_eq!(

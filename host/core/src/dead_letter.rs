@@ -23,6 +23,9 @@ pub struct DeadLetter<'a> {
     pub tenant: &'a str,
     /// The stage that failed (a filter's name, a sink's name, `route`, or `decode`).
     pub stage: &'a str,
+    /// The version of the failing filter, when the stage is a filter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter_version: Option<u32>,
     /// What went wrong.
     pub reason: &'a str,
     /// The event as it was when it failed; none when the input was not an event.
@@ -114,6 +117,7 @@ pub fn to_proto(letter: &DeadLetter<'_>) -> pb::DeadLetter {
         route: letter.route.to_owned(),
         tenant: letter.tenant.to_owned(),
         stage: letter.stage.to_owned(),
+        filter_version: letter.filter_version,
         reason: letter.reason.to_owned(),
         event: letter.event.map(event_to_proto),
         original: letter.original.map(record_to_proto),
@@ -280,6 +284,7 @@ pub(crate) fn letter_for(event: &crate::event::Event) -> DeadLetter<'_> {
         route: "r",
         tenant: "t",
         stage: "s",
+        filter_version: None,
         reason: "x",
         event: Some(event),
         original: None,
@@ -316,6 +321,7 @@ mod tests {
                     route: "r",
                     tenant: "t",
                     stage: "sink",
+                    filter_version: None,
                     reason: "down",
                     event: Some(&e),
                     original: None,
@@ -324,6 +330,7 @@ mod tests {
                     route: "kafka:in",
                     tenant: "",
                     stage: "decode",
+                    filter_version: None,
                     reason: "bad json",
                     event: None,
                     original: Some(&raw),

@@ -513,6 +513,9 @@ impl KafkaSink {
         ] {
             headers = super::binding::put(headers, name, value);
         }
+        if let Some(version) = letter.filter_version {
+            headers = super::binding::put(headers, "weir_dlq_filter_version", &version.to_string());
+        }
         EncodedRecord {
             headers,
             key,

@@ -540,6 +540,7 @@ impl Worker {
                                     route: &route,
                                     tenant: "default",
                                     stage: "decode",
+                                    filter_version: None,
                                     reason,
                                     event: None,
                                     original: Some(raw),

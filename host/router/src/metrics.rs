@@ -68,18 +68,18 @@ impl Metrics {
             ),
             filter_verdicts: r.counter(
                 "weir_filter_verdicts_total",
-                "Verdicts returned by filters.",
-                &["filter", "tenant", "verdict"],
+                "Verdicts returned by filters, by filter version.",
+                &["filter", "version", "tenant", "verdict"],
             ),
             filter_failures: r.counter(
                 "weir_filter_failures_total",
-                "Failed filter batch calls, by kind.",
-                &["route", "filter", "tenant", "kind"],
+                "Failed filter batch calls, by filter version and kind.",
+                &["route", "filter", "version", "tenant", "kind"],
             ),
             filter_retries: r.counter(
                 "weir_filter_retries_total",
                 "Filter batches run again after a failure.",
-                &["route", "filter", "tenant"],
+                &["route", "filter", "version", "tenant"],
             ),
             filter_seconds: r.histogram(
                 HistogramOpts::new(
@@ -87,7 +87,7 @@ impl Metrics {
                     "Duration of one filter batch call.",
                 )
                 .buckets(buckets),
-                &["filter", "tenant"],
+                &["filter", "version", "tenant"],
             ),
             sink_events: r.counter(
                 "weir_sink_events_total",
@@ -118,6 +118,27 @@ impl Metrics {
     /// The Prometheus text exposition of every family in the registry.
     pub fn render(&self) -> String {
         self.registry.render()
+    }
+
+    /// Removes the per-version series of a filter version a lane stopped running.
+    pub fn forget_filter_version(&self, route: &str, filter: &str, version: &str, tenant: &str) {
+        // Removing a series that was never written is not an error worth reporting.
+        for verdict in ["keep", "drop", "fan_out", "route", "error"] {
+            let _ = self
+                .filter_verdicts
+                .remove_label_values(&[filter, version, tenant, verdict]);
+        }
+        for kind in weir_runtime::FilterError::KINDS {
+            let _ = self
+                .filter_failures
+                .remove_label_values(&[route, filter, version, tenant, kind]);
+        }
+        let _ = self
+            .filter_retries
+            .remove_label_values(&[route, filter, version, tenant]);
+        let _ = self
+            .filter_seconds
+            .remove_label_values(&[filter, version, tenant]);
     }
 
     /// Counts dead letters written to a dead-letter sink, by failing stage.

@@ -231,6 +231,8 @@ struct RouteSpec {
     policy: FailurePolicy,
     filter_retries: u32,
     batch: BatchConfig,
+    /// Whether delivered events carry the [`FILTERS_EXTENSION`] chain.
+    record_filters: bool,
 }
 
 /// A route: one lane (worker thread with its own queue and filter instances) per tenant,
@@ -347,6 +349,7 @@ impl Router {
                         policy: rc.on_failure,
                         filter_retries: rc.filter_retries,
                         batch: rc.batch,
+                        record_filters: rc.record_filters,
                     }),
                     lanes: Default::default(),
                 })
@@ -760,11 +763,7 @@ impl Router {
 }
 
 /// A new instance of the filter's active version for a tenant, with the version.
-fn instantiate(
-    shared: &Shared,
-    tenant: &str,
-    filter: &str,
-) -> Result<(u32, FilterInstance), FilterError> {
+fn instantiate(shared: &Shared, tenant: &str, filter: &str) -> Result<LaneFilter, FilterError> {
     let active = shared.registry.active(filter).ok_or_else(|| {
         FilterError::Instantiate(format!("filter `{filter}` has no active version"))
     })?;
@@ -782,13 +781,57 @@ fn instantiate(
         shared.state.tenant(tenant, state_cap),
         shared.metrics.filters.clone(),
     )?;
-    Ok((active.version, instance))
+    Ok(LaneFilter {
+        version: active.version,
+        version_label: active.version.to_string(),
+        instance,
+    })
 }
 
 /// An event in flight, with the submission it belongs to (`NO_JOB` for tick output).
 struct Item {
     event: Event,
     job: usize,
+}
+
+/// The extension a route with `record_filters` sets on the events it delivers: the
+/// `name@version` of each filter that passed them on, in order, comma-separated.
+pub const FILTERS_EXTENSION: &str = "weirfilters";
+
+/// Appends `stamp` (`name@version`) to the event's [`FILTERS_EXTENSION`].
+fn stamp_filter(event: &mut Event, stamp: &str) {
+    let chain = match event.extension(FILTERS_EXTENSION) {
+        Some(chain) if !chain.is_empty() => format!("{chain},{stamp}"),
+        _ => stamp.to_owned(),
+    };
+    event.set_extension(FILTERS_EXTENSION, chain);
+}
+
+/// An event that failed at a stage, on its way to the dead-letter sink.
+struct Dead {
+    item: Item,
+    /// The failing filter or sink, or a fixed word (`unroutable`).
+    stage: String,
+    /// The failing filter's version, when the stage is a filter.
+    filter_version: Option<u32>,
+    reason: String,
+}
+
+/// The filter (and version) a batch or event failed at.
+struct FailedAt<'a> {
+    filter: &'a str,
+    /// Unknown when the filter has no active version.
+    version: Option<u32>,
+    /// `version` as text (empty when unknown), for metric labels.
+    version_label: &'a str,
+}
+
+/// A filter instance of a lane, with the version it runs.
+struct LaneFilter {
+    version: u32,
+    /// `version` as text, for metric labels and chain stamps.
+    version_label: String,
+    instance: FilterInstance,
 }
 
 const NO_JOB: usize = usize::MAX;
@@ -801,7 +844,7 @@ const UNROUTABLE: &str = "unroutable";
 struct Results {
     kept: Vec<Item>,
     routed: Vec<(String, Item)>,
-    dead: Vec<(Item, String, String)>,
+    dead: Vec<Dead>,
     dropped: Vec<(usize, Arc<str>)>,
 }
 
@@ -820,7 +863,7 @@ struct RouteWorker {
     tenant: String,
     shared: Arc<Shared>,
     /// Live instances of this lane's tenant by filter name, with the version each runs.
-    instances: HashMap<String, (u32, FilterInstance)>,
+    instances: HashMap<String, LaneFilter>,
     writer: BatchWriter,
     /// The tenant directory's generation the instances were built for.
     seen_tenants: u64,
@@ -939,8 +982,15 @@ impl RouteWorker {
             })
             .collect();
         let mut groups: Vec<(usize, Vec<Item>)> = Vec::new();
+        let record_filters = self.spec.record_filters;
         for (j, job) in jobs.iter_mut().enumerate() {
-            let items = job.events.drain(..).map(|event| Item { event, job: j });
+            let items = job.events.drain(..).map(|mut event| {
+                if record_filters {
+                    // The chain is this route's own, whatever an event arrived claiming.
+                    event.extensions.retain(|e| e.name != FILTERS_EXTENSION);
+                }
+                Item { event, job: j }
+            });
             match groups.iter_mut().find(|(c, _)| *c == callers[j]) {
                 Some((_, group)) => group.extend(items),
                 None => groups.push((callers[j], items.collect())),
@@ -1006,10 +1056,13 @@ impl RouteWorker {
                 false => rest.routed.push((sink, item)),
             }
         }
-        for (item, stage, reason) in dead {
-            match strict(item.job) {
-                true => admissions[item.job].push(Admission::Failed { stage, reason }),
-                false => rest.dead.push((item, stage, reason)),
+        for dead in dead {
+            match strict(dead.item.job) {
+                true => admissions[dead.item.job].push(Admission::Failed {
+                    stage: dead.stage,
+                    reason: dead.reason,
+                }),
+                false => rest.dead.push(dead),
             }
         }
         for (job, reason) in dropped {
@@ -1123,23 +1176,40 @@ impl RouteWorker {
         // Hot swap happens here, between batches: a batch runs entirely on the version
         // that was active when it started.
         let active_version = self.shared.registry.active(filter).map(|a| a.version);
-        let key = filter.to_owned();
-        let current = self.instances.get(&key).map(|(v, _)| *v);
+        let current = self.instances.get(filter).map(|f| f.version);
         if current.is_none() || current != active_version {
             match instantiate(&self.shared, tenant, filter) {
                 Ok(fresh) => {
-                    self.instances.insert(key.clone(), fresh);
+                    if let Some(old) = self.instances.insert(filter.to_owned(), fresh) {
+                        // Series of versions no longer running go: a filter's many
+                        // uploads do not grow the metrics without end.
+                        self.shared.metrics.forget_filter_version(
+                            &self.spec.name,
+                            filter,
+                            &old.version_label,
+                            tenant,
+                        );
+                    }
                 }
                 Err(e) => {
-                    self.instances.remove(&key);
-                    self.fail_batch(tenant, filter, &e, batch, next, results);
+                    self.instances.remove(filter);
+                    let version = active_version.map(|v| v.to_string());
+                    let at = FailedAt {
+                        filter,
+                        version: active_version,
+                        version_label: version.as_deref().unwrap_or(""),
+                    };
+                    self.fail_batch(tenant, &at, &e, batch, next, results);
                     return;
                 }
             }
         }
-        let Some((_, instance)) = self.instances.get_mut(&key) else {
+        let Some(lane_filter) = self.instances.get_mut(filter) else {
             return;
         };
+        let version = lane_filter.version;
+        let version_label = lane_filter.version_label.clone();
+        let instance = &mut lane_filter.instance;
         let mut answer = instance.process(ctx, self.writer.as_bytes());
         let mut tries = 0;
         while let Err(e) = &answer {
@@ -1150,24 +1220,33 @@ impl RouteWorker {
             self.shared
                 .metrics
                 .filter_retries
-                .with_label_values(&[&*self.spec.name, filter, tenant])
+                .with_label_values(&[&*self.spec.name, filter, &version_label, tenant])
                 .inc();
-            tracing::debug!(route = %self.spec.name, tenant, filter, attempt = tries, "filter failed, running the batch again: {e}");
+            tracing::debug!(route = %self.spec.name, tenant, filter, version, attempt = tries, "filter failed, running the batch again: {e}");
             answer = instance.process(ctx, self.writer.as_bytes());
         }
         // State written during the batch becomes durable before its events move on.
         if let Err(e) = instance.state().flush() {
-            tracing::error!(route = %self.spec.name, tenant, filter, "cannot persist filter state: {e}");
+            tracing::error!(route = %self.spec.name, tenant, filter, version, "cannot persist filter state: {e}");
         }
         let metrics = &self.shared.metrics;
         metrics
             .filter_seconds
-            .with_label_values(&[filter, tenant])
+            .with_label_values(&[filter, &version_label, tenant])
             .observe(started.elapsed().as_secs_f64());
+        let at = FailedAt {
+            filter,
+            version: Some(version),
+            version_label: &version_label,
+        };
         let answer = match answer {
             Ok(answer) => answer,
-            Err(e) => return self.fail_batch(tenant, filter, &e, batch, next, results),
+            Err(e) => return self.fail_batch(tenant, &at, &e, batch, next, results),
         };
+        let stamp = self
+            .spec
+            .record_filters
+            .then(|| format!("{filter}@{version}"));
         let (events, jobs): (Vec<Event>, Vec<usize>) =
             batch.into_iter().map(|i| (i.event, i.job)).unzip();
         let mut counts: [(&str, u64); 5] = [
@@ -1183,41 +1262,45 @@ impl RouteWorker {
             if let Some(slot) = counts.iter_mut().find(|(l, _)| *l == decision.label()) {
                 slot.1 += 1;
             }
-            match decision {
-                Decision::Keep(event) => next.push(Item { event, job }),
-                Decision::Drop { reason, .. } => results.dropped.push((job, reason)),
-                Decision::FanOut(events) => {
-                    next.extend(events.into_iter().map(|event| Item { event, job }))
+            let passed = |mut event: Event| {
+                if let Some(stamp) = &stamp {
+                    stamp_filter(&mut event, stamp);
                 }
+                Item { event, job }
+            };
+            match decision {
+                Decision::Keep(event) => next.push(passed(event)),
+                Decision::Drop { reason, .. } => results.dropped.push((job, reason)),
+                Decision::FanOut(events) => next.extend(events.into_iter().map(passed)),
                 Decision::Route { sink, event } => {
                     if this.shared.sinks.contains_key(&sink) {
-                        results.routed.push((sink, Item { event, job }));
+                        results.routed.push((sink, passed(event)));
                     } else {
                         let reason = format!("route verdict names unknown sink `{sink}`");
-                        this.fail_one(filter, &reason, Item { event, job }, next, results);
+                        this.fail_one(&at, &reason, Item { event, job }, next, results);
                     }
                 }
                 Decision::Error { event, reason } => {
-                    this.fail_one(filter, &reason, Item { event, job }, next, results)
+                    this.fail_one(&at, &reason, Item { event, job }, next, results)
                 }
             }
         });
         if let Err((events, e)) = applied {
-            if let Some((_, instance)) = self.instances.get_mut(filter) {
-                instance.recycle();
+            if let Some(lane_filter) = self.instances.get_mut(filter) {
+                lane_filter.instance.recycle();
             }
             let batch = events
                 .into_iter()
                 .zip(jobs)
                 .map(|(event, job)| Item { event, job })
                 .collect();
-            return self.fail_batch(tenant, filter, &e, batch, next, results);
+            return self.fail_batch(tenant, &at, &e, batch, next, results);
         }
         for (label, n) in counts {
             if n > 0 {
                 metrics
                     .filter_verdicts
-                    .with_label_values(&[filter, tenant, label])
+                    .with_label_values(&[filter, &version_label, tenant, label])
                     .inc_by(n);
             }
         }
@@ -1226,7 +1309,7 @@ impl RouteWorker {
     fn fail_batch(
         &self,
         tenant: &str,
-        filter: &str,
+        at: &FailedAt<'_>,
         error: &FilterError,
         batch: Vec<Item>,
         next: &mut Vec<Item>,
@@ -1235,33 +1318,39 @@ impl RouteWorker {
         self.shared
             .metrics
             .filter_failures
-            .with_label_values(&[&*self.spec.name, filter, tenant, error.kind()])
+            .with_label_values(&[
+                &*self.spec.name,
+                at.filter,
+                at.version_label,
+                tenant,
+                error.kind(),
+            ])
             .inc();
-        tracing::warn!(route = %self.spec.name, tenant, filter, events = batch.len(), policy = ?self.spec.policy, "filter failed: {error}");
+        tracing::warn!(route = %self.spec.name, tenant, filter = at.filter, version = at.version, events = batch.len(), policy = ?self.spec.policy, "filter failed: {error}");
         let reason = error.to_string();
         for item in batch {
-            self.fail_one(filter, &reason, item, next, results);
+            self.fail_one(at, &reason, item, next, results);
         }
     }
 
     fn fail_one(
         &self,
-        stage: &str,
+        at: &FailedAt<'_>,
         reason: &str,
         item: Item,
         next: &mut Vec<Item>,
         results: &mut Results,
     ) {
         let strict = self.strict.get(item.job).copied().unwrap_or(false);
+        let dead = |item| Dead {
+            item,
+            stage: at.filter.to_owned(),
+            filter_version: at.version,
+            reason: reason.to_owned(),
+        };
         match self.spec.policy {
-            _ if strict => results
-                .dead
-                .push((item, stage.to_owned(), reason.to_owned())),
-            FailurePolicy::DeadLetter => {
-                results
-                    .dead
-                    .push((item, stage.to_owned(), reason.to_owned()))
-            }
+            _ if strict => results.dead.push(dead(item)),
+            FailurePolicy::DeadLetter => results.dead.push(dead(item)),
             FailurePolicy::Pass => next.push(item),
             FailurePolicy::Drop => results.dropped.push((item.job, Arc::from(reason))),
         }
@@ -1336,7 +1425,12 @@ impl RouteWorker {
                         delivered += 1;
                         count(outcomes, item.job, |o| o.delivered += 1);
                     }
-                    Some((sink, reason)) => dead.push((item, sink, reason)),
+                    Some((sink, reason)) => dead.push(Dead {
+                        item,
+                        stage: sink,
+                        filter_version: None,
+                        reason,
+                    }),
                 }
             }
         }
@@ -1347,7 +1441,12 @@ impl RouteWorker {
                     self.spec.name
                 );
                 // The stage is a metric label: a fixed word, not the filter's sink name.
-                dead.push((item, UNROUTABLE.to_owned(), reason));
+                dead.push(Dead {
+                    item,
+                    stage: UNROUTABLE.to_owned(),
+                    filter_version: None,
+                    reason,
+                });
                 continue;
             }
             let written = self
@@ -1361,23 +1460,30 @@ impl RouteWorker {
                     metrics.sink_events.with_label_values(&[&sink_name]).inc();
                     count(outcomes, item.job, |o| o.routed += 1);
                 }
-                Some(Err(e)) => dead.push((item, sink_name, e.to_string())),
-                None => dead.push((
+                Some(Err(e)) => dead.push(Dead {
                     item,
-                    UNROUTABLE.to_owned(),
-                    format!("unknown sink `{sink_name}`"),
-                )),
+                    stage: sink_name,
+                    filter_version: None,
+                    reason: e.to_string(),
+                }),
+                None => dead.push(Dead {
+                    item,
+                    stage: UNROUTABLE.to_owned(),
+                    filter_version: None,
+                    reason: format!("unknown sink `{sink_name}`"),
+                }),
             }
         }
         if !dead.is_empty() {
             let letters: Vec<DeadLetter<'_>> = dead
                 .iter()
-                .map(|(item, stage, reason)| DeadLetter {
+                .map(|dead| DeadLetter {
                     route: &self.spec.name,
                     tenant,
-                    stage,
-                    reason,
-                    event: Some(&item.event),
+                    stage: &dead.stage,
+                    filter_version: dead.filter_version,
+                    reason: &dead.reason,
+                    event: Some(&dead.item.event),
                     original: None,
                 })
                 .collect();
@@ -1391,9 +1497,9 @@ impl RouteWorker {
                     dead_n = dead.len() as u64;
                     metrics.dead_lettered(
                         &self.spec.dead_letter,
-                        dead.iter().map(|(_, stage, _)| stage.as_str()),
+                        dead.iter().map(|dead| dead.stage.as_str()),
                     );
-                    for (item, _, _) in &dead {
+                    for Dead { item, .. } in &dead {
                         count(outcomes, item.job, |o| o.dead_lettered += 1);
                     }
                 }
@@ -1403,7 +1509,7 @@ impl RouteWorker {
                         _ => format!("dead-letter sink `{}` is missing", self.spec.dead_letter),
                     };
                     tracing::error!(route = %self.spec.name, "cannot write dead letters: {reason}");
-                    for (item, _, _) in &dead {
+                    for Dead { item, .. } in &dead {
                         if let Some(slot) = failures.get_mut(item.job) {
                             *slot = Some(reason.clone());
                         }
@@ -1433,8 +1539,8 @@ impl RouteWorker {
         let keys: Vec<String> = self.instances.keys().cloned().collect();
         let tenant = self.tenant.clone();
         for filter in keys {
-            let emitted = match self.instances.get_mut(&filter) {
-                Some((_, instance)) => instance.tick(now),
+            let (emitted, version, version_label) = match self.instances.get_mut(&filter) {
+                Some(f) => (f.instance.tick(now), f.version, f.version_label.clone()),
                 None => continue,
             };
             let events = match emitted {
@@ -1447,20 +1553,27 @@ impl RouteWorker {
                         .with_label_values(&[
                             &*self.spec.name,
                             filter.as_str(),
+                            &version_label,
                             tenant.as_str(),
                             e.kind(),
                         ])
                         .inc();
-                    tracing::warn!(route = %self.spec.name, tenant, filter, "tick failed: {e}");
+                    tracing::warn!(route = %self.spec.name, tenant, filter, version, "tick failed: {e}");
                     continue;
                 }
             };
             let items: Vec<Item> = events
                 .into_iter()
                 .filter_map(|e| match weir_runtime::event_from_wit(e) {
-                    Ok(event) => Some(Item { event, job: NO_JOB }),
+                    Ok(mut event) => {
+                        if self.spec.record_filters {
+                            event.extensions.retain(|e| e.name != FILTERS_EXTENSION);
+                            stamp_filter(&mut event, &format!("{filter}@{version}"));
+                        }
+                        Some(Item { event, job: NO_JOB })
+                    }
                     Err(err) => {
-                        tracing::warn!(route = %self.spec.name, tenant, filter, "tick emitted an invalid event: {err}");
+                        tracing::warn!(route = %self.spec.name, tenant, filter, version, "tick emitted an invalid event: {err}");
                         None
                     }
                 })

@@ -128,6 +128,11 @@ pub struct RouteConfig {
     /// Batching limits for filter calls.
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Sets the `weirfilters` extension on the events the route delivers: the
+    /// `name@version` of each filter that passed them on, in order, comma-separated
+    /// (replacing any value an event arrived with). Default off.
+    #[serde(default)]
+    pub record_filters: bool,
 }
 
 impl RouteConfig {
@@ -146,6 +151,7 @@ impl RouteConfig {
             dead_letter: default_dead_letter(),
             on_failure: FailurePolicy::default(),
             filter_retries: 0,
+            record_filters: false,
             batch: BatchConfig::default(),
         }
     }

@@ -38,6 +38,17 @@ pub enum FilterError {
 }
 
 impl FilterError {
+    /// Every [`kind`](Self::kind).
+    pub const KINDS: [&'static str; 7] = [
+        "instantiate",
+        "init",
+        "timeout",
+        "memory",
+        "trap",
+        "guest_error",
+        "bad_output",
+    ];
+
     /// A short label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {

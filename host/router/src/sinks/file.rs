@@ -268,6 +268,7 @@ mod tests {
             route: "r",
             tenant: "t",
             stage: "s",
+            filter_version: Some(3),
             reason: "x",
             event: Some(&e),
             original: None,
