@@ -174,6 +174,9 @@ async fn every_main_listener_and_admin_endpoint_as_every_role() {
         (call(M::GET, "/v1/tail"), [U, U, A, A, A, A]),
         (call(M::GET, "/metrics"), [U, U, A, F, F, F]),
         (call(M::GET, "/v1/stats"), [U, U, A, F, F, F]),
+        // The status page holds no data; its JSON is scoped to the caller's tenant.
+        (call(M::GET, "/"), [A, A, A, A, A, A]),
+        (call(M::GET, "/v1/status"), [U, U, A, A, A, A]),
         (call(M::GET, "/healthz"), [A, A, A, A, A, A]),
         (call(M::GET, "/readyz"), [A, A, A, A, A, A]),
         (call(M::GET, "/readyz?verbose"), [U, U, A, A, A, A]),
@@ -265,6 +268,7 @@ async fn on_a_listener_open_to_anonymous_callers_only_the_admin_api_needs_a_toke
         (call(M::GET, "/v1/tail"), [A, U, A, A, A, U]),
         (call(M::GET, "/metrics"), [A, U, A, F, F, U]),
         (call(M::GET, "/v1/stats"), [A, U, A, F, F, U]),
+        (call(M::GET, "/v1/status"), [A, U, A, A, A, U]),
         (call(M::GET, "/readyz?verbose"), [A, U, A, A, A, U]),
         (call(M::GET, "/v1/filters"), [U, U, A, A, A, U]),
         (call(M::GET, "/v1/tenants/acme"), [U, U, A, A, F, U]),

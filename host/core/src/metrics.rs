@@ -37,6 +37,27 @@ impl TypeLabels {
     }
 }
 
+/// One series' current value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The family's name.
+    pub name: String,
+    /// The series' labels, by name.
+    pub labels: Vec<(String, String)>,
+    /// Its value.
+    pub value: f64,
+}
+
+impl Sample {
+    /// The value of the label called `name`, if the series has it.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// The label value of event types not configured as labels.
 pub const OTHER_TYPE: &str = "other";
 
@@ -95,6 +116,36 @@ impl MetricsRegistry {
     pub fn histogram(&self, opts: HistogramOpts, labels: &[&str]) -> HistogramVec {
         let name = opts.common_opts.name.clone();
         self.family(&name, || HistogramVec::new(opts, labels))
+    }
+
+    /// The current values of the counter and gauge families called `names` (a
+    /// histogram's sample count), as `/metrics` would show them at this moment.
+    pub fn samples(&self, names: &[&str]) -> Vec<Sample> {
+        use prometheus::proto::MetricType;
+        let mut out = Vec::new();
+        for family in self.registry.gather() {
+            if !names.contains(&family.name()) {
+                continue;
+            }
+            for metric in family.get_metric() {
+                let value = match family.get_field_type() {
+                    MetricType::COUNTER => metric.get_counter().get_value(),
+                    MetricType::GAUGE => metric.get_gauge().get_value(),
+                    MetricType::HISTOGRAM => metric.get_histogram().get_sample_count() as f64,
+                    _ => continue,
+                };
+                out.push(Sample {
+                    name: family.name().to_owned(),
+                    labels: metric
+                        .get_label()
+                        .iter()
+                        .map(|l| (l.name().to_owned(), l.value().to_owned()))
+                        .collect(),
+                    value,
+                });
+            }
+        }
+        out
     }
 
     /// The Prometheus text exposition of every family.

@@ -13,6 +13,8 @@ mod ingest;
 pub mod serve;
 mod server;
 mod state;
+mod status;
+mod throughput;
 pub mod tokens;
 
 pub use weir_core::util::error_chain;

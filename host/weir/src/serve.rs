@@ -421,6 +421,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         sinks: sinks.clone(),
         health: health.clone(),
         anonymous_allowed: config.anonymous_allowed(),
+        started,
+        history: Default::default(),
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -484,6 +486,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             ticker_router.tick();
         }
     });
+    let sampled = app_state.clone();
+    let sampler = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(crate::throughput::HISTORY_INTERVAL);
+        loop {
+            interval.tick().await;
+            sampled.history.sample(sampled.metrics.registry());
+        }
+    });
     let main_done = source_cx.stopped();
     let connections = config.connections;
     drop(source_cx);
@@ -519,6 +529,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
         ticker.abort();
         let _ = ticker.await;
+        sampler.abort();
+        let _ = sampler.await;
         // Every handler and source has finished: drain and join the routes.
         let draining = router.clone();
         let _ = tokio::task::spawn_blocking(move || draining.shutdown()).await;

@@ -26,6 +26,8 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/stats", get(stats))
+        .route("/", get(crate::status::page))
+        .route("/v1/status", get(crate::status::status))
 }
 
 /// `GET /v1/stats`: figures of the sinks that have any (the Toggle sink's buffer, spill

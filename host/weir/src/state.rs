@@ -49,6 +49,10 @@ pub struct AppState {
     pub health: weir_core::health::HealthChecks,
     /// Whether the main listener serves callers without credentials.
     pub anonymous_allowed: bool,
+    /// When the router started (the status page's uptime).
+    pub started: std::time::Instant,
+    /// Throughput over the last minutes, for the status page.
+    pub history: crate::throughput::History,
 }
 
 impl AppState {
