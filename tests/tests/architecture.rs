@@ -325,3 +325,51 @@ fn the_wit_file_documents_every_source_kind_the_host_sends() {
         );
     }
 }
+
+#[test]
+fn docs_metrics_lists_every_metric_family_the_host_registers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let doc = std::fs::read_to_string(root.join("docs/metrics.md")).expect("docs/metrics.md");
+    let mut registered = BTreeSet::new();
+    let mut files = vec![root.join("host")];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            // Benchmarks read metrics; they register none.
+            if !path.ends_with("benches") {
+                for entry in std::fs::read_dir(&path).expect("readable") {
+                    files.push(entry.expect("entry").path());
+                }
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).expect("readable");
+            // Unit tests register families of their own.
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for call in [
+                "counter(",
+                // The Toggle sink's families go through a short closure.
+                ": c(",
+                "gauge(",
+                "histogram(",
+                "HistogramOpts::new(",
+                "Opts::new(",
+            ] {
+                for (i, _) in text.match_indices(call) {
+                    let rest = text[i + call.len()..].trim_start();
+                    if let Some(name) = rest.strip_prefix("\"weir_") {
+                        let end = name.find('"').expect("closing quote");
+                        registered.insert(format!("weir_{}", &name[..end]));
+                    }
+                }
+            }
+        }
+    }
+    assert!(registered.len() >= 40, "found {registered:?}");
+    let missing: Vec<&String> = registered
+        .iter()
+        .filter(|name| !doc.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/metrics.md does not list {missing:?}"
+    );
+}

@@ -189,10 +189,10 @@ fn filter_test_prints_one_verdict_per_event() {
 #[test]
 fn a_new_filter_builds_and_tests_out_of_the_box() {
     let dir = tempfile::tempdir().unwrap();
-    let crate_dir = dir.path().join("my-filter");
+    let made = dir.path().join("made-here");
     let out = Command::new(weir_bin())
         .args(["filter", "new", "my-filter", "--dir"])
-        .arg(&crate_dir)
+        .arg(&made)
         .output()
         .unwrap();
     assert!(
@@ -200,13 +200,32 @@ fn a_new_filter_builds_and_tests_out_of_the_box() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The scaffold carries its SDK and names nothing outside its folder: moved elsewhere
+    // (as to another machine), it builds without weir's source tree, offline.
+    let manifest = std::fs::read_to_string(made.join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains(r#"weir-guest = { path = "weir-sdk/weir-guest" }"#),
+        "{manifest}"
+    );
+    assert!(!manifest.contains(&*root().to_string_lossy()), "{manifest}");
+    let crate_dir = dir.path().join("elsewhere/my-filter");
+    std::fs::create_dir_all(crate_dir.parent().unwrap()).unwrap();
+    std::fs::rename(&made, &crate_dir).unwrap();
+    for file in [
+        "weir-sdk/weir-guest/src/lib.rs",
+        "weir-sdk/weir-abi/src/batch.rs",
+        "weir-sdk/wit/filter.wit",
+        "Cargo.lock",
+    ] {
+        assert!(crate_dir.join(file).is_file(), "{file} is missing");
+    }
     // Its own target directory, shared across runs, so its dependencies build once.
     let exe = std::env::current_exe().unwrap();
     let target = exe.ancestors().nth(3).unwrap().join("scaffold");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // Not through a rustc wrapper (scripts/coverage's would instrument the wasm build).
     let test = Command::new(&cargo)
-        .args(["test", "--quiet", "--manifest-path"])
+        .args(["test", "--quiet", "--offline", "--manifest-path"])
         .arg(crate_dir.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &target)
         .env_remove("RUSTC_WRAPPER")
@@ -223,6 +242,7 @@ fn a_new_filter_builds_and_tests_out_of_the_box() {
         .args(["filter", "build"])
         .arg(&crate_dir)
         .env("CARGO_TARGET_DIR", &target)
+        .env("CARGO_NET_OFFLINE", "true")
         .env_remove("RUSTC_WRAPPER")
         .output()
         .unwrap();
@@ -328,4 +348,92 @@ fn spill_inspect_prints_a_files_events_and_names_corrupt_files() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt"));
+}
+
+#[test]
+fn the_cli_finds_a_local_routers_generated_token_from_any_folder() {
+    // No admin tokens configured: the router generates one and records its file for the
+    // CLI in the per-user config (here a temporary XDG_CONFIG_HOME).
+    let weir = Weir::start("routes:\n  - { name: main, to: [tail] }\n");
+    let config_home = weir.dir.path().join("config");
+    let recorded = std::fs::read_to_string(config_home.join("weir/routers.json")).unwrap();
+    assert!(recorded.contains(&weir.url), "{recorded}");
+    assert!(
+        !recorded.contains(&weir.admin_auth().replace("Bearer ", "")),
+        "only paths are recorded"
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let list = |env: &[(&str, &std::ffi::OsStr)]| {
+        Command::new(weir_bin())
+            .args(["filter", "list", "--url", &weir.url])
+            .current_dir(elsewhere.path())
+            .env_remove("WEIR_TOKEN")
+            .env_remove("WEIR_DATA_DIR")
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
+            .output()
+            .unwrap()
+    };
+    // From another folder, without --token-file: through the per-user record.
+    let out = list(&[("XDG_CONFIG_HOME", config_home.as_os_str())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Through WEIR_DATA_DIR, with no record.
+    let empty = elsewhere.path().join("no-config");
+    let data = weir.dir.path().join("data");
+    let out = list(&[
+        ("XDG_CONFIG_HOME", empty.as_os_str()),
+        ("WEIR_DATA_DIR", data.as_os_str()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With neither, the CLI says where it looked.
+    let out = list(&[("XDG_CONFIG_HOME", empty.as_os_str())]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("weir-data/admin-token"), "{stderr}");
+}
+
+#[test]
+fn weir_sdk_unpacks_a_self_contained_sdk() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(weir_bin())
+        .args(["sdk"])
+        .arg(dir.path().join("sdk"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let guest = std::fs::read_to_string(dir.path().join("sdk/weir-guest/Cargo.toml")).unwrap();
+    // Nothing inherited from weir's workspace: the copy is a crate of its own.
+    assert!(!guest.contains("workspace"), "{guest}");
+    assert!(
+        guest.contains("weir-abi = { path = \"../weir-abi\" }"),
+        "{guest}"
+    );
+    // Every source file of the SDK, byte for byte.
+    for (from, to) in [
+        ("guest-sdk/src", "weir-guest/src"),
+        ("abi/src", "weir-abi/src"),
+        ("wit", "wit"),
+    ] {
+        for entry in std::fs::read_dir(root().join(from)).unwrap() {
+            let entry = entry.unwrap();
+            let copy = dir.path().join("sdk").join(to).join(entry.file_name());
+            assert_eq!(
+                std::fs::read(&copy).unwrap_or_default(),
+                std::fs::read(entry.path()).unwrap(),
+                "{}",
+                copy.display()
+            );
+        }
+    }
 }

@@ -17,7 +17,8 @@ pub struct Metrics {
     /// Events leaving a route, by route and outcome
     /// (`delivered`, `dropped`, `dead_lettered`, `routed`).
     pub route_events: IntCounterVec,
-    /// Verdicts per filter and tenant (`keep`, `drop`, `replace`, `fan_out`, `route`, `error`).
+    /// Verdicts per filter and tenant and filter version (`keep`, `drop`, `fan_out`, `route`, `error`;
+    /// a changed event counts as `keep`).
     pub filter_verdicts: IntCounterVec,
     /// Failed filter calls by kind (`timeout`, `memory`, `trap`, `bad_output`, ...).
     pub filter_failures: IntCounterVec,

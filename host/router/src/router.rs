@@ -375,6 +375,7 @@ impl Router {
             tenant: tenant.to_owned(),
             shared: self.shared.clone(),
             instances: HashMap::new(),
+            ran_versions: HashMap::new(),
             writer: BatchWriter::new(),
             seen_tenants: self.shared.tenants.generation(),
             strict: Vec::new(),
@@ -864,6 +865,9 @@ struct RouteWorker {
     shared: Arc<Shared>,
     /// Live instances of this lane's tenant by filter name, with the version each runs.
     instances: HashMap<String, LaneFilter>,
+    /// The version label each filter last ran with in this lane (kept when instances are
+    /// dropped), so a version change forgets the old version's series.
+    ran_versions: HashMap<String, String>,
     writer: BatchWriter,
     /// The tenant directory's generation the instances were built for.
     seen_tenants: u64,
@@ -1180,15 +1184,18 @@ impl RouteWorker {
         if current.is_none() || current != active_version {
             match instantiate(&self.shared, tenant, filter) {
                 Ok(fresh) => {
-                    if let Some(old) = self.instances.insert(filter.to_owned(), fresh) {
+                    let label = fresh.version_label.clone();
+                    self.instances.insert(filter.to_owned(), fresh);
+                    match self.ran_versions.insert(filter.to_owned(), label.clone()) {
                         // Series of versions no longer running go: a filter's many
                         // uploads do not grow the metrics without end.
-                        self.shared.metrics.forget_filter_version(
+                        Some(old) if old != label => self.shared.metrics.forget_filter_version(
                             &self.spec.name,
                             filter,
-                            &old.version_label,
+                            &old,
                             tenant,
-                        );
+                        ),
+                        _ => {}
                     }
                 }
                 Err(e) => {

@@ -324,7 +324,7 @@ routes:\n  - name: sync\n    from: [k8s-watch]\n    filters: [k8s-filter, k8s-co
     );
     let text = scrape(&http, &metrics_url).await;
     for line in text.lines().filter(|l| {
-        (l.starts_with("weir_filter_failures_total") || l.starts_with("weir_guest_"))
+        (l.starts_with("weir_filter_failures_total") || l.starts_with("weir_filter_counter_total"))
             && !l.ends_with(" 0")
     }) {
         println!("  {line}");

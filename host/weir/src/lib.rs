@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod config;
 mod ingest;
+pub mod known_routers;
 pub mod serve;
 mod server;
 mod state;

@@ -467,6 +467,17 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
         None => (None, None),
     };
+    if let Some(token_file) = app_state.tokens.generated_file() {
+        // The CLI on this machine finds the token by the admin API's URL, from any folder.
+        let scheme = match (&config.admin.listen, &config.admin.tls, &main_tls) {
+            (Some(_), Some(_), _) | (None, _, Some(_)) => "https",
+            _ => "http",
+        };
+        let url = format!("{scheme}://{}", admin_addr.unwrap_or(addr));
+        if let Err(e) = crate::known_routers::remember(&url, token_file) {
+            tracing::debug!("cannot record the admin token's file for the CLI: {e}");
+        }
+    }
     let (source_tasks, grpc_addr) = start_sources(&config, &source_cx).await?;
     let mut main_routes = crate::server::routes();
     if config.admin.listen.is_none() {

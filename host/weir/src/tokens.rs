@@ -35,6 +35,8 @@ impl Role {
 pub struct Tokens {
     by_hash: HashMap<String, (String, Role)>,
     by_cert: HashMap<String, Role>,
+    /// The file holding the generated token, when none was configured.
+    generated: Option<std::path::PathBuf>,
 }
 
 fn parse_role(role: &str) -> Role {
@@ -63,6 +65,7 @@ impl Tokens {
             .iter()
             .map(|c| (c.common_name.clone(), parse_role(&c.role)))
             .collect();
+        let mut generated = None;
         if by_hash.is_empty() && by_cert.is_empty() {
             let token = format!(
                 "{}{}",
@@ -74,8 +77,18 @@ impl Tokens {
             weir_core::util::write_atomically(&path, token.as_bytes()).map_err(|e| e.source)?;
             tracing::info!(path = %path.display(), "no admin tokens configured: generated one");
             by_hash.insert(hash_token(&token), ("generated".into(), Role::Admin));
+            generated = Some(path);
         }
-        Ok(Self { by_hash, by_cert })
+        Ok(Self {
+            by_hash,
+            by_cert,
+            generated,
+        })
+    }
+
+    /// The file holding the token generated because none was configured.
+    pub fn generated_file(&self) -> Option<&FsPath> {
+        self.generated.as_deref()
     }
 
     /// The caller's name and role, or why the caller is not authenticated: a bearer

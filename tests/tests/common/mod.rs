@@ -113,6 +113,8 @@ impl Weir {
     pub fn spawn_env(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Weir {
         let mut child = Command::new(weir_bin())
             .args(args)
+            // A generated admin token's file is recorded here, not in the user's home.
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
             .envs(env.iter().copied())
             .env(
                 "WEIR_LOG",

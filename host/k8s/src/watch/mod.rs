@@ -203,7 +203,7 @@ impl WatchMetrics {
             ),
             routed: r.counter(
                 "weir_k8s_watch_routed_total",
-                "What the routes made of a cluster's delivered events, by cluster and outcome: written (by the routes' sinks; an event written to two sinks counts twice), routed (to a sink a filter named), dropped (by a filter: filtered out, folded into an aggregate, over a rate or spam budget, a duplicate; the filters' own counters say which), dead_lettered, skipped (no route's condition matched).",
+                "What the routes made of a cluster's delivered events, by cluster and outcome: written (by the routes' sinks; an event two routes take counts once per route), routed (to a sink a filter named), dropped (by a filter: filtered out, folded into an aggregate, over a rate or spam budget, a duplicate; the filters' own counters say which), dead_lettered, skipped (no route's condition matched).",
                 &["cluster", "outcome"],
             ),
             errors: r.counter(

@@ -21,9 +21,11 @@ pub struct AdminArgs {
     /// Bearer token (default: the token file the router generated).
     #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// File holding the token, when --token is not given.
-    #[arg(long, default_value = "weir-data/admin-token")]
-    token_file: PathBuf,
+    /// File holding the token, when --token is not given. Default: `admin-token` in
+    /// WEIR_DATA_DIR, else the file a router on this machine recorded for --url (in
+    /// ~/.config/weir/routers.json), else ./weir-data/admin-token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
     #[command(flatten)]
     tls: ClientTlsArgs,
 }
@@ -71,6 +73,20 @@ impl ClientTlsArgs {
     }
 }
 
+/// The file holding the admin token of the router at `url`: the one given, else
+/// `admin-token` in `WEIR_DATA_DIR`, else the one a router on this machine recorded for
+/// `url`, else `./weir-data/admin-token`.
+pub fn token_file(given: Option<&Path>, url: &str) -> PathBuf {
+    if let Some(file) = given {
+        return file.to_owned();
+    }
+    if let Some(dir) = std::env::var_os("WEIR_DATA_DIR").filter(|d| !d.is_empty()) {
+        return Path::new(&dir).join(weir::tokens::TOKEN_FILE);
+    }
+    weir::known_routers::token_file(url)
+        .unwrap_or_else(|| Path::new("weir-data").join(weir::tokens::TOKEN_FILE))
+}
+
 /// The admin token: the one given (flag or WEIR_TOKEN), else the contents of `file`
 /// (the token the router generated).
 pub fn admin_token(given: Option<&str>, file: &std::path::Path) -> Result<String> {
@@ -89,7 +105,8 @@ pub fn admin_token(given: Option<&str>, file: &std::path::Path) -> Result<String
 
 impl AdminArgs {
     pub fn token(&self) -> Result<String> {
-        admin_token(self.token.as_deref(), &self.token_file)
+        let file = token_file(self.token_file.as_deref(), &self.url);
+        admin_token(self.token.as_deref(), &file)
     }
 
     /// The HTTP client for the admin API (its CA and client certificate when given).
@@ -177,7 +194,8 @@ pub enum FilterCommand {
         /// Where to create it (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Path of the weir-guest SDK (default: the one this weir was built from).
+        /// Path of a weir-guest SDK crate to use (e.g. one `weir sdk` unpacked) instead of
+        /// the copy this binary carries, which is written into the filter's `weir-sdk/`.
         #[arg(long, env = "WEIR_GUEST_SDK")]
         sdk: Option<PathBuf>,
     },
@@ -286,17 +304,25 @@ fn new(name: &str, dir: Option<PathBuf>, sdk: Option<PathBuf>) -> Result<ExitCod
     if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
         bail!("{} exists and is not empty", dir.display());
     }
-    let sdk = sdk.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guest-sdk"));
-    let sdk = sdk
-        .canonicalize()
-        .with_context(|| format!("weir-guest SDK not found at {} (use --sdk)", sdk.display()))?;
     std::fs::create_dir_all(dir.join("src"))?;
+    // The SDK the binary carries goes into the filter's own folder, named relatively: the
+    // folder builds wherever it is moved.
+    let sdk = match sdk {
+        Some(sdk) => sdk
+            .canonicalize()
+            .with_context(|| format!("weir-guest SDK not found at {}", sdk.display()))?,
+        None => {
+            super::sdk::unpack(&dir.join("weir-sdk"))?;
+            PathBuf::from("weir-sdk/weir-guest")
+        }
+    };
     std::fs::write(
         dir.join("Cargo.toml"),
         TEMPLATE_MANIFEST
             .replace("{name}", name)
             .replace("{sdk}", &sdk.display().to_string().replace('\\', "/")),
     )?;
+    std::fs::write(dir.join("Cargo.lock"), super::sdk::LOCK)?;
     std::fs::write(dir.join("src/lib.rs"), TEMPLATE_LIB)?;
     std::fs::write(dir.join(".gitignore"), "/target\n")?;
     println!("created filter `{name}` in {}", dir.display());

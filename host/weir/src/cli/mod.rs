@@ -4,6 +4,7 @@ mod bench;
 mod filter;
 mod replay;
 mod replay_events;
+mod sdk;
 mod send;
 #[cfg(feature = "toggle")]
 mod spill;
@@ -57,6 +58,12 @@ enum Command {
     Replay(Box<replay::ReplayArgs>),
     /// Send CloudEvents to a router (from a JSON-lines file or from flags).
     Send(send::SendArgs),
+    /// Unpack the guest SDK this binary carries (weir-guest, weir-abi and the WIT world)
+    /// into DIR, for filters kept outside the folder `weir filter new` makes.
+    Sdk {
+        /// Where to unpack it.
+        dir: std::path::PathBuf,
+    },
     /// Print events as they leave the router's `tail` sinks.
     Tail(tail::TailArgs),
     /// Load-test HTTP ingest → filters → file sink in one process on loopback (bounded:
@@ -73,8 +80,9 @@ struct ServeArgs {
     /// Listen address, overriding the configuration.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
-    /// Data directory, overriding the configuration.
-    #[arg(long)]
+    /// Data directory, overriding the configuration (the CLI's other commands find the
+    /// generated admin token through the same WEIR_DATA_DIR).
+    #[arg(long, env = "WEIR_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Where the example filter components are, for the embedded defaults.
     #[arg(long, env = "WEIR_FILTERS_DIR")]
@@ -244,6 +252,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args, cli.log_json),
         Command::Filter(cmd) => filter::run(cmd),
+        Command::Sdk { dir } => sdk::run(&dir),
         Command::Tenant(cmd) => tenant::run(cmd),
         #[cfg(feature = "toggle")]
         Command::Spill(cmd) => spill::run(cmd),

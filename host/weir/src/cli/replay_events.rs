@@ -73,9 +73,10 @@ pub struct EventReplayArgs {
     /// Admin bearer token of the router.
     #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// File holding the admin token, when --admin-token is not given.
-    #[arg(long, default_value = "weir-data/admin-token")]
-    admin_token_file: PathBuf,
+    /// File holding the admin token, when --admin-token is not given (default as for
+    /// `weir filter`: WEIR_DATA_DIR, the file a local router recorded, ./weir-data).
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
 }
 
 /// What was read: events to resend, and inputs that cannot be.
@@ -360,12 +361,12 @@ pub async fn run(
         bail!("--batch-size must be at least 1");
     }
     let base = to.unwrap_or("http://127.0.0.1:8080").trim_end_matches('/');
-    let token =
-        match super::filter::admin_token(args.admin_token.as_deref(), &args.admin_token_file) {
-            Ok(token) => Some(token),
-            Err(_) if with_cert => None,
-            Err(e) => return Err(e),
-        };
+    let token_file = super::filter::token_file(args.admin_token_file.as_deref(), base);
+    let token = match super::filter::admin_token(args.admin_token.as_deref(), &token_file) {
+        Ok(token) => Some(token),
+        Err(_) if with_cert => None,
+        Err(e) => return Err(e),
+    };
     let input = match (&args.dlq, &args.dlq_topic, &args.topic) {
         (Some(file), _, _) => read_dlq_file(file)?,
         (None, Some(topic), _) => {
