@@ -315,6 +315,24 @@ async fn malformed_input_gets_the_documented_status_and_reason() {
         Some(7.0),
         "{metrics}"
     );
+    // Each rejection is logged with its reason, but a storm of them is not a storm of
+    // lines: seven malformed events, one line for them (within the 10 s window).
+    let rejected = |reason: &str| {
+        weir.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("rejected:") && l.contains(&format!("reason=\"{reason}\"")))
+            .count()
+    };
+    assert_eq!(
+        rejected("malformed_event"),
+        1,
+        "{:#?}",
+        weir.logs.lock().unwrap()
+    );
+    assert_eq!(rejected("unsupported_media_type"), 1);
+    assert_eq!(rejected("too_large"), 1, "two oversized requests, one line");
 }
 
 #[tokio::test(flavor = "multi_thread")]

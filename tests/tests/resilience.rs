@@ -62,6 +62,15 @@ routes:
         metric(&metrics, "weir_sink_circuit_refused_total{sink=\"full\"}"),
         Some(1.0)
     );
+    // Readiness lists each component: the route is fine; the open circuit is shown but
+    // does not make the router unready (its events go to the dead-letter sink).
+    let (status, checks) = get_text(&format!("{}/readyz?verbose", weir.url)).await;
+    assert_eq!(status, 200, "{checks}");
+    assert!(checks.contains("[+]route/main ok"), "{checks}");
+    assert!(
+        checks.contains("[-]sink/full failed (informational): circuit open"),
+        "{checks}"
+    );
 
     let auth = weir.admin_auth();
     let reset = |sink: &str| format!("{}/v1/sinks/{sink}/circuit/reset", weir.url);
@@ -90,6 +99,8 @@ routes:
         metric(&metrics, "weir_sink_circuit_state{sink=\"full\"}"),
         Some(0.0)
     );
+    let (_, checks) = get_text(&format!("{}/readyz?verbose", weir.url)).await;
+    assert!(checks.contains("[+]sink/full ok"), "{checks}");
     // Closed again: the next write is tried (and retried) instead of refused.
     post_batch(&weir.url, &json!([event("after", "t", json!({}))])).await;
     let letters = weir.jsonl("dlq.jsonl");

@@ -16,10 +16,12 @@ pub mod metrics;
 pub mod pb;
 mod problem;
 pub mod process;
+pub mod rejections;
 pub mod resilience;
 pub mod sink;
 pub mod tail;
 pub mod tls;
+pub mod trace;
 pub mod util;
 
 pub use event::Event;

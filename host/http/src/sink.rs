@@ -77,12 +77,26 @@ impl HttpSink {
         })
     }
 
-    fn request(&self) -> RequestBuilder {
-        let request = self.client.post(self.url.clone());
-        match &self.token {
-            Some(token) => request.header(AUTHORIZATION, token.clone()),
-            None => request,
+    /// A request to the endpoint, carrying `trace` (W3C Trace Context) when tracing is on.
+    fn request(&self, trace: Option<weir_core::trace::W3c>) -> RequestBuilder {
+        let mut request = self.client.post(self.url.clone());
+        if let Some(token) = &self.token {
+            request = request.header(AUTHORIZATION, token.clone());
         }
+        if let Some(w3c) = trace {
+            request = request.header(weir_core::trace::TRACEPARENT, w3c.traceparent);
+            if let Some(state) = w3c.tracestate {
+                request = request.header(weir_core::trace::TRACESTATE, state);
+            }
+        }
+        request
+    }
+
+    /// An event's own trace context, to continue its trace on the request that carries it.
+    fn event_trace(event: &Event) -> Option<weir_core::trace::W3c> {
+        weir_core::trace::enabled()
+            .then(|| weir_core::trace::of_event(event))
+            .flatten()
     }
 
     /// The request carrying one event in binary or structured mode; an event that cannot
@@ -93,12 +107,12 @@ impl HttpSink {
                 let body = serde_json::to_vec(&Structured(event)).map_err(|e| {
                     Failure::Refused(format!("cannot encode event `{}`: {e}", event.id))
                 })?;
-                self.request()
+                self.request(Self::event_trace(event))
                     .header(CONTENT_TYPE, STRUCTURED_JSON)
                     .body(body)
             }
             HttpMode::Binary | HttpMode::Batch => {
-                let mut request = self.request();
+                let mut request = self.request(Self::event_trace(event));
                 for (name, value) in binary_headers(event) {
                     request = request.header(name, value);
                 }
@@ -176,7 +190,11 @@ impl Sink for HttpSink {
             let batch: Vec<Structured<'_>> = events.iter().map(|e| Structured(e)).collect();
             let body = serde_json::to_vec(&batch)
                 .map_err(|e| self.refused(format!("cannot encode the batch: {e}")))?;
-            let request = self.request().header(CONTENT_TYPE, BATCH_JSON).body(body);
+            // A batch request continues the trace of the sink span that sends it.
+            let request = self
+                .request(weir_core::trace::current())
+                .header(CONTENT_TYPE, BATCH_JSON)
+                .body(body);
             return match self.runtime.block_on(send(request)) {
                 Ok(()) => Ok(()),
                 Err(Failure::Transient(reason)) => Err(self.unavailable(reason)),

@@ -251,10 +251,23 @@ impl KafkaSink {
     }
 
     fn encode(&self, event: &Event) -> EncodedRecord {
-        match self.mode {
+        let mut record = match self.mode {
             BindingMode::Binary => encode_binary(event),
             BindingMode::Structured => encode_structured(event),
+        };
+        // W3C Trace Context in Kafka headers: the consumer continues the event's trace.
+        if weir_core::trace::enabled() {
+            if let Some(w3c) = weir_core::trace::of_event(event) {
+                let mut headers = std::mem::replace(&mut record.headers, OwnedHeaders::new());
+                headers =
+                    super::binding::put(headers, weir_core::trace::TRACEPARENT, &w3c.traceparent);
+                if let Some(state) = &w3c.tracestate {
+                    headers = super::binding::put(headers, weir_core::trace::TRACESTATE, state);
+                }
+                record.headers = headers;
+            }
         }
+        record
     }
 
     /// Hands records to the client; returns the batch to wait on and the records it

@@ -484,12 +484,39 @@ impl Worker {
             .map_err(|e| e.to_string())
         };
         match decoded {
-            Ok(event) => {
+            Ok(mut event) => {
+                // W3C Trace Context in the record's headers, when the event carries none.
+                if weir_core::trace::enabled()
+                    && event.extension(weir_core::trace::TRACEPARENT).is_none()
+                {
+                    let header = |name: &str| {
+                        headers?
+                            .iter()
+                            .find(|h| h.key == name)
+                            .and_then(|h| std::str::from_utf8(h.value?).ok())
+                    };
+                    if let Some(traceparent) = header(weir_core::trace::TRACEPARENT) {
+                        let w3c = weir_core::trace::W3c {
+                            traceparent: traceparent.to_owned(),
+                            tracestate: header(weir_core::trace::TRACESTATE).map(str::to_owned),
+                        };
+                        weir_core::trace::stamp(&mut event, &w3c);
+                    }
+                }
                 batch.events.push(event);
                 batch.parts.push((topic.clone(), m.partition()));
             }
             Err(reason) => {
-                tracing::warn!(source = %self.name, topic = %topic, partition = m.partition(), offset = m.offset(), "record is not a valid CloudEvent, dead-lettering it: {reason}");
+                weir_core::rejections::log(
+                    "kafka",
+                    "undecodable",
+                    &format_args!(
+                        "record {topic}/{}@{} of source `{}` is not a valid CloudEvent, dead-lettering it: {reason}",
+                        m.partition(),
+                        m.offset(),
+                        self.name
+                    ),
+                );
                 batch.poison.push((
                     RawRecord {
                         topic: topic.to_string(),
@@ -522,7 +549,9 @@ impl Worker {
         let shutdown = self.shutdown.clone();
         let dlq_name = self.config.dead_letter.clone();
         async move {
-            let ReadBatch { events, poison, .. } = batch;
+            let ReadBatch {
+                mut events, poison, ..
+            } = batch;
             let stopping = || *shutdown.borrow();
             if !poison.is_empty() {
                 let poison = Arc::new(poison);
@@ -576,6 +605,16 @@ impl Worker {
                 return Handled::Done;
             }
             let started = Instant::now();
+            let span = weir_core::trace::span(|| {
+                tracing::info_span!(
+                    target: weir_core::trace::TARGET,
+                    "weir.receive",
+                    otel.kind = "consumer",
+                    weir.source = "kafka",
+                    weir.events = events.len(),
+                )
+            });
+            weir_core::trace::receive(&span, None, &mut events);
             persist(stopping, || {
                 let origin = Origin {
                     source_kind: "kafka",
@@ -588,8 +627,11 @@ impl Worker {
                 // A copy per attempt: the router consumes what it is given.
                 let batch = events.clone();
                 let (router, name) = (router.clone(), name.clone());
+                let span = span.clone();
                 async move {
-                    match router.submit_to(origin, batch).await {
+                    let submitted =
+                        tracing::Instrument::instrument(router.submit_to(origin, batch), span);
+                    match submitted.await {
                         Ok(_) => Attempt::Done,
                         Err(RouterError::Stopped(_)) => Attempt::Abandon,
                         Err(RouterError::RateLimited {

@@ -172,6 +172,8 @@ impl Submission {
 
 struct Job {
     events: Vec<Event>,
+    /// The span the job was submitted in (a source's receive span), while tracing is on.
+    span: tracing::Span,
     principal: Option<Arc<Principal>>,
     source_kind: &'static str,
     mode: JobMode,
@@ -673,6 +675,7 @@ impl Router {
                 let (done, wait) = oneshot::channel();
                 let job = Job {
                     events: batch,
+                    span: weir_core::trace::span(tracing::Span::current),
                     principal: principal.clone(),
                     source_kind,
                     mode: mode(),
@@ -933,6 +936,22 @@ impl RouteWorker {
 
     fn process_jobs(&mut self, mut jobs: Vec<Job>) {
         self.follow_tenant_changes();
+        // One span for the round, the child of its first job's receive span and linked to
+        // the others'; filter and sink spans are its children.
+        let round = weir_core::trace::span(|| {
+            tracing::info_span!(
+                target: weir_core::trace::TARGET,
+                "weir.route",
+                weir.route = %self.spec.name,
+                weir.tenant = %self.tenant,
+                weir.events = jobs.iter().map(|j| j.events.len()).sum::<usize>(),
+            )
+        });
+        if let Some((first, rest)) = jobs.split_first() {
+            let others: Vec<&tracing::Span> = rest.iter().map(|j| &j.span).collect();
+            weir_core::trace::follow(&round, &first.span, &others);
+        }
+        let _round = round.enter();
         let mut outcomes = vec![Outcome::default(); jobs.len()];
         let mut failures: Vec<Option<String>> = vec![None; jobs.len()];
         let mut admissions: Vec<Vec<Admission>> = vec![Vec::new(); jobs.len()];
@@ -1215,6 +1234,18 @@ impl RouteWorker {
             return;
         };
         let version = lane_filter.version;
+        let span = weir_core::trace::span(|| {
+            tracing::info_span!(
+                target: weir_core::trace::TARGET,
+                "weir.filter",
+                weir.filter = filter,
+                weir.filter.version = version,
+                weir.tenant = tenant,
+                weir.batch = batch.len(),
+                weir.outcome = tracing::field::Empty,
+            )
+        });
+        let _span = span.enter();
         let version_label = lane_filter.version_label.clone();
         let instance = &mut lane_filter.instance;
         let mut answer = instance.process(ctx, self.writer.as_bytes());
@@ -1247,8 +1278,14 @@ impl RouteWorker {
             version_label: &version_label,
         };
         let answer = match answer {
-            Ok(answer) => answer,
-            Err(e) => return self.fail_batch(tenant, &at, &e, batch, next, results),
+            Ok(answer) => {
+                span.record("weir.outcome", "ok");
+                answer
+            }
+            Err(e) => {
+                span.record("weir.outcome", e.kind());
+                return self.fail_batch(tenant, &at, &e, batch, next, results);
+            }
         };
         let stamp = self
             .spec
@@ -1394,6 +1431,16 @@ impl RouteWorker {
             let mut failed: Vec<Option<(String, String)>> = Vec::new();
             for name in &self.spec.to {
                 if let Some(sink) = self.shared.sinks.get(name) {
+                    let span = weir_core::trace::span(|| {
+                        tracing::info_span!(
+                            target: weir_core::trace::TARGET,
+                            "weir.sink",
+                            otel.kind = "producer",
+                            weir.sink = %name,
+                            weir.events = events.len(),
+                        )
+                    });
+                    let _span = span.enter();
                     let (written, failure) = match sink.write_tenant(tenant, &events) {
                         Ok(()) => (events.len(), None),
                         Err(SinkError::Partial {

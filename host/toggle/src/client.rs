@@ -29,6 +29,7 @@ impl ToggleClient {
     pub async fn send_encoded(
         &mut self,
         batch: Bytes,
+        trace: Option<&weir_core::trace::W3c>,
         timeout: Duration,
     ) -> Result<pb::EventBatchResponse, tonic::Status> {
         let call = async {
@@ -38,6 +39,16 @@ impl ToggleClient {
                 .map_err(|e| tonic::Status::unavailable(format!("Toggle not reachable: {e}")))?;
             let mut request = tonic::Request::new(batch);
             request.set_timeout(timeout);
+            // W3C Trace Context in the call's metadata: Toggle continues the trace.
+            if let Some(w3c) = trace {
+                let metadata = request.metadata_mut();
+                if let Ok(value) = w3c.traceparent.parse() {
+                    metadata.insert(weir_core::trace::TRACEPARENT, value);
+                }
+                if let Some(Ok(value)) = w3c.tracestate.as_deref().map(str::parse) {
+                    metadata.insert(weir_core::trace::TRACESTATE, value);
+                }
+            }
             let path = PathAndQuery::from_static(SEND_EVENTS);
             self.grpc
                 .unary(request, path, raw::RawCodec)

@@ -75,6 +75,7 @@ impl GrpcIngest {
                 .rejected
                 .with_label_values(&["grpc", "unauthenticated"])
                 .inc();
+            weir_core::rejections::log("grpc", "unauthenticated", &why);
             Status::unauthenticated(why.to_owned())
         };
         match bearer.and_then(|token| self.router.producers().by_token(token)) {
@@ -89,10 +90,13 @@ impl GrpcIngest {
         }
     }
 
+    /// Validates a batch and submits its events; `carried` is the caller's W3C Trace
+    /// Context (its metadata), while tracing is on.
     async fn take(
         &self,
         producer: Producer,
         batch: WireBatch,
+        carried: Option<weir_core::trace::W3c>,
     ) -> Result<pb::EventBatchResponse, Status> {
         let total = batch.events.len();
         if total > self.max_batch_events {
@@ -101,6 +105,11 @@ impl GrpcIngest {
                 .rejected
                 .with_label_values(&["grpc", "batch_too_large"])
                 .inc();
+            weir_core::rejections::log(
+                "grpc",
+                "batch_too_large",
+                &format_args!("a batch of {total} events"),
+            );
             return Err(Status::resource_exhausted(format!(
                 "batch of {total} events exceeds the limit of {}",
                 self.max_batch_events
@@ -126,6 +135,11 @@ impl GrpcIngest {
                 .rejected
                 .with_label_values(&["grpc", "invalid_event"])
                 .inc_by(refused as u64);
+            weir_core::rejections::log(
+                "grpc",
+                "invalid_event",
+                &format_args!("{refused} of {total} events{message}"),
+            );
         }
         if !events.is_empty() {
             let origin = Origin {
@@ -133,8 +147,20 @@ impl GrpcIngest {
                 producer,
                 ..Origin::default()
             };
-            self.router
-                .submit_to(origin, events)
+            let span = weir_core::trace::span(|| {
+                tracing::info_span!(
+                    target: weir_core::trace::TARGET,
+                    "weir.receive",
+                    otel.kind = "server",
+                    weir.source = "grpc",
+                    weir.events = events.len(),
+                )
+            });
+            let carried = carried
+                .as_ref()
+                .map(|w| (w.traceparent.as_str(), w.tracestate.as_deref()));
+            weir_core::trace::receive(&span, carried, &mut events);
+            tracing::Instrument::instrument(self.router.submit_to(origin, events), span)
                 .await
                 .map_err(|e| match e {
                     RouterError::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
@@ -144,6 +170,7 @@ impl GrpcIngest {
                             .rejected
                             .with_label_values(&["grpc", "tenant_refused"])
                             .inc();
+                        weir_core::rejections::log("grpc", "tenant_refused", &e);
                         Status::permission_denied(e.to_string())
                     }
                     other => Status::unavailable(other.to_string()),
@@ -193,8 +220,24 @@ impl UnaryService<WireBatch> for SendEventsCall {
         let ingest = self.0.clone();
         Box::pin(async move {
             let producer = ingest.producer(request.metadata())?;
+            // W3C Trace Context in the call's metadata.
+            let meta = |name: &str| {
+                request
+                    .metadata()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let carried = weir_core::trace::enabled()
+                .then(|| {
+                    Some(weir_core::trace::W3c {
+                        traceparent: meta(weir_core::trace::TRACEPARENT)?,
+                        tracestate: meta(weir_core::trace::TRACESTATE),
+                    })
+                })
+                .flatten();
             ingest
-                .take(producer, request.into_inner())
+                .take(producer, request.into_inner(), carried)
                 .await
                 .map(Response::new)
         })

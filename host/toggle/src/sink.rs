@@ -63,6 +63,9 @@ struct Shared {
 struct Queued {
     event: WireEvent,
     since: Instant,
+    /// The event's W3C Trace Context, while tracing is on (a batch's call carries its
+    /// first event's).
+    trace: Option<weir_core::trace::W3c>,
 }
 
 /// Events are numbered in arrival order. `[resolved, front)` are cut into batches being
@@ -94,6 +97,8 @@ struct Cut {
     end: u64,
     id: uuid::Uuid,
     bytes: bytes::Bytes,
+    /// The trace context the call continues (its first event's).
+    trace: Option<weir_core::trace::W3c>,
 }
 
 /// What the flusher should do with the queue now.
@@ -209,6 +214,7 @@ impl Shared {
             bytes += size;
             n += 1;
         }
+        let trace = b.queue.front().and_then(|q| q.trace.clone());
         let events: Vec<WireEvent> = b.queue.drain(..n).map(|q| q.event).collect();
         let start = b.front;
         b.front += n as u64;
@@ -225,6 +231,7 @@ impl Shared {
             end: start + n as u64,
             id,
             bytes: prost::Message::encode_to_vec(&batch).into(),
+            trace,
         })
     }
 
@@ -297,6 +304,7 @@ impl Shared {
             end,
             id,
             bytes,
+            ..
         } = cut;
         let n = end - start;
         let written = tokio::task::spawn_blocking(move || spill.write_encoded(id, n, &bytes))
@@ -461,7 +469,7 @@ impl Flusher {
         let timeout = self.shared.settings.replay_timeout;
         let mut client = self.client.clone();
         let shared = self.shared.clone();
-        let send = send(&mut client, bytes, n, timeout, &shared);
+        let send = send(&mut client, bytes, None, n, timeout, &shared);
         let Some(answer) = self.watching(!self.direct(), send).await else {
             return;
         };
@@ -522,7 +530,14 @@ impl Flusher {
         let shared = self.shared.clone();
         let n = cut.end - cut.start;
         // `Bytes` clones share the buffer: a failed request spills the same bytes.
-        let send = send(&mut client, cut.bytes.clone(), n, timeout, &shared);
+        let send = send(
+            &mut client,
+            cut.bytes.clone(),
+            cut.trace.as_ref(),
+            n,
+            timeout,
+            &shared,
+        );
         // Live mode never abandons its request.
         let Some(answer) = self.watching(false, send).await else {
             return;
@@ -606,11 +621,12 @@ async fn sleep_until(at: Option<Instant>) {
 async fn send(
     client: &mut ToggleClient,
     batch: bytes::Bytes,
+    trace: Option<&weir_core::trace::W3c>,
     n: u64,
     timeout: Duration,
     shared: &Shared,
 ) -> Result<(), tonic::Status> {
-    match client.send_encoded(batch, timeout).await {
+    match client.send_encoded(batch, trace, timeout).await {
         Ok(answer) => {
             if !answer.success {
                 shared.metrics.problem_batches.inc();
@@ -669,8 +685,13 @@ impl Sink for ToggleSink {
         b.next += n as u64;
         let end = b.next;
         let since = Instant::now();
+        let traced = weir_core::trace::enabled();
         b.queue
-            .extend(mapped.into_iter().map(|event| Queued { event, since }));
+            .extend(mapped.into_iter().zip(events).map(|(event, e)| Queued {
+                event,
+                since,
+                trace: traced.then(|| weir_core::trace::of_event(e)).flatten(),
+            }));
         s.publish_gauges(&b);
         drop(b);
         s.wake.notify_one();
@@ -825,7 +846,11 @@ mod tests {
                 event_id: format!("e{k:0>pad$}"),
                 ..Default::default()
             };
-            b.queue.push_back(Queued { event, since });
+            b.queue.push_back(Queued {
+                event,
+                since,
+                trace: None,
+            });
         }
     }
 

@@ -47,6 +47,9 @@ pub struct Config {
     /// Metric settings.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// OpenTelemetry tracing (off unless configured here or by `OTEL_*` variables).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
     /// The bounds of every HTTP listener's connections (the main and admin listeners) and
     /// of the gRPC listener's.
     #[serde(default)]

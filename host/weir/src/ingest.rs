@@ -33,7 +33,7 @@ async fn from_producer(state: Arc<AppState>, route: Option<String>, request: Req
     let producer = match state.listener_caller(&parts) {
         Ok(caller) => caller.producer(),
         Err(refused) => {
-            reject(&state, "http", "unauthenticated");
+            reject(&state, "http", "unauthenticated", &refused.0);
             return refused.into_response();
         }
     };
@@ -41,12 +41,19 @@ async fn from_producer(state: Arc<AppState>, route: Option<String>, request: Req
     ingest(state, "http", route, producer, request).await
 }
 
-fn reject(state: &AppState, source_kind: &str, reason: &str) {
+/// Counts a refused request and logs it (one line per reason per window under a storm).
+fn reject(
+    state: &AppState,
+    source_kind: &'static str,
+    reason: &'static str,
+    detail: &dyn std::fmt::Display,
+) {
     state
         .metrics
         .rejected
         .with_label_values(&[source_kind, reason])
         .inc();
+    weir_core::rejections::log(source_kind, reason, detail);
 }
 
 /// Reads a CloudEvents request from `producer` and hands its events to the routes fed by
@@ -59,7 +66,9 @@ pub async fn ingest(
     producer: Producer,
     request: Request,
 ) -> Response {
-    let reject = |reason: &str| reject(&state, source_kind, reason);
+    let reject = |reason: &'static str, detail: &dyn std::fmt::Display| {
+        reject(&state, source_kind, reason, detail)
+    };
     let (parts, body) = request.into_parts();
     let declared = parts
         .headers
@@ -67,17 +76,17 @@ pub async fn ingest(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > state.max_request_bytes) {
-        reject("too_large");
+        reject("too_large", &"the declared body is over the request limit");
         return too_large(state.max_request_bytes);
     }
     let body = match Limited::new(body, state.max_request_bytes).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            reject("too_large");
+            reject("too_large", &"the body is over the request limit");
             return too_large(state.max_request_bytes);
         }
         Err(e) => {
-            reject("body");
+            reject("body", &e);
             return error(
                 StatusCode::BAD_REQUEST,
                 "bad_body",
@@ -85,7 +94,7 @@ pub async fn ingest(
             );
         }
     };
-    let events = match parse_request(&parts.headers, body) {
+    let mut events = match parse_request(&parts.headers, body) {
         Ok(events) => events,
         Err(e) => return binding_error(&state, &e),
     };
@@ -94,7 +103,10 @@ pub async fn ingest(
         .enumerate()
         .find(|(_, e)| e.size() > state.max_event_bytes)
     {
-        reject("too_large");
+        reject(
+            "too_large",
+            &format_args!("event `{}` is over the event limit", e.id),
+        );
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "event_too_large",
@@ -119,7 +131,20 @@ pub async fn ingest(
         tenant_hint,
         producer,
     };
-    match state.router.submit_to(origin, events).await {
+    let span = weir_core::trace::span(|| {
+        tracing::info_span!(
+            target: weir_core::trace::TARGET,
+            "weir.receive",
+            otel.kind = "server",
+            weir.source = source_kind,
+            weir.events = accepted,
+        )
+    });
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let carried = header("traceparent").map(|tp| (tp, header("tracestate")));
+    weir_core::trace::receive(&span, carried, &mut events);
+    let submitted = tracing::Instrument::instrument(state.router.submit_to(origin, events), span);
+    match submitted.await {
         Ok(outcome) => (
             StatusCode::ACCEPTED,
             Json(json!({
@@ -139,11 +164,7 @@ pub async fn ingest(
                 } => *retry_after_secs,
                 _ => 1,
             };
-            state
-                .metrics
-                .rejected
-                .with_label_values(&[source_kind, "rate_limited"])
-                .inc();
+            reject("rate_limited", &e);
             let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string());
             response
                 .headers_mut()
@@ -151,7 +172,7 @@ pub async fn ingest(
             response
         }
         Err(e @ RouterError::TenantRefused { .. }) => {
-            reject("tenant_refused");
+            reject("tenant_refused", &e);
             error(StatusCode::FORBIDDEN, "tenant_refused", e.to_string())
         }
         Err(e @ RouterError::UnknownRoute(_)) => {
@@ -183,10 +204,6 @@ fn binding_error(state: &AppState, e: &BindingError) -> Response {
         415 => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         _ => (StatusCode::BAD_REQUEST, "malformed_event"),
     };
-    state
-        .metrics
-        .rejected
-        .with_label_values(&["http", code])
-        .inc();
+    reject(state, "http", code, e);
     error(status, code, e.to_string())
 }

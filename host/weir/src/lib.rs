@@ -15,11 +15,12 @@ pub mod serve;
 mod server;
 mod state;
 mod status;
+pub mod telemetry;
 mod throughput;
 pub mod tokens;
 
 pub use weir_core::util::error_chain;
-pub use weir_core::{cesql, cloudevents, dead_letter, event, listener, process, tls};
+pub use weir_core::{cesql, cloudevents, dead_letter, event, listener, process, tls, trace};
 #[cfg(feature = "k8s")]
 pub use weir_k8s as k8s;
 #[cfg(feature = "kafka")]

@@ -14,7 +14,6 @@ fn main() -> std::process::ExitCode {
     // Before any thread starts: every thread shares the setting.
     weir::process::disable_transparent_huge_pages();
     let args = cli::Cli::parse();
-    cli::init_logging(&args);
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

@@ -209,6 +209,70 @@ async fn events_api(
     Ok(Some(routes))
 }
 
+/// The router's own checks for `/readyz?verbose`: each route (critical: every filter of
+/// its chains has an active version) and each sink (informational: its circuit is
+/// closed; an open circuit sends events to dead letters, the router still serves).
+fn register_checks(
+    health: &weir_core::health::HealthChecks,
+    config: &Config,
+    state: &Arc<AppState>,
+) {
+    for route in &config.routes {
+        let state = Arc::downgrade(state);
+        let name = route.name.clone();
+        health.register(
+            format!("route/{}", route.name),
+            true,
+            Arc::new(move || {
+                let Some(state) = state.upgrade() else {
+                    return Err("stopped".to_owned());
+                };
+                let Some(route) = state.routes.iter().find(|r| r.name == name) else {
+                    return Err("not configured".to_owned());
+                };
+                let mut chains = vec![route.enforced.around(&route.filters)];
+                for settings in state.tenants.all().values() {
+                    if let Some(own) = settings.routes.get(&name) {
+                        chains.push(route.enforced.around(own));
+                    }
+                }
+                let mut missing: Vec<&String> = chains
+                    .iter()
+                    .flatten()
+                    .filter(|f| state.registry.active(f).is_none())
+                    .collect();
+                missing.sort();
+                missing.dedup();
+                match missing.is_empty() {
+                    true => Ok(()),
+                    false => Err(format!("filters without an active version: {missing:?}")),
+                }
+            }),
+        );
+    }
+    for (name, sink) in &state.sinks {
+        if sink.circuit().is_none() {
+            continue;
+        }
+        let sink = Arc::downgrade(sink);
+        health.register(
+            format!("sink/{name}"),
+            false,
+            Arc::new(move || {
+                let state = sink.upgrade().and_then(|s| s.circuit().map(|c| c.state()));
+                match state {
+                    Some(weir_core::breaker::CircuitState::Closed) => Ok(()),
+                    Some(other) => Err(format!(
+                        "circuit {}: writes go to the dead-letter sink",
+                        other.name()
+                    )),
+                    None => Err("closed".to_owned()),
+                }
+            }),
+        );
+    }
+}
+
 /// Starts the sources that run on their own (the gRPC listener, Kafka consumers); they
 /// stop when `cx.shutdown` turns.
 async fn start_sources(
@@ -478,6 +542,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             tracing::debug!("cannot record the admin token's file for the CLI: {e}");
         }
     }
+    register_checks(&health, &config, &app_state);
     let (source_tasks, grpc_addr) = start_sources(&config, &source_cx).await?;
     let mut main_routes = crate::server::routes();
     if config.admin.listen.is_none() {

@@ -230,27 +230,85 @@ fn set_authorization_webhook(config: &mut Config, kubeconfig: PathBuf) -> Result
     Ok(())
 }
 
-/// Sets up `tracing` output on stderr; colours only when stderr is a terminal (a log file
-/// or collector gets plain text).
-pub fn init_logging(cli: &Cli) {
+/// weir's OpenTelemetry layer, exporting the spans of target `weir_otel`.
+#[cfg(feature = "otel")]
+type OtelLayer = tracing_opentelemetry::OpenTelemetryLayer<
+    tracing_subscriber::Registry,
+    opentelemetry_sdk::trace::SdkTracer,
+>;
+/// Without the `otel` feature there is no such layer.
+#[cfg(not(feature = "otel"))]
+type OtelLayer = tracing_subscriber::layer::Identity;
+
+/// The log subscriber: `tracing` output on stderr, colours only when stderr is a terminal
+/// (a log file or collector gets plain text), and weir's spans (target `weir_otel`) to
+/// `otel` only, never to the log.
+fn subscriber(
+    log: &str,
+    json: bool,
+    otel: Option<OtelLayer>,
+) -> impl tracing::Subscriber + Send + Sync {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::Layer as _;
+    let filter = tracing_subscriber::EnvFilter::try_new(log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter = match format!("{}=off", weir::trace::TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if cli.log_json {
-        builder.json().init();
+    let fmt = if json {
+        fmt.json().boxed()
     } else {
-        builder.init();
-    }
+        fmt.boxed()
+    };
+    let otel = otel.with_filter(
+        tracing_subscriber::filter::Targets::new()
+            .with_target(weir::trace::TARGET, tracing::Level::TRACE),
+    );
+    tracing_subscriber::registry()
+        .with(otel)
+        .with(fmt.with_filter(filter))
+}
+
+/// Sets up logging for a command other than `serve` (which sets it up once it knows
+/// whether it exports traces).
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    subscriber(&cli.log, cli.log_json, None).init();
+}
+
+/// Starts the OpenTelemetry exporter when the configuration or the `OTEL_*` variables
+/// ask for it; call it inside the runtime (batches are exported on it).
+#[cfg(feature = "otel")]
+fn start_tracing(
+    config: &weir::config::Config,
+) -> Result<
+    Option<(
+        weir::telemetry::Tracing,
+        OtelLayer,
+        weir::telemetry::Resolved,
+    )>,
+> {
+    let env = |name: &str| std::env::var(name).ok();
+    let Some(settings) = weir::telemetry::resolve(&config.telemetry.tracing, &env)? else {
+        return Ok(None);
+    };
+    let tracing = weir::telemetry::start(&settings)?;
+    let layer = tracing_opentelemetry::layer().with_tracer(tracing.tracer.clone());
+    Ok(Some((tracing, layer, settings)))
 }
 
 /// Runs the chosen command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_logging(&cli);
+    }
     match cli.command {
-        Command::Serve(args) => serve(args, cli.log_json),
+        Command::Serve(args) => serve(args, &cli.log, cli.log_json),
         Command::Filter(cmd) => filter::run(cmd),
         Command::Sdk { dir } => sdk::run(&dir),
         Command::Tenant(cmd) => tenant::run(cmd),
@@ -279,7 +337,44 @@ fn default_filters_dir() -> PathBuf {
         .join("wasm32-wasip2/release")
 }
 
-fn serve(args: ServeArgs, log_json: bool) -> Result<ExitCode> {
+fn serve(args: ServeArgs, log: &str, log_json: bool) -> Result<ExitCode> {
+    // Logs while the configuration is read go to this thread's subscriber; the process's
+    // own is set once the exporter (if any) is running.
+    let reading = subscriber(log, log_json, None);
+    let config = tracing::subscriber::with_default(reading, || read_config(args))?;
+    let admin_tls = config.admin.tls.is_some();
+    let main_tls = config.tls.is_some();
+    let runtime = runtime()?;
+    #[cfg(feature = "otel")]
+    let (exporter, layer, settings) = {
+        let _inside = runtime.enter();
+        match start_tracing(&config)? {
+            Some((exporter, layer, settings)) => (Some(exporter), Some(layer), Some(settings)),
+            None => (None, None, None),
+        }
+    };
+    #[cfg(not(feature = "otel"))]
+    let layer = {
+        if weir::telemetry::resolve(&config.telemetry.tracing, &|n| std::env::var(n).ok())?
+            .is_some()
+        {
+            return Err(weir::telemetry::TelemetryError::NotBuilt.into());
+        }
+        None
+    };
+    {
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        subscriber(log, log_json, layer).init();
+    }
+    #[cfg(feature = "otel")]
+    if let Some(settings) = settings {
+        tracing::info!(
+            endpoint = %settings.endpoint,
+            protocol = if settings.grpc { "grpc" } else { "http/protobuf" },
+            sampler = %settings.sampler,
+            "exporting traces over OTLP"
+        );
+    }
     // Where the router listens, on stderr: a JSON log line under --log-json, so that
     // stream stays one JSON object per line.
     let announce = move |line: String| {
@@ -289,6 +384,36 @@ fn serve(args: ServeArgs, log_json: bool) -> Result<ExitCode> {
             eprintln!("{line}");
         }
     };
+    runtime.block_on(async move {
+        let running = weir::serve::start(config).await?;
+        if let Some(admin) = running.admin_addr {
+            let scheme = if admin_tls { "https" } else { "http" };
+            announce(format!("weir admin listening on {scheme}://{admin}"));
+        }
+        if let Some(grpc) = running.grpc_addr {
+            announce(format!("weir grpc listening on http://{grpc}"));
+        }
+        let scheme = if main_tls { "https" } else { "http" };
+        announce(format!("weir listening on {scheme}://{}", running.addr));
+        let (stop, task) = running.into_parts();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(());
+        });
+        task.await??;
+        // The spans still buffered go out before the process ends.
+        #[cfg(feature = "otel")]
+        if let Some(exporter) = exporter {
+            if let Err(e) = exporter.provider.shutdown() {
+                tracing::warn!("cannot flush the last spans: {e}");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The configuration `serve` runs: the file (or the embedded defaults), then the flags.
+fn read_config(args: ServeArgs) -> Result<Config> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => {
@@ -324,27 +449,7 @@ fn serve(args: ServeArgs, log_json: bool) -> Result<ExitCode> {
     }
     // Flags may have changed what the file said: check the result again.
     config.validate("command line", "")?;
-    let admin_tls = config.admin.tls.is_some();
-    let main_tls = config.tls.is_some();
-    runtime()?.block_on(async move {
-        let running = weir::serve::start(config).await?;
-        if let Some(admin) = running.admin_addr {
-            let scheme = if admin_tls { "https" } else { "http" };
-            announce(format!("weir admin listening on {scheme}://{admin}"));
-        }
-        if let Some(grpc) = running.grpc_addr {
-            announce(format!("weir grpc listening on http://{grpc}"));
-        }
-        let scheme = if main_tls { "https" } else { "http" };
-        announce(format!("weir listening on {scheme}://{}", running.addr));
-        let (stop, task) = running.into_parts();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = stop.send(());
-        });
-        task.await??;
-        Ok(ExitCode::SUCCESS)
-    })
+    Ok(config)
 }
 
 async fn shutdown_signal() {

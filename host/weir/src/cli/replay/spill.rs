@@ -74,7 +74,7 @@ pub async fn run(args: ReplayArgs, spill_dir: PathBuf) -> Result<ExitCode> {
             }
         };
         match client
-            .send_encoded(batch, Duration::from_secs(args.timeout))
+            .send_encoded(batch, None, Duration::from_secs(args.timeout))
             .await
         {
             Ok(answer) => {
