@@ -280,6 +280,49 @@ fn a_new_filter_builds_and_tests_out_of_the_box() {
         .collect();
     assert_eq!(lines[0]["verdict"], "drop");
     assert_eq!(lines[1]["event"]["filtered"], "true");
+
+    // `weir filter dev --once`: build, the sample's verdicts, and a push to a running
+    // router, whose admin token the CLI finds by itself.
+    let weir = Weir::start("routes:\n  - { name: main, to: [tail] }\n");
+    let dev = Command::new(weir_bin())
+        .args(["filter", "dev"])
+        .arg(&crate_dir)
+        .args(["--once", "--name", "my-filter", "--input"])
+        .arg(&input)
+        .args([
+            "--config",
+            r#"{"drop_types":["noise"]}"#,
+            "--url",
+            &weir.url,
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .env("CARGO_NET_OFFLINE", "true")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("WEIR_TOKEN")
+        .env("XDG_CONFIG_HOME", weir.dir.path().join("config"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&dev.stdout);
+    assert!(
+        dev.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&dev.stderr)
+    );
+    assert!(stdout.contains(r#""verdict":"drop""#), "{stdout}");
+    let list = Command::new(weir_bin())
+        .args(["filter", "list", "--url", &weir.url])
+        .env("XDG_CONFIG_HOME", weir.dir.path().join("config"))
+        .env_remove("WEIR_TOKEN")
+        .output()
+        .unwrap();
+    let filters: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let pushed = filters["filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "my-filter")
+        .unwrap_or_else(|| panic!("my-filter was not pushed: {filters}"));
+    assert_eq!(pushed["active"], 1, "{filters}");
 }
 
 #[test]

@@ -692,6 +692,47 @@ async fn roost_keeper_lifecycle_publishing_and_trigger_routing() {
         Some(1.0),
         "{m}"
     );
+    // The Roost Keeper's per-type publish and consume durations and health gauges, with
+    // the same bounded type labels.
+    assert_eq!(
+        metric(
+            &m,
+            "weir_kafka_event_consume_seconds_count{topic=\"triggers\",type=\"io.roost-keeper.trigger.scale\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "weir_kafka_event_consume_seconds_count{topic=\"triggers\",type=\"other\"}"
+        ),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "weir_kafka_event_publish_seconds_count{sink=\"lifecycle\",type=\"other\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "weir_kafka_producer_up{sink=\"lifecycle\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        // The consumer's health comes with the client's statistics (every 5 s).
+        let (_, m) = get_text(&format!("{}/metrics", weir.url)).await;
+        if metric(&m, "weir_kafka_consumer_up{group=\"roost\"}") == Some(1.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// SIGTERM stops reading, finishes the batches in flight and commits them: a restarted

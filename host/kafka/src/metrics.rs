@@ -4,6 +4,11 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec};
 use weir_core::metrics::{MetricsRegistry, TypeLabels};
 use weir_core::resilience::BreakerMetrics;
 
+/// Buckets of the Kafka duration histograms, seconds.
+const DURATION_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 /// Kafka figures, labelled by topic and event type where they concern events.
 pub struct KafkaMetrics {
     /// Records read by a source, by topic and event type (`undecodable` for poison).
@@ -18,6 +23,18 @@ pub struct KafkaMetrics {
     /// Consumer lag per partition, from the client's statistics, by group, topic and
     /// partition.
     pub consumer_lag: IntGaugeVec,
+    /// Time from handing an event to the client to the brokers' acknowledgement of its
+    /// batch, per event, by sink and event type (`publish: sync`).
+    pub event_publish_seconds: HistogramVec,
+    /// Time from reading an event to the routes having handled it, per event, by topic
+    /// and event type.
+    pub event_consume_seconds: HistogramVec,
+    /// 1 while a sink's producer works (its last publish succeeded and the client has
+    /// reported no error since), else 0, by sink.
+    pub producer_up: IntGaugeVec,
+    /// 1 while a source's consumer is connected to a broker (from the client's
+    /// statistics; 0 at once on a client error), by group.
+    pub consumer_up: IntGaugeVec,
     /// The sinks' circuit breakers and retries (`weir_sink_*`, shared with every sink).
     pub breaker: BreakerMetrics,
     /// Offsets committed by a source's consumer group, by group and topic.
@@ -50,11 +67,34 @@ impl KafkaMetrics {
                     "weir_kafka_publish_seconds",
                     "Time from handing a record to the Kafka client to its acknowledgement.",
                 )
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0, 30.0,
-                ]),
+                .buckets(DURATION_BUCKETS.to_vec()),
                 &["sink"],
+            ),
+            event_publish_seconds: r.histogram(
+                HistogramOpts::new(
+                    "weir_kafka_event_publish_seconds",
+                    "Time to publish an event (its batch's acknowledgement), by sink and event type (types listed in metrics.event_types; others `other`).",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["sink", "type"],
+            ),
+            event_consume_seconds: r.histogram(
+                HistogramOpts::new(
+                    "weir_kafka_event_consume_seconds",
+                    "Time from reading an event to the routes having handled it, by topic and event type (types listed in metrics.event_types; others `other`).",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["topic", "type"],
+            ),
+            producer_up: r.gauge(
+                "weir_kafka_producer_up",
+                "1 while a Kafka sink's producer works (last publish succeeded, no client error since), else 0.",
+                &["sink"],
+            ),
+            consumer_up: r.gauge(
+                "weir_kafka_consumer_up",
+                "1 while a Kafka source's consumer is connected to a broker, else 0.",
+                &["group"],
             ),
             consumer_lag: r.gauge(
                 "weir_kafka_consumer_lag",

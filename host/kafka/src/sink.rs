@@ -45,6 +45,8 @@ type Ticket = Box<(Arc<Batch>, usize)>;
 #[derive(Clone)]
 struct ProducerHooks {
     sink: String,
+    /// `weir_kafka_producer_up` of this sink.
+    up: prometheus::IntGauge,
     latency: Histogram,
     async_published: IntCounter,
     async_failed: IntCounter,
@@ -52,6 +54,7 @@ struct ProducerHooks {
 
 impl ClientContext for ProducerHooks {
     fn error(&self, error: KafkaError, reason: &str) {
+        self.up.set(0);
         tracing::warn!(sink = %self.sink, "kafka client: {error}: {reason}");
     }
 }
@@ -63,8 +66,14 @@ impl ProducerContext for ProducerHooks {
         let (batch, index) = *ticket;
         self.latency.observe(batch.started.elapsed().as_secs_f64());
         let mut state = batch.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err((e, _)) = result {
-            state.failed.push((index, e.clone()));
+        match result {
+            Ok(_) => self.up.set(1),
+            Err((e, _)) => {
+                if is_transient(e) {
+                    self.up.set(0);
+                }
+                state.failed.push((index, e.clone()));
+            }
         }
         state.remaining = state.remaining.saturating_sub(1);
         if batch.counted_on_delivery {
@@ -118,6 +127,8 @@ struct SinkMetrics {
     retries: IntCounter,
     refused: IntCounter,
     published: prometheus::IntCounterVec,
+    /// `weir_kafka_event_publish_seconds`.
+    event_seconds: prometheus::HistogramVec,
     failed_by_type: prometheus::IntCounterVec,
     types: weir_core::metrics::TypeLabels,
 }
@@ -189,6 +200,7 @@ impl KafkaSink {
         let context = ProducerHooks {
             sink: name.to_owned(),
             latency: k.publish_seconds.with_label_values(&[name]),
+            up: k.producer_up.with_label_values(&[name]),
             async_published: k.published.with_label_values(&l),
             async_failed: k.failed.with_label_values(&l),
         };
@@ -214,6 +226,7 @@ impl KafkaSink {
                 retries: k.breaker.retries.with_label_values(&[name]),
                 refused: k.breaker.refused.with_label_values(&[name]),
                 published: k.published.clone(),
+                event_seconds: k.event_publish_seconds.clone(),
                 failed_by_type: k.failed.clone(),
                 types: k.types.clone(),
             },
@@ -442,7 +455,9 @@ impl KafkaSink {
         }
     }
 
-    fn count(&self, events: &[&Event], failed: &[usize]) {
+    /// Counts the published and failed events of a batch by type, and observes each
+    /// published one's publish duration (`took`, the batch's).
+    fn count(&self, events: &[&Event], failed: &[usize], took: Duration) {
         let mut f = failed.iter().peekable();
         let mut i = 0;
         while i < events.len() {
@@ -464,6 +479,10 @@ impl KafkaSink {
             ];
             if ok > 0 {
                 self.metrics.published.with_label_values(&l).inc_by(ok);
+                let seconds = self.metrics.event_seconds.with_label_values(&[l[0], l[2]]);
+                for _ in 0..ok {
+                    seconds.observe(took.as_secs_f64());
+                }
             }
             if bad > 0 {
                 self.metrics
@@ -561,13 +580,14 @@ impl Sink for KafkaSink {
                 retry: Vec::new(),
             });
         }
+        let started = Instant::now();
         match self.send_all(events.len(), |i| self.encode(events[i])) {
             Ok(()) => {
-                self.count(events, &[]);
+                self.count(events, &[], started.elapsed());
                 Ok(())
             }
             Err((failed, reason)) => {
-                self.count(events, &failed);
+                self.count(events, &failed, started.elapsed());
                 Err(SinkError::Partial {
                     sink: self.name.clone(),
                     failed,

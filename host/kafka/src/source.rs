@@ -37,6 +37,8 @@ use weir_router::{Origin, Producer, Router, RouterError};
 struct ConsumerHooks {
     group: String,
     lag: IntGaugeVec,
+    /// `weir_kafka_consumer_up` of this group.
+    up: prometheus::IntGauge,
     ledger: Arc<Ledger>,
     /// Longest a rebalance waits for the batches of the partitions given up.
     drain_limit: Duration,
@@ -102,6 +104,16 @@ impl ClientContext for ConsumerHooks {
         let Ok(stats) = serde_json::from_slice::<serde_json::Value>(statistics) else {
             return;
         };
+        // Connected when any broker's connection is up.
+        let connected = stats
+            .get("brokers")
+            .and_then(|b| b.as_object())
+            .is_some_and(|brokers| {
+                brokers
+                    .values()
+                    .any(|b| b.get("state").and_then(|s| s.as_str()) == Some("UP"))
+            });
+        self.up.set(i64::from(connected));
         let Some(topics) = stats.get("topics").and_then(|t| t.as_object()) else {
             return;
         };
@@ -124,6 +136,7 @@ impl ClientContext for ConsumerHooks {
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.up.set(0);
         tracing::warn!(group = %self.group, "kafka client: {error}: {reason}");
     }
 }
@@ -235,6 +248,9 @@ fn start(
         let context = ConsumerHooks {
             group: config.group_id.clone(),
             lag: metrics.consumer_lag.clone(),
+            up: metrics
+                .consumer_up
+                .with_label_values(&[config.group_id.as_str()]),
             ledger: ledger.clone(),
             drain_limit: Duration::from_secs(30),
         };
@@ -271,6 +287,8 @@ struct ReadBatch {
     /// The partition of each event, in order (to drop records of partitions revoked
     /// while the batch was read).
     parts: Vec<Partition>,
+    /// When its first record was read.
+    read_at: Instant,
 }
 
 struct Worker {
@@ -384,6 +402,7 @@ impl Worker {
             poison: Vec::new(),
             offsets: HashMap::new(),
             parts: Vec::with_capacity(self.config.max_batch.min(4096)),
+            read_at: Instant::now(),
         };
         self.take(first, &mut batch, topic_names);
         let deadline = tokio::time::Instant::now() + self.config.linger();
@@ -548,9 +567,14 @@ impl Worker {
         let route = self.config.route.clone();
         let shutdown = self.shutdown.clone();
         let dlq_name = self.config.dead_letter.clone();
+        let metrics = self.metrics.clone();
         async move {
             let ReadBatch {
-                mut events, poison, ..
+                mut events,
+                poison,
+                parts,
+                read_at,
+                ..
             } = batch;
             let stopping = || *shutdown.borrow();
             if !poison.is_empty() {
@@ -615,7 +639,7 @@ impl Worker {
                 )
             });
             weir_core::trace::receive(&span, None, &mut events);
-            persist(stopping, || {
+            let handled = persist(stopping, || {
                 let origin = Origin {
                     source_kind: "kafka",
                     route: route.as_deref(),
@@ -644,7 +668,18 @@ impl Worker {
                     }
                 }
             })
-            .await
+            .await;
+            if matches!(handled, Handled::Done) {
+                // The Roost Keeper's consume duration, per event by type.
+                let seconds = read_at.elapsed().as_secs_f64();
+                for (event, (topic, _)) in events.iter().zip(&parts) {
+                    metrics
+                        .event_consume_seconds
+                        .with_label_values(&[topic, metrics.types.label(&event.ty)])
+                        .observe(seconds);
+                }
+            }
+            handled
         }
     }
 }

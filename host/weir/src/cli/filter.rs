@@ -206,6 +206,32 @@ pub enum FilterCommand {
         #[arg(default_value = ".")]
         path: PathBuf,
     },
+    /// Develop a filter against a running router: build it, print the verdicts it gives
+    /// the sample events, push it as a new version, and do it again on every save (of
+    /// `src/`, `Cargo.toml` or the sample). A build or test that fails is shown and
+    /// nothing is pushed. Ctrl-C stops.
+    Dev {
+        /// The filter crate's directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// The filter's name on the router (default: the crate's directory name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Sample events, structured CloudEvents one JSON object per line.
+        #[arg(long, short)]
+        input: PathBuf,
+        /// The filter's configuration (JSON).
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// Build, test and push once, then exit (for scripts).
+        #[arg(long)]
+        once: bool,
+        /// Only build and print verdicts; push nothing.
+        #[arg(long)]
+        no_push: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Run a component over events and print each verdict as a JSON line; nothing is
     /// delivered anywhere.
     Test {
@@ -286,6 +312,33 @@ pub fn run(cmd: FilterCommand) -> Result<ExitCode> {
             user,
             extra,
         } => test(&wasm, &input, config, tenant, user, &extra),
+        FilterCommand::Dev {
+            path,
+            name,
+            input,
+            config,
+            once,
+            no_push,
+            admin,
+        } => {
+            let name = match name {
+                Some(name) => name,
+                None => path
+                    .canonicalize()
+                    .ok()
+                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .context("name the filter with --name")?,
+            };
+            let dev = Dev {
+                path,
+                name,
+                input,
+                config,
+                push: !no_push,
+                admin,
+            };
+            dev.run(once)
+        }
     }
 }
 
@@ -486,6 +539,129 @@ pub fn build(path: &Path) -> Result<PathBuf> {
         bail!("the build finished but {} is missing", wasm.display());
     }
     Ok(wasm)
+}
+
+/// `weir filter dev`: one filter crate, its sample and the router it goes to.
+struct Dev {
+    path: PathBuf,
+    name: String,
+    input: PathBuf,
+    config: String,
+    push: bool,
+    admin: AdminArgs,
+}
+
+impl Dev {
+    /// Rounds of build, test and push; after the first, one per change to the sources.
+    fn run(&self, once: bool) -> Result<ExitCode> {
+        serde_json::from_str::<serde_json::Value>(&self.config).context("--config must be JSON")?;
+        let mut seen = self.fingerprint();
+        loop {
+            let ok = self.round();
+            if once {
+                return Ok(if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
+            eprintln!(
+                "==> watching {} for changes (Ctrl-C stops)",
+                self.path.display()
+            );
+            // Polled modification times: works on every filesystem and editor (atomic
+            // renames included), at a cost of one `stat` per source file twice a second.
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                let now = self.fingerprint();
+                if now != seen {
+                    seen = now;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The files whose change starts a round, with their modification times.
+    fn fingerprint(&self) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+        let mut files = vec![self.path.join("Cargo.toml"), self.input.clone()];
+        let mut dirs = vec![self.path.join("src")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        files
+            .into_iter()
+            .map(|f| {
+                let modified = std::fs::metadata(&f).and_then(|m| m.modified()).ok();
+                (f, modified)
+            })
+            .collect()
+    }
+
+    /// Builds, prints the sample's verdicts and pushes; says what failed and returns false
+    /// when a step does.
+    fn round(&self) -> bool {
+        eprintln!("==> building {}", self.path.display());
+        let wasm = match build(&self.path) {
+            Ok(wasm) => wasm,
+            Err(e) => {
+                eprintln!("build failed: {}", weir::error_chain(e.as_ref()));
+                return false;
+            }
+        };
+        eprintln!("==> verdicts for {}", self.input.display());
+        let tested = test(
+            &wasm,
+            &self.input,
+            self.config.clone(),
+            "default".to_owned(),
+            None,
+            &[],
+        );
+        if let Err(e) = tested {
+            eprintln!(
+                "the filter failed on the sample, not pushing it: {}",
+                weir::error_chain(e.as_ref())
+            );
+            return false;
+        }
+        if !self.push {
+            return true;
+        }
+        eprintln!("==> pushing `{}` to {}", self.name, self.admin.url);
+        let bytes = match std::fs::read(&wasm) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                eprintln!("cannot read {}: {e}", wasm.display());
+                return false;
+            }
+        };
+        let pushed = self.admin.client().and_then(|client| {
+            self.admin.call(
+                client
+                    .put(self.admin.url(&format!("/v1/filters/{}", self.name)))
+                    .header("content-type", "application/wasm")
+                    .header(weir::admin::CONFIG_HEADER, self.config.clone())
+                    .body(bytes),
+            )
+        });
+        match pushed {
+            Ok(code) if code == ExitCode::SUCCESS => true,
+            Ok(_) => false,
+            Err(e) => {
+                eprintln!("push failed: {}", weir::error_chain(e.as_ref()));
+                false
+            }
+        }
+    }
 }
 
 fn test(
