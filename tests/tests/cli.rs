@@ -435,6 +435,20 @@ fn the_cli_finds_a_local_routers_generated_token_from_any_folder() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // WEIR_DATA_DIR's token is never sent to a router on another machine.
+    let out = Command::new(weir_bin())
+        .args(["filter", "list", "--url", "http://192.0.2.1:9"])
+        .env("XDG_CONFIG_HOME", &empty)
+        .env("WEIR_DATA_DIR", &data)
+        .env_remove("WEIR_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the router is not on this machine"),
+        "{stderr}"
+    );
     // With neither, the CLI says where it looked.
     let out = list(&[("XDG_CONFIG_HOME", empty.as_os_str())]);
     assert!(!out.status.success());

@@ -897,6 +897,22 @@ async fn proxy_rides_out_a_provider_restart() {
         (code, body, started.elapsed(), front)
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Meanwhile readiness names the provider as down, without taking A out of service.
+    let readyz = || async {
+        let resp = client(&certs, None)
+            .get(format!("{}/readyz?verbose", localhost(&a.url)))
+            .header("authorization", a.admin_auth())
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    };
+    let (status, checks) = readyz().await;
+    assert_eq!(status, 200, "{checks}");
+    assert!(
+        checks.contains("[-]events-api/provider failed (informational): the last request failed"),
+        "{checks}"
+    );
     let b = Weir::start_at(b_dir, &b_listen, &b_config(&certs));
     let (code, body, took, front) = create.await.unwrap();
     assert_eq!(code, 201, "{body}");
@@ -905,6 +921,8 @@ async fn proxy_rides_out_a_provider_restart() {
         "the create waited for B: {took:?}"
     );
     assert_eq!(front.names(P1, events).await, ["before", "during"]);
+    let (_, checks) = readyz().await;
+    assert!(checks.contains("[+]events-api/provider ok"), "{checks}");
     drop((a, b));
 }
 

@@ -595,7 +595,7 @@ async fn a_failing_sink_opens_the_circuit_dead_letters_and_replay_delivers() {
 /// their handler topics, everything else to the audit topic (published asynchronously).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roost_keeper_lifecycle_publishing_and_trigger_routing() {
-    let broker = Broker::start();
+    let mut broker = Broker::start();
     broker
         .create_topics(&["triggers", "lifecycle", "teardown", "scale", "audit"], 1)
         .await;
@@ -727,7 +727,18 @@ async fn roost_keeper_lifecycle_publishing_and_trigger_routing() {
     loop {
         // The consumer's health comes with the client's statistics (every 5 s).
         let (_, m) = get_text(&format!("{}/metrics", weir.url)).await;
-        if metric(&m, "weir_kafka_consumer_up{group=\"roost\"}") == Some(1.0) {
+        if metric(&m, "weir_kafka_consumer_up{source=\"triggers\"}") == Some(1.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // With the broker gone, both say so.
+    broker.stop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, m) = get_text(&format!("{}/metrics", weir.url)).await;
+        if metric(&m, "weir_kafka_consumer_up{source=\"triggers\"}") == Some(0.0) {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{m}");

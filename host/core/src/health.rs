@@ -52,9 +52,64 @@ impl HealthChecks {
     }
 }
 
+/// The health of a remote peer a component talks to, from the outcome of its last
+/// request: a check that needs no I/O of its own (`/readyz` never waits on a peer).
+#[derive(Debug, Default)]
+pub struct PeerHealth {
+    /// Why the last request failed; `None` after a success (or before any request).
+    last_failure: Mutex<Option<String>>,
+}
+
+impl PeerHealth {
+    /// Records a request that got an answer.
+    pub fn succeeded(&self) {
+        let mut last = self.last_failure.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some() {
+            *last = None;
+        }
+    }
+
+    /// Records a request that failed, and why.
+    pub fn failed(&self, why: impl std::fmt::Display) {
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(format!("the last request failed: {why}"));
+    }
+
+    /// The check: healthy unless the last request failed.
+    pub fn check(self: &Arc<Self>) -> Check {
+        let health = Arc::downgrade(self);
+        Arc::new(move || match health.upgrade() {
+            Some(h) => match h
+                .last_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
+                Some(why) => Err(why.clone()),
+                None => Ok(()),
+            },
+            None => Err("stopped".to_owned()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_is_healthy_until_its_last_request_fails() {
+        let peer = Arc::new(PeerHealth::default());
+        let check = peer.check();
+        assert_eq!(check(), Ok(()));
+        peer.failed("connection refused");
+        assert_eq!(
+            check().unwrap_err(),
+            "the last request failed: connection refused"
+        );
+        peer.succeeded();
+        assert_eq!(check(), Ok(()));
+    }
 
     #[test]
     fn checks_run_in_order_and_say_why_they_fail() {

@@ -114,12 +114,22 @@ pub fn current() -> Option<W3c> {
     context_of(&Span::current())
 }
 
-/// An event's own W3C context (its distributed-tracing extension).
-pub fn of_event(event: &Event) -> Option<W3c> {
+/// A valid W3C context from a carrier (HTTP headers, gRPC metadata, Kafka headers, an
+/// event's extensions), read with `get`; `None` when it has none or it is malformed.
+pub fn from_carrier<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<W3c> {
+    let traceparent = get(TRACEPARENT)?;
+    let cx = remote(traceparent, get(TRACESTATE))?;
+    // The trace state as parsed: entries that break the format are not passed on.
+    let tracestate = cx.span().span_context().trace_state().header();
     Some(W3c {
-        traceparent: event.extension(TRACEPARENT)?.to_owned(),
-        tracestate: event.extension(TRACESTATE).map(str::to_owned),
+        traceparent: traceparent.to_owned(),
+        tracestate: (!tracestate.is_empty()).then_some(tracestate),
     })
+}
+
+/// An event's own W3C context (its distributed-tracing extension), when valid.
+pub fn of_event(event: &Event) -> Option<W3c> {
+    from_carrier(|name| event.extension(name))
 }
 
 /// Sets up a source's receive `span` for `events`: its parent is the producer's context
@@ -127,12 +137,14 @@ pub fn of_event(event: &Event) -> Option<W3c> {
 /// links to the other traces the events carry, and the events of its own trace (and
 /// those carrying none) get its context as their `traceparent`, so what weir sends on
 /// continues the trace from here. Does nothing while tracing is off.
-pub fn receive(span: &Span, carried: Option<(&str, Option<&str>)>, events: &mut [Event]) {
+pub fn receive(span: &Span, carried: Option<&W3c>, events: &mut [Event]) {
     if !enabled() || span.is_disabled() {
         return;
     }
     let parent = carried
-        .and_then(|(tp, ts)| remote(tp, ts).map(|cx| (tp.to_owned(), cx)))
+        .and_then(|w| {
+            remote(&w.traceparent, w.tracestate.as_deref()).map(|cx| (w.traceparent.clone(), cx))
+        })
         .or_else(|| {
             events.iter().find_map(|e| {
                 let tp = e.extension(TRACEPARENT)?;
@@ -218,6 +230,17 @@ mod tests {
             assert!(remote(bad, None).is_none(), "{bad:?}");
         }
         assert_eq!(trace_id(tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        // From a carrier: only a valid context, an empty tracestate left out.
+        let get = |tp: &'static str| {
+            move |k: &str| match k {
+                TRACEPARENT => Some(tp),
+                TRACESTATE => Some(""),
+                _ => None,
+            }
+        };
+        let w3c = from_carrier(get(tp)).expect("valid");
+        assert_eq!((w3c.traceparent.as_str(), w3c.tracestate), (tp, None));
+        assert!(from_carrier(get("00-zz-\n")).is_none());
     }
 
     #[test]
@@ -226,14 +249,11 @@ mod tests {
         let span = span(|| tracing::info_span!(target: TARGET, "x"));
         assert!(span.is_disabled());
         let mut events = vec![Event::new("1", "/s", "t")];
-        receive(
-            &span,
-            Some((
-                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                None,
-            )),
-            &mut events,
-        );
+        let w3c = W3c {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: None,
+        };
+        receive(&span, Some(&w3c), &mut events);
         assert!(events[0].extension(TRACEPARENT).is_none());
         assert!(current().is_none());
     }

@@ -77,6 +77,8 @@ fn quote(s: &str) -> String {
 /// The HTTP interface of one table.
 struct Client {
     http: reqwest::Client,
+    /// The outcome of the last request (`/readyz?verbose`).
+    health: Arc<weir_core::health::PeerHealth>,
     url: String,
     table: String,
     database: String,
@@ -187,16 +189,37 @@ impl Client {
             request = request.query(&[("query", q)]);
         }
         request = request.basic_auth(&self.user, self.password.as_deref());
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| StoreError::Storage(format!("ClickHouse {}: {e}", self.url)))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| StoreError::Storage(format!("ClickHouse {}: {e}", self.url)))?;
+        let answer = async {
+            let response = request
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| StoreError::Storage(format!("ClickHouse {}: {e}", self.url)))?;
+            let status = response.status();
+            let text = response
+                .text()
+                .await
+                .map_err(|e| StoreError::Storage(format!("ClickHouse {}: {e}", self.url)))?;
+            if status.is_server_error() {
+                let first = text.lines().next().unwrap_or("").trim();
+                return Err(StoreError::Storage(format!(
+                    "ClickHouse answered {status}: {first}"
+                )));
+            }
+            Ok((status, text))
+        }
+        .await;
+        // A refused query (4xx) is the query's fault; no answer or a 5xx is the server's.
+        let (status, text) = match answer {
+            Ok(answer) => {
+                self.health.succeeded();
+                answer
+            }
+            Err(e) => {
+                self.health.failed(&e);
+                return Err(e);
+            }
+        };
         if !status.is_success() {
             let first = text.lines().next().unwrap_or("").trim();
             return Err(StoreError::Storage(format!(
@@ -288,6 +311,7 @@ impl ClickHouseStore {
         scope: &ScopeConfig,
         retention: Duration,
         watch_history: usize,
+        health: Arc<weir_core::health::PeerHealth>,
     ) -> Result<Arc<Self>, StoreError> {
         let password = match &config.password_env {
             Some(var) => Some(std::env::var(var).map_err(|_| {
@@ -303,6 +327,7 @@ impl ClickHouseStore {
             .map_err(|e| StoreError::Storage(e.to_string()))?;
         let client = Arc::new(Client {
             http,
+            health,
             url: config.url.clone(),
             table: config.table.clone(),
             database: config.database.clone(),

@@ -57,6 +57,8 @@ pub struct EventsProxy {
     auth: Arc<Authenticator>,
     admitter: Arc<Admitter>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The outcome of the last request to the provider (`/readyz?verbose`).
+    health: Arc<weir_core::health::PeerHealth>,
 }
 
 impl FromRequestParts<Arc<EventsProxy>> for Caller {
@@ -88,6 +90,7 @@ impl EventsProxy {
         auth: Arc<Authenticator>,
         admitter: Arc<Admitter>,
         shutdown: tokio::sync::watch::Receiver<bool>,
+        health: Arc<weir_core::health::PeerHealth>,
     ) -> Result<Self, ProxyError> {
         let timeout = Duration::from_secs(provider.timeout_seconds.max(1));
         let client = reqwest::Client::builder()
@@ -108,6 +111,7 @@ impl EventsProxy {
             auth,
             admitter,
             shutdown,
+            health,
         })
     }
 
@@ -183,7 +187,15 @@ impl EventsProxy {
         if let Some(body) = body {
             request = request.body(body.clone());
         }
-        request.send().await
+        let outcome = request.send().await;
+        match &outcome {
+            Ok(r) if r.status().is_server_error() => self
+                .health
+                .failed(format_args!("the provider answered {}", r.status())),
+            Ok(_) => self.health.succeeded(),
+            Err(e) => self.health.failed(e),
+        }
+        outcome
     }
 
     /// The answer to a request that got none after `attempts`: retryable (503) when it

@@ -27,6 +27,8 @@ pub struct EventsApiSetup<'a> {
     pub admission_route: Option<String>,
     /// The router's data directory (the embedded store is `events.redb` in it).
     pub data_dir: &'a Path,
+    /// Where the store's or the provider's health check goes (`/readyz?verbose`).
+    pub health: &'a weir_core::health::HealthChecks,
 }
 
 /// Why the Events API could not start.
@@ -79,7 +81,12 @@ pub async fn events_api(
     });
     if setup.proxy {
         let provider = config.provider.as_ref().ok_or(EventsApiError::NoProvider)?;
-        let proxy = crate::proxy::EventsProxy::new(provider, auth, admitter, shutdown)
+        // Informational: the rest of the router's traffic does not need the provider.
+        let peer = Arc::new(weir_core::health::PeerHealth::default());
+        setup
+            .health
+            .register("events-api/provider", false, peer.check());
+        let proxy = crate::proxy::EventsProxy::new(provider, auth, admitter, shutdown, peer)
             .map_err(EventsApiError::Proxy)?;
         tracing::info!(provider = %provider.url, "Events API in proxy mode (EventsProxy=true)");
         return Ok(crate::proxy::routes(Arc::new(proxy)));
@@ -97,6 +104,13 @@ pub async fn events_api(
                 &config.scope,
                 retention,
                 config.watch_history,
+                {
+                    let peer = Arc::new(weir_core::health::PeerHealth::default());
+                    setup
+                        .health
+                        .register("events-api/clickhouse", false, peer.check());
+                    peer
+                },
             )
             .await
             .map_err(EventsApiError::Store)?,

@@ -32,8 +32,8 @@ pub struct KafkaMetrics {
     /// 1 while a sink's producer works (its last publish succeeded and the client has
     /// reported no error since), else 0, by sink.
     pub producer_up: IntGaugeVec,
-    /// 1 while a source's consumer is connected to a broker (from the client's
-    /// statistics; 0 at once on a client error), by group.
+    /// 1 while a source's consumers are connected to a broker (from the client's
+    /// statistics; 0 at once on a client error), by source.
     pub consumer_up: IntGaugeVec,
     /// The sinks' circuit breakers and retries (`weir_sink_*`, shared with every sink).
     pub breaker: BreakerMetrics,
@@ -93,8 +93,8 @@ impl KafkaMetrics {
             ),
             consumer_up: r.gauge(
                 "weir_kafka_consumer_up",
-                "1 while a Kafka source's consumer is connected to a broker, else 0.",
-                &["group"],
+                "1 while a Kafka source's consumers are connected to a broker, else 0.",
+                &["source"],
             ),
             consumer_lag: r.gauge(
                 "weir_kafka_consumer_lag",

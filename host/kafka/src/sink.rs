@@ -200,7 +200,12 @@ impl KafkaSink {
         let context = ProducerHooks {
             sink: name.to_owned(),
             latency: k.publish_seconds.with_label_values(&[name]),
-            up: k.producer_up.with_label_values(&[name]),
+            up: {
+                // Up until the client reports an error: an idle sink is not a down one.
+                let up = k.producer_up.with_label_values(&[name]);
+                up.set(1);
+                up
+            },
             async_published: k.published.with_label_values(&l),
             async_failed: k.failed.with_label_values(&l),
         };

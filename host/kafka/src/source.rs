@@ -104,14 +104,18 @@ impl ClientContext for ConsumerHooks {
         let Ok(stats) = serde_json::from_slice::<serde_json::Value>(statistics) else {
             return;
         };
-        // Connected when any broker's connection is up.
+        // Connected when a real broker's connection is up (librdkafka's internal broker,
+        // node id -1, is always "UP").
         let connected = stats
             .get("brokers")
             .and_then(|b| b.as_object())
             .is_some_and(|brokers| {
-                brokers
-                    .values()
-                    .any(|b| b.get("state").and_then(|s| s.as_str()) == Some("UP"))
+                brokers.values().any(|b| {
+                    b.get("nodeid")
+                        .and_then(|n| n.as_i64())
+                        .is_some_and(|n| n >= 0)
+                        && b.get("state").and_then(|s| s.as_str()) == Some("UP")
+                })
             });
         self.up.set(i64::from(connected));
         let Some(topics) = stats.get("topics").and_then(|t| t.as_object()) else {
@@ -248,9 +252,7 @@ fn start(
         let context = ConsumerHooks {
             group: config.group_id.clone(),
             lag: metrics.consumer_lag.clone(),
-            up: metrics
-                .consumer_up
-                .with_label_values(&[config.group_id.as_str()]),
+            up: metrics.consumer_up.with_label_values(&[name]),
             ledger: ledger.clone(),
             drain_limit: Duration::from_secs(30),
         };
@@ -508,17 +510,13 @@ impl Worker {
                 if weir_core::trace::enabled()
                     && event.extension(weir_core::trace::TRACEPARENT).is_none()
                 {
-                    let header = |name: &str| {
+                    let carried = weir_core::trace::from_carrier(|name| {
                         headers?
                             .iter()
                             .find(|h| h.key == name)
                             .and_then(|h| std::str::from_utf8(h.value?).ok())
-                    };
-                    if let Some(traceparent) = header(weir_core::trace::TRACEPARENT) {
-                        let w3c = weir_core::trace::W3c {
-                            traceparent: traceparent.to_owned(),
-                            tracestate: header(weir_core::trace::TRACESTATE).map(str::to_owned),
-                        };
+                    });
+                    if let Some(w3c) = carried {
                         weir_core::trace::stamp(&mut event, &w3c);
                     }
                 }

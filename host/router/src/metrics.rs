@@ -7,6 +7,9 @@ use std::sync::Arc;
 use weir_core::metrics::MetricsRegistry;
 use weir_runtime::FilterMetrics;
 
+/// The `verdict` label values of `weir_filter_verdicts_total`.
+pub const VERDICTS: [&str; 5] = ["keep", "drop", "fan_out", "route", "error"];
+
 /// The router's metric families.
 pub struct Metrics {
     registry: Arc<MetricsRegistry>,
@@ -124,7 +127,7 @@ impl Metrics {
     /// Removes the per-version series of a filter version a lane stopped running.
     pub fn forget_filter_version(&self, route: &str, filter: &str, version: &str, tenant: &str) {
         // Removing a series that was never written is not an error worth reporting.
-        for verdict in ["keep", "drop", "fan_out", "route", "error"] {
+        for verdict in VERDICTS {
             let _ = self
                 .filter_verdicts
                 .remove_label_values(&[filter, version, tenant, verdict]);

@@ -1179,6 +1179,20 @@ impl RouteWorker {
         results
     }
 
+    /// Records that the lane now runs (or tried to run) `filter` at version `label`, and
+    /// forgets the series of the version it ran before: a filter's many uploads do not
+    /// grow the metrics without end.
+    fn ran_version(&mut self, tenant: &str, filter: &str, label: String) {
+        match self.ran_versions.insert(filter.to_owned(), label.clone()) {
+            Some(old) if old != label => {
+                self.shared
+                    .metrics
+                    .forget_filter_version(&self.spec.name, filter, &old, tenant)
+            }
+            _ => {}
+        }
+    }
+
     /// One packed batch through one filter; survivors go to `next`.
     fn run_filter(
         &mut self,
@@ -1205,25 +1219,18 @@ impl RouteWorker {
                 Ok(fresh) => {
                     let label = fresh.version_label.clone();
                     self.instances.insert(filter.to_owned(), fresh);
-                    match self.ran_versions.insert(filter.to_owned(), label.clone()) {
-                        // Series of versions no longer running go: a filter's many
-                        // uploads do not grow the metrics without end.
-                        Some(old) if old != label => self.shared.metrics.forget_filter_version(
-                            &self.spec.name,
-                            filter,
-                            &old,
-                            tenant,
-                        ),
-                        _ => {}
-                    }
+                    self.ran_version(tenant, filter, label);
                 }
                 Err(e) => {
                     self.instances.remove(filter);
-                    let version = active_version.map(|v| v.to_string());
+                    let version = active_version.map(|v| v.to_string()).unwrap_or_default();
+                    // A version that cannot start counts its failures under its own label,
+                    // which goes like any other once the lane moves on.
+                    self.ran_version(tenant, filter, version.clone());
                     let at = FailedAt {
                         filter,
                         version: active_version,
-                        version_label: version.as_deref().unwrap_or(""),
+                        version_label: &version,
                     };
                     self.fail_batch(tenant, &at, &e, batch, next, results);
                     return;
@@ -1293,13 +1300,7 @@ impl RouteWorker {
             .then(|| format!("{filter}@{version}"));
         let (events, jobs): (Vec<Event>, Vec<usize>) =
             batch.into_iter().map(|i| (i.event, i.job)).unzip();
-        let mut counts: [(&str, u64); 5] = [
-            ("keep", 0),
-            ("drop", 0),
-            ("fan_out", 0),
-            ("route", 0),
-            ("error", 0),
-        ];
+        let mut counts: [(&str, u64); 5] = crate::metrics::VERDICTS.map(|v| (v, 0));
         let this = &*self;
         let applied = for_each_decision(events, &answer, |i, decision| {
             let job = jobs[i];

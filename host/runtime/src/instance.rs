@@ -284,3 +284,23 @@ fn emitted_size(e: &wit::Event) -> usize {
     .into_iter()
     .fold(0usize, usize::saturating_add)
 }
+
+#[cfg(test)]
+mod kind_tests {
+    use super::FilterError;
+
+    #[test]
+    fn every_kind_is_listed_once() {
+        let all = [
+            FilterError::Instantiate(String::new()),
+            FilterError::Init(String::new()),
+            FilterError::Timeout(0),
+            FilterError::Memory(0),
+            FilterError::Trap(String::new()),
+            FilterError::Guest(String::new()),
+            FilterError::BadOutput(String::new()),
+        ];
+        let kinds: Vec<&str> = all.iter().map(FilterError::kind).collect();
+        assert_eq!(kinds, FilterError::KINDS);
+    }
+}

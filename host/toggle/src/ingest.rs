@@ -156,10 +156,7 @@ impl GrpcIngest {
                     weir.events = events.len(),
                 )
             });
-            let carried = carried
-                .as_ref()
-                .map(|w| (w.traceparent.as_str(), w.tracestate.as_deref()));
-            weir_core::trace::receive(&span, carried, &mut events);
+            weir_core::trace::receive(&span, carried.as_ref(), &mut events);
             tracing::Instrument::instrument(self.router.submit_to(origin, events), span)
                 .await
                 .map_err(|e| match e {
@@ -221,18 +218,10 @@ impl UnaryService<WireBatch> for SendEventsCall {
         Box::pin(async move {
             let producer = ingest.producer(request.metadata())?;
             // W3C Trace Context in the call's metadata.
-            let meta = |name: &str| {
-                request
-                    .metadata()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
             let carried = weir_core::trace::enabled()
                 .then(|| {
-                    Some(weir_core::trace::W3c {
-                        traceparent: meta(weir_core::trace::TRACEPARENT)?,
-                        tracestate: meta(weir_core::trace::TRACESTATE),
+                    weir_core::trace::from_carrier(|name| {
+                        request.metadata().get(name).and_then(|v| v.to_str().ok())
                     })
                 })
                 .flatten();

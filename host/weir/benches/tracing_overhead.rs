@@ -34,10 +34,10 @@ fn one_round(mut batch: Vec<Event>) -> Vec<Event> {
         wt::span(|| tracing::info_span!(target: wt::TARGET, "weir.receive", weir.events = EVENTS));
     wt::receive(
         &receive,
-        Some((
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            None,
-        )),
+        Some(&wt::W3c {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: None,
+        }),
         &mut batch,
     );
     let job_span = receive.in_scope(|| wt::span(Span::current));

@@ -140,9 +140,14 @@ pub async fn ingest(
             weir.events = accepted,
         )
     });
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let carried = header("traceparent").map(|tp| (tp, header("tracestate")));
-    weir_core::trace::receive(&span, carried, &mut events);
+    let carried = weir_core::trace::enabled()
+        .then(|| {
+            weir_core::trace::from_carrier(|name| {
+                parts.headers.get(name).and_then(|v| v.to_str().ok())
+            })
+        })
+        .flatten();
+    weir_core::trace::receive(&span, carried.as_ref(), &mut events);
     let submitted = tracing::Instrument::instrument(state.router.submit_to(origin, events), span);
     match submitted.await {
         Ok(outcome) => (

@@ -187,6 +187,7 @@ async fn events_api(
     config: &Config,
     router: &Arc<Router>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    health: &weir_core::health::HealthChecks,
 ) -> Result<Option<axum::Router>, ServeError> {
     if !config.events_api_served() {
         return Ok(None);
@@ -204,6 +205,7 @@ async fn events_api(
             .collect(),
         admission_route: config.events_admission_route().map(str::to_owned),
         data_dir: &config.data_dir,
+        health,
     };
     let routes = weir_k8s::events_api(setup, Arc::downgrade(router), shutdown).await?;
     Ok(Some(routes))
@@ -266,7 +268,7 @@ fn register_checks(
                         "circuit {}: writes go to the dead-letter sink",
                         other.name()
                     )),
-                    None => Err("closed".to_owned()),
+                    None => Err("the sink is stopped".to_owned()),
                 }
             }),
         );
@@ -375,6 +377,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// The gRPC (Toggle) source's listener, when configured.
     pub grpc_addr: Option<SocketAddr>,
+    /// The file holding the admin token generated because none was configured.
+    pub admin_token_file: Option<std::path::PathBuf>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -531,17 +535,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
         None => (None, None),
     };
-    if let Some(token_file) = app_state.tokens.generated_file() {
-        // The CLI on this machine finds the token by the admin API's URL, from any folder.
-        let scheme = match (&config.admin.listen, &config.admin.tls, &main_tls) {
-            (Some(_), Some(_), _) | (None, _, Some(_)) => "https",
-            _ => "http",
-        };
-        let url = format!("{scheme}://{}", admin_addr.unwrap_or(addr));
-        if let Err(e) = crate::known_routers::remember(&url, token_file) {
-            tracing::debug!("cannot record the admin token's file for the CLI: {e}");
-        }
-    }
+    let admin_token_file = app_state
+        .tokens
+        .generated_file()
+        .map(std::path::Path::to_path_buf);
     register_checks(&health, &config, &app_state);
     let (source_tasks, grpc_addr) = start_sources(&config, &source_cx).await?;
     let mut main_routes = crate::server::routes();
@@ -551,7 +548,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     #[allow(unused_mut)]
     let mut main_app = main_routes.with_state(app_state.clone());
     #[cfg(feature = "k8s")]
-    if let Some(api) = events_api(&config, &router, shutdown_rx.clone()).await? {
+    if let Some(api) = events_api(&config, &router, shutdown_rx.clone(), &health).await? {
         main_app = main_app.merge(api);
     }
     let ticker_router = router.clone();
@@ -626,6 +623,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         addr,
         admin_addr,
         grpc_addr,
+        admin_token_file,
         stop,
         task,
     })

@@ -41,7 +41,7 @@ pub async fn page() -> Response {
             // Everything is inline; nothing may be loaded from elsewhere.
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; frame-ancestors 'none'",
             ),
         ],
         PAGE,
@@ -52,6 +52,13 @@ pub async fn page() -> Response {
 /// `GET /v1/status`: the router's state as JSON, scoped to the caller.
 pub async fn status(State(state): State<Arc<AppState>>, Listener(caller): Listener) -> Response {
     let tenant = match &caller {
+        // Tenants with producer credentials keep their figures from anonymous readers.
+        ListenerCaller::Anonymous if !state.router.producers().is_empty() => {
+            return crate::state::Unauthenticated(
+                "tenants here authenticate their producers: the status needs a credential",
+            )
+            .into_response()
+        }
         ListenerCaller::Admin | ListenerCaller::Anonymous => None,
         ListenerCaller::Tenant(t) => Some(t.to_string()),
         ListenerCaller::Unbound => {

@@ -73,18 +73,47 @@ impl ClientTlsArgs {
     }
 }
 
-/// The file holding the admin token of the router at `url`: the one given, else
-/// `admin-token` in `WEIR_DATA_DIR`, else the one a router on this machine recorded for
-/// `url`, else `./weir-data/admin-token`.
+/// The file holding the admin token of the router at `url`: the one given, else the one
+/// a router on this machine recorded for `url`, else (for a router on loopback only: a
+/// local data directory's token never goes elsewhere) `admin-token` in `WEIR_DATA_DIR` or
+/// `./weir-data`.
 pub fn token_file(given: Option<&Path>, url: &str) -> PathBuf {
     if let Some(file) = given {
         return file.to_owned();
     }
-    if let Some(dir) = std::env::var_os("WEIR_DATA_DIR").filter(|d| !d.is_empty()) {
-        return Path::new(&dir).join(weir::tokens::TOKEN_FILE);
+    if let Some(recorded) = weir::known_routers::token_file(url) {
+        return recorded;
     }
-    weir::known_routers::token_file(url)
-        .unwrap_or_else(|| Path::new("weir-data").join(weir::tokens::TOKEN_FILE))
+    let local_dir = std::env::var_os("WEIR_DATA_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("weir-data"));
+    if is_loopback(url) {
+        local_dir.join(weir::tokens::TOKEN_FILE)
+    } else {
+        // Nothing to read: the error names what to give instead.
+        PathBuf::from("(--token or --token-file: the router is not on this machine)")
+    }
+}
+
+/// Whether `url` names this machine (`localhost` or a loopback address).
+fn is_loopback(url: &str) -> bool {
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The admin token: the one given (flag or WEIR_TOKEN), else the contents of `file`
@@ -556,8 +585,9 @@ impl Dev {
     fn run(&self, once: bool) -> Result<ExitCode> {
         serde_json::from_str::<serde_json::Value>(&self.config).context("--config must be JSON")?;
         let mut seen = self.fingerprint();
+        let mut pushed = None;
         loop {
-            let ok = self.round();
+            let ok = self.round(&mut pushed);
             if once {
                 return Ok(if ok {
                     ExitCode::SUCCESS
@@ -606,9 +636,10 @@ impl Dev {
             .collect()
     }
 
-    /// Builds, prints the sample's verdicts and pushes; says what failed and returns false
-    /// when a step does.
-    fn round(&self) -> bool {
+    /// Builds, prints the sample's verdicts and pushes (unless `pushed`, the hash of the
+    /// last component and configuration pushed, says the router has them already); says
+    /// what failed and returns false when a step does.
+    fn round(&self, pushed: &mut Option<String>) -> bool {
         eprintln!("==> building {}", self.path.display());
         let wasm = match build(&self.path) {
             Ok(wasm) => wasm,
@@ -644,7 +675,14 @@ impl Dev {
                 return false;
             }
         };
-        let pushed = self.admin.client().and_then(|client| {
+        // Only the sample changed (or a save changed nothing the build sees): the router
+        // runs this version already.
+        let hash = weir::runtime::content_hash(&[&bytes[..], self.config.as_bytes()].concat());
+        if pushed.as_deref() == Some(hash.as_str()) {
+            eprintln!("==> `{}` unchanged: not pushed again", self.name);
+            return true;
+        }
+        let answer = self.admin.client().and_then(|client| {
             self.admin.call(
                 client
                     .put(self.admin.url(&format!("/v1/filters/{}", self.name)))
@@ -653,8 +691,11 @@ impl Dev {
                     .body(bytes),
             )
         });
-        match pushed {
-            Ok(code) if code == ExitCode::SUCCESS => true,
+        match answer {
+            Ok(code) if code == ExitCode::SUCCESS => {
+                *pushed = Some(hash);
+                true
+            }
             Ok(_) => false,
             Err(e) => {
                 eprintln!("push failed: {}", weir::error_chain(e.as_ref()));

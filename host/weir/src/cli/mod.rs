@@ -385,29 +385,51 @@ fn serve(args: ServeArgs, log: &str, log_json: bool) -> Result<ExitCode> {
         }
     };
     runtime.block_on(async move {
+        // SIGTERM is caught from before the router says it listens: a supervisor that
+        // stops it at once still gets a graceful shutdown.
+        #[cfg(unix)]
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot catch SIGTERM")?;
         let running = weir::serve::start(config).await?;
-        if let Some(admin) = running.admin_addr {
-            let scheme = if admin_tls { "https" } else { "http" };
-            announce(format!("weir admin listening on {scheme}://{admin}"));
+        if let Some(token_file) = &running.admin_token_file {
+            // The CLI on this machine finds the token by the admin API's URL, from any
+            // folder (recorded before the router says it listens).
+            let (tls, addr) = match running.admin_addr {
+                Some(admin) => (admin_tls, admin),
+                None => (main_tls, running.addr),
+            };
+            let url = weir::known_routers::local_url(if tls { "https" } else { "http" }, addr);
+            if let Err(e) = weir::known_routers::remember(&url, token_file) {
+                tracing::debug!("cannot record the admin token's file for the CLI: {e}");
+            }
         }
-        if let Some(grpc) = running.grpc_addr {
-            announce(format!("weir grpc listening on http://{grpc}"));
-        }
-        let scheme = if main_tls { "https" } else { "http" };
-        announce(format!("weir listening on {scheme}://{}", running.addr));
+        let (addr, admin_addr, grpc_addr) = (running.addr, running.admin_addr, running.grpc_addr);
         let (stop, task) = running.into_parts();
         tokio::spawn(async move {
+            #[cfg(unix)]
+            shutdown_signal(term).await;
+            #[cfg(not(unix))]
             shutdown_signal().await;
             let _ = stop.send(());
         });
-        task.await??;
-        // The spans still buffered go out before the process ends.
+        if let Some(admin) = admin_addr {
+            let scheme = if admin_tls { "https" } else { "http" };
+            announce(format!("weir admin listening on {scheme}://{admin}"));
+        }
+        if let Some(grpc) = grpc_addr {
+            announce(format!("weir grpc listening on http://{grpc}"));
+        }
+        let scheme = if main_tls { "https" } else { "http" };
+        announce(format!("weir listening on {scheme}://{addr}"));
+        let stopped = task.await;
+        // The spans still buffered go out before the process ends, whatever it ends with.
         #[cfg(feature = "otel")]
         if let Some(exporter) = exporter {
             if let Err(e) = exporter.provider.shutdown() {
                 tracing::warn!("cannot flush the last spans: {e}");
             }
         }
+        stopped??;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -452,27 +474,19 @@ fn read_config(args: ServeArgs) -> Result<Config> {
     Ok(config)
 }
 
+/// Waits for Ctrl-C or SIGTERM (`term`, registered before the router started).
+#[cfg(unix)]
+async fn shutdown_signal(mut term: tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+/// Waits for Ctrl-C.
+#[cfg(not(unix))]
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Reads structured CloudEvents, one JSON object per line, from a file or stdin (`-`);
