@@ -787,7 +787,7 @@ fn instantiate(shared: &Shared, tenant: &str, filter: &str) -> Result<LaneFilter
     )?;
     Ok(LaneFilter {
         version: active.version,
-        version_label: active.version.to_string(),
+        version_label: Arc::from(active.version.to_string()),
         instance,
     })
 }
@@ -833,8 +833,8 @@ struct FailedAt<'a> {
 /// A filter instance of a lane, with the version it runs.
 struct LaneFilter {
     version: u32,
-    /// `version` as text, for metric labels and chain stamps.
-    version_label: String,
+    /// `version` as text, for metric labels (shared: taken per batch without copying).
+    version_label: Arc<str>,
     instance: FilterInstance,
 }
 
@@ -1217,7 +1217,7 @@ impl RouteWorker {
         if current.is_none() || current != active_version {
             match instantiate(&self.shared, tenant, filter) {
                 Ok(fresh) => {
-                    let label = fresh.version_label.clone();
+                    let label = fresh.version_label.to_string();
                     self.instances.insert(filter.to_owned(), fresh);
                     self.ran_version(tenant, filter, label);
                 }
@@ -1265,7 +1265,7 @@ impl RouteWorker {
             self.shared
                 .metrics
                 .filter_retries
-                .with_label_values(&[&*self.spec.name, filter, &version_label, tenant])
+                .with_label_values(&[&*self.spec.name, filter, &*version_label, tenant])
                 .inc();
             tracing::debug!(route = %self.spec.name, tenant, filter, version, attempt = tries, "filter failed, running the batch again: {e}");
             answer = instance.process(ctx, self.writer.as_bytes());
@@ -1277,7 +1277,7 @@ impl RouteWorker {
         let metrics = &self.shared.metrics;
         metrics
             .filter_seconds
-            .with_label_values(&[filter, &version_label, tenant])
+            .with_label_values(&[filter, &*version_label, tenant])
             .observe(started.elapsed().as_secs_f64());
         let at = FailedAt {
             filter,
@@ -1345,7 +1345,7 @@ impl RouteWorker {
             if n > 0 {
                 metrics
                     .filter_verdicts
-                    .with_label_values(&[filter, &version_label, tenant, label])
+                    .with_label_values(&[filter, &*version_label, tenant, label])
                     .inc_by(n);
             }
         }
@@ -1608,7 +1608,7 @@ impl RouteWorker {
                         .with_label_values(&[
                             &*self.spec.name,
                             filter.as_str(),
-                            &version_label,
+                            &*version_label,
                             tenant.as_str(),
                             e.kind(),
                         ])
