@@ -217,19 +217,8 @@ async fn a_trace_crosses_weir_over_http_and_continues_at_the_next_hop() {
         "filters:\n{}sinks:\n  out:\n    type: http\n    url: {hop}/in\n    mode: binary\nroutes:\n  - name: main\n    filters: [severity]\n    to: [out]\n",
         filter_yaml("severity", wasm::SEVERITY, "{min: info}"),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("weir.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "listen: 127.0.0.1:0\ndata_dir: {}\n{config}",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let weir = Weir::spawn_env(
-        dir,
-        &["serve", "--config", &config_path.display().to_string()],
+    let weir = Weir::start_env(
+        &config,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
@@ -304,19 +293,8 @@ async fn a_trace_crosses_weir_over_kafka_with_spans_exported_over_grpc() {
         filter_yaml("severity", wasm::SEVERITY, "{min: info}"),
         broker.addr()
     );
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("weir.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "listen: 127.0.0.1:0\ndata_dir: {}\n{config}",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let _weir = Weir::spawn_env(
-        dir,
-        &["serve", "--config", &config_path.display().to_string()],
+    let _weir = Weir::start_env(
+        &config,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),

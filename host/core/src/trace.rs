@@ -50,6 +50,36 @@ pub fn span(make: impl FnOnce() -> Span) -> Span {
     }
 }
 
+/// How a source took its events, as the receive span's `otel.kind` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receiving {
+    /// Answering a request (HTTP, gRPC).
+    Request,
+    /// Consuming from a log (Kafka).
+    Consumed,
+}
+
+/// A source's receive span for `events` events (a disabled one while tracing is off);
+/// set it up with [`receive`].
+pub fn receive_span(source: &'static str, how: Receiving, events: usize) -> Span {
+    span(|| match how {
+        Receiving::Request => tracing::info_span!(
+            target: TARGET,
+            "weir.receive",
+            otel.kind = "server",
+            weir.source = source,
+            weir.events = events,
+        ),
+        Receiving::Consumed => tracing::info_span!(
+            target: TARGET,
+            "weir.receive",
+            otel.kind = "consumer",
+            weir.source = source,
+            weir.events = events,
+        ),
+    })
+}
+
 /// A W3C context as its two header values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct W3c {

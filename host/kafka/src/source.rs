@@ -627,15 +627,11 @@ impl Worker {
                 return Handled::Done;
             }
             let started = Instant::now();
-            let span = weir_core::trace::span(|| {
-                tracing::info_span!(
-                    target: weir_core::trace::TARGET,
-                    "weir.receive",
-                    otel.kind = "consumer",
-                    weir.source = "kafka",
-                    weir.events = events.len(),
-                )
-            });
+            let span = weir_core::trace::receive_span(
+                "kafka",
+                weir_core::trace::Receiving::Consumed,
+                events.len(),
+            );
             weir_core::trace::receive(&span, None, &mut events);
             let handled = persist(stopping, || {
                 let origin = Origin {

@@ -147,15 +147,11 @@ impl GrpcIngest {
                 producer,
                 ..Origin::default()
             };
-            let span = weir_core::trace::span(|| {
-                tracing::info_span!(
-                    target: weir_core::trace::TARGET,
-                    "weir.receive",
-                    otel.kind = "server",
-                    weir.source = "grpc",
-                    weir.events = events.len(),
-                )
-            });
+            let span = weir_core::trace::receive_span(
+                "grpc",
+                weir_core::trace::Receiving::Request,
+                events.len(),
+            );
             weir_core::trace::receive(&span, carried.as_ref(), &mut events);
             tracing::Instrument::instrument(self.router.submit_to(origin, events), span)
                 .await

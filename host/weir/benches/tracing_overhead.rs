@@ -30,8 +30,7 @@ fn events() -> Vec<Event> {
 /// producer's context, stamping the events), the route round following it, three
 /// filter calls and one sink write, each a span entered and left.
 fn one_round(mut batch: Vec<Event>) -> Vec<Event> {
-    let receive =
-        wt::span(|| tracing::info_span!(target: wt::TARGET, "weir.receive", weir.events = EVENTS));
+    let receive = wt::receive_span("http", wt::Receiving::Request, EVENTS);
     wt::receive(
         &receive,
         Some(&wt::W3c {

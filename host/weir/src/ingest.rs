@@ -131,15 +131,8 @@ pub async fn ingest(
         tenant_hint,
         producer,
     };
-    let span = weir_core::trace::span(|| {
-        tracing::info_span!(
-            target: weir_core::trace::TARGET,
-            "weir.receive",
-            otel.kind = "server",
-            weir.source = source_kind,
-            weir.events = accepted,
-        )
-    });
+    let span =
+        weir_core::trace::receive_span(source_kind, weir_core::trace::Receiving::Request, accepted);
     let carried = weir_core::trace::enabled()
         .then(|| {
             weir_core::trace::from_carrier(|name| {

@@ -96,12 +96,26 @@ impl Weir {
 
     /// Like [`Weir::start_in`] on a given listen address (a restart on the same port).
     pub fn start_at(dir: tempfile::TempDir, listen: &str, config: &str) -> Weir {
+        Self::start_with(dir, listen, config, &[])
+    }
+
+    /// Like [`Weir::start`], with these environment variables set.
+    pub fn start_env(config: &str, env: &[(&str, &str)]) -> Weir {
+        Self::start_with(tempfile::tempdir().unwrap(), "127.0.0.1:0", config, env)
+    }
+
+    fn start_with(
+        dir: tempfile::TempDir,
+        listen: &str,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Weir {
         let data = dir.path().join("data");
         let text = format!("listen: {listen}\ndata_dir: {}\n{}", data.display(), config);
         let config_path = dir.path().join("weir.yaml");
         std::fs::write(&config_path, text).unwrap();
         let config_arg = config_path.display().to_string();
-        Self::spawn(dir, &["serve", "--config", &config_arg])
+        Self::spawn_env(dir, &["serve", "--config", &config_arg], env)
     }
 
     /// Runs `weir` with these arguments (a `serve` that prints its address).
