@@ -223,15 +223,7 @@ async fn a_producer_speaks_only_for_its_tenant_and_enforced_filters_run_for_ever
         got, expected,
         "nothing refused was delivered, in part or whole"
     );
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", weir.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = get_text_as(&format!("{}/metrics", weir.url), Some(ADMIN)).await;
     assert_eq!(
         metric(
             &metrics,

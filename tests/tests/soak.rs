@@ -115,19 +115,13 @@ routes:\n  - name: main\n    from: [http, grpc, kafka]\n    filters: [severity]\
                     event(&format!("{prefix}-{n}"), "soak", extra)
                 })
                 .collect();
-            let resp = http
-                .post(format!("{url}/v1/events"))
-                .header("content-type", "application/cloudevents-batch+json")
-                .body(Value::Array(batch).to_string())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(
-                resp.status().as_u16(),
-                202,
-                "{}",
-                resp.text().await.unwrap()
-            );
+            let (status, answer) = post(
+                &format!("{url}/v1/events"),
+                &[("content-type", "application/cloudevents-batch+json")],
+                Value::Array(batch).to_string(),
+            )
+            .await;
+            assert_eq!(status, 202, "{answer}");
             *sent.entry(prefix).or_default() += RATE;
         }
         // gRPC: a Rodent agent's batch.
@@ -271,14 +265,7 @@ routes:\n  - name: main\n    from: [http, grpc, kafka]\n    filters: [severity]\
         }
     }
     // The route's counters agree with the events.
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = get_text(&format!("{url}/metrics")).await;
     let counted = |outcome: &str| {
         metric(
             &metrics,

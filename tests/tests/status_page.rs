@@ -115,22 +115,16 @@ async fn send(weir: &Weir, token: Option<&str>, n: usize, tenant: Option<&str>) 
             event(&format!("{}-{i}", tenant.unwrap_or("d")), "t", extra)
         })
         .collect();
-    let mut req = reqwest::Client::new().post(format!("{}/v1/events", weir.url));
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    let resp = req
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(Value::Array(batch).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status().as_u16(),
-        202,
-        "{}",
-        resp.text().await.unwrap()
-    );
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/cloudevents-batch+json")];
+    headers.extend(auth.as_deref().map(|a| ("authorization", a)));
+    let (status, answer) = post(
+        &format!("{}/v1/events", weir.url),
+        &headers,
+        Value::Array(batch).to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -164,15 +158,7 @@ async fn the_page_shows_routes_chains_and_versions_and_its_numbers_agree_with_me
         assert!(dom.contains(&format!(">{chip}<")), "{chip} missing:\n{dom}");
     }
     assert_eq!(cell(&dom, "filter-acme-stamp-version"), Some("v2"));
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", weir.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = get_text_as(&format!("{}/metrics", weir.url), Some(ADMIN)).await;
     let delivered = metric(
         &metrics,
         "weir_route_events_total{outcome=\"delivered\",route=\"main\"}",

@@ -62,21 +62,19 @@ pub enum Receiving {
 /// A source's receive span for `events` events (a disabled one while tracing is off);
 /// set it up with [`receive`].
 pub fn receive_span(source: &'static str, how: Receiving, events: usize) -> Span {
-    span(|| match how {
-        Receiving::Request => tracing::info_span!(
+    // The OpenTelemetry layer reads `otel.kind` as the span kind.
+    let kind = match how {
+        Receiving::Request => "server",
+        Receiving::Consumed => "consumer",
+    };
+    span(|| {
+        tracing::info_span!(
             target: TARGET,
             "weir.receive",
-            otel.kind = "server",
+            otel.kind = kind,
             weir.source = source,
             weir.events = events,
-        ),
-        Receiving::Consumed => tracing::info_span!(
-            target: TARGET,
-            "weir.receive",
-            otel.kind = "consumer",
-            weir.source = source,
-            weir.events = events,
-        ),
+        )
     })
 }
 

@@ -345,7 +345,16 @@ pub async fn post_batch(base: &str, events: &Value) -> (u16, Value) {
 }
 
 pub async fn get_text(url: &str) -> (u16, String) {
-    let resp = reqwest::get(url).await.expect("request");
+    get_text_as(url, None).await
+}
+
+/// Like [`get_text`], with a bearer token when given.
+pub async fn get_text_as(url: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.expect("request");
     (
         resp.status().as_u16(),
         resp.text().await.unwrap_or_default(),
